@@ -1,0 +1,74 @@
+import Dispatch
+import CBLAS
+
+/// The reference backend: runs every op's CPU forward on host memory. It supports every op by definition.
+public final class CPUBackend: Backend {
+    public static let shared = CPUBackend()
+    public let name = "cpu"
+    public let pool = HostBufferPool()
+
+    private init() {}
+
+    public func supports(_ op: any Operation) -> Bool { true }
+
+    public func allocate(elementCount: Int) throws -> any BackendBuffer { pool.take(elementCount) }
+
+    public func read(_ buffer: any BackendBuffer, offset: Int, count: Int,
+                     into destination: UnsafeMutablePointer<Float>) throws {
+        let host = buffer as! HostBuffer
+        destination.update(from: host.pointer + offset, count: count)
+    }
+
+    public func upload(_ source: UnsafePointer<Float>, count: Int) throws -> any BackendBuffer {
+        let buffer = pool.take(count)
+        buffer.pointer.update(from: source, count: count)
+        return buffer
+    }
+
+    public func execute(_ split: GraphSplit) throws {
+        for step in split.steps {
+            let node = step.node
+            let inputShapes = node.inputs.map(\.shape)
+            if let offset = node.op.viewOffset(inputShapes) {
+                realizeView(node, offset: offset)
+            } else {
+                try node.allocateOutput(on: self)
+                node.op.cpuForward(CPUArgs(
+                    inputs: node.inputs.map { $0.hostPointer },
+                    inputShapes: inputShapes,
+                    output: node.hostMutablePointer,
+                    outputShape: node.shape))
+            }
+            for dead in step.release { dead.release() }
+        }
+    }
+}
+
+extension Node {
+    /// The realised value as host memory (only for nodes realised on the CPU backend).
+    public var hostPointer: UnsafeBufferPointer<Float> {
+        let host = buffer as! HostBuffer
+        return UnsafeBufferPointer(start: host.pointer + offset, count: count)
+    }
+    var hostMutablePointer: UnsafeMutableBufferPointer<Float> {
+        let host = buffer as! HostBuffer
+        return UnsafeMutableBufferPointer(start: host.pointer + offset, count: count)
+    }
+}
+
+/// Splits `0..<count` into chunks of at least `grain` items and runs them on all cores.
+/// Small ranges run inline: the dispatch costs more than the work.
+@inlinable public func parallelFor(_ count: Int, grain: Int = 4096, _ body: (Range<Int>) -> Void) {
+    let chunks = min(CPUThreads.count * 4, max(1, count / max(grain, 1)))
+    if chunks <= 1 { body(0..<count); return }
+    let size = (count + chunks - 1) / chunks
+    DispatchQueue.concurrentPerform(iterations: chunks) { c in
+        let start = c * size
+        let end = min(count, start + size)
+        if start < end { body(start..<end) }
+    }
+}
+
+public enum CPUThreads {
+    public static let count: Int = max(1, Int(openblas_get_num_threads()))
+}

@@ -1,0 +1,236 @@
+import Foundation
+
+// Reductions over axes, softmax / log-softmax / logsumexp over one axis, argmax.
+
+public enum ReduceKind: String, Sendable { case sum, mean, max, min }
+
+/// Views `shape` as [outer, n, inner] around the contiguous axis block `first...last`.
+@inlinable func splitAround(_ shape: [Int], first: Int, last: Int) -> (outer: Int, n: Int, inner: Int) {
+    (shape[..<first].reduce(1, *), shape[first...last].reduce(1, *), shape[(last + 1)...].reduce(1, *))
+}
+
+/// Reduction over a contiguous block of axes (the API chains blocks for scattered axes).
+public struct Reduce: Operation {
+    public let kind: ReduceKind
+    public let axes: [Int]
+    public let keepDims: Bool
+    public init(_ kind: ReduceKind, axes: [Int], keepDims: Bool) { self.kind = kind; self.axes = axes; self.keepDims = keepDims }
+
+    public var name: String { "reduce.\(kind.rawValue)" }
+    public func outputShape(_ inputs: [[Int]]) throws(ShapeError) -> [Int] {
+        let resolved = try Shape.axes(axes, rank: inputs[0].count)
+        guard let lo = resolved.first, resolved == Array(lo..<(lo + resolved.count)) else {
+            throw ShapeError("reduce axes \(axes) must be a contiguous block (the API splits scattered axes)")
+        }
+        if (kind == .max || kind == .min) && resolved.contains(where: { inputs[0][$0] == 0 }) {
+            throw ShapeError("\(kind.rawValue) over an empty axis")
+        }
+        return keepDims ? inputs[0].enumerated().map { resolved.contains($0.offset) ? 1 : $0.element }
+                        : inputs[0].enumerated().filter { !resolved.contains($0.offset) }.map(\.element)
+    }
+    public func cpuForward(_ args: CPUArgs) {
+        let shape = args.inputShapes[0]
+        let resolved = try! Shape.axes(axes, rank: shape.count)
+        let (outer, n, inner) = splitAround(shape, first: resolved.first!, last: resolved.last!)
+        let x = args.inputs[0], y = args.output, kind = kind
+        let scale: Float = kind == .mean ? 1 / Float(max(n, 1)) : 1
+        parallelFor(outer * inner, grain: max(1, 16384 / max(n, 1))) { range in
+            for r in range {
+                let o = r / inner, i = r % inner
+                let base = o * n * inner + i
+                switch kind {
+                case .sum, .mean:
+                    // Float64 accumulation keeps long sums (a whole image) exact enough to serve as reference.
+                    var acc: Double = 0
+                    for j in 0..<n { acc += Double(x[base + j * inner]) }
+                    y[r] = Float(acc) * scale
+                case .max:
+                    var m = -Float.infinity
+                    for j in 0..<n { m = Swift.max(m, x[base + j * inner]) }
+                    y[r] = m
+                case .min:
+                    var m = Float.infinity
+                    for j in 0..<n { m = Swift.min(m, x[base + j * inner]) }
+                    y[r] = m
+                }
+            }
+        }
+    }
+    public func vjp(_ ctx: VJPContext) -> [Tensor?] {
+        let x = ctx.inputs[0]
+        let keptShape = x.shape.enumerated().map { axes.map { $0 < 0 ? $0 + x.rank : $0 }.contains($0.offset) ? 1 : $0.element }
+        let dy = ctx.cotangent.reshape(keptShape)
+        switch kind {
+        case .sum: return [dy.expand(x.shape)]
+        case .mean:
+            let n = x.count / max(ctx.output.count, 1)
+            return [(dy / Float(n)).expand(x.shape)]
+        case .max, .min:
+            // Ties share the gradient equally.
+            let hit = x.equal(ctx.output.reshape(keptShape))
+            let ties = hit.sum(axes: axes, keepDims: true)
+            return [hit * (dy / ties)]
+        }
+    }
+}
+
+/// Softmax or log-softmax along one axis, max-subtracted.
+public struct Softmax: Operation {
+    public let axis: Int
+    public let log: Bool
+    public init(axis: Int, log: Bool) { self.axis = axis; self.log = log }
+    public var name: String { log ? "log_softmax" : "softmax" }
+    public func outputShape(_ inputs: [[Int]]) throws(ShapeError) -> [Int] {
+        _ = try Shape.axis(axis, rank: inputs[0].count); return inputs[0]
+    }
+    public func cpuForward(_ args: CPUArgs) {
+        let shape = args.inputShapes[0], a = try! Shape.axis(axis, rank: shape.count)
+        let (outer, n, inner) = splitAround(shape, first: a, last: a)
+        let x = args.inputs[0], y = args.output, log = log
+        parallelFor(outer * inner, grain: max(1, 8192 / max(n, 1))) { range in
+            for r in range {
+                let base = (r / inner) * n * inner + r % inner
+                var m = -Float.infinity
+                for j in 0..<n { m = Swift.max(m, x[base + j * inner]) }
+                var s: Float = 0
+                for j in 0..<n { s += Foundation.exp(x[base + j * inner] - m) }
+                if log {
+                    let lse = m + Foundation.log(s)
+                    for j in 0..<n { y[base + j * inner] = x[base + j * inner] - lse }
+                } else {
+                    let inv = 1 / s
+                    for j in 0..<n { y[base + j * inner] = Foundation.exp(x[base + j * inner] - m) * inv }
+                }
+            }
+        }
+    }
+    public func vjp(_ ctx: VJPContext) -> [Tensor?] {
+        let y = ctx.output, dy = ctx.cotangent
+        if log { return [dy - y.exp() * dy.sum(axes: [axis], keepDims: true)] }
+        return [y * (dy - (dy * y).sum(axes: [axis], keepDims: true))]
+    }
+}
+
+/// log Σ exp(x) along one axis (max-subtracted), axis removed unless `keepDims`.
+public struct LogSumExp: Operation {
+    public let axis: Int
+    public let keepDims: Bool
+    public init(axis: Int, keepDims: Bool) { self.axis = axis; self.keepDims = keepDims }
+    public var name: String { "logsumexp" }
+    public func outputShape(_ inputs: [[Int]]) throws(ShapeError) -> [Int] {
+        try Reduce(.sum, axes: [axis], keepDims: keepDims).outputShape(inputs)
+    }
+    public func cpuForward(_ args: CPUArgs) {
+        let shape = args.inputShapes[0], a = try! Shape.axis(axis, rank: shape.count)
+        let (outer, n, inner) = splitAround(shape, first: a, last: a)
+        let x = args.inputs[0], y = args.output
+        parallelFor(outer * inner, grain: max(1, 8192 / max(n, 1))) { range in
+            for r in range {
+                let base = (r / inner) * n * inner + r % inner
+                var m = -Float.infinity
+                for j in 0..<n { m = Swift.max(m, x[base + j * inner]) }
+                if m == -.infinity { y[r] = m; continue }
+                var s: Float = 0
+                for j in 0..<n { s += Foundation.exp(x[base + j * inner] - m) }
+                y[r] = m + Foundation.log(s)
+            }
+        }
+    }
+    public func vjp(_ ctx: VJPContext) -> [Tensor?] {
+        let x = ctx.inputs[0]
+        let kept = try! Reduce(.sum, axes: [axis], keepDims: true).outputShape([x.shape])
+        return [(x - ctx.output.reshape(kept)).exp() * ctx.cotangent.reshape(kept)]
+    }
+}
+
+/// Index of the largest element along one axis (first on ties), as float. No gradient.
+public struct ArgMax: Operation {
+    public let axis: Int
+    public init(axis: Int) { self.axis = axis }
+    public var name: String { "argmax" }
+    public func outputShape(_ inputs: [[Int]]) throws(ShapeError) -> [Int] {
+        try Reduce(.max, axes: [axis], keepDims: false).outputShape(inputs)
+    }
+    public func cpuForward(_ args: CPUArgs) {
+        let shape = args.inputShapes[0], a = try! Shape.axis(axis, rank: shape.count)
+        let (outer, n, inner) = splitAround(shape, first: a, last: a)
+        let x = args.inputs[0], y = args.output
+        parallelFor(outer * inner, grain: max(1, 8192 / max(n, 1))) { range in
+            for r in range {
+                let base = (r / inner) * n * inner + r % inner
+                var best = 0, m = x[base]
+                for j in 1..<max(n, 1) where x[base + j * inner] > m { m = x[base + j * inner]; best = j }
+                y[r] = Float(best)
+            }
+        }
+    }
+    public func vjp(_ ctx: VJPContext) -> [Tensor?] { noGradient(ctx) }
+}
+
+extension Tensor {
+    /// Reduction over `axes` (all axes when nil). Scattered axes are reduced block by block.
+    public func reduce(_ kind: ReduceKind, axes: [Int]? = nil, keepDims: Bool = false) -> Tensor {
+        let requested = axes ?? Array(0..<rank)
+        if rank == 0 { return self }
+        let resolved: [Int]
+        do { resolved = try Shape.axes(requested, rank: rank) } catch {
+            return .invalid("reduce.\(kind.rawValue)", "\(error.message) (shape \(describe(shape)))")
+        }
+        if resolved.isEmpty { return self }
+        // Group into contiguous blocks; reduce the last block first so earlier axis numbers stay valid.
+        var blocks: [[Int]] = []
+        for a in resolved {
+            if let last = blocks.last?.last, last + 1 == a { blocks[blocks.count - 1].append(a) } else { blocks.append([a]) }
+        }
+        if blocks.count == 1 { return .record(Reduce(kind, axes: resolved, keepDims: keepDims), [self]) }
+        let chainKind: ReduceKind = kind == .mean ? .sum : kind
+        var out = self
+        for block in blocks.reversed() { out = .record(Reduce(chainKind, axes: block, keepDims: true), [out]) }
+        if kind == .mean { out = out / Float(resolved.map { shape[$0] }.reduce(1, *)) }
+        if !keepDims { out = out.reshape(shape.enumerated().filter { !resolved.contains($0.offset) }.map(\.element)) }
+        return out
+    }
+    public func sum(axes: [Int]? = nil, keepDims: Bool = false) -> Tensor { reduce(.sum, axes: axes, keepDims: keepDims) }
+    public func mean(axes: [Int]? = nil, keepDims: Bool = false) -> Tensor { reduce(.mean, axes: axes, keepDims: keepDims) }
+    public func max(axes: [Int]? = nil, keepDims: Bool = false) -> Tensor { reduce(.max, axes: axes, keepDims: keepDims) }
+    public func min(axes: [Int]? = nil, keepDims: Bool = false) -> Tensor { reduce(.min, axes: axes, keepDims: keepDims) }
+
+    /// Variance over `axes` with `correction` (1: unbiased, as torch.std's default).
+    public func variance(axes: [Int]? = nil, keepDims: Bool = false, correction: Int = 1) -> Tensor {
+        let all = axes ?? Array(0..<rank)
+        let n = all.map { shape[$0 < 0 ? $0 + rank : $0] }.reduce(1, *)
+        let centered = self - mean(axes: all, keepDims: true)
+        return centered.square().sum(axes: all, keepDims: keepDims) / Float(Swift.max(n - correction, 1))
+    }
+    /// Standard deviation, unbiased by default.
+    public func std(axes: [Int]? = nil, keepDims: Bool = false, correction: Int = 1) -> Tensor {
+        variance(axes: axes, keepDims: keepDims, correction: correction).sqrt()
+    }
+
+    public func softmax(axis: Int) -> Tensor { .record(Softmax(axis: axis, log: false), [self]) }
+    public func logSoftmax(axis: Int) -> Tensor { .record(Softmax(axis: axis, log: true), [self]) }
+    public func logSumExp(axis: Int, keepDims: Bool = false) -> Tensor { .record(LogSumExp(axis: axis, keepDims: keepDims), [self]) }
+    public func argmax(axis: Int) -> Tensor { .record(ArgMax(axis: axis), [self]) }
+}
+
+extension HarnessCatalog {
+    static var reduce: [HarnessCase] {
+        let s = [2, 3, 4, 5]
+        return [
+            HarnessCase("reduce.sum.all", [.normal(s)]) { $0[0].sum() },
+            HarnessCase("reduce.sum.inner", [.normal(s)]) { $0[0].sum(axes: [2, 3]) },
+            HarnessCase("reduce.sum.scattered", [.normal(s)]) { $0[0].sum(axes: [0, 2], keepDims: true) },
+            HarnessCase("reduce.mean", [.normal(s)]) { $0[0].mean(axes: [1]) },
+            HarnessCase("reduce.mean.scattered", [.normal(s)]) { $0[0].mean(axes: [0, 2, 3]) },
+            HarnessCase("reduce.max", [.normal(s)], fdStep: 1e-3) { $0[0].max(axes: [-1]) },
+            HarnessCase("reduce.min", [.normal(s)], fdStep: 1e-3) { $0[0].min(axes: [1, 2], keepDims: true) },
+            HarnessCase("std", [.normal(s)]) { $0[0].std(axes: [1, 2, 3]) },
+            HarnessCase("softmax.channels", [.normal(s)]) { $0[0].softmax(axis: 1) },
+            HarnessCase("softmax.last", [.normal(s)]) { ($0[0] * 3).softmax(axis: -1) },
+            HarnessCase("log_softmax", [.normal(s)]) { $0[0].logSoftmax(axis: 1) },
+            HarnessCase("log_softmax.rows", [.normal(s)]) { $0[0].logSoftmax(axis: -2) },
+            HarnessCase("logsumexp", [.normal(s)]) { ($0[0] * 4).logSumExp(axis: 1) },
+            HarnessCase("argmax", [.normal(s)]) { $0[0].argmax(axis: 1) },
+        ]
+    }
+}

@@ -1,0 +1,192 @@
+/// Random numbers: Philox 4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3"), counter-based,
+/// so every backend produces the same bits for the same (seed, offset) without shared state.
+///
+/// The one definition, followed by the CPU reference here and by every kernel:
+/// - Element `e` of a draw with stream offset `o` uses counter block `b = (o + e) / 4`, lane `(o + e) % 4`:
+///   `(x0, x1, x2, x3) = philox4x32_10(counter: (b.lo, b.hi, 0, 0), key: (seed.lo, seed.hi))`.
+/// - Uniform in (0, 1]: `u = ((x >> 8) + 1) · 2⁻²⁴` (exact in float32; never 0, so log(u) is finite).
+/// - Normal (Box–Muller): lanes pair up as (0, 1) and (2, 3). With `u = uniform(x_even)`, `v = uniform(x_odd)`:
+///   `r = sqrt(−2 ln u)`, even lane `r·cos(2πv)`, odd lane `r·sin(2πv)`.
+/// - Integer in [lo, hi): `lo + (x · (hi − lo)) >> 32` in 64-bit integer arithmetic.
+/// - Bernoulli(p): `u ≤ p` (1) else 0.
+/// ln, sqrt, sin and cos are the polynomial/Newton forms below, built from float32 `+` and `*` alone (no fused
+/// multiply-add), which are correctly rounded on every IEEE backend: that is what makes normal samples bit-identical.
+/// Kernels must compile them with FP_CONTRACT OFF.
+public enum Philox {
+    public static func block(counter: UInt64, seed: UInt64) -> (UInt32, UInt32, UInt32, UInt32) {
+        var c0 = UInt32(truncatingIfNeeded: counter), c1 = UInt32(truncatingIfNeeded: counter >> 32)
+        var c2: UInt32 = 0, c3: UInt32 = 0
+        var k0 = UInt32(truncatingIfNeeded: seed), k1 = UInt32(truncatingIfNeeded: seed >> 32)
+        for round in 0..<10 {
+            if round > 0 { k0 &+= 0x9E37_79B9; k1 &+= 0xBB67_AE85 }
+            let p0 = UInt64(0xD251_1F53) &* UInt64(c0)
+            let p1 = UInt64(0xCD9E_8D57) &* UInt64(c2)
+            let hi0 = UInt32(truncatingIfNeeded: p0 >> 32), lo0 = UInt32(truncatingIfNeeded: p0)
+            let hi1 = UInt32(truncatingIfNeeded: p1 >> 32), lo1 = UInt32(truncatingIfNeeded: p1)
+            (c0, c1, c2, c3) = (hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0)
+        }
+        return (c0, c1, c2, c3)
+    }
+
+    /// The four raw words of the block that holds stream position `position`.
+    @inline(__always) static func words(seed: UInt64, position: UInt64) -> (UInt32, UInt32, UInt32, UInt32) {
+        block(counter: position / 4, seed: seed)
+    }
+
+    @inline(__always) public static func uniform(_ x: UInt32) -> Float { Float((x >> 8) + 1) * 0x1p-24 }
+
+    /// ln(u) for u in (0, 1]: u = m·2^e with m in [0.75, 1.5), ln(m) = t·P(t), t = m − 1.
+    @inline(__always) public static func log(_ u: Float) -> Float {
+        var bits = u.bitPattern
+        var e = Int32((bits >> 23) & 0xFF) - 127
+        bits = (bits & 0x007F_FFFF) | 0x3F80_0000 // mantissa in [1, 2)
+        var m = Float(bitPattern: bits)
+        if m >= 1.5 { m = m * 0.5; e += 1 }
+        let t = m - 1
+        var p: Float = 0.032495010644197464
+        p = p * t + -0.0849456861615181
+        p = p * t + 0.11547316610813141
+        p = p * t + -0.12792731821537018
+        p = p * t + 0.1430189311504364
+        p = p * t + -0.16652880609035492
+        p = p * t + 0.1999838799238205
+        p = p * t + -0.25000226497650146
+        p = p * t + 0.3333336114883423
+        p = p * t + -0.5
+        p = p * t + 1.0
+        return t * p + Float(e) * 0.6931471805599453
+    }
+
+    /// √r for r ≥ 0 by Newton iterations on 1/√r from a bit-level first guess.
+    @inline(__always) public static func sqrt(_ r: Float) -> Float {
+        if r <= 0 { return 0 }
+        var y = Float(bitPattern: 0x5F37_59DF &- (r.bitPattern >> 1))
+        let half = r * 0.5
+        for _ in 0..<4 { y = y * (1.5 - half * y * y) }
+        return r * y
+    }
+
+    /// (cos 2πv, sin 2πv) for v in (0, 1], by quadrant and polynomials in the quadrant fraction.
+    @inline(__always) public static func cosSin(turns v: Float) -> (Float, Float) {
+        let q4 = v * 4 // exact
+        let quadrant = Int(q4) & 3
+        let f = q4 - Float(Int(q4)) // fraction of the quadrant, exact
+        let z = f * f
+        var s: Float = -3.4328727451793384e-06
+        s = s * z + 0.00016025584773160517
+        s = s * z + -0.004681657068431377
+        s = s * z + 0.07969260215759277
+        s = s * z + -0.6459640860557556
+        s = s * z + 1.5707963705062866
+        s = s * f // sin(πf/2)
+        var c: Float = -6.127340412831472e-09
+        c = c * z + 4.7066609454304853e-07
+        c = c * z + -2.5201685275533237e-05
+        c = c * z + 0.0009192600846290588
+        c = c * z + -0.020863480865955353
+        c = c * z + 0.25366950035095215
+        c = c * z + -1.2337005138397217
+        c = c * z + 1.0 // cos(πf/2)
+        switch quadrant {
+        case 0: return (c, s)
+        case 1: return (-s, c)
+        case 2: return (-c, -s)
+        default: return (s, -c)
+        }
+    }
+
+    /// Fills `out` with stream positions offset..<offset+count of the given distribution.
+    public static func fill(_ out: UnsafeMutableBufferPointer<Float>, distribution: RandomDistribution,
+                            seed: UInt64, offset: UInt64) {
+        parallelFor(out.count, grain: 16384) { range in
+            for i in range {
+                let position = offset &+ UInt64(i)
+                let w = words(seed: seed, position: position)
+                let lane = Int(position % 4)
+                let x = lane == 0 ? w.0 : lane == 1 ? w.1 : lane == 2 ? w.2 : w.3
+                switch distribution {
+                case .uniform(let lo, let hi):
+                    out[i] = lo + (hi - lo) * uniform(x)
+                case .normal(let mean, let std):
+                    let (xu, xv) = lane < 2 ? (w.0, w.1) : (w.2, w.3)
+                    let r = sqrt(-2 * log(uniform(xu)))
+                    let (c, s) = cosSin(turns: uniform(xv))
+                    out[i] = mean + std * (lane % 2 == 0 ? r * c : r * s)
+                case .integer(let lo, let hi):
+                    out[i] = Float(lo + Int((UInt64(x) &* UInt64(hi - lo)) >> 32))
+                case .bernoulli(let p):
+                    out[i] = uniform(x) <= p ? 1 : 0
+                }
+            }
+        }
+    }
+}
+
+public enum RandomDistribution: Sendable, Equatable {
+    case uniform(Float, Float)
+    case normal(mean: Float, std: Float)
+    /// Integers in lo..<hi, as float.
+    case integer(Int, Int)
+    case bernoulli(Float)
+}
+
+/// A seeded random draw (no inputs). `offset` selects the stream position so successive draws do not overlap.
+public struct RandomOp: Operation {
+    public let shape: [Int]
+    public let distribution: RandomDistribution
+    public let seed: UInt64
+    public let offset: UInt64
+    public var name: String { "random" }
+    public func outputShape(_ inputs: [[Int]]) throws(ShapeError) -> [Int] {
+        if case let .integer(lo, hi) = distribution, hi <= lo { throw ShapeError("empty integer range \(lo)..<\(hi)") }
+        guard shape.allSatisfy({ $0 >= 0 }) else { throw ShapeError("negative size in \(describe(shape))") }
+        return shape
+    }
+    public func cpuForward(_ args: CPUArgs) { Philox.fill(args.output, distribution: distribution, seed: seed, offset: offset) }
+    public func vjp(_ ctx: VJPContext) -> [Tensor?] { [] }
+}
+
+/// A seeded stream that hands out non-overlapping positions: `generator.normal([8, 3, 64, 64])`.
+public final class RandomGenerator {
+    public let seed: UInt64
+    public private(set) var offset: UInt64
+
+    public init(seed: UInt64, offset: UInt64 = 0) { self.seed = seed; self.offset = offset }
+
+    public func draw(_ shape: [Int], _ distribution: RandomDistribution) -> Tensor {
+        let op = RandomOp(shape: shape, distribution: distribution, seed: seed, offset: offset)
+        // Blocks are 4 wide: keep each draw block-aligned so normal pairs never straddle two draws.
+        offset &+= UInt64((Shape.count(shape) + 3) / 4 * 4)
+        return .record(op, [])
+    }
+    public func uniform(_ shape: [Int], _ lo: Float = 0, _ hi: Float = 1) -> Tensor { draw(shape, .uniform(lo, hi)) }
+    public func normal(_ shape: [Int], mean: Float = 0, std: Float = 1) -> Tensor { draw(shape, .normal(mean: mean, std: std)) }
+    public func integers(_ shape: [Int], _ lo: Int, _ hi: Int) -> Tensor { draw(shape, .integer(lo, hi)) }
+    public func bernoulli(_ shape: [Int], p: Float) -> Tensor { draw(shape, .bernoulli(p)) }
+}
+
+extension Tensor {
+    /// Inverted dropout: zeroes elements with probability `p` and scales the rest by 1/(1−p).
+    /// `channelwise` drops whole channels of NCHW maps (Dropout2d).
+    public func dropout(_ p: Float, generator: RandomGenerator, channelwise: Bool = false) -> Tensor {
+        if p <= 0 { return self }
+        let maskShape = channelwise && rank >= 2 ? Array(shape.prefix(2)) + [Int](repeating: 1, count: rank - 2) : shape
+        let keep = generator.bernoulli(maskShape, p: 1 - p)
+        return self * (keep / (1 - p))
+    }
+}
+
+extension HarnessCatalog {
+    static var random: [HarnessCase] {
+        [
+            HarnessCase("random.uniform", []) { _ in RandomGenerator(seed: 7, offset: 3).uniform([3, 5], -1, 2) },
+            HarnessCase("random.normal", []) { _ in RandomGenerator(seed: 0xDEAD_BEEF_1234).normal([2, 3, 7]) },
+            HarnessCase("random.integer", []) { _ in RandomGenerator(seed: 11).integers([4, 9], 0, 1000) },
+            HarnessCase("random.bernoulli", []) { _ in RandomGenerator(seed: 5).bernoulli([4, 9], p: 0.3) },
+            HarnessCase("dropout", [.normal([2, 3, 4, 4])]) { $0[0].dropout(0.25, generator: RandomGenerator(seed: 9)) },
+            HarnessCase("dropout2d", [.normal([2, 3, 4, 4])]) {
+                $0[0].dropout(0.5, generator: RandomGenerator(seed: 9), channelwise: true)
+            },
+        ]
+    }
+}

@@ -1,0 +1,2 @@
+import HistoCore
+print("histodiff")
