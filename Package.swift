@@ -37,7 +37,7 @@ let package = Package(
             swiftSettings: numeric),
         .executableTarget(
             name: "bench",
-            dependencies: ["HistoCore", "HistoNN", "OpHarness", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["HistoCore", "HistoNN", "OpHarness", "CBLAS", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "benchmarks/bench",
             swiftSettings: numeric),
 

@@ -22,7 +22,8 @@ public enum Executor {
             if let last = lastUse[ObjectIdentifier(node)] { releaseAt[last].append(node) }
         }
 
-        // Split by backend support; the CPU reference takes what the backend lacks.
+        // Split by backend support; the CPU reference takes what the backend lacks. A validating op ends the
+        // split before it, so that its inputs exist when it is checked.
         var i = 0
         while i < order.count {
             let onBackend = backend.supports(order[i].op)
@@ -30,6 +31,10 @@ public enum Executor {
             var split = GraphSplit(steps: [])
             while i < order.count && (backend.supports(order[i].op) == onBackend) {
                 let node = order[i]
+                if let check = node.op as? any ValidatingOperation {
+                    if !split.steps.isEmpty { break }
+                    try validate(node, check)
+                }
                 if !onBackend { FallbackReport.shared.record(node.op.name, backend: backend.name) }
                 try makeResident(node.inputs, on: runner)
                 split.steps.append(.init(node: node, release: releaseAt[i]))
@@ -37,6 +42,18 @@ public enum Executor {
             }
             try runner.execute(split)
         }
+    }
+
+    static func validate(_ node: Node, _ check: any ValidatingOperation) throws {
+        let hosts = try node.inputs.map { input -> [Float] in
+            let buffer = input.buffer!
+            return try [Float](unsafeUninitializedCapacity: input.count) { out, n in
+                try buffer.backend.read(buffer, offset: input.offset, count: input.count, into: out.baseAddress!)
+                n = input.count
+            }
+        }
+        let message = hosts.withUnsafeBufferPointers { check.validate($0, shapes: node.inputs.map(\.shape)) }
+        if let message { throw EngineError.invalidValue(op: node.op.description, message: message) }
     }
 
     /// Unrealised nodes reachable from `targets`, inputs before consumers. Throws the first recorded error.
@@ -87,4 +104,15 @@ public final class FallbackReport: @unchecked Sendable {
 
     public var total: Int { lock.lock(); defer { lock.unlock() }; return counts.values.reduce(0, +) }
     public func reset() { lock.lock(); counts = [:]; lock.unlock() }
+}
+
+extension Array where Element == [Float] {
+    /// Calls `body` with pointers to every inner array's storage.
+    func withUnsafeBufferPointers<R>(_ body: ([UnsafeBufferPointer<Float>]) -> R) -> R {
+        func nest(_ i: Int, _ acc: [UnsafeBufferPointer<Float>]) -> R {
+            if i == count { return body(acc) }
+            return self[i].withUnsafeBufferPointer { nest(i + 1, acc + [$0]) }
+        }
+        return nest(0, [])
+    }
 }

@@ -41,3 +41,11 @@ public struct VJPContext {
 
 /// Ops without a gradient (argmax, comparisons, random sampling) return this from `vjp`.
 @inlinable public func noGradient(_ ctx: VJPContext) -> [Tensor?] { [Tensor?](repeating: nil, count: ctx.inputs.count) }
+
+/// An op whose input values must be checked before it runs (labels in range, a loss that must be finite).
+/// The executor reads the inputs to the host, calls `validate`, and throws `EngineError.invalidValue` naming the op
+/// with the returned message. Checks are rare and cheap next to the work they guard.
+public protocol ValidatingOperation: Operation {
+    /// nil when the inputs are acceptable, else what is wrong (which element, which value).
+    func validate(_ inputs: [UnsafeBufferPointer<Float>], shapes: [[Int]]) -> String?
+}

@@ -1,0 +1,98 @@
+import Foundation
+import XCTest
+@testable import HistoCore
+
+final class EngineTests: XCTestCase {
+    func testShapeMismatchIsThrownAtEvalNamingOpAndShapes() {
+        let a = Tensor.zeros([2, 3]), b = Tensor.zeros([3, 2])
+        let c = (a + b).exp()
+        XCTAssertThrowsError(try c.eval()) { error in
+            let text = "\(error)"
+            XCTAssert(text.contains("binary.add") && text.contains("[2, 3]") && text.contains("[3, 2]"), text)
+        }
+    }
+
+    func testRankChangingBroadcastIsAnError() {
+        XCTAssertThrowsError(try (Tensor.zeros([4]) + Tensor.zeros([4, 1])).eval()) { error in
+            XCTAssert("\(error)".contains("different ranks"), "\(error)")
+        }
+    }
+
+    func testInvalidAxisIsAnError() {
+        XCTAssertThrowsError(try Tensor.zeros([2, 3]).softmax(axis: 2).eval())
+        XCTAssertThrowsError(try Tensor.zeros([2, 3]).sum(axes: [5]).eval())
+        XCTAssertThrowsError(try Tensor.zeros([2, 3]).squeeze(0).eval())
+        XCTAssertThrowsError(try Tensor([1, 2, 3], shape: [2]).eval())
+    }
+
+    func testReshapeAndLeadingSliceAreViews() throws {
+        let x = Tensor((0..<24).map(Float.init), shape: [4, 6])
+        let r = x.reshape([2, 12])
+        let s = x.slice(axis: 0, start: 1, end: 3)
+        try eval([r, s])
+        XCTAssert(r.node.buffer === x.node.buffer)
+        XCTAssert(s.node.buffer === x.node.buffer)
+        XCTAssertEqual(s.node.offset, 6)
+        XCTAssertEqual(try s.toArray(), (6..<18).map(Float.init))
+    }
+
+    func testSharedSubexpressionGradientsAccumulate() throws {
+        let x = Tensor([1, 2, 3], shape: [3])
+        let y = x * x + x.exp() * x // d/dx = 2x + e^x + x e^x
+        let g = Autodiff.gradients(of: y.sum(), wrt: [x])[0]
+        let expected = [1, 2, 3].map { v -> Float in 2 * v + Foundation.exp(v) * (1 + v) }
+        for (a, e) in zip(try g.toArray(), expected) { XCTAssertEqual(a, e, accuracy: 1e-4) }
+    }
+
+    func testDetachStopsGradientAndUnrelatedInputsGetZeros() throws {
+        let x = Tensor([1, 2], shape: [2]), z = Tensor([5, 6], shape: [2])
+        let y = (x * x.detach()).sum()
+        let grads = Autodiff.gradients(of: y, wrt: [x, z])
+        XCTAssertEqual(try grads[0].toArray(), [1, 2])
+        XCTAssertEqual(try grads[1].toArray(), [0, 0])
+    }
+
+    func testIntermediatesAreReleasedAndReusedAcrossSteps() throws {
+        // A small MLP training step: after the first step, later steps take every buffer from the pool.
+        let pool = CPUBackend.shared.pool
+        let g = RandomGenerator(seed: 1)
+        var w1 = try g.normal([16, 32]).materialized(), w2 = try g.normal([32, 4]).materialized()
+        let x = try g.normal([8, 16]).materialized()
+        var fresh: [Int] = []
+        for _ in 0..<4 {
+            let h = x.matmul(w1).relu()
+            let loss = h.matmul(w2).square().mean()
+            let grads = Autodiff.gradients(of: loss, wrt: [w1, w2])
+            try eval([loss] + grads)
+            let newW1 = try (w1 - grads[0] * 0.01).materialized()
+            let newW2 = try (w2 - grads[1] * 0.01).materialized()
+            w1 = newW1; w2 = newW2
+            fresh.append(pool.freshAllocations)
+        }
+        XCTAssertEqual(fresh[2], fresh[1], "step 3 allocated \(fresh[2] - fresh[1]) fresh buffers")
+        XCTAssertEqual(fresh[3], fresh[2], "step 4 allocated \(fresh[3] - fresh[2]) fresh buffers")
+    }
+
+    func testPhiloxKnownAnswer() {
+        // Random123 kat_vectors: philox4x32_10, counter 0, key 0.
+        let w = Philox.block(counter: 0, seed: 0)
+        XCTAssertEqual([w.0, w.1, w.2, w.3], [0x6627_E8D5, 0xE169_C58D, 0xBC57_AC4C, 0x9B00_DBD8])
+    }
+
+    func testNormalSamplesHaveUnitMoments() throws {
+        let v = try RandomGenerator(seed: 3).normal([200_000]).toArray()
+        let mean = v.reduce(0, +) / Float(v.count)
+        let variance = v.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Float(v.count)
+        XCTAssertEqual(mean, 0, accuracy: 0.01)
+        XCTAssertEqual(variance, 1, accuracy: 0.01)
+        let u = try RandomGenerator(seed: 4).uniform([100_000]).toArray()
+        XCTAssert(u.allSatisfy { $0 > 0 && $0 <= 1 })
+    }
+
+    func testGeneratorDrawsDoNotOverlap() throws {
+        let g = RandomGenerator(seed: 9)
+        let a = try g.uniform([5]).toArray(), b = try g.uniform([5]).toArray()
+        XCTAssertNotEqual(a, b)
+        XCTAssertEqual(try RandomGenerator(seed: 9).uniform([5]).toArray(), a)
+    }
+}

@@ -1,0 +1,65 @@
+import ArgumentParser
+import CBLAS
+import Foundation
+import HistoCore
+import HistoNN
+
+/// `bench`: times the engine's workloads on a backend and writes JSON. Peers measured in the same run
+/// (OpenBLAS for GEMM) give the ratios; benchmarks/torch_peer.py gives PyTorch's figures.
+@main
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Time HistoDiff's op workloads.")
+
+    @Option(help: "Backend: cpu.") var backend = "cpu"
+    @Option(help: "Write results as JSON to this file.") var json: String?
+    @Option(help: "Only workloads whose name contains this.") var filter: String?
+    @Option(help: "Minimum measuring time per workload, seconds.") var seconds = 1.0
+    @Flag(help: "Small shapes and one repetition: checks that every workload runs.") var quick = false
+
+    func run() throws {
+        let machine = Machine.probe()
+        print("machine: \(machine.description); fp32 peak ≈ \(Int(machine.peakGFLOPs)) GFLOP/s (estimate)")
+        let target: any Backend
+        switch backend {
+        case "cpu": target = CPUBackend.shared
+        default: throw ValidationError("unknown backend \(backend) (this build has: cpu)")
+        }
+        var results: [[String: Any]] = []
+        for workload in Workloads.all(quick: quick) where filter.map({ workload.name.contains($0) }) ?? true {
+            let timing = try workload.measure(on: target, minSeconds: quick ? 0 : seconds, maxRuns: quick ? 1 : 200)
+            var row: [String: Any] = ["name": workload.name, "backend": target.name,
+                                      "median_ms": timing.median * 1e3, "min_ms": timing.min * 1e3, "runs": timing.runs]
+            var line = workload.name.padding(toLength: 36, withPad: " ", startingAt: 0)
+                + String(format: "%9.3f ms (min %8.3f, %3d runs)", timing.median * 1e3, timing.min * 1e3, timing.runs)
+            if workload.flops > 0 {
+                let gflops = workload.flops / timing.median / 1e9
+                row["gflops"] = gflops
+                row["peak_percent"] = 100 * gflops / machine.peakGFLOPs
+                line += String(format: "  %7.1f GFLOP/s  %5.1f%% of peak", gflops, 100 * gflops / machine.peakGFLOPs)
+            } else if workload.bytes > 0 {
+                let gbs = workload.bytes / timing.median / 1e9
+                row["gbytes_per_s"] = gbs
+                line += String(format: "  %7.1f GB/s", gbs)
+            }
+            if let peer = workload.peer {
+                let p = try peer.measure(minSeconds: quick ? 0 : seconds, maxRuns: quick ? 1 : 200)
+                row["peer"] = peer.name
+                row["peer_median_ms"] = p.median * 1e3
+                row["ratio_vs_peer"] = timing.median / p.median
+                line += String(format: "  | %@ %8.3f ms, ×%.2f", peer.name as NSString, p.median * 1e3, timing.median / p.median)
+            }
+            print(line)
+            results.append(row)
+        }
+        if let json {
+            let document: [String: Any] = ["machine": machine.description, "peak_gflops_estimate": machine.peakGFLOPs,
+                                           "backend": target.name, "results": results]
+            let data = try JSONSerialization.data(withJSONObject: document, options: [.prettyPrinted, .sortedKeys])
+            try data.write(to: URL(fileURLWithPath: json), options: .atomic)
+            print("wrote \(json)")
+        }
+        if FallbackReport.shared.total > 0 {
+            print("CPU fallbacks: " + FallbackReport.shared.counts.sorted { $0.key < $1.key }.map { "\($0.key) ×\($0.value)" }.joined(separator: ", "))
+        }
+    }
+}

@@ -1,0 +1,80 @@
+import CBLAS
+import Dispatch
+import HistoCore
+
+struct Timing { var median: Double; var min: Double; var runs: Int }
+
+/// Runs `body` once to warm up, then until `minSeconds` have passed (at least 3 runs unless maxRuns is smaller).
+func time(minSeconds: Double, maxRuns: Int, _ body: () throws -> Void) rethrows -> Timing {
+    try body()
+    var samples: [Double] = []
+    let start = DispatchTime.now().uptimeNanoseconds
+    repeat {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        try body()
+        samples.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+    } while samples.count < maxRuns && (samples.count < 3 || Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 < minSeconds)
+    samples.sort()
+    return Timing(median: samples[samples.count / 2], min: samples[0], runs: samples.count)
+}
+
+/// A peer implementation timed in the same run (e.g. OpenBLAS's SGEMM called directly).
+struct Peer {
+    let name: String
+    let run: () -> Void
+    func measure(minSeconds: Double, maxRuns: Int) throws -> Timing { time(minSeconds: minSeconds, maxRuns: maxRuns, run) }
+}
+
+/// A graph to time: `build` records it from fixed leaves; forward+backward workloads add the gradients.
+struct Workload {
+    let name: String
+    let flops: Double
+    let bytes: Double
+    let peer: Peer?
+    let build: () -> [Tensor]
+
+    func measure(on backend: any Backend, minSeconds: Double, maxRuns: Int) throws -> Timing {
+        try time(minSeconds: minSeconds, maxRuns: maxRuns) { try eval(build(), on: backend) }
+    }
+
+    /// Forward only.
+    static func forward(_ name: String, flops: Double = 0, bytes: Double = 0, peer: Peer? = nil,
+                        inputs: [Tensor], _ f: @escaping ([Tensor]) -> Tensor) -> Workload {
+        Workload(name: name, flops: flops, bytes: bytes, peer: peer) { [f(inputs)] }
+    }
+
+    /// Forward and backward to every input, with a fixed random cotangent.
+    static func training(_ name: String, flops: Double = 0, bytes: Double = 0, inputs: [Tensor],
+                         _ f: @escaping ([Tensor]) -> Tensor) -> Workload {
+        let probe = f(inputs)
+        let seed = try! RandomGenerator(seed: 99).uniform(probe.shape, -1, 1).materialized()
+        return Workload(name: name, flops: flops, bytes: bytes, peer: nil) {
+            let out = f(inputs)
+            return [out] + Autodiff.gradients(of: out, wrt: inputs, seed: seed)
+        }
+    }
+}
+
+enum Workloads {
+    static func leaf(_ shape: [Int], seed: UInt64) -> Tensor {
+        try! RandomGenerator(seed: seed).normal(shape).materialized()
+    }
+
+    static func all(quick: Bool) -> [Workload] {
+        let n = quick ? 128 : 1024
+        let a = leaf([n, n], seed: 1), b = leaf([n, n], seed: 2)
+        let pa = try! a.toArray(), pb = try! b.toArray()
+        var pc = [Float](repeating: 0, count: n * n)
+        let openblas = Peer(name: "OpenBLAS sgemm") {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(n), Int32(n), 1,
+                        pa, Int32(n), pb, Int32(n), 0, &pc, Int32(n))
+        }
+        var list: [Workload] = [
+            .forward("sgemm \(n)³", flops: 2 * pow3(n), peer: openblas, inputs: [a, b]) { $0[0].matmul($0[1]) },
+        ]
+        list += extraWorkloads(quick: quick)
+        return list
+    }
+
+    static func pow3(_ n: Int) -> Double { Double(n) * Double(n) * Double(n) }
+}

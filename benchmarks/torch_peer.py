@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""PyTorch CPU peer for `bench`: the same workloads, timed the same way (median over ≥1 s, after a warm-up).
+
+Usage: python3 benchmarks/torch_peer.py [--threads 2] [--json out.json] [--compare bench.json]
+With --compare, prints HistoDiff/PyTorch time ratios for the workloads both files have.
+Install the CPU build with `pip install torch==2.13.0+cpu`; torch is not a dependency of the package.
+"""
+import argparse, json, time, sys
+
+
+def measure(fn, min_seconds=1.0, max_runs=200):
+    fn()
+    samples, start = [], time.perf_counter()
+    while len(samples) < max_runs and (len(samples) < 3 or time.perf_counter() - start < min_seconds):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    samples.sort()
+    return samples[len(samples) // 2]
+
+
+def workloads(torch):
+    F = torch.nn.functional
+    g = torch.Generator().manual_seed(0)
+    r = lambda *s: torch.randn(*s, generator=g)
+
+    def training(f, *shapes):
+        xs = [r(*s).requires_grad_() for s in shapes]
+        out = f(*xs)
+        dy = torch.rand(out.shape, generator=g) * 2 - 1
+
+        def run():
+            y = f(*xs)
+            torch.autograd.grad(y, xs, dy)
+        return run
+
+    a, b = r(1024, 1024), r(1024, 1024)
+    x, w, bias = r(8, 64, 64, 64), r(64, 64, 3, 3), r(64)
+    gx, gw, gb = r(8, 128, 64, 64), r(128), r(128)
+    q, k, v = r(8, 4, 1024, 32), r(8, 4, 1024, 32), r(8, 4, 1024, 32)
+    return {
+        "sgemm 1024³": lambda: torch.mm(a, b),
+        "conv2d 3x3 8x64x64x64 fwd": lambda: F.conv2d(x, w, bias, padding=1),
+        "conv2d 3x3 8x64x64x64 fwd+bwd": training(lambda x, w, b: F.conv2d(x, w, b, padding=1), (8, 64, 64, 64), (64, 64, 3, 3), (64,)),
+        "group_norm 32g 8x128x64x64 fwd": lambda: F.group_norm(gx, 32, gw, gb),
+        "group_norm 32g 8x128x64x64 fwd+bwd": training(lambda x, w, b: F.group_norm(x, 32, w, b), (8, 128, 64, 64), (128,), (128,)),
+        "attention 8x4x1024x32 fwd": lambda: F.scaled_dot_product_attention(q, k, v),
+        "attention 8x4x1024x32 fwd+bwd": training(F.scaled_dot_product_attention, (8, 4, 1024, 32), (8, 4, 1024, 32), (8, 4, 1024, 32)),
+    }
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json")
+    p.add_argument("--compare")
+    p.add_argument("--seconds", type=float, default=1.0)
+    args = p.parse_args()
+    try:
+        import torch
+    except ImportError:
+        print("torch is not importable; install the CPU build: pip install torch==2.13.0+cpu", file=sys.stderr)
+        return 1
+    torch.set_num_threads(args.threads)
+    results = {}
+    for name, fn in workloads(torch).items():
+        t = measure(fn, args.seconds)
+        results[name] = t * 1e3
+        print(f"{name:36s} {t * 1e3:9.3f} ms  (PyTorch {torch.__version__}, {args.threads} threads)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"torch": torch.__version__, "threads": args.threads, "median_ms": results}, f, indent=1)
+    if args.compare:
+        ours = {r["name"]: r["median_ms"] for r in json.load(open(args.compare))["results"]}
+        print("\nHistoDiff / PyTorch time ratio (lower is better):")
+        for name, t in results.items():
+            if name in ours:
+                print(f"{name:36s} {ours[name]:9.3f} ms vs {t:9.3f} ms  ×{ours[name] / t:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
