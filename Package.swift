@@ -28,6 +28,8 @@ let package = Package(
         .target(name: "HistoCore", dependencies: ["CBLAS"], swiftSettings: numeric),
         // The generic op harness: parity against the CPU reference, finite differences, golden fixtures, perf.
         .target(name: "OpHarness", dependencies: ["HistoCore"], swiftSettings: numeric),
+        // The OpenCL backend: device discovery, program cache, kernel launches, CLBlast GEMM. Kernels/ is embedded.
+        .target(name: "HistoOpenCL", dependencies: ["HistoCore", "COpenCL", "CCLBlast"], swiftSettings: numeric),
         // Layers, optimizers, schedules, EMA, safetensors checkpoints.
         .target(name: "HistoNN", dependencies: ["HistoCore"], swiftSettings: numeric),
 
@@ -37,11 +39,11 @@ let package = Package(
             swiftSettings: numeric),
         .executableTarget(
             name: "bench",
-            dependencies: ["HistoCore", "HistoNN", "OpHarness", "CBLAS", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["HistoCore", "HistoNN", "OpHarness", "HistoOpenCL", "CBLAS", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "benchmarks/bench",
             swiftSettings: numeric),
 
-        .testTarget(name: "HistoCoreTests", dependencies: ["HistoCore", "OpHarness"],
+        .testTarget(name: "HistoCoreTests", dependencies: ["HistoCore", "OpHarness", "HistoOpenCL"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "HistoNNTests", dependencies: ["HistoCore", "HistoNN"]),
     ],

@@ -190,3 +190,17 @@ extension HarnessCatalog {
         ]
     }
 }
+
+extension RandomOp: DeviceOperation {
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        let (kind, a, b, ia, ib): (Int32, Float, Float, Int32, Int32)
+        switch distribution {
+        case let .uniform(lo, hi): (kind, a, b, ia, ib) = (0, lo, hi, 0, 0)
+        case let .normal(mean, std): (kind, a, b, ia, ib) = (1, mean, std, 0, 0)
+        case let .integer(lo, hi): (kind, a, b, ia, ib) = (2, 0, 0, Int32(lo), Int32(hi))
+        case let .bernoulli(p): (kind, a, b, ia, ib) = (3, p, 0, 0, 0)
+        }
+        return [elementwiseLaunch("random", "random_fill", [.output, .int(kind), .float(a), .float(b), .int(ia), .int(ib),
+                                                            .ulong(seed), .ulong(offset)], count: Shape.count(outputShape))]
+    }
+}

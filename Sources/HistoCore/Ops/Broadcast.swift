@@ -26,6 +26,12 @@ public struct BroadcastWalk {
         self.strides = strides
     }
 
+    /// A walk with explicit read strides (no merging), e.g. a permutation's.
+    public init(shape: [Int], strides: [[Int]]) {
+        self.shape = shape.isEmpty ? [1] : shape
+        self.strides = shape.isEmpty ? strides.map { _ in [0] } : strides
+    }
+
     /// Calls `body(outputStart, operandOffsets, innerCount, innerStrides)` for each run of the innermost axis,
     /// for rows `rows` of the outer index space (parallelisable by row ranges).
     public var rowCount: Int { shape.dropLast().reduce(1, *) }
@@ -43,4 +49,22 @@ public struct BroadcastWalk {
     }
 
     public func innerStride(_ operand: Int) -> Int { strides[operand].last! }
+}
+
+extension BroadcastWalk {
+    /// The `Walk` struct of Kernels/common.h: rank, shape[8], stride[3][8] (the project's tensors are at most rank 6
+    /// before merging axes).
+    public var kernelDescriptor: [Int32] {
+        let maxRank = 8
+        precondition(shape.count <= maxRank, "broadcast walk of rank \(shape.count) exceeds the kernels' \(maxRank)")
+        func padded(_ v: [Int]) -> [Int32] { v.map { Int32($0) } + [Int32](repeating: 0, count: maxRank - v.count) }
+        var out: [Int32] = [Int32(shape.count)] + padded(shape)
+        for k in 0..<3 { out += padded(k < strides.count ? strides[k] : []) }
+        return out
+    }
+}
+
+/// A launch over `count` elements with a default work-group size.
+@inlinable public func elementwiseLaunch(_ file: String, _ name: String, _ args: [KernelArgument], count: Int) -> KernelLaunch {
+    .kernel(file: file, name: name, args: args + [.int(Int32(count))], global: [count])
 }

@@ -372,3 +372,46 @@ extension HarnessCatalog {
         return cases
     }
 }
+
+// MARK: device launches (Kernels/elementwise.cl)
+
+extension UnaryKind { var code: Int32 { Int32(UnaryKind.allCases.firstIndex(of: self)!) } }
+extension BinaryKind { var code: Int32 { Int32(BinaryKind.allCases.firstIndex(of: self)!) } }
+
+extension Unary: DeviceOperation {
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        [elementwiseLaunch("elementwise", "unary", [.input(0), .output, .int(kind.code), .float(a), .float(b)],
+                           count: Shape.count(outputShape))]
+    }
+}
+
+extension UnaryBackward: DeviceOperation {
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        [elementwiseLaunch("elementwise", "unary_backward", [.input(0), .input(1), .output, .int(kind.code), .float(a), .float(b)],
+                           count: Shape.count(outputShape))]
+    }
+}
+
+extension Binary: DeviceOperation {
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        let walk = BroadcastWalk(output: outputShape, operands: inputShapes)
+        return [elementwiseLaunch("elementwise", "binary", [.input(0), .input(1), .output, .int(kind.code), .ints(walk.kernelDescriptor)],
+                                  count: Shape.count(outputShape))]
+    }
+}
+
+extension Where: DeviceOperation {
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        let walk = BroadcastWalk(output: outputShape, operands: inputShapes)
+        return [elementwiseLaunch("elementwise", "select_where", [.input(0), .input(1), .input(2), .output, .ints(walk.kernelDescriptor)],
+                                  count: Shape.count(outputShape))]
+    }
+}
+
+extension Expand: DeviceOperation {
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        let walk = BroadcastWalk(output: outputShape, operands: inputShapes)
+        return [elementwiseLaunch("elementwise", "expand", [.input(0), .output, .ints(walk.kernelDescriptor)],
+                                  count: Shape.count(outputShape))]
+    }
+}

@@ -247,3 +247,57 @@ extension HarnessCatalog {
         ]
     }
 }
+
+// MARK: device launches (Kernels/layout.cl)
+
+extension Reshape: DeviceOperation {
+    /// Always a view: nothing to launch.
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] { [] }
+}
+
+extension StopGradient: DeviceOperation {
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] { [] }
+}
+
+extension Permute: DeviceOperation {
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        let inStrides = Shape.strides(inputShapes[0])
+        let walk = BroadcastWalk(shape: outputShape, strides: [permutation.map { inStrides[$0] }])
+        return [elementwiseLaunch("layout", "permute_copy", [.input(0), .output, .ints(walk.kernelDescriptor)],
+                                  count: Shape.count(outputShape))]
+    }
+}
+
+extension Slice: DeviceOperation {
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        let shape = inputShapes[0], a = axis < 0 ? axis + shape.count : axis
+        let inner = shape[(a + 1)...].reduce(1, *)
+        return [elementwiseLaunch("layout", "slice_copy", [.input(0), .output, .int(Int32(shape[a])), .int(Int32(outputShape[a])),
+                                                           .int(Int32(inner)), .int(Int32(start)), .int(Int32(step))],
+                                  count: Shape.count(outputShape))]
+    }
+}
+
+extension SliceBackward: DeviceOperation {
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        let a = axis < 0 ? axis + outputShape.count : axis
+        let inner = outputShape[(a + 1)...].reduce(1, *)
+        return [elementwiseLaunch("layout", "slice_backward", [.input(0), .output, .int(Int32(size)), .int(Int32(inputShapes[0][a])),
+                                                               .int(Int32(inner)), .int(Int32(start)), .int(Int32(step))],
+                                  count: Shape.count(outputShape))]
+    }
+}
+
+extension Concat: DeviceOperation {
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        let a = axis < 0 ? axis + outputShape.count : axis
+        let inner = outputShape[(a + 1)...].reduce(1, *)
+        var position = 0
+        return inputShapes.enumerated().map { k, s in
+            defer { position += s[a] * inner }
+            return elementwiseLaunch("layout", "concat_part", [.input(k), .output, .int(Int32(s[a] * inner)),
+                                                               .int(Int32(outputShape[a] * inner)), .int(Int32(position))],
+                                     count: Shape.count(s))
+        }
+    }
+}

@@ -87,3 +87,21 @@ extension HarnessCatalog {
         ]
     }
 }
+
+extension MatMul: DeviceOperation {
+    /// One (strided-batched) SGEMM; a shared matrix has batch stride 0.
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        let d = try! dims(inputShapes[0], inputShapes[1])
+        let batches = d.batch.reduce(1, *)
+        let lda = transposeA ? d.m : d.k, ldb = transposeB ? d.k : d.n
+        if d.batchA && !d.batchB && !transposeA {
+            return [.gemm(.init(transposeA: false, transposeB: transposeB, m: batches * d.m, n: d.n, k: d.k,
+                                a: .input(0), aBatchStride: 0, lda: lda, b: .input(1), bBatchStride: 0, ldb: ldb,
+                                c: .output, cBatchStride: 0, ldc: d.n, batches: 1))]
+        }
+        return [.gemm(.init(transposeA: transposeA, transposeB: transposeB, m: d.m, n: d.n, k: d.k,
+                            a: .input(0), aBatchStride: d.batchA ? d.m * d.k : 0, lda: lda,
+                            b: .input(1), bBatchStride: d.batchB ? d.k * d.n : 0, ldb: ldb,
+                            c: .output, cBatchStride: d.m * d.n, ldc: d.n, batches: batches))]
+    }
+}

@@ -234,3 +234,45 @@ extension HarnessCatalog {
         ]
     }
 }
+
+// MARK: device launches (Kernels/reduce.cl): one work-group of 64 per output element.
+
+/// A launch of one 64-item work-group per row of an [outer, n, inner] reduction.
+func rowGroupLaunch(_ name: String, _ args: [KernelArgument], rows: Int) -> KernelLaunch {
+    .kernel(file: "reduce", name: name, args: args, global: [rows * 64], local: [64])
+}
+
+extension Reduce: DeviceOperation {
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        let resolved = try! Shape.axes(axes, rank: inputShapes[0].count)
+        let (outer, n, inner) = splitAround(inputShapes[0], first: resolved.first!, last: resolved.last!)
+        let code: Int32 = kind == .sum ? 0 : kind == .mean ? 1 : kind == .max ? 2 : 3
+        return [rowGroupLaunch("reduce_axis", [.input(0), .output, .int(code), .int(Int32(n)), .int(Int32(inner)),
+                                               .float(kind == .mean ? 1 / Float(Swift.max(n, 1)) : 1)], rows: outer * inner)]
+    }
+}
+
+extension Softmax: DeviceOperation {
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        let a = try! Shape.axis(axis, rank: inputShapes[0].count)
+        let (outer, n, inner) = splitAround(inputShapes[0], first: a, last: a)
+        return [rowGroupLaunch("softmax_axis", [.input(0), .output, .int(Int32(n)), .int(Int32(inner)), .int(log ? 1 : 0)],
+                               rows: outer * inner)]
+    }
+}
+
+extension LogSumExp: DeviceOperation {
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        let a = try! Shape.axis(axis, rank: inputShapes[0].count)
+        let (outer, n, inner) = splitAround(inputShapes[0], first: a, last: a)
+        return [rowGroupLaunch("logsumexp_axis", [.input(0), .output, .int(Int32(n)), .int(Int32(inner))], rows: outer * inner)]
+    }
+}
+
+extension ArgMax: DeviceOperation {
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        let a = try! Shape.axis(axis, rank: inputShapes[0].count)
+        let (outer, n, inner) = splitAround(inputShapes[0], first: a, last: a)
+        return [rowGroupLaunch("argmax_axis", [.input(0), .output, .int(Int32(n)), .int(Int32(inner))], rows: outer * inner)]
+    }
+}
