@@ -1,0 +1,458 @@
+import Foundation
+
+// Losses: cross-entropy / NLL over integer class targets as one fused op with a dedicated backward op, the
+// finite-check marker every public loss ends in, and composite losses (soft Dice variants, focal, GenSelfDiff's
+// structural-similarity loss, MSE, KL, entropy, CDCL's InfoNCE) built from existing ops.
+//
+// Conventions: scores (logits or probabilities) are [N, C, d…] with the class axis 1; labels are float tensors
+// of integer class ids of shape [N, d…] ([N] for [N, C] scores) and never receive a gradient.
+// Bad labels: a CPU forward cannot throw, so a label outside 0..<C (and not the ignore index) makes that
+// element's loss NaN, and every public loss ends in `checkedFinite(name)`, whose evaluation turns NaN/inf into an
+// error naming the loss.
+
+/// Identity view that marks a value for a finite check: the executor is to report NaN or inf in it as
+/// `EngineError.invalidValue(op: label, …)` (its side of the contract lives in Executor; the op itself only
+/// passes values and gradients through).
+public struct CheckFinite: Operation {
+    public let label: String
+    public init(label: String) { self.label = label }
+    public var name: String { "check_finite" }
+    public var description: String { "check_finite(\(label))" }
+    public func outputShape(_ inputs: [[Int]]) throws(ShapeError) -> [Int] { inputs[0] }
+    public func cpuForward(_ args: CPUArgs) {}
+    public func viewOffset(_ inputs: [[Int]]) -> Int? { 0 }
+    public func vjp(_ ctx: VJPContext) -> [Tensor?] { [ctx.cotangent] }
+}
+
+extension Tensor {
+    /// This value, checked for NaN/inf when evaluated; an error names `label`.
+    public func checkedFinite(_ label: String) -> Tensor { .record(CheckFinite(label: label), [self]) }
+}
+
+/// Checks that `labels` is `scores` without its class axis 1 ([N, C, d…] → [N, d…]).
+func checkClassTargets(_ scores: [Int], _ labels: [Int]) throws(ShapeError) {
+    guard scores.count >= 2 else { throw ShapeError("scores \(describe(scores)) need a class axis 1 ([N, C, ...])") }
+    var expected = scores
+    expected.remove(at: 1)
+    guard labels == expected else {
+        throw ShapeError("labels \(describe(labels)) must have shape \(describe(expected)) for scores \(describe(scores))")
+    }
+}
+
+/// Negative log-likelihood of integer class targets, fused with its input transform: from logits through a
+/// max-subtracted log-sum-exp (`cross_entropy`), or from log-probabilities (`nll_loss`). PyTorch semantics:
+/// element loss wᵧ·(−log pᵧ), 0 for ignored targets; `.mean` divides by the sum of wᵧ over non-ignored targets
+/// (NaN when every target is ignored, as in PyTorch).
+public struct ClassTargetLoss: Operation {
+    public enum Input: Sendable { case logits, logProbabilities }
+    public let input: Input
+    public let weights: [Float]?
+    public let ignoreIndex: Int?
+    public let reduction: Loss.Reduction
+    public init(_ input: Input, weights: [Float]?, ignoreIndex: Int?, reduction: Loss.Reduction) {
+        self.input = input; self.weights = weights; self.ignoreIndex = ignoreIndex; self.reduction = reduction
+    }
+
+    public var name: String { input == .logits ? "cross_entropy" : "nll_loss" }
+    public func outputShape(_ inputs: [[Int]]) throws(ShapeError) -> [Int] {
+        try checkClassTargets(inputs[0], inputs[1])
+        if let weights, weights.count != inputs[0][1] {
+            throw ShapeError("\(weights.count) class weights for \(inputs[0][1]) classes")
+        }
+        return reduction == .none ? inputs[1] : []
+    }
+
+    enum Target { case ignored, outOfRange, index(Int, weight: Float) }
+
+    @inline(__always) func target(_ label: Float, classes: Int) -> Target {
+        if let ignoreIndex, label == Float(ignoreIndex) { return .ignored }
+        guard label >= 0, label < Float(classes), label == label.rounded() else { return .outOfRange }
+        let c = Int(label)
+        return .index(c, weight: weights?[c] ?? 1)
+    }
+
+    /// Σ wᵧ over the non-ignored targets (the `.mean` divisor); NaN when a label is out of range.
+    func weightSum(_ labels: UnsafeBufferPointer<Float>, classes: Int) -> Double {
+        var total: Double = 0
+        for label in labels {
+            switch target(label, classes: classes) {
+            case .ignored: continue
+            case .outOfRange: return .nan
+            case .index(_, let w): total += Double(w)
+            }
+        }
+        return total
+    }
+
+    public func cpuForward(_ args: CPUArgs) {
+        let shape = args.inputShapes[0], classes = shape[1], inner = shape[2...].reduce(1, *)
+        let x = args.inputs[0], labels = args.inputs[1], count = labels.count
+        let losses = UnsafeMutableBufferPointer<Float>.allocate(capacity: Swift.max(count, 1))
+        defer { losses.deallocate() }
+        parallelFor(count, grain: Swift.max(1, 4096 / Swift.max(classes, 1))) { range in
+            for e in range {
+                let base = (e / inner) * classes * inner + e % inner
+                switch target(labels[e], classes: classes) {
+                case .ignored: losses[e] = 0
+                case .outOfRange: losses[e] = .nan
+                case .index(let c, let w):
+                    let picked = x[base + c * inner]
+                    switch input {
+                    case .logits:
+                        let (m, s) = maxAndSumExp(x, base: base, count: classes, stride: inner)
+                        losses[e] = w * (m + Foundation.log(s) - picked)
+                    case .logProbabilities: losses[e] = -w * picked
+                    }
+                }
+            }
+        }
+        switch reduction {
+        case .none: args.output.baseAddress!.update(from: losses.baseAddress!, count: count)
+        case .sum, .mean:
+            var total: Double = 0
+            for e in 0..<count { total += Double(losses[e]) }
+            if reduction == .mean { total /= weightSum(labels, classes: classes) }
+            args.output[0] = Float(total)
+        }
+    }
+
+    public func vjp(_ ctx: VJPContext) -> [Tensor?] {
+        [.record(ClassTargetLossBackward(self), [ctx.inputs[0], ctx.inputs[1], ctx.cotangent]), nil]
+    }
+}
+
+/// Max and Σ exp(x − max) of `count` values read at `base + j·stride`.
+@inline(__always) func maxAndSumExp(_ x: UnsafeBufferPointer<Float>, base: Int, count: Int, stride: Int) -> (Float, Float) {
+    var m = -Float.infinity
+    for j in 0..<count { m = Swift.max(m, x[base + j * stride]) }
+    var s: Float = 0
+    for j in 0..<count { s += Foundation.exp(x[base + j * stride] - m) }
+    return (m, s)
+}
+
+/// The gradient of `ClassTargetLoss` with respect to its scores: for a target y with weight w and output
+/// cotangent g (divided by Σw for `.mean`), w·g·(softmax − onehot(y)) from logits, −w·g·onehot(y) from
+/// log-probabilities; zero for ignored targets, NaN for out-of-range labels.
+public struct ClassTargetLossBackward: Operation {
+    public let forward: ClassTargetLoss
+    public init(_ forward: ClassTargetLoss) { self.forward = forward }
+
+    public var name: String { forward.name + "_backward" }
+    public func outputShape(_ inputs: [[Int]]) throws(ShapeError) -> [Int] {
+        let lossShape = try forward.outputShape(Array(inputs[0...1]))
+        guard inputs[2] == lossShape else {
+            throw ShapeError("cotangent \(describe(inputs[2])) does not match loss shape \(describe(lossShape))")
+        }
+        return inputs[0]
+    }
+    public func cpuForward(_ args: CPUArgs) {
+        let shape = args.inputShapes[0], classes = shape[1], inner = shape[2...].reduce(1, *)
+        let x = args.inputs[0], labels = args.inputs[1], dy = args.inputs[2], dx = args.output
+        let forward = forward, perElement = forward.reduction == .none
+        let scale: Float = forward.reduction == .mean ? Float(1 / forward.weightSum(labels, classes: classes)) : 1
+        parallelFor(labels.count, grain: Swift.max(1, 4096 / Swift.max(classes, 1))) { range in
+            for e in range {
+                let base = (e / inner) * classes * inner + e % inner
+                switch forward.target(labels[e], classes: classes) {
+                case .ignored: for j in 0..<classes { dx[base + j * inner] = 0 }
+                case .outOfRange: for j in 0..<classes { dx[base + j * inner] = .nan }
+                case .index(let c, let w):
+                    let g = w * scale * (perElement ? dy[e] : dy[0])
+                    switch forward.input {
+                    case .logits:
+                        let (m, s) = maxAndSumExp(x, base: base, count: classes, stride: inner)
+                        let inv = 1 / s
+                        for j in 0..<classes {
+                            let p = Foundation.exp(x[base + j * inner] - m) * inv
+                            dx[base + j * inner] = g * (j == c ? p - 1 : p)
+                        }
+                    case .logProbabilities:
+                        for j in 0..<classes { dx[base + j * inner] = j == c ? -g : 0 }
+                    }
+                }
+            }
+        }
+    }
+    public func vjp(_ ctx: VJPContext) -> [Tensor?] { noGradient(ctx) }
+}
+
+/// The losses of the engine. Each returns its value through `checkedFinite(<loss name>)`.
+public enum Loss {
+    public enum Reduction: Sendable { case mean, sum, none }
+
+    /// Soft Dice variants on probabilities p and one-hot targets y (Σ over the axes named per case).
+    public enum DiceVariant: Sendable {
+        /// pytorch_toolbelt `DiceLoss("multiclass")` (DTSeg): per class c, sums over batch and pixels,
+        /// D_c = 2Σpy / max(Σp + Σy, 1e-7) (smooth 0); loss = mean_c (1 − D_c)·1{Σy_c > 0}, so classes absent from
+        /// the batch add 0 but still count in the mean.
+        case toolbelt
+        /// XNet `DiceLoss` (Ciampi's baselines): per sample and class, sums over pixels,
+        /// 1 − (2Σpy + 1)/(Σp² + Σy² + 1); mean over samples and classes.
+        case xnet
+        /// SSL4MIS `DiceLoss`: per class, sums over batch and pixels, 1 − (2Σpy + 1e-5)/(Σp² + Σy² + 1e-5);
+        /// mean over classes.
+        case ssl4mis
+    }
+
+    /// PyTorch `F.cross_entropy(logits, labels, weight, ignore_index, reduction)` as one fused op.
+    /// A label outside 0..<C that is not `ignoreIndex` fails the finite check.
+    public static func crossEntropy(logits: Tensor, labels: Tensor, weights: [Float]? = nil, ignoreIndex: Int? = nil,
+                                    reduction: Reduction = .mean) -> Tensor {
+        Tensor.record(ClassTargetLoss(.logits, weights: weights, ignoreIndex: ignoreIndex, reduction: reduction),
+                      [logits, labels]).checkedFinite("cross_entropy")
+    }
+
+    /// `F.nll_loss(log(p + epsilon), labels, …)` for models that end in a softmax (GenSelfDiff). The default
+    /// epsilon keeps log finite where a probability underflows to 0 (the reference code has none).
+    public static func nll(probabilities: Tensor, labels: Tensor, weights: [Float]? = nil, ignoreIndex: Int? = nil,
+                           reduction: Reduction = .mean, epsilon: Float = 1e-7) -> Tensor {
+        logLikelihood(probabilities: probabilities, labels: labels, weights: weights, ignoreIndex: ignoreIndex,
+                      reduction: reduction, epsilon: epsilon).checkedFinite("nll")
+    }
+
+    static func logLikelihood(probabilities: Tensor, labels: Tensor, weights: [Float]?, ignoreIndex: Int?,
+                              reduction: Reduction, epsilon: Float) -> Tensor {
+        .record(ClassTargetLoss(.logProbabilities, weights: weights, ignoreIndex: ignoreIndex, reduction: reduction),
+                [(probabilities + epsilon).log(), labels])
+    }
+
+    /// Soft Dice loss (see `DiceVariant`) of probabilities [N, C, d…] (softmax of the logits) against labels.
+    public static func dice(probabilities p: Tensor, labels: Tensor, variant: DiceVariant) -> Tensor {
+        let y = oneHot(labels, like: p, loss: "dice")
+        let pixels = Array(2..<Swift.max(p.rank, 2))
+        let value: Tensor
+        switch variant {
+        case .toolbelt:
+            let axes = [0] + pixels
+            let dice = 2 * (p * y).sum(axes: axes) / (p + y).sum(axes: axes).clamp(min: 1e-7)
+            value = ((1 - dice) * y.sum(axes: axes).greater(0)).mean()
+        case .xnet, .ssl4mis:
+            let (axes, smooth): ([Int], Float) = variant == .xnet ? (pixels, 1) : ([0] + pixels, 1e-5)
+            // y² = y for a one-hot target.
+            let ratio = (2 * (p * y).sum(axes: axes) + smooth) / (p.square().sum(axes: axes) + y.sum(axes: axes) + smooth)
+            value = (1 - ratio).mean()
+        }
+        return value.checkedFinite("dice")
+    }
+
+    /// GenSelfDiff focal loss on probabilities: −(1/(N·d…)) Σ (1 − p)^γ·y·log(p + ε), with ε guarding log(0).
+    public static func focal(probabilities p: Tensor, labels: Tensor, gamma: Float = 2, epsilon: Float = 1e-7) -> Tensor {
+        focal(p, logP: (p + epsilon).log(), labels: labels, gamma: gamma)
+    }
+
+    /// The focal loss from logits, with log p = log_softmax(logits) (no ε needed).
+    public static func focal(logits: Tensor, labels: Tensor, gamma: Float = 2) -> Tensor {
+        let logP = logits.logSoftmax(axis: 1)
+        return focal(logP.exp(), logP: logP, labels: labels, gamma: gamma)
+    }
+
+    static func focal(_ p: Tensor, logP: Tensor, labels: Tensor, gamma: Float) -> Tensor {
+        let y = oneHot(labels, like: p, loss: "focal")
+        // N·d… positions: one label each.
+        return (-((1 - p).pow(gamma) * y * logP).sum() / Float(labels.count)).checkedFinite("focal")
+    }
+
+    /// GenSelfDiff's structural-similarity loss on probabilities p [N, C, H, W]. Per (n, c), with μ and σ over
+    /// (h, w) (σ unbiased, torch.std): e = |(y − μ_y + C₁)/(σ_y + C₁) − (p − μ_p + C₁)/(σ_p + C₁)|; the hard pixels
+    /// f = 1{e > β·max_hw e}; L = L_CE·Σ(e·f)/Σf with L_CE = −(1/(N·H·W)) Σ y·log(p + ε). Gradients flow through
+    /// both factors (not through f).
+    public static func structuralSimilarity(probabilities p: Tensor, labels: Tensor, c1: Float = 0.01, beta: Float = 0.1,
+                                            epsilon: Float = 1e-7) -> Tensor {
+        let y = oneHot(labels, like: p, loss: "structural_similarity")
+        let pixels = Array(2..<Swift.max(p.rank, 2))
+        func standardized(_ t: Tensor) -> Tensor {
+            (t - t.mean(axes: pixels, keepDims: true) + c1) / (t.std(axes: pixels, keepDims: true) + c1)
+        }
+        let e = (standardized(y) - standardized(p)).abs()
+        let hard = e.greater(e.max(axes: pixels, keepDims: true) * beta)
+        let crossEntropy = logLikelihood(probabilities: p, labels: labels, weights: nil, ignoreIndex: nil,
+                                         reduction: .mean, epsilon: epsilon)
+        return (crossEntropy * (e * hard).sum() / hard.sum()).checkedFinite("structural_similarity")
+    }
+
+    /// Mean squared error (F.mse_loss); shapes must be equal.
+    public static func mse(_ prediction: Tensor, _ target: Tensor, reduction: Reduction = .mean) -> Tensor {
+        guard prediction.shape == target.shape else {
+            return .invalid("mse", "prediction \(describe(prediction.shape)) and target \(describe(target.shape)) differ")
+        }
+        return reduced((prediction - target).square(), reduction).checkedFinite("mse")
+    }
+
+    /// KL(p ‖ q) pointwise as `F.kl_div(logQ, p, reduction)`: p·(log p − log q), with 0·log 0 = 0.
+    /// `.mean` is PyTorch's elementwise "mean"; its "batchmean" is `.sum` / N. URPC's variance is the `.none` map
+    /// summed over classes with p the mean prediction and logQ = log of one scale's prediction.
+    public static func klDivergence(_ p: Tensor, logQ: Tensor, reduction: Reduction = .mean) -> Tensor {
+        guard p.shape == logQ.shape else {
+            return .invalid("kl_divergence", "p \(describe(p.shape)) and logQ \(describe(logQ.shape)) differ")
+        }
+        // log 1 where p = 0 gives that element 0, and its gradient 0 instead of 0·(−inf) = NaN.
+        let pointwise = p * (Tensor.where(p.greater(0), p, Tensor(scalar: 1)).log() - logQ)
+        return reduced(pointwise, reduction).checkedFinite("kl_divergence")
+    }
+
+    /// Entropy of probabilities [N, C, d…] over the class axis, −Σ_c p·log(p + ε), divided by log C when
+    /// `normalized` (SSL4MIS/XNet entropy minimisation: ε = 1e-6, normalized, mean).
+    public static func entropy(probabilities p: Tensor, epsilon: Float = 1e-6, normalized: Bool = true,
+                               reduction: Reduction = .mean) -> Tensor {
+        entropy(p, logP: (p + epsilon).log(), normalized: normalized, reduction: reduction)
+    }
+
+    /// Entropy from logits with log p = log_softmax (CDCL's L_ent: not normalized, mean).
+    public static func entropy(logits: Tensor, normalized: Bool = false, reduction: Reduction = .mean) -> Tensor {
+        let logP = logits.logSoftmax(axis: 1)
+        return entropy(logP.exp(), logP: logP, normalized: normalized, reduction: reduction)
+    }
+
+    static func entropy(_ p: Tensor, logP: Tensor, normalized: Bool, reduction: Reduction) -> Tensor {
+        guard p.rank >= 2 else { return .invalid("entropy", "probabilities \(describe(p.shape)) need a class axis 1") }
+        let perPosition = -(p * logP).sum(axes: [1])
+        let value = normalized ? perPosition / Foundation.log(Float(p.shape[1])) : perPosition
+        return reduced(value, reduction).checkedFinite("entropy")
+    }
+
+    /// CDCL's pixel InfoNCE. Queries [M, D] against keys [K, D] (features ℓ2-normalised by the caller), masks
+    /// [M, K]: `positiveMask` marks each query's positive key(s), `negativeMask` the negatives it may use
+    /// (J_{q,k}; the two must be disjoint). With L = q·kᵀ/τ and m the row max of L over all keys:
+    /// l(q) = −log(Σ_pos e^{L−m} / (Σ_{pos+neg} e^{L−m} + ε) + ε). Returns l per query for `.none`.
+    /// CDCL takes the max over its positive and bank columns; keys outside both masks only enter through m.
+    public static func infoNCE(queries q: Tensor, keys k: Tensor, positiveMask: Tensor, negativeMask: Tensor,
+                               temperature: Float = 0.1, epsilon: Float = 1e-8, reduction: Reduction = .mean) -> Tensor {
+        guard q.rank == 2, k.rank == 2, q.shape[1] == k.shape[1],
+              positiveMask.shape == [q.shape[0], k.shape[0]], negativeMask.shape == positiveMask.shape else {
+            return .invalid("info_nce", "queries \(describe(q.shape)) and keys \(describe(k.shape)) must be [M, D] and "
+                + "[K, D] with masks [M, K]; masks are \(describe(positiveMask.shape)) and \(describe(negativeMask.shape))")
+        }
+        let logits = q.matmul(k, transposeB: true) / temperature
+        let shifted = (logits - logits.max(axes: [1], keepDims: true)).exp()
+        let positive = (shifted * positiveMask).sum(axes: [1])
+        let all = (shifted * (positiveMask + negativeMask)).sum(axes: [1])
+        let losses = -(positive / (all + epsilon) + epsilon).log()
+        return reduced(losses, reduction).checkedFinite("info_nce")
+    }
+
+    static func reduced(_ t: Tensor, _ reduction: Reduction) -> Tensor {
+        switch reduction {
+        case .mean: return t.mean()
+        case .sum: return t.sum()
+        case .none: return t
+        }
+    }
+
+    /// One-hot [N, C, d…] of labels [N, d…] for scores shaped like `scores`, built by comparing against class ids
+    /// [1, C, 1…]. A label outside 0..<C gives a NaN row (0/0), so the loss's finite check reports it.
+    static func oneHot(_ labels: Tensor, like scores: Tensor, loss: String) -> Tensor {
+        do { try checkClassTargets(scores.shape, labels.shape) } catch { return .invalid(loss, error.message) }
+        let classes = scores.shape[1]
+        let ids = Tensor((0..<classes).map(Float.init), shape: [1, classes] + [Int](repeating: 1, count: scores.rank - 2))
+        let hot = labels.unsqueeze(1).equal(ids)
+        return hot / hot.sum(axes: [1], keepDims: true)
+    }
+}
+
+extension HarnessCatalog {
+    static var losses: [HarnessCase] {
+        let s = [2, 3, 4, 5]
+        let logits = HarnessCase.Input.normal(s), labels = HarnessCase.Input.integers([2, 4, 5], 0, 3)
+        // Labels 0..<4 with 3 classes: label 3 is the ignore index.
+        let withIgnored = HarnessCase.Input.integers([2, 4, 5], 0, 4)
+        let w: [Float] = [0.2, 1.0, 2.5]
+        /// 1 where the value is NaN: checks the out-of-range poison without tripping the finite check.
+        func isNaN(_ t: Tensor) -> Tensor { t.notEqual(t) }
+        let badLabels = HarnessCase.Input.values([0, 3, 2, -1, 1.5, 1], [2, 3])
+        return [
+            HarnessCase("loss.cross_entropy", [logits, labels]) { Loss.crossEntropy(logits: $0[0], labels: $0[1]) },
+            HarnessCase("loss.cross_entropy.weighted", [logits, labels]) {
+                Loss.crossEntropy(logits: $0[0], labels: $0[1], weights: w)
+            },
+            HarnessCase("loss.cross_entropy.ignore", [logits, withIgnored]) {
+                Loss.crossEntropy(logits: $0[0], labels: $0[1], ignoreIndex: 3)
+            },
+            HarnessCase("loss.cross_entropy.weighted_ignore", [logits, withIgnored]) {
+                Loss.crossEntropy(logits: $0[0], labels: $0[1], weights: w, ignoreIndex: 3)
+            },
+            HarnessCase("loss.cross_entropy.sum", [logits, withIgnored]) {
+                Loss.crossEntropy(logits: $0[0], labels: $0[1], weights: w, ignoreIndex: 3, reduction: .sum)
+            },
+            HarnessCase("loss.cross_entropy.none", [logits, withIgnored]) {
+                Loss.crossEntropy(logits: $0[0] * 3, labels: $0[1], weights: w, ignoreIndex: 3, reduction: .none)
+            },
+            HarnessCase("loss.cross_entropy.vectors", [.normal([6, 4]), .integers([6], 0, 4)]) {
+                Loss.crossEntropy(logits: $0[0], labels: $0[1])
+            },
+            // The adversarial baseline's discriminator: 2-way CE on [N, 2] logits.
+            HarnessCase("loss.cross_entropy.two_way", [.normal([5, 2]), .integers([5], 0, 2)]) {
+                Loss.crossEntropy(logits: $0[0], labels: $0[1])
+            },
+            HarnessCase("loss.cross_entropy.out_of_range", [.normal([2, 3, 3]), badLabels], frozen: [1]) { x in
+                isNaN(.record(ClassTargetLoss(.logits, weights: nil, ignoreIndex: nil, reduction: .none), [x[0], x[1]]))
+            },
+            HarnessCase("loss.nll", [.uniform(s, 0.05, 1), labels]) { Loss.nll(probabilities: $0[0], labels: $0[1]) },
+            HarnessCase("loss.nll.weighted_ignore", [.uniform(s, 0.05, 1), withIgnored]) {
+                Loss.nll(probabilities: $0[0], labels: $0[1], weights: w, ignoreIndex: 3)
+            },
+            HarnessCase("loss.nll.none", [.uniform(s, 0.05, 1), withIgnored]) {
+                Loss.nll(probabilities: $0[0], labels: $0[1], weights: w, ignoreIndex: 3, reduction: .none)
+            },
+            // 4 classes, labels 0..<3: class 3 is absent and masked out of the toolbelt mean.
+            HarnessCase("loss.dice.toolbelt", [.normal([2, 4, 4, 5]), labels]) {
+                Loss.dice(probabilities: $0[0].softmax(axis: 1), labels: $0[1], variant: .toolbelt)
+            },
+            HarnessCase("loss.dice.toolbelt.all_present", [logits, labels]) {
+                Loss.dice(probabilities: $0[0].softmax(axis: 1), labels: $0[1], variant: .toolbelt)
+            },
+            HarnessCase("loss.dice.xnet", [.normal([2, 4, 4, 5]), labels]) {
+                Loss.dice(probabilities: $0[0].softmax(axis: 1), labels: $0[1], variant: .xnet)
+            },
+            HarnessCase("loss.dice.ssl4mis", [logits, labels]) {
+                Loss.dice(probabilities: $0[0].softmax(axis: 1), labels: $0[1], variant: .ssl4mis)
+            },
+            HarnessCase("loss.one_hot.out_of_range", [badLabels], frozen: [0]) { x in
+                isNaN(Loss.oneHot(x[0], like: .zeros([2, 3, 3]), loss: "one_hot"))
+            },
+            HarnessCase("loss.focal", [logits, labels]) {
+                Loss.focal(probabilities: $0[0].softmax(axis: 1), labels: $0[1])
+            },
+            HarnessCase("loss.focal.logits", [logits, labels]) { Loss.focal(logits: $0[0], labels: $0[1], gamma: 1.5) },
+            HarnessCase("loss.structural_similarity", [logits, labels], fdStep: 1e-3) {
+                Loss.structuralSimilarity(probabilities: $0[0].softmax(axis: 1), labels: $0[1])
+            },
+            HarnessCase("loss.structural_similarity.binary", [.normal([2, 2, 5, 6]), .integers([2, 5, 6], 0, 2)],
+                        fdStep: 1e-3) {
+                Loss.structuralSimilarity(probabilities: $0[0].softmax(axis: 1), labels: $0[1])
+            },
+            HarnessCase("loss.mse", [.normal(s), .normal(s)]) { Loss.mse($0[0], $0[1]) },
+            HarnessCase("loss.mse.sum", [.normal(s), .normal(s)]) { Loss.mse($0[0], $0[1], reduction: .sum) },
+            HarnessCase("loss.mse.none", [.normal(s), .normal(s)]) { Loss.mse($0[0], $0[1], reduction: .none) },
+            HarnessCase("loss.kl", [logits, .normal(s)]) {
+                Loss.klDivergence($0[0].softmax(axis: 1), logQ: $0[1].logSoftmax(axis: 1), reduction: .none)
+            },
+            HarnessCase("loss.kl.mean", [logits, .normal(s)]) {
+                Loss.klDivergence($0[0].softmax(axis: 1), logQ: $0[1].logSoftmax(axis: 1))
+            },
+            // Exact zeros in p; p is frozen (the finite difference would straddle the 0·log 0 kink).
+            HarnessCase("loss.kl.zero_target", [.values([0, 0.25, 0.75, 0.5, 0.5, 0, 1, 0], [2, 4]), .normal([2, 4])],
+                        frozen: [0]) {
+                Loss.klDivergence($0[0], logQ: $0[1].logSoftmax(axis: 1), reduction: .sum)
+            },
+            HarnessCase("loss.entropy", [logits]) { Loss.entropy(probabilities: $0[0].softmax(axis: 1)) },
+            HarnessCase("loss.entropy.none", [logits]) {
+                Loss.entropy(probabilities: $0[0].softmax(axis: 1), normalized: false, reduction: .none)
+            },
+            HarnessCase("loss.entropy.logits", [logits]) { Loss.entropy(logits: $0[0] * 2) },
+            HarnessCase("loss.info_nce", [.normal([6, 4]), .normal([8, 4]), .integers([6, 8], 0, 2)]) {
+                infoNCECase($0, reduction: .mean)
+            },
+            HarnessCase("loss.info_nce.none", [.normal([6, 4]), .normal([8, 4]), .integers([6, 8], 0, 2)]) {
+                infoNCECase($0, reduction: .none)
+            },
+        ]
+    }
+
+    /// InfoNCE on ℓ2-normalised rows; query i's positive is key i, its negatives the random mask off that key.
+    static func infoNCECase(_ x: [Tensor], reduction: Loss.Reduction) -> Tensor {
+        func normalized(_ t: Tensor) -> Tensor { t / t.square().sum(axes: [1], keepDims: true).sqrt() }
+        let positive = Tensor((0..<48).map { Float($0 / 8 == $0 % 8 ? 1 : 0) }, shape: [6, 8])
+        return Loss.infoNCE(queries: normalized(x[0]), keys: normalized(x[1]), positiveMask: positive,
+                            negativeMask: x[2] * (1 - positive), reduction: reduction)
+    }
+}
