@@ -96,3 +96,16 @@ final class EngineTests: XCTestCase {
         XCTAssertEqual(try RandomGenerator(seed: 9).uniform([5]).toArray(), a)
     }
 }
+
+final class ValueCheckTests: XCTestCase {
+    func testNonFiniteLossIsAnErrorNamingTheLoss() {
+        let logits = Tensor([1, 2, 3, 4, 5, 6], shape: [2, 3])
+        let labels = Tensor([0, 7], shape: [2])
+        XCTAssertThrowsError(try Loss.crossEntropy(logits: logits, labels: labels).eval()) { error in
+            XCTAssert("\(error)".contains("cross_entropy"), "\(error)")
+        }
+        XCTAssertThrowsError(try (Tensor([1, -1], shape: [2]).log().sum()).checkedFinite("my_loss").eval()) { error in
+            XCTAssert("\(error)".contains("my_loss") && "\(error)".contains("nan"), "\(error)")
+        }
+    }
+}

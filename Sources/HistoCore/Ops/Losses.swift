@@ -24,6 +24,15 @@ public struct CheckFinite: Operation {
     public func vjp(_ ctx: VJPContext) -> [Tensor?] { [ctx.cotangent] }
 }
 
+extension CheckFinite: ValidatingOperation, DeviceOperation {
+    public func validate(_ inputs: [UnsafeBufferPointer<Float>], shapes: [[Int]]) -> String? {
+        guard let bad = inputs[0].firstIndex(where: { !$0.isFinite }) else { return nil }
+        return "value is \(inputs[0][bad]) at element \(bad) of \(describe(shapes[0])) (NaN/inf: check labels, learning rate, inputs)"
+    }
+    /// A view: nothing to launch.
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] { [] }
+}
+
 extension Tensor {
     /// This value, checked for NaN/inf when evaluated; an error names `label`.
     public func checkedFinite(_ label: String) -> Tensor { .record(CheckFinite(label: label), [self]) }
