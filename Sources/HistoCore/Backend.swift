@@ -12,6 +12,12 @@ public protocol Backend: AnyObject {
     /// Runs the split in order. For each step the backend realises the node's output (a fresh buffer, or an
     /// alias for view ops) and afterwards drops the buffers of `step.release`.
     func execute(_ split: GraphSplit) throws
+    /// Waits until all submitted work has finished (for timing; reads already wait).
+    func synchronize() throws
+}
+
+extension Backend {
+    public func synchronize() throws {}
 }
 
 /// A maximal run of consecutive nodes that one backend executes.

@@ -3,6 +3,7 @@ import CBLAS
 import Foundation
 import HistoCore
 import HistoNN
+import HistoOpenCL
 
 /// `bench`: times the engine's workloads on a backend and writes JSON. Peers measured in the same run
 /// (OpenBLAS for GEMM) give the ratios; benchmarks/torch_peer.py gives PyTorch's figures.
@@ -10,7 +11,7 @@ import HistoNN
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Time HistoDiff's op workloads.")
 
-    @Option(help: "Backend: cpu.") var backend = "cpu"
+    @Option(help: "Backend: cpu, opencl or opencl:N.") var backend = "cpu"
     @Option(help: "Write results as JSON to this file.") var json: String?
     @Option(help: "Only workloads whose name contains this.") var filter: String?
     @Option(help: "Minimum measuring time per workload, seconds.") var seconds = 1.0
@@ -19,11 +20,8 @@ struct Bench: ParsableCommand {
     func run() throws {
         let machine = Machine.probe()
         print("machine: \(machine.description); fp32 peak ≈ \(Int(machine.peakGFLOPs)) GFLOP/s (estimate)")
-        let target: any Backend
-        switch backend {
-        case "cpu": target = CPUBackend.shared
-        default: throw ValidationError("unknown backend \(backend) (this build has: cpu)")
-        }
+        let target = try BackendSelection.backend(backend)
+        if let cl = target as? OpenCLBackend { print("device: \(cl.device)") }
         var results: [[String: Any]] = []
         for workload in Workloads.all(quick: quick) where filter.map({ workload.name.contains($0) }) ?? true {
             let timing = try workload.measure(on: target, minSeconds: quick ? 0 : seconds, maxRuns: quick ? 1 : 200)

@@ -34,7 +34,7 @@ struct Workload {
     let build: () -> [Tensor]
 
     func measure(on backend: any Backend, minSeconds: Double, maxRuns: Int) throws -> Timing {
-        try time(minSeconds: minSeconds, maxRuns: maxRuns) { try eval(build(), on: backend) }
+        try time(minSeconds: minSeconds, maxRuns: maxRuns) { try eval(build(), on: backend); try backend.synchronize() }
     }
 
     /// Forward only.
