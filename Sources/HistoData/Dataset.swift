@@ -64,7 +64,7 @@ public struct Dataset: Sendable {
         if case let .ids(count) = classes, count < 2 {
             throw EngineError.file(path: root, message: "\(count) mask classes declared; a segmentation needs at least 2")
         }
-        guard isDirectory(root) else { throw EngineError.file(path: root, message: "dataset folder does not exist") }
+        guard isDirectory(root) else { throw EngineError.file(path: root, message: "no such dataset folder") }
         let root = URL(fileURLWithPath: root).standardizedFileURL.path
         let layered = isDirectory(root + "/images")
         let imageFolder = layered ? root + "/images" : root
