@@ -11,6 +11,7 @@ let package = Package(
     products: [
         .library(name: "HistoCore", targets: ["HistoCore"]),
         .library(name: "HistoNN", targets: ["HistoNN"]),
+        .library(name: "HistoData", targets: ["HistoData"]),
         .executable(name: "histodiff", targets: ["histodiff"]),
         .executable(name: "bench", targets: ["bench"]),
     ],
@@ -32,6 +33,8 @@ let package = Package(
         .target(name: "HistoOpenCL", dependencies: ["HistoCore", "COpenCL", "CCLBlast"], swiftSettings: numeric),
         // Layers, optimizers, schedules, EMA, safetensors checkpoints.
         .target(name: "HistoNN", dependencies: ["HistoCore"], swiftSettings: numeric),
+        // PNG reading/writing (libpng's simplified API), dataset folders, conversion to tensors, patches, resizing.
+        .target(name: "HistoData", dependencies: ["HistoCore", "CPNG"], swiftSettings: numeric),
 
         .executableTarget(
             name: "histodiff",
@@ -46,6 +49,8 @@ let package = Package(
         .testTarget(name: "HistoCoreTests", dependencies: ["HistoCore", "OpHarness", "HistoOpenCL"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "HistoNNTests", dependencies: ["HistoCore", "HistoNN"]),
+        .testTarget(name: "HistoDataTests", dependencies: ["HistoCore", "HistoData"],
+                    resources: [.copy("Fixtures")]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,0 +1,163 @@
+import Foundation
+import HistoCore
+
+/// What mask values mean.
+public enum MaskClasses: Equatable, Sendable {
+    /// 0 is background, any value above 0 is foreground; foreground becomes class 1.
+    case binary
+    /// Values are class ids `0..<count`, kept as they are; any other value is an error.
+    case ids(count: Int)
+
+    /// Throws when a value of `mask` is not a declared class (any value is a valid binary mask).
+    func check(_ mask: Image, path: String) throws {
+        guard case let .ids(count) = self else { return }
+        let outside = Set(mask.samples.lazy.filter { Int($0) >= count }).sorted()
+        guard outside.isEmpty else {
+            let shown = outside.prefix(8).map(String.init).joined(separator: ", ") + (outside.count > 8 ? ", …" : "")
+            throw EngineError.file(path: path, message: "mask values \(shown) are outside the \(count) declared classes 0..<\(count)")
+        }
+    }
+
+    /// The mask's class ids as a label map `[1, H, W]`.
+    func labels(of mask: Image, path: String) throws -> Planes {
+        try check(mask, path: path)
+        let raw = try mask.labelPlanes()
+        guard self == .binary else { return raw }
+        return Planes(unchecked: 1, height: raw.height, width: raw.width, values: raw.values.map { $0 > 0 ? 1 : 0 })
+    }
+}
+
+/// One decoded example: the image as stored, its class-id mask and instance-id map when present.
+public struct Sample: Sendable {
+    public let name: String
+    public let image: Image
+    /// Class ids `[1, H, W]` (binary masks mapped to 0/1).
+    public let mask: Planes?
+    /// Instance ids `[1, H, W]`, 0 for background.
+    public let instances: Planes?
+}
+
+/// A dataset folder: `images/NAME.png`, optional `masks/NAME.png`, optional `instances/NAME.png` (16-bit ids).
+/// Unlabelled data is a folder of images alone (or `images/` without `masks/`). Names are sorted.
+public struct Dataset: Sendable {
+    public struct Item: Equatable, Sendable {
+        public let name: String
+        public let imagePath: String
+        public let maskPath: String?
+        public let instancePath: String?
+        public let width: Int
+        public let height: Int
+    }
+
+    public let root: String
+    public let classes: MaskClasses
+    public let items: [Item]
+
+    public var count: Int { items.count }
+
+    /// Opens and validates a dataset folder. Every image header is read and every mask decoded, and all problems
+    /// are reported together in one `EngineError.file(path: root, …)`, one line per offending file: an image that
+    /// cannot be read, a missing mask when `requireMasks`, a mask or instance map that cannot be read, is not
+    /// one-channel or differs in size from its image, mask values outside `classes`, a mask or instance map
+    /// without an image. A missing folder or one without PNG images is an error too.
+    public static func open(path root: String, requireMasks: Bool = false, classes: MaskClasses = .binary) throws -> Dataset {
+        if case let .ids(count) = classes, count < 2 {
+            throw EngineError.file(path: root, message: "\(count) mask classes declared; a segmentation needs at least 2")
+        }
+        guard isDirectory(root) else { throw EngineError.file(path: root, message: "no such dataset folder") }
+        let root = URL(fileURLWithPath: root).standardizedFileURL.path
+        let layered = isDirectory(root + "/images")
+        let imageFolder = layered ? root + "/images" : root
+        let maskFolder = layered && isDirectory(root + "/masks") ? root + "/masks" : nil
+        let instanceFolder = layered && isDirectory(root + "/instances") ? root + "/instances" : nil
+
+        let imageNames = try pngNames(in: imageFolder)
+        guard !imageNames.isEmpty else { throw EngineError.file(path: imageFolder, message: "no PNG images in the folder") }
+        if requireMasks && maskFolder == nil {
+            throw EngineError.file(path: root, message: "masks are required but there is no masks/ folder next to images/")
+        }
+        let maskNames = try maskFolder.map { Set(try pngNames(in: $0)) } ?? []
+        let instanceNames = try instanceFolder.map { Set(try pngNames(in: $0)) } ?? []
+
+        var problems: [String] = []
+        func note(_ path: String, _ message: String) { problems.append("\(path): \(message)") }
+        func note(_ error: Error, path: String) {
+            if case let .file(errorPath, message) = error as? EngineError { note(errorPath, message) } else { note(path, "\(error)") }
+        }
+        /// The header of a one-channel map of the image's size, or nil after noting why not.
+        func checkedMap(_ path: String, kind: String, image: PNG.Header) -> PNG.Header? {
+            do {
+                let map = try PNG.readHeader(path: path)
+                if map.channels != 1 {
+                    note(path, "\(kind) has \(map.channels) channels; it must be one-channel grayscale")
+                    return nil
+                }
+                if map.width != image.width || map.height != image.height {
+                    note(path, "\(kind) is \(map.width)×\(map.height) but its image is \(image.width)×\(image.height)")
+                    return nil
+                }
+                return map
+            } catch { note(error, path: path); return nil }
+        }
+
+        var items: [Item] = []
+        for name in imageNames {
+            let imagePath = "\(imageFolder)/\(name).png"
+            let header: PNG.Header
+            do { header = try PNG.readHeader(path: imagePath) } catch { note(error, path: imagePath); continue }
+            var maskPath: String?
+            if let maskFolder, maskNames.contains(name) {
+                let path = "\(maskFolder)/\(name).png"
+                if checkedMap(path, kind: "mask", image: header) != nil {
+                    do { try classes.check(try PNG.read(path: path), path: path); maskPath = path } catch { note(error, path: path) }
+                }
+            } else if requireMasks {
+                note(imagePath, "no mask \(maskFolder ?? root + "/masks")/\(name).png")
+            }
+            var instancePath: String?
+            if let instanceFolder, instanceNames.contains(name) {
+                let path = "\(instanceFolder)/\(name).png"
+                if checkedMap(path, kind: "instance map", image: header) != nil { instancePath = path }
+            }
+            items.append(Item(name: name, imagePath: imagePath, maskPath: maskPath, instancePath: instancePath,
+                              width: header.width, height: header.height))
+        }
+        let known = Set(imageNames)
+        for (folder, names, kind) in [(maskFolder, maskNames, "mask"), (instanceFolder, instanceNames, "instance map")] {
+            guard let folder else { continue }
+            for name in names.subtracting(known).sorted() { note("\(folder)/\(name).png", "\(kind) has no image \(imageFolder)/\(name).png") }
+        }
+        guard problems.isEmpty else {
+            let header = problems.count == 1 ? "1 problem" : "\(problems.count) problems"
+            throw EngineError.file(path: root, message: "invalid dataset, \(header):\n" + problems.map { "  " + $0 }.joined(separator: "\n"))
+        }
+        return Dataset(root: root, classes: classes, items: items)
+    }
+
+    /// Decodes item `index`: its image, mask (class ids) and instance map.
+    public func sample(at index: Int) throws -> Sample {
+        guard items.indices.contains(index) else {
+            throw EngineError.invalidValue(op: "Dataset.sample", message: "index \(index) outside 0..<\(items.count) in \(root)")
+        }
+        let item = items[index]
+        return Sample(
+            name: item.name,
+            image: try PNG.read(path: item.imagePath),
+            mask: try item.maskPath.map { try classes.labels(of: try PNG.read(path: $0), path: $0) },
+            instances: try item.instancePath.map { try PNG.read(path: $0).labelPlanes() })
+    }
+
+    private static func isDirectory(_ path: String) -> Bool {
+        var directory: ObjCBool = false
+        return FileManager.default.fileExists(atPath: path, isDirectory: &directory) && directory.boolValue
+    }
+
+    /// Names (without `.png`) of the visible PNG files in `folder`, sorted.
+    private static func pngNames(in folder: String) throws -> [String] {
+        let entries: [String]
+        do { entries = try FileManager.default.contentsOfDirectory(atPath: folder) } catch {
+            throw EngineError.file(path: folder, message: "cannot list the folder: \(error.localizedDescription)")
+        }
+        return entries.filter { !$0.hasPrefix(".") && $0.hasSuffix(".png") }.map { String($0.dropLast(4)) }.sorted()
+    }
+}
