@@ -60,6 +60,7 @@ public enum HarnessCatalog {
             ("matmul", matmul),
             ("random", random),
             ("resample", resample),
+            ("indexing", indexing),
         ]
     }
     public static var all: [HarnessCase] { families.flatMap(\.1) }
