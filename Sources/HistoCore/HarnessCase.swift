@@ -60,6 +60,8 @@ public enum HarnessCatalog {
             ("matmul", matmul),
             ("random", random),
             ("losses", losses),
+            ("resample", resample),
+            ("indexing", indexing),
         ]
     }
     public static var all: [HarnessCase] { families.flatMap(\.1) }
