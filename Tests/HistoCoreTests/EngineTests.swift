@@ -109,3 +109,17 @@ final class ValueCheckTests: XCTestCase {
         }
     }
 }
+
+final class IndexCheckTests: XCTestCase {
+    func testOutOfRangeIndicesAreErrorsEvenWhenComputed() {
+        let table = Tensor((0..<12).map(Float.init), shape: [4, 3])
+        let computed = Tensor([1, 2], shape: [2]) * 2 // [2, 4]: 4 is out of range for 4 rows
+        XCTAssertThrowsError(try table.indexSelect(axis: 0, indices: computed).eval()) { error in
+            XCTAssert("\(error)".contains("index_select") && "\(error)".contains("4.0"), "\(error)")
+        }
+        XCTAssertThrowsError(try Tensor([0, 1, 3], shape: [1, 3]).oneHot(classes: 3).eval()) { error in
+            XCTAssert("\(error)".contains("one_hot"), "\(error)")
+        }
+        XCTAssertNoThrow(try table.indexSelect(axis: 0, indices: Tensor([3, 0], shape: [2])).eval())
+    }
+}

@@ -1,11 +1,9 @@
 // Indexing: flip, rot90, gather, index_select, one_hot, repeat, and unfold (patch tiling), with the scatter-add
 // ops that are their gradients.
 //
-// Indices are floats holding integers. A value that is not an integer in range is bad input, reported in one of
-// two ways: index data that is already realised when the op is recorded (a leaf: labels, a lookup index, timesteps)
-// is read then, and `eval` throws `EngineError.invalidValue` naming the first bad value and its position; indices
-// computed inside the graph are known only when the kernel runs, and it writes NaN wherever a bad index would have
-// supplied the value (memory stays safe and the result cannot pass for a valid one).
+// Indices are floats holding integers. gather, index_select and one_hot are `ValidatingOperation`s: the executor
+// checks their index values before they run and throws `EngineError.invalidValue` naming the first bad value and
+// its position, whether the indices are data or computed in the graph.
 
 /// The integer an index value stands for, or nil when it is not an integer in 0..<bound.
 @inline(__always) func indexValue(_ v: Float, below bound: Int) -> Int? {
@@ -18,15 +16,28 @@ func coordinates(of i: Int, in shape: [Int]) -> [Int] {
     return shape.reversed().map { n in defer { rest /= n }; return rest % n }.reversed()
 }
 
-extension Tensor {
-    /// `record()`, unless this tensor of indices is realised and holds a value that is not an integer in 0..<bound:
-    /// then a tensor whose `eval` throws `EngineError.invalidValue` for `op`, naming the value and its position.
-    func checkedIndices(_ op: String, below bound: Int, _ record: () -> Tensor) -> Tensor {
-        guard node.error == nil, node.isRealized, let values = try? toArray(),
-              let bad = values.firstIndex(where: { indexValue($0, below: bound) == nil }) else { return record() }
-        let message = "index \(values[bad]) at \(describe(coordinates(of: bad, in: shape))) of the index tensor \(describe(shape))"
-            + " is not an integer in 0..<\(bound)"
-        return Tensor(node: Node(op: Leaf(label: op), inputs: [], shape: [], error: .invalidValue(op: op, message: message)))
+/// nil when every value is an integer in 0..<bound, else a message naming the first bad one and its position.
+func badIndexMessage(_ values: UnsafeBufferPointer<Float>, shape: [Int], below bound: Int) -> String? {
+    guard let bad = values.firstIndex(where: { indexValue($0, below: bound) == nil }) else { return nil }
+    return "index \(values[bad]) at \(describe(coordinates(of: bad, in: shape))) of the index tensor \(describe(shape))"
+        + " is not an integer in 0..<\(bound)"
+}
+
+extension Gather: ValidatingOperation {
+    public func validate(_ inputs: [UnsafeBufferPointer<Float>], shapes: [[Int]]) -> String? {
+        badIndexMessage(inputs[1], shape: shapes[1], below: shapes[0][axis < 0 ? axis + shapes[0].count : axis])
+    }
+}
+
+extension IndexSelect: ValidatingOperation {
+    public func validate(_ inputs: [UnsafeBufferPointer<Float>], shapes: [[Int]]) -> String? {
+        badIndexMessage(inputs[1], shape: shapes[1], below: shapes[0][axis < 0 ? axis + shapes[0].count : axis])
+    }
+}
+
+extension OneHot: ValidatingOperation {
+    public func validate(_ inputs: [UnsafeBufferPointer<Float>], shapes: [[Int]]) -> String? {
+        badIndexMessage(inputs[0], shape: shapes[0], below: classes)
     }
 }
 
@@ -323,25 +334,14 @@ extension Tensor {
 
     /// torch.gather along `axis`. Index values must be integers in 0..<size of that axis (see the file header for
     /// how bad ones are reported).
-    public func gather(axis: Int, index: Tensor) -> Tensor {
-        let gathered = { Tensor.record(Gather(axis: axis), [self, index]) }
-        guard let a = try? Shape.axis(axis, rank: rank) else { return gathered() }
-        return index.checkedIndices("gather", below: shape[a], gathered)
-    }
+    public func gather(axis: Int, index: Tensor) -> Tensor { .record(Gather(axis: axis), [self, index]) }
 
     /// torch.index_select: slices at `indices` (a vector of integers in 0..<size of `axis`) along `axis`.
-    public func indexSelect(axis: Int, indices: Tensor) -> Tensor {
-        let selected = { Tensor.record(IndexSelect(axis: axis), [self, indices]) }
-        guard let a = try? Shape.axis(axis, rank: rank) else { return selected() }
-        return indices.checkedIndices("index_select", below: shape[a], selected)
-    }
+    public func indexSelect(axis: Int, indices: Tensor) -> Tensor { .record(IndexSelect(axis: axis), [self, indices]) }
 
     /// One-hot encoding of integer labels [N, …] as [N, classes, …] (class axis 1). No gradient. Labels outside
     /// 0..<classes are an error at `eval` (see the file header).
-    public func oneHot(classes: Int) -> Tensor {
-        let encoded = { Tensor.record(OneHot(classes: classes), [self]) }
-        return classes >= 1 ? checkedIndices("one_hot", below: classes, encoded) : encoded()
-    }
+    public func oneHot(classes: Int) -> Tensor { .record(OneHot(classes: classes), [self]) }
 
     /// torch.Tensor.repeat: tiles the tensor `times[i]` times along axis i; extra leading entries add axes.
     public func `repeat`(_ times: [Int]) -> Tensor {
