@@ -43,7 +43,8 @@ let package = Package(
 
         .testTarget(name: "HistoCoreTests", dependencies: ["HistoCore", "OpHarness"],
                     resources: [.copy("Fixtures")]),
-        .testTarget(name: "HistoNNTests", dependencies: ["HistoCore", "HistoNN"]),
+        .testTarget(name: "HistoNNTests", dependencies: ["HistoCore", "HistoNN"],
+                    resources: [.copy("Fixtures")]),
     ],
     swiftLanguageModes: [.v5]
 )
