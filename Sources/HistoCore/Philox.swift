@@ -149,7 +149,8 @@ public struct RandomOp: Operation {
 /// A seeded stream that hands out non-overlapping positions: `generator.normal([8, 3, 64, 64])`.
 public final class RandomGenerator {
     public let seed: UInt64
-    public private(set) var offset: UInt64
+    /// The next stream position. Settable so a resumed training run continues the stream where it stopped.
+    public var offset: UInt64
 
     public init(seed: UInt64, offset: UInt64 = 0) { self.seed = seed; self.offset = offset }
 
