@@ -185,6 +185,89 @@ public struct ClassTargetLossBackward: Operation {
     public func vjp(_ ctx: VJPContext) -> [Tensor?] { noGradient(ctx) }
 }
 
+// MARK: device launches (Kernels/losses.cl)
+
+extension ClassTargetLoss {
+    /// Work-group size of the loss reductions (LOSS_LOCAL in Kernels/losses.cl); it also caps the partials.
+    static let groupSize = 256
+    /// Constants per `store_constants` launch (CONSTANT_CHUNK in Kernels/losses.cl).
+    static let constantChunk = 64
+
+    /// The constants buffer: class weights, then the gradient scale.
+    static func constants(_ classes: Int) -> KernelArgument { .scratch(index: 0, count: classes + 1) }
+
+    /// Scores, labels and constants: the leading arguments of every loss kernel.
+    static func sources(_ classes: Int) -> [KernelArgument] { [.input(0), .input(1), constants(classes)] }
+
+    /// Stores the op constants in scratch 0 where the kernels read them: the class weights (ones when unweighted)
+    /// and, after them, the gradient scale 1 (`.mean` overwrites it with 1/Σw). By value, in chunks.
+    func constantLaunches(classes: Int) -> [KernelLaunch] {
+        let values = (weights ?? [Float](repeating: 1, count: classes)) + [1]
+        return stride(from: 0, to: values.count, by: Self.constantChunk).map { start in
+            let chunk = values[start..<Swift.min(start + Self.constantChunk, values.count)]
+            let bits = chunk.map { Int32(bitPattern: $0.bitPattern) } + [Int32](repeating: 0, count: Self.constantChunk - chunk.count)
+            return elementwiseLaunch("losses", "store_constants", [Self.constants(classes), .ints(bits), .int(Int32(start))],
+                                     count: chunk.count)
+        }
+    }
+
+    /// What the kernels need to resolve a position's target: classes, inner size, input kind and ignore index.
+    func targetArguments(classes: Int, inner: Int) -> [KernelArgument] {
+        [.int(Int32(classes)), .int(Int32(inner)), .int(input == .logits ? 1 : 0), .int(ignoreIndex == nil ? 0 : 1),
+         .float(Float(ignoreIndex ?? 0))]
+    }
+
+    /// What `loss_total` makes of Σ loss and Σ weight (its `result` codes).
+    enum Total: Int32 { case sum, mean, meanGradientScale }
+
+    /// Σ loss and Σ weight over `count` positions as per-group partials (scratch 1), then one group writes the
+    /// `total` to `destination[slot]`.
+    func reductionLaunches(count: Int, classes: Int, inner: Int, withLoss: Bool, total: Total,
+                           destination: KernelArgument, slot: Int) -> [KernelLaunch] {
+        let groups = Swift.min((count + Self.groupSize - 1) / Self.groupSize, Self.groupSize)
+        let partials = KernelArgument.scratch(index: 1, count: 2 * Swift.max(groups, 1))
+        return [
+            .kernel(file: "losses", name: "class_target_loss_partials",
+                    args: Self.sources(classes) + [partials] + targetArguments(classes: classes, inner: inner)
+                        + [.int(withLoss ? 1 : 0), .int(Int32(count))],
+                    global: [groups * Self.groupSize], local: [Self.groupSize]),
+            .kernel(file: "losses", name: "loss_total",
+                    args: [partials, destination, .int(Int32(slot)), .int(Int32(groups)), .int(total.rawValue)],
+                    global: [Self.groupSize], local: [Self.groupSize]),
+        ]
+    }
+}
+
+extension ClassTargetLoss: DeviceOperation {
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        let classes = inputShapes[0][1], inner = inputShapes[0][2...].reduce(1, *), count = Shape.count(inputShapes[1])
+        let target = targetArguments(classes: classes, inner: inner)
+        switch reduction {
+        case .none:
+            return constantLaunches(classes: classes)
+                + [elementwiseLaunch("losses", "class_target_loss", Self.sources(classes) + [.output] + target, count: count)]
+        case .sum, .mean:
+            return constantLaunches(classes: classes)
+                + reductionLaunches(count: count, classes: classes, inner: inner, withLoss: true,
+                                    total: reduction == .mean ? .mean : .sum, destination: .output, slot: 0)
+        }
+    }
+}
+
+extension ClassTargetLossBackward: DeviceOperation {
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        let classes = inputShapes[0][1], inner = inputShapes[0][2...].reduce(1, *), count = Shape.count(inputShapes[1])
+        let scale = forward.reduction == .mean
+            ? forward.reductionLaunches(count: count, classes: classes, inner: inner, withLoss: false, total: .meanGradientScale,
+                                        destination: ClassTargetLoss.constants(classes), slot: classes)
+            : []
+        return forward.constantLaunches(classes: classes) + scale
+            + [elementwiseLaunch("losses", "class_target_loss_backward",
+                                 ClassTargetLoss.sources(classes) + [.input(2), .output] + forward.targetArguments(classes: classes, inner: inner)
+                                     + [.int(forward.reduction == .none ? 1 : 0)], count: count)]
+    }
+}
+
 /// The losses of the engine. Each returns its value through `checkedFinite(<loss name>)`.
 public enum Loss {
     public enum Reduction: Sendable { case mean, sum, none }
