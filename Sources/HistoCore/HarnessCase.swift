@@ -59,6 +59,8 @@ public enum HarnessCatalog {
             ("reduce", reduce),
             ("matmul", matmul),
             ("random", random),
+            ("norm", norm),
+            ("attention", attention),
         ]
     }
     public static var all: [HarnessCase] { families.flatMap(\.1) }
