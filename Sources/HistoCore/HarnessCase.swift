@@ -62,6 +62,8 @@ public enum HarnessCatalog {
             ("losses", losses),
             ("resample", resample),
             ("indexing", indexing),
+            ("norm", norm),
+            ("attention", attention),
         ]
     }
     public static var all: [HarnessCase] { families.flatMap(\.1) }

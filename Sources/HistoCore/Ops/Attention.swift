@@ -1,0 +1,411 @@
+import Foundation
+import CBLAS
+
+// Attention: fused scaled-dot-product attention (self or cross, optional additive logits bias) with a fused
+// backward; Swin-style window partition/merge and the relative-position-bias gather; linear attention.
+
+/// Sizes of one attention call: q [B, H, N, D], k [B, H, M, D], v [B, H, M, Dv], bias [B or 1, H or 1, N, M].
+struct AttentionDims {
+    let batch: Int, heads: Int, queries: Int, keys: Int, depth: Int, valueDepth: Int
+    /// Bias batch and head sizes (each 1 or the full size); nil without a bias.
+    let biasBatch: Int?, biasHeads: Int?
+
+    init(q: [Int], k: [Int], v: [Int], bias: [Int]?) throws(ShapeError) {
+        guard q.count == 4, k.count == 4, v.count == 4 else {
+            throw ShapeError("q, k, v must be [B, H, tokens, depth], got \(describe(q)), \(describe(k)), \(describe(v))")
+        }
+        guard k[0] == q[0], v[0] == q[0], k[1] == q[1], v[1] == q[1] else {
+            throw ShapeError("batch and head axes of q \(describe(q)), k \(describe(k)), v \(describe(v)) differ")
+        }
+        guard k[3] == q[3] else { throw ShapeError("q depth \(q[3]) differs from k depth \(k[3])") }
+        guard v[2] == k[2] else { throw ShapeError("k has \(k[2]) tokens, v has \(v[2])") }
+        guard (q + k + v).allSatisfy({ $0 > 0 }) else {
+            throw ShapeError("empty axis in q \(describe(q)), k \(describe(k)), v \(describe(v))")
+        }
+        batch = q[0]; heads = q[1]; queries = q[2]; keys = k[2]; depth = q[3]; valueDepth = v[3]
+        if let bias {
+            guard bias.count == 4, bias[0] == 1 || bias[0] == batch, bias[1] == 1 || bias[1] == heads,
+                  bias[2] == queries, bias[3] == keys else {
+                throw ShapeError("bias \(describe(bias)) does not broadcast to [\(batch), \(heads), \(queries), \(keys)]")
+            }
+            biasBatch = bias[0]; biasHeads = bias[1]
+        } else {
+            biasBatch = nil; biasHeads = nil
+        }
+    }
+
+    var items: Int { batch * heads }
+    var scores: Int { queries * keys }
+    /// Whether several (batch, head) items read the same bias slice (their bias gradients must be summed).
+    var biasIsShared: Bool { (biasBatch ?? batch) * (biasHeads ?? heads) < items }
+    var biasCount: Int { (biasBatch ?? 0) * (biasHeads ?? 0) * scores }
+    /// Element offset of the bias slice that item (b·H + h) adds.
+    func biasOffset(item: Int) -> Int {
+        let b = biasBatch == 1 ? 0 : item / heads, h = biasHeads == 1 ? 0 : item % heads
+        return (b * (biasHeads ?? 1) + h) * scores
+    }
+
+    /// OpenBLAS threads a GEMM itself above m·n·k = 2¹⁸, and GEMMs threaded inside item-parallel loops
+    /// oversubscribe the cores (measured several times slower). So items whose GEMMs stay below that run in
+    /// parallel, and larger ones run one after another with BLAS-threaded GEMMs and row-parallel loops between.
+    var itemsInParallel: Bool { queries * keys * Swift.max(depth, valueDepth) <= 1 << 18 }
+    var chunkCount: Int { itemsInParallel ? Swift.min(items, CPUThreads.count * 4) : 1 }
+    func items(ofChunk c: Int) -> Range<Int> { (c * items / chunkCount)..<((c + 1) * items / chunkCount) }
+    /// Row grain of the loops between GEMMs: a single chunk (inline) when items already run in parallel.
+    var rowGrain: Int { itemsInParallel ? queries : Swift.max(1, 16384 / keys) }
+
+    /// P = softmax(scale·Q·Kᵀ + bias) of one item into `p` [N, M], rows max-subtracted.
+    func probabilities(item: Int, q: UnsafePointer<Float>, k: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+                       scale: Float, into p: UnsafeMutablePointer<Float>) {
+        let n = queries, m = keys, d = depth
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(m), Int32(d), scale,
+                    q + item * n * d, Int32(d), k + item * m * d, Int32(d), 0, p, Int32(m))
+        let slice = bias.map { $0 + biasOffset(item: item) }
+        parallelFor(n, grain: rowGrain) { rows in
+            for row in rows {
+                let r = p + row * m
+                if let slice { for j in 0..<m { r[j] += slice[row * m + j] } }
+                softmaxRow(r, m)
+            }
+        }
+    }
+}
+
+/// Softmax of m logits in place, max-subtracted, 16 lanes at a time (the tail padded with −∞).
+@inline(__always) private func softmaxRow(_ r: UnsafeMutablePointer<Float>, _ m: Int) {
+    let full = m - m % 16
+    var top16 = SIMD16<Float>(repeating: -.infinity)
+    for j in stride(from: 0, to: full, by: 16) { let v = load16(r + j); top16 = top16.replacing(with: v, where: v .> top16) }
+    var top = top16.max()
+    for j in full..<m { top = Swift.max(top, r[j]) }
+    var sum16 = SIMD16<Float>()
+    for j in stride(from: 0, to: full, by: 16) {
+        let e = exp16(load16(r + j) - top)
+        store16(e, r + j); sum16 += e
+    }
+    if full < m {
+        var tail = SIMD16<Float>(repeating: -.infinity)
+        for t in 0..<(m - full) { tail[t] = r[full + t] }
+        let e = exp16(tail - top)
+        for t in 0..<(m - full) { r[full + t] = e[t] }
+        sum16 += e
+    }
+    let inverse = 1 / sum16.sum()
+    for j in 0..<m { r[j] *= inverse }
+}
+
+@inline(__always) private func load16(_ p: UnsafePointer<Float>) -> SIMD16<Float> {
+    UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self)
+}
+@inline(__always) private func store16(_ v: SIMD16<Float>, _ p: UnsafeMutablePointer<Float>) {
+    UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD16<Float>.self)
+}
+
+/// eˣ on 16 lanes for x ≤ 0 (max-subtracted logits), as Cephes expf: x = n·ln 2 + r with n = round(x/ln 2),
+/// eˣ = 2ⁿ·p(r) with a degree-7 polynomial (about 1 ulp). Lanes below −87 (−∞ included) give 0, NaN stays NaN.
+/// Rounding and 2ⁿ use the 1.5·2²³ trick, so it needs no float→int conversion; selects are written with
+/// `replacing(with:where:)` because `pointwiseMax` does not vectorise.
+@inline(__always) private func exp16(_ x: SIMD16<Float>) -> SIMD16<Float> {
+    let magic: Float = 12_582_912  // 1.5·2²³: adding it rounds to an integer kept in the low mantissa bits
+    let clamped = x.replacing(with: -87, where: x .< -87)
+    let shifted = clamped * 1.442_695_04 + magic
+    let n = shifted - magic
+    let r = clamped - n * 0.693_359_375 + n * 2.121_944_4e-4
+    var p = SIMD16<Float>(repeating: 1.987_569_15e-4)
+    p = p * r + 1.398_199_950_7e-3
+    p = p * r + 8.333_451_907_3e-3
+    p = p * r + 4.166_579_589_4e-2
+    p = p * r + 1.666_666_545_9e-1
+    p = p * r + 5.000_000_120_1e-1
+    p = p * r * r + r + 1
+    let bits = (unsafeBitCast(shifted, to: SIMD16<UInt32>.self) &+ 127) &<< 23
+    let e = p * unsafeBitCast(bits, to: SIMD16<Float>.self)
+    return e.replacing(with: 0, where: x .< -87).replacing(with: x, where: x .!= x)
+}
+
+/// softmax(scale·Q·Kᵀ + bias)·V for q [B, H, N, D], k [B, H, M, D], v [B, H, M, Dv] and an optional fourth input,
+/// an additive logits bias [B or 1, H or 1, N, M] → [B, H, N, Dv]. One GEMM pair and a row softmax per
+/// (batch, head).
+public struct ScaledDotProductAttention: Operation {
+    public let scale: Float
+    public init(scale: Float) { self.scale = scale }
+
+    public var name: String { "scaled_dot_product_attention" }
+    public func outputShape(_ inputs: [[Int]]) throws(ShapeError) -> [Int] {
+        guard inputs.count == 3 || inputs.count == 4 else { throw ShapeError("takes q, k, v and an optional bias") }
+        let d = try AttentionDims(q: inputs[0], k: inputs[1], v: inputs[2], bias: inputs.count == 4 ? inputs[3] : nil)
+        return [d.batch, d.heads, d.queries, d.valueDepth]
+    }
+    public func cpuForward(_ args: CPUArgs) {
+        let s = args.inputShapes
+        let d = try! AttentionDims(q: s[0], k: s[1], v: s[2], bias: s.count == 4 ? s[3] : nil)
+        let q = args.inputs[0].baseAddress!, k = args.inputs[1].baseAddress!, v = args.inputs[2].baseAddress!
+        let bias = s.count == 4 ? args.inputs[3].baseAddress! : nil, out = args.output.baseAddress!, scale = scale
+        let n = d.queries, m = d.keys, dv = d.valueDepth
+        parallelFor(d.chunkCount, grain: 1) { chunks in
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: d.scores)
+            defer { p.deallocate() }
+            for chunk in chunks {
+                for item in d.items(ofChunk: chunk) {
+                    d.probabilities(item: item, q: q, k: k, bias: bias, scale: scale, into: p)
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(dv), Int32(m), 1,
+                                p, Int32(m), v + item * m * dv, Int32(dv), 0, out + item * n * dv, Int32(dv))
+                }
+            }
+        }
+    }
+    public func vjp(_ ctx: VJPContext) -> [Tensor?] {
+        let packed = Tensor.record(ScaledDotProductAttentionBackward(scale: scale),
+                                   Array(ctx.inputs[0..<3]) + [ctx.output, ctx.cotangent] + ctx.inputs.dropFirst(3))
+        var start = 0
+        return ctx.inputs.map { input in
+            defer { start += input.count }
+            return packed.slice(axis: 0, start: start, end: start + input.count).reshape(input.shape)
+        }
+    }
+}
+
+/// Gradients of `ScaledDotProductAttention` from q, k, v, its output O, dO and the optional bias, packed flat as
+/// [dq, dk, dv, dbias]. P is recomputed; dV = Pᵀ·dO, dP = dO·Vᵀ, dS = P∘(dP − rowsum(dO∘O)), dQ = scale·dS·K,
+/// dK = scale·dSᵀ·Q, dbias = dS summed over the axes the bias broadcasts along.
+public struct ScaledDotProductAttentionBackward: Operation {
+    public let scale: Float
+    public init(scale: Float) { self.scale = scale }
+
+    public var name: String { "scaled_dot_product_attention_backward" }
+    public func outputShape(_ inputs: [[Int]]) throws(ShapeError) -> [Int] {
+        guard inputs.count == 5 || inputs.count == 6 else { throw ShapeError("takes q, k, v, out, dout and an optional bias") }
+        let d = try AttentionDims(q: inputs[0], k: inputs[1], v: inputs[2], bias: inputs.count == 6 ? inputs[5] : nil)
+        let out = [d.batch, d.heads, d.queries, d.valueDepth]
+        guard inputs[3] == out, inputs[4] == out else {
+            throw ShapeError("out \(describe(inputs[3])) and dout \(describe(inputs[4])) must be \(describe(out))")
+        }
+        return [inputs[0..<3].map(Shape.count).reduce(0, +) + d.biasCount]
+    }
+    public func cpuForward(_ args: CPUArgs) {
+        let s = args.inputShapes
+        let d = try! AttentionDims(q: s[0], k: s[1], v: s[2], bias: s.count == 6 ? s[5] : nil)
+        let q = args.inputs[0].baseAddress!, k = args.inputs[1].baseAddress!, v = args.inputs[2].baseAddress!
+        let o = args.inputs[3].baseAddress!, dO = args.inputs[4].baseAddress!
+        let bias = s.count == 6 ? args.inputs[5].baseAddress! : nil, scale = scale
+        let n = d.queries, m = d.keys, depth = d.depth, dv = d.valueDepth
+        let dq = args.output.baseAddress!, dk = dq + d.items * n * depth, dvOut = dk + d.items * m * depth
+        let dbias = dvOut + d.items * m * dv
+        // A shared bias slice collects dS from several items: each chunk sums into its own partial, and the
+        // partials are added in chunk order afterwards (deterministic).
+        let chunks = d.chunkCount
+        let partials: UnsafeMutablePointer<Float>? = d.biasIsShared ? .allocate(capacity: chunks * d.biasCount) : nil
+        partials?.initialize(repeating: 0, count: chunks * d.biasCount)
+        defer { partials?.deallocate() }
+        parallelFor(chunks, grain: 1) { range in
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: d.scores)
+            let ds = UnsafeMutablePointer<Float>.allocate(capacity: d.scores)
+            defer { p.deallocate(); ds.deallocate() }
+            for chunk in range {
+                for item in d.items(ofChunk: chunk) {
+                    d.probabilities(item: item, q: q, k: k, bias: bias, scale: scale, into: p)
+                    let qi = q + item * n * depth, ki = k + item * m * depth, vi = v + item * m * dv
+                    let oi = o + item * n * dv, dOi = dO + item * n * dv
+                    // dV = Pᵀ·dO
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(m), Int32(dv), Int32(n), 1,
+                                p, Int32(m), dOi, Int32(dv), 0, dvOut + item * m * dv, Int32(dv))
+                    // dP = dO·Vᵀ, then dS = P∘(dP − rowsum(dO∘O)) in place.
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(m), Int32(dv), 1,
+                                dOi, Int32(dv), vi, Int32(dv), 0, ds, Int32(m))
+                    parallelFor(n, grain: d.rowGrain) { rows in
+                        for row in rows {
+                            var dot: Float = 0
+                            for e in 0..<dv { dot += dOi[row * dv + e] * oi[row * dv + e] }
+                            let pr = p + row * m, dsr = ds + row * m
+                            for j in 0..<m { dsr[j] = pr[j] * (dsr[j] - dot) }
+                        }
+                    }
+                    // dQ = scale·dS·K, dK = scale·dSᵀ·Q
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(depth), Int32(m), scale,
+                                ds, Int32(m), ki, Int32(depth), 0, dq + item * n * depth, Int32(depth))
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(m), Int32(depth), Int32(n), scale,
+                                ds, Int32(m), qi, Int32(depth), 0, dk + item * m * depth, Int32(depth))
+                    if let partials {
+                        let target = partials + chunk * d.biasCount + d.biasOffset(item: item)
+                        for i in 0..<d.scores { target[i] += ds[i] }
+                    } else if bias != nil {
+                        (dbias + d.biasOffset(item: item)).update(from: ds, count: d.scores)
+                    }
+                }
+            }
+        }
+        if let partials {
+            parallelFor(d.biasCount) { range in
+                for i in range {
+                    var sum: Float = 0
+                    for chunk in 0..<chunks { sum += partials[chunk * d.biasCount + i] }
+                    dbias[i] = sum
+                }
+            }
+        }
+    }
+    public func vjp(_ ctx: VJPContext) -> [Tensor?] { noGradient(ctx) }
+}
+
+/// Swin's relative position index of a w×w window: entry (i, j) of the [w², w²] table, positions row-major, is
+/// (rᵢ − rⱼ + w − 1)·(2w − 1) + (cᵢ − cⱼ + w − 1), a row of the [(2w − 1)², heads] bias table.
+func relativePositionIndices(window w: Int) -> [Int] {
+    let tokens = w * w
+    return (0..<(tokens * tokens)).map { ij in
+        let i = ij / tokens, j = ij % tokens
+        return (i / w - j / w + w - 1) * (2 * w - 1) + (i % w - j % w + w - 1)
+    }
+}
+
+/// Gathers a relative position bias table [(2w − 1)², heads] into [heads, w², w²]:
+/// out[h, i, j] = table[index(i, j), h] with Swin's index (`Tensor.relativePositionIndex`).
+public struct RelativePositionBias: Operation {
+    public let window: Int
+    public init(window: Int) { self.window = window }
+
+    public var name: String { "relative_position_bias" }
+    public func outputShape(_ inputs: [[Int]]) throws(ShapeError) -> [Int] {
+        let rows = (2 * window - 1) * (2 * window - 1)
+        guard window >= 1, inputs[0].count == 2, inputs[0][0] == rows else {
+            throw ShapeError("table must be [\(rows), heads] for window \(window), got \(describe(inputs[0]))")
+        }
+        return [inputs[0][1], window * window, window * window]
+    }
+    public func cpuForward(_ args: CPUArgs) {
+        let heads = args.inputShapes[0][1], index = relativePositionIndices(window: window)
+        let table = args.inputs[0], out = args.output
+        for h in 0..<heads {
+            for (ij, row) in index.enumerated() { out[h * index.count + ij] = table[row * heads + h] }
+        }
+    }
+    public func vjp(_ ctx: VJPContext) -> [Tensor?] {
+        [.record(RelativePositionBiasBackward(window: window), [ctx.cotangent])]
+    }
+}
+
+/// The gradient of `RelativePositionBias`: scatter-adds [heads, w², w²] into the table [(2w − 1)², heads].
+public struct RelativePositionBiasBackward: Operation {
+    public let window: Int
+    public init(window: Int) { self.window = window }
+
+    public var name: String { "relative_position_bias_backward" }
+    public func outputShape(_ inputs: [[Int]]) throws(ShapeError) -> [Int] {
+        let tokens = window * window
+        guard window >= 1, inputs[0].count == 3, inputs[0][1] == tokens, inputs[0][2] == tokens else {
+            throw ShapeError("dy must be [heads, \(tokens), \(tokens)] for window \(window), got \(describe(inputs[0]))")
+        }
+        return [(2 * window - 1) * (2 * window - 1), inputs[0][0]]
+    }
+    public func cpuForward(_ args: CPUArgs) {
+        let heads = args.inputShapes[0][0], index = relativePositionIndices(window: window)
+        let dy = args.inputs[0], table = args.output
+        table.update(repeating: 0)
+        for h in 0..<heads {
+            for (ij, row) in index.enumerated() { table[row * heads + h] += dy[h * index.count + ij] }
+        }
+    }
+    public func vjp(_ ctx: VJPContext) -> [Tensor?] { [.record(RelativePositionBias(window: window), [ctx.cotangent])] }
+}
+
+// MARK: public API
+
+extension Tensor {
+    /// softmax(scale·q·kᵀ + bias)·v as one fused op. q [B, H, N, D], k [B, H, M, D], v [B, H, M, Dv] (M ≠ N is
+    /// cross-attention); bias: additive logits [B or 1, H or 1, N, M] (relative position bias, masks as −∞);
+    /// scale defaults to 1/√D. Returns [B, H, N, Dv].
+    public static func scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor? = nil,
+                                                 scale: Float? = nil) -> Tensor {
+        let depth = Float(q.shape.last ?? 1)
+        return .record(ScaledDotProductAttention(scale: scale ?? 1 / depth.squareRoot()), [q, k, v] + (bias.map { [$0] } ?? []))
+    }
+
+    /// Linear attention as in GenSelfDiff (annotated-diffusion `LinearAttention`), per head in channel-major
+    /// layout: q, k [B, H, D, N], v [B, H, Dv, N] (from `b (h c) x y -> b h c (x y)`). q is softmaxed over its
+    /// D features and multiplied by `scale` (default 1/√D), k is softmaxed over the N tokens;
+    /// context = k·vᵀ [B, H, D, Dv], out = contextᵀ·q [B, H, Dv, N].
+    public static func linearAttention(q: Tensor, k: Tensor, v: Tensor, scale: Float? = nil) -> Tensor {
+        let depth = q.rank == 4 ? Float(q.shape[2]) : 1
+        let queries = q.softmax(axis: -2) * (scale ?? 1 / depth.squareRoot())
+        let context = k.softmax(axis: -1).matmul(v, transposeB: true)
+        return context.matmul(queries, transposeA: true)
+    }
+
+    /// Non-overlapping windows of x [B, C, H, W] as token sequences [B·(H/w)·(W/w), w·w, C]: windows ordered by
+    /// (b, window row, window column), tokens row-major inside a window. H and W must divide by w.
+    public func windowPartition(window w: Int) -> Tensor {
+        guard rank == 4, w >= 1, shape[2] % w == 0, shape[3] % w == 0 else {
+            return .invalid("window_partition", "needs [B, C, H, W] with H, W divisible by \(w), got \(describe(shape))")
+        }
+        let (b, c, h, wd) = (shape[0], shape[1], shape[2], shape[3])
+        return reshape([b, c, h / w, w, wd / w, w]).permute([0, 2, 4, 3, 5, 1]).reshape([b * (h / w) * (wd / w), w * w, c])
+    }
+
+    /// The inverse of `windowPartition`: [B·(H/w)·(W/w), w·w, C] → [B, C, H, W].
+    public func windowMerge(window w: Int, height: Int, width: Int) -> Tensor {
+        guard rank == 3, w >= 1, height % w == 0, width % w == 0, shape[1] == w * w,
+              shape[0] % Swift.max((height / w) * (width / w), 1) == 0 else {
+            return .invalid("window_merge", "cannot merge \(describe(shape)) as \(w)×\(w) windows of \(height)×\(width)")
+        }
+        let rows = height / w, columns = width / w, c = shape[2], b = shape[0] / Swift.max(rows * columns, 1)
+        return reshape([b, rows, columns, w, w, c]).permute([0, 5, 1, 3, 2, 4]).reshape([b, c, height, width])
+    }
+
+    /// Swin's relative position index table of a w×w window, [w², w²] row-major as floats (rows of the bias
+    /// table [(2w − 1)², heads]).
+    public static func relativePositionIndex(window: Int) -> [Float] {
+        relativePositionIndices(window: window).map(Float.init)
+    }
+
+    /// This relative position bias table [(2w − 1)², heads] gathered into an attention bias [1, heads, w², w²]
+    /// (gradient: scatter-add into the table). Equivalent to
+    /// `table.indexSelect(axis: 0, indices: Tensor(Tensor.relativePositionIndex(window: w), shape: [w⁴]))
+    ///      .reshape([w², w², heads]).permute([2, 0, 1]).unsqueeze(0)`.
+    public func relativePositionBias(window: Int) -> Tensor {
+        Tensor.record(RelativePositionBias(window: window), [self]).unsqueeze(0)
+    }
+}
+
+extension HarnessCatalog {
+    static var attention: [HarnessCase] {
+        let q: HarnessCase.Input = .normal([2, 2, 5, 4]), k: HarnessCase.Input = .normal([2, 2, 7, 4])
+        let v: HarnessCase.Input = .normal([2, 2, 7, 3])
+        return [
+            HarnessCase("sdpa.self", [.normal([2, 2, 5, 4]), .normal([2, 2, 5, 4]), .normal([2, 2, 5, 4])]) {
+                Tensor.scaledDotProductAttention(q: $0[0], k: $0[1], v: $0[2])
+            },
+            HarnessCase("sdpa.cross", [q, k, v]) { Tensor.scaledDotProductAttention(q: $0[0], k: $0[1], v: $0[2]) },
+            HarnessCase("sdpa.scale", [q, k, v]) { Tensor.scaledDotProductAttention(q: $0[0], k: $0[1], v: $0[2], scale: 0.8) },
+            HarnessCase("sdpa.bias_heads", [q, k, v, .normal([1, 2, 5, 7])]) {
+                Tensor.scaledDotProductAttention(q: $0[0], k: $0[1], v: $0[2], bias: $0[3], scale: 0.7)
+            },
+            HarnessCase("sdpa.bias_batch", [q, k, v, .normal([2, 1, 5, 7])]) {
+                Tensor.scaledDotProductAttention(q: $0[0], k: $0[1], v: $0[2], bias: $0[3])
+            },
+            HarnessCase("sdpa.bias_full", [q, k, v, .normal([2, 2, 5, 7])]) {
+                Tensor.scaledDotProductAttention(q: $0[0], k: $0[1], v: $0[2], bias: $0[3])
+            },
+            // 37 keys (two 16-lane blocks and a tail), about a third masked with −∞.
+            HarnessCase("sdpa.mask", [.normal([1, 2, 3, 4]), .normal([1, 2, 37, 4]), .normal([1, 2, 37, 2]),
+                                      .integers([1, 1, 3, 37], 0, 3)]) {
+                let bias = Tensor.zeros([1, 1, 3, 37]).maskedFill($0[3].equal(0), -.infinity)
+                return Tensor.scaledDotProductAttention(q: $0[0], k: $0[1], v: $0[2], bias: bias)
+            },
+            HarnessCase("relative_position_bias", [.normal([25, 2])]) { $0[0].relativePositionBias(window: 3) },
+            HarnessCase("window_partition", [.normal([2, 3, 4, 6])]) { $0[0].windowPartition(window: 2) },
+            HarnessCase("window_merge.round_trip", [.normal([2, 3, 4, 6])]) {
+                $0[0].windowPartition(window: 2).windowMerge(window: 2, height: 4, width: 6)
+            },
+            // UNetFormer-style window self-attention: 3×3 windows of a [1, 4, 6, 6] map, 2 heads of depth 2,
+            // q = k = v = the window tokens, relative position bias from a [25, 2] table.
+            HarnessCase("window_attention", [.normal([1, 4, 6, 6]), .normal([25, 2])]) { x in
+                let tokens = x[0].windowPartition(window: 3).reshape([4, 9, 2, 2]).permute([0, 2, 1, 3])
+                let bias = x[1].relativePositionBias(window: 3)
+                let out = Tensor.scaledDotProductAttention(q: tokens, k: tokens, v: tokens, bias: bias)
+                return out.permute([0, 2, 1, 3]).reshape([4, 9, 4]).windowMerge(window: 3, height: 6, width: 6)
+            },
+            HarnessCase("linear_attention", [.normal([2, 2, 4, 5]), .normal([2, 2, 4, 5]), .normal([2, 2, 3, 5])]) {
+                Tensor.linearAttention(q: $0[0], k: $0[1], v: $0[2], scale: 0.6)
+            },
+        ]
+    }
+}

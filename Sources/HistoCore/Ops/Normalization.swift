@@ -1,0 +1,375 @@
+import Foundation
+
+// Normalisation over [N, C, spatial…] tensors. Group norm and training-mode batch norm are one fused op
+// (`ChannelNorm`) that differ only in which elements share statistics; their backward ops recompute the
+// statistics from x instead of saving them. Eval-mode batch norm, layer norm (group norm of one group per row,
+// then the per-element affine) and L2 normalisation are compositions.
+
+/// Which elements of an [N, C, spatial…] tensor share one mean and variance.
+public enum NormStatistics: Hashable, Sendable {
+    /// Per sample, over each group of C/groups consecutive channels and all positions (GroupNorm).
+    case groups(Int)
+    /// Per channel, over the batch and all positions (BatchNorm in training mode).
+    case batch
+
+    var opName: String {
+        switch self {
+        case .groups: return "group_norm"
+        case .batch: return "batch_norm"
+        }
+    }
+}
+
+/// x [N, C, spatial…] seen as N·C contiguous planes of `planeSize` elements, plane p = n·C + c. A statistics set
+/// is a list of planes: for groups the C/G consecutive planes of one sample's group (set = p / (C/G)), for batch
+/// plane c of every sample (set = c).
+struct PlaneLayout {
+    let batch: Int, channels: Int, planeSize: Int, statistics: NormStatistics
+
+    init(_ shape: [Int], _ statistics: NormStatistics) {
+        batch = shape[0]; channels = shape[1]; planeSize = shape.dropFirst(2).reduce(1, *); self.statistics = statistics
+    }
+
+    /// Rejects shapes the statistics cannot be taken over.
+    static func check(_ x: [Int], _ statistics: NormStatistics) throws(ShapeError) {
+        guard x.count >= 2 else { throw ShapeError("needs an [N, C, …] input, got \(describe(x))") }
+        switch statistics {
+        case .groups(let g):
+            guard g >= 1, x[1] % g == 0 else { throw ShapeError("\(x[1]) channels do not divide into \(g) groups") }
+        case .batch:
+            guard x[0] * x.dropFirst(2).reduce(1, *) > 1 else {
+                throw ShapeError("batch statistics need more than one value per channel, got \(describe(x))")
+            }
+        }
+    }
+
+    var setCount: Int {
+        switch statistics {
+        case .groups(let g): return batch * g
+        case .batch: return channels
+        }
+    }
+    var planesPerSet: Int {
+        switch statistics {
+        case .groups(let g): return channels / g
+        case .batch: return batch
+        }
+    }
+    var setSize: Int { planesPerSet * planeSize }
+
+    @inline(__always) func plane(_ k: Int, ofSet s: Int) -> Int {
+        switch statistics {
+        case .groups: return s * planesPerSet + k
+        case .batch: return k * channels + s
+        }
+    }
+    @inline(__always) func set(ofPlane p: Int) -> Int {
+        switch statistics {
+        case .groups: return p / planesPerSet
+        case .batch: return p % channels
+        }
+    }
+
+    /// Mean and biased variance of set `s`: the mean first, then the centred squares (Float64 sums).
+    func moments(_ x: UnsafePointer<Float>, set s: Int) -> (mean: Double, variance: Double) {
+        let n = planeSize
+        var sum = 0.0
+        for k in 0..<planesPerSet {
+            let p = x + plane(k, ofSet: s) * n
+            sum += wideSum(n, { load16(p, $0) }, { p[$0] })
+        }
+        let mean = sum / Double(setSize), m = Float(mean)
+        var squares = 0.0
+        for k in 0..<planesPerSet {
+            let p = x + plane(k, ofSet: s) * n
+            squares += wideSum(n, { let d = load16(p, $0) - m; return d * d }, { let d = p[$0] - m; return d * d })
+        }
+        return (mean, squares / Double(setSize))
+    }
+
+    /// Work items per parallel chunk: about 32k elements.
+    var setGrain: Int { Swift.max(1, 32768 / Swift.max(setSize, 1)) }
+}
+
+@inline(__always) func load16(_ p: UnsafePointer<Float>, _ i: Int) -> SIMD16<Float> {
+    UnsafeRawPointer(p + i).loadUnaligned(as: SIMD16<Float>.self)
+}
+
+/// Σ term(i) for i in 0..<n, with `lanes(i)` giving terms i..<i+16: float vector partial sums flushed to Float64
+/// every 256 terms, so long sums stay accurate at vector speed.
+@inline(__always) func wideSum(_ n: Int, _ lanes: (Int) -> SIMD16<Float>, _ term: (Int) -> Float) -> Double {
+    var total = 0.0, i = 0
+    while n - i >= 16 {
+        let blockEnd = Swift.min(n, i + 256)
+        var acc = SIMD16<Float>()
+        while blockEnd - i >= 16 { acc += lanes(i); i += 16 }
+        total += Double(acc.sum())
+    }
+    while i < n { total += Double(term(i)); i += 1 }
+    return total
+}
+
+/// Checks that a per-channel vector (weight, bias, running statistics) has shape [C].
+func checkChannelVector(_ shape: [Int], _ what: String, channels: Int) throws(ShapeError) {
+    guard shape == [channels] else { throw ShapeError("\(what) must have shape [\(channels)], got \(describe(shape))") }
+}
+
+/// y = (x − mean)/sqrt(var + eps)·weight[c] + bias[c] for x [N, C, spatial…], weight [C], bias [C], with the
+/// statistics taken as `statistics` says (biased variance).
+public struct ChannelNorm: Operation {
+    public let statistics: NormStatistics
+    public let eps: Float
+    public init(_ statistics: NormStatistics, eps: Float) { self.statistics = statistics; self.eps = eps }
+
+    public var name: String { statistics.opName }
+    public func outputShape(_ inputs: [[Int]]) throws(ShapeError) -> [Int] {
+        try PlaneLayout.check(inputs[0], statistics)
+        try checkChannelVector(inputs[1], "weight", channels: inputs[0][1])
+        try checkChannelVector(inputs[2], "bias", channels: inputs[0][1])
+        return inputs[0]
+    }
+    public func cpuForward(_ args: CPUArgs) {
+        let layout = PlaneLayout(args.inputShapes[0], statistics), n = layout.planeSize
+        let x = args.inputs[0].baseAddress!, w = args.inputs[1], b = args.inputs[2], y = args.output.baseAddress!
+        let eps = Double(eps)
+        parallelFor(layout.setCount, grain: layout.setGrain) { sets in
+            for s in sets {
+                let (mean, variance) = layout.moments(x, set: s)
+                let m = Float(mean), rstd = Float(1 / (variance + eps).squareRoot())
+                for k in 0..<layout.planesPerSet {
+                    let p = layout.plane(k, ofSet: s), c = p % layout.channels
+                    let scale = rstd * w[c], shift = b[c], xp = x + p * n, yp = y + p * n
+                    for i in 0..<n { yp[i] = (xp[i] - m) * scale + shift }
+                }
+            }
+        }
+    }
+    public func vjp(_ ctx: VJPContext) -> [Tensor?] {
+        let x = ctx.inputs[0], c = x.shape[1]
+        let dx = Tensor.record(ChannelNormBackwardInput(statistics, eps: eps), [x, ctx.inputs[1], ctx.cotangent])
+        let params = Tensor.record(ChannelNormBackwardParams(statistics, eps: eps), [x, ctx.cotangent])
+        return [dx, params.slice(axis: 0, start: 0, end: 1).reshape([c]), params.slice(axis: 0, start: 1, end: 2).reshape([c])]
+    }
+}
+
+/// dx of `ChannelNorm` from x, weight and dy, per statistics set of M elements with x̂ = (x − mean)·rstd:
+/// dx = rstd·(w·dy − mean(w·dy) − x̂·mean(w·dy·x̂)).
+public struct ChannelNormBackwardInput: Operation {
+    public let statistics: NormStatistics
+    public let eps: Float
+    public init(_ statistics: NormStatistics, eps: Float) { self.statistics = statistics; self.eps = eps }
+
+    public var name: String { statistics.opName + "_backward_input" }
+    public func outputShape(_ inputs: [[Int]]) throws(ShapeError) -> [Int] {
+        try PlaneLayout.check(inputs[0], statistics)
+        try checkChannelVector(inputs[1], "weight", channels: inputs[0][1])
+        guard inputs[2] == inputs[0] else { throw ShapeError("dy \(describe(inputs[2])) differs from x \(describe(inputs[0]))") }
+        return inputs[0]
+    }
+    public func cpuForward(_ args: CPUArgs) {
+        let layout = PlaneLayout(args.inputShapes[0], statistics), n = layout.planeSize
+        let x = args.inputs[0].baseAddress!, w = args.inputs[1], dy = args.inputs[2].baseAddress!
+        let dx = args.output.baseAddress!, eps = Double(eps)
+        parallelFor(layout.setCount, grain: layout.setGrain) { sets in
+            for s in sets {
+                let (mean, variance) = layout.moments(x, set: s)
+                let m = Float(mean), rstd = 1 / (variance + eps).squareRoot()
+                // Σ w·dy and Σ w·dy·(x − mean) over the set.
+                var wdy = 0.0, wdyx = 0.0
+                for k in 0..<layout.planesPerSet {
+                    let p = layout.plane(k, ofSet: s), xp = x + p * n, dyp = dy + p * n
+                    let wc = Double(w[p % layout.channels])
+                    wdy += wc * wideSum(n, { load16(dyp, $0) }, { dyp[$0] })
+                    wdyx += wc * wideSum(n, { load16(dyp, $0) * (load16(xp, $0) - m) }, { dyp[$0] * (xp[$0] - m) })
+                }
+                let size = Double(layout.setSize)
+                let meanTerm = Float(rstd * wdy / size), slope = Float(rstd * rstd * rstd * wdyx / size)
+                for k in 0..<layout.planesPerSet {
+                    let p = layout.plane(k, ofSet: s), xp = x + p * n, dyp = dy + p * n, dxp = dx + p * n
+                    let scale = Float(rstd) * w[p % layout.channels]
+                    for i in 0..<n { dxp[i] = scale * dyp[i] - meanTerm - (xp[i] - m) * slope }
+                }
+            }
+        }
+    }
+    public func vjp(_ ctx: VJPContext) -> [Tensor?] { noGradient(ctx) }
+}
+
+/// dweight and dbias of `ChannelNorm` from x and dy, packed as [2, C]: row 0 Σ dy·x̂, row 1 Σ dy, summed over
+/// the batch and positions of each channel.
+public struct ChannelNormBackwardParams: Operation {
+    public let statistics: NormStatistics
+    public let eps: Float
+    public init(_ statistics: NormStatistics, eps: Float) { self.statistics = statistics; self.eps = eps }
+
+    public var name: String { statistics.opName + "_backward_params" }
+    public func outputShape(_ inputs: [[Int]]) throws(ShapeError) -> [Int] {
+        try PlaneLayout.check(inputs[0], statistics)
+        guard inputs[1] == inputs[0] else { throw ShapeError("dy \(describe(inputs[1])) differs from x \(describe(inputs[0]))") }
+        return [2, inputs[0][1]]
+    }
+    public func cpuForward(_ args: CPUArgs) {
+        let layout = PlaneLayout(args.inputShapes[0], statistics), n = layout.planeSize, channels = layout.channels
+        let x = args.inputs[0].baseAddress!, dy = args.inputs[1].baseAddress!, out = args.output, eps = Double(eps)
+        var means = [Float](repeating: 0, count: layout.setCount), rstds = [Double](repeating: 0, count: layout.setCount)
+        means.withUnsafeMutableBufferPointer { means in
+            rstds.withUnsafeMutableBufferPointer { rstds in
+                parallelFor(layout.setCount, grain: layout.setGrain) { sets in
+                    for s in sets {
+                        let (mean, variance) = layout.moments(x, set: s)
+                        means[s] = Float(mean); rstds[s] = 1 / (variance + eps).squareRoot()
+                    }
+                }
+                parallelFor(channels, grain: Swift.max(1, 32768 / Swift.max(layout.batch * n, 1))) { range in
+                    for c in range {
+                        var dweight = 0.0, dbias = 0.0
+                        for b in 0..<layout.batch {
+                            let p = b * channels + c, s = layout.set(ofPlane: p), m = means[s]
+                            let xp = x + p * n, dyp = dy + p * n
+                            dbias += wideSum(n, { load16(dyp, $0) }, { dyp[$0] })
+                            dweight += rstds[s] * wideSum(n, { load16(dyp, $0) * (load16(xp, $0) - m) }, { dyp[$0] * (xp[$0] - m) })
+                        }
+                        out[c] = Float(dweight); out[channels + c] = Float(dbias)
+                    }
+                }
+            }
+        }
+    }
+    public func vjp(_ ctx: VJPContext) -> [Tensor?] { noGradient(ctx) }
+}
+
+/// Per-channel mean and unbiased variance of x [N, C, spatial…] over the batch and positions, packed as [2, C],
+/// for updating BatchNorm's running statistics. No gradient: running statistics are buffers, not activations.
+public struct BatchStatistics: Operation {
+    public init() {}
+    public var name: String { "batch_norm_statistics" }
+    public func outputShape(_ inputs: [[Int]]) throws(ShapeError) -> [Int] {
+        try PlaneLayout.check(inputs[0], .batch)
+        return [2, inputs[0][1]]
+    }
+    public func cpuForward(_ args: CPUArgs) {
+        let layout = PlaneLayout(args.inputShapes[0], .batch), x = args.inputs[0].baseAddress!, out = args.output
+        let correction = Double(layout.setSize) / Double(layout.setSize - 1)
+        parallelFor(layout.channels, grain: layout.setGrain) { range in
+            for c in range {
+                let (mean, variance) = layout.moments(x, set: c)
+                out[c] = Float(mean); out[layout.channels + c] = Float(variance * correction)
+            }
+        }
+    }
+    public func vjp(_ ctx: VJPContext) -> [Tensor?] { noGradient(ctx) }
+}
+
+// MARK: public API
+
+extension Tensor {
+    /// GroupNorm of x [N, C, spatial…]: statistics per sample over groups of C/groups channels (C must divide),
+    /// then the per-channel affine (weight [C] defaults to ones, bias [C] to zeros). One fused op.
+    public func groupNorm(groups: Int, weight: Tensor? = nil, bias: Tensor? = nil, eps: Float = 1e-5) -> Tensor {
+        channelNorm(.groups(groups), weight: weight, bias: bias, eps: eps)
+    }
+
+    /// Training-mode BatchNorm of x [N, C, spatial…]: normalises with this batch's per-channel mean and biased
+    /// variance over (N, spatial), gradients flowing through the statistics. Update running statistics from
+    /// `batchStatistics()`.
+    public func batchNormTraining(weight: Tensor? = nil, bias: Tensor? = nil, eps: Float = 1e-5) -> Tensor {
+        channelNorm(.batch, weight: weight, bias: bias, eps: eps)
+    }
+
+    /// This batch's per-channel mean and unbiased variance over (N, spatial), each [C], without gradient. With
+    /// PyTorch's momentum convention: running = (1 − momentum)·running + momentum·statistic.
+    public func batchStatistics() -> (mean: Tensor, variance: Tensor) {
+        let stats = Tensor.record(BatchStatistics(), [self]), c = stats.shape.last ?? 0
+        return (stats.slice(axis: 0, start: 0, end: 1).reshape([c]), stats.slice(axis: 0, start: 1, end: 2).reshape([c]))
+    }
+
+    /// Eval-mode BatchNorm of x [N, C, spatial…] with running statistics (mean, variance [C]): a per-channel
+    /// affine x·s + t with s = weight/sqrt(variance + eps), t = bias − mean·s.
+    public func batchNorm(mean: Tensor, variance: Tensor, weight: Tensor? = nil, bias: Tensor? = nil,
+                          eps: Float = 1e-5) -> Tensor {
+        guard rank >= 2 else { return .invalid("batch_norm_eval", "needs an [N, C, …] input, got \(describe(shape))") }
+        let c = shape[1]
+        for (what, t) in [("mean", mean), ("variance", variance), ("weight", weight), ("bias", bias)] {
+            guard let t else { continue }
+            do { try checkChannelVector(t.shape, what, channels: c) } catch {
+                return .invalid("batch_norm_eval", "\(error.message) for x \(describe(shape))")
+            }
+        }
+        var scale = (variance + eps).rsqrt()
+        if let weight { scale = scale * weight }
+        var shift = -(mean * scale)
+        if let bias { shift = shift + bias }
+        let perChannel = [1, c] + [Int](repeating: 1, count: rank - 2)
+        return self * scale.reshape(perChannel) + shift.reshape(perChannel)
+    }
+
+    /// LayerNorm over the trailing `lastAxes` axes (PyTorch's normalized_shape = those axes), with per-element
+    /// weight and bias of that trailing shape. Normalisation is the group-norm op with one group per row.
+    public func layerNorm(lastAxes: Int = 1, weight: Tensor? = nil, bias: Tensor? = nil, eps: Float = 1e-5) -> Tensor {
+        guard lastAxes >= 1, lastAxes <= rank else {
+            return .invalid("layer_norm", "cannot normalise the last \(lastAxes) axes of \(describe(shape))")
+        }
+        let trailing = Array(shape.suffix(lastAxes)), rowSize = Shape.count(trailing)
+        for (what, t) in [("weight", weight), ("bias", bias)] {
+            guard let t, t.shape != trailing else { continue }
+            return .invalid("layer_norm", "\(what) must have shape \(describe(trailing)), got \(describe(t.shape))")
+        }
+        let rows = Shape.count(shape) / Swift.max(rowSize, 1)
+        var y = reshape([rows, 1, rowSize])
+            .channelNorm(.groups(1), weight: nil, bias: nil, eps: eps)
+            .reshape(shape)
+        let broadcastShape = [Int](repeating: 1, count: rank - lastAxes) + trailing
+        if let weight { y = y * weight.reshape(broadcastShape) }
+        if let bias { y = y + bias.reshape(broadcastShape) }
+        return y
+    }
+
+    /// x / max(‖x‖₂, eps) along `axis` (F.normalize). Written as x / sqrt(max(Σx², eps²)): the same values, and
+    /// a zero gradient instead of 0·∞ where the norm is below eps.
+    public func l2Normalize(axis: Int, eps: Float = 1e-12) -> Tensor {
+        guard axis >= -rank, axis < rank else {
+            return .invalid("l2_normalize", "axis \(axis) is out of range for \(describe(shape))")
+        }
+        return self / square().sum(axes: [axis], keepDims: true).clamp(min: eps * eps).sqrt()
+    }
+
+    func channelNorm(_ statistics: NormStatistics, weight: Tensor?, bias: Tensor?, eps: Float) -> Tensor {
+        let c = rank >= 2 ? shape[1] : 0
+        return .record(ChannelNorm(statistics, eps: eps), [self, weight ?? .ones([c]), bias ?? .zeros([c])])
+    }
+}
+
+extension HarnessCatalog {
+    static var norm: [HarnessCase] {
+        let image = [2, 4, 3, 3]
+        let affine: [HarnessCase.Input] = [.normal(image), .normal([4]), .normal([4])]
+        return [
+            HarnessCase("group_norm.g1", affine) { $0[0].groupNorm(groups: 1, weight: $0[1], bias: $0[2]) },
+            HarnessCase("group_norm.g2", affine) { $0[0].groupNorm(groups: 2, weight: $0[1], bias: $0[2]) },
+            HarnessCase("group_norm.gc", affine) { $0[0].groupNorm(groups: 4, weight: $0[1], bias: $0[2]) },
+            // Shifted input: the statistics must not lose precision to a large mean.
+            HarnessCase("group_norm.rank3", [.normal([2, 6, 5])]) { ($0[0] + 20).groupNorm(groups: 3, eps: 1e-3) },
+            // Planes of 289 elements: the vector sums with a Float64 flush and a scalar tail.
+            HarnessCase("group_norm.wide", [.normal([1, 2, 17, 17])]) { ($0[0] + 3).groupNorm(groups: 1) },
+            HarnessCase("batch_norm.train", [.normal([3, 4, 2, 3]), .normal([4]), .normal([4])]) {
+                $0[0].batchNormTraining(weight: $0[1], bias: $0[2])
+            },
+            HarnessCase("batch_norm.train.no_affine", [.normal([4, 3, 5])]) { $0[0].batchNormTraining(eps: 1e-3) },
+            HarnessCase("batch_norm.statistics", [.normal([3, 4, 2, 3])], frozen: [0]) { x in
+                let (mean, variance) = x[0].batchStatistics()
+                return Tensor.stack([mean, variance])
+            },
+            HarnessCase("batch_norm.eval", [.normal(image), .normal([4]), .uniform([4], 0.5, 2), .normal([4]), .normal([4])]) {
+                $0[0].batchNorm(mean: $0[1], variance: $0[2], weight: $0[3], bias: $0[4])
+            },
+            HarnessCase("layer_norm", [.normal([2, 3, 8]), .normal([8]), .normal([8])]) {
+                $0[0].layerNorm(weight: $0[1], bias: $0[2])
+            },
+            HarnessCase("layer_norm.two_axes", [.normal([2, 3, 4, 5]), .normal([4, 5]), .normal([4, 5])]) {
+                $0[0].layerNorm(lastAxes: 2, weight: $0[1], bias: $0[2])
+            },
+            HarnessCase("l2_normalize", [.normal([2, 4, 3])]) { $0[0].l2Normalize(axis: 1) },
+            HarnessCase("l2_normalize.last", [.normal([3, 5])]) { $0[0].l2Normalize(axis: -1) },
+        ]
+    }
+}
