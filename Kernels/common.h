@@ -19,3 +19,11 @@ inline int walk_offset(const Walk* w, int operand, int index) {
     }
     return offset;
 }
+
+// The windows o·stride ..< o·stride + extent (o in 0..<count) that contain position pos ≥ 0: o in [*first, *last]
+// (none when first > last). Lets scatter-adds of sliding windows run as gathers.
+inline void covering_windows(int pos, int extent, int stride, int count, int* first, int* last) {
+    int lowest = pos - extent + 1;
+    *first = lowest <= 0 ? 0 : (lowest + stride - 1) / stride;
+    *last = min(pos / stride, count - 1);
+}

@@ -24,6 +24,14 @@ inline int walk_offset(const Walk* w, int operand, int index) {
     }
     return offset;
 }
+
+// The windows o·stride ..< o·stride + extent (o in 0..<count) that contain position pos ≥ 0: o in [*first, *last]
+// (none when first > last). Lets scatter-adds of sliding windows run as gathers.
+inline void covering_windows(int pos, int extent, int stride, int count, int* first, int* last) {
+    int lowest = pos - extent + 1;
+    *first = lowest <= 0 ? 0 : (lowest + stride - 1) / stride;
+    *last = min(pos / stride, count - 1);
+}
 """#,
         "elementwise.cl": #"""
 // Elementwise maps (Sources/HistoCore/Ops/Elementwise.swift). Kind codes follow UnaryKind / BinaryKind case order.
@@ -133,6 +141,133 @@ __kernel void select_where(__global const float* c, int co, __global const float
 __kernel void expand(__global const float* x, int xo, __global float* y, int yo, Walk w, int n) {
     int i = get_global_id(0);
     if (i < n) y[yo + i] = x[xo + walk_offset(&w, 0, i)];
+}
+"""#,
+        "indexing.cl": #"""
+// Indexing (Sources/HistoCore/Ops/Indexing.swift). Index values are floats holding integers; the executor validates
+// them before these kernels run, and a value that is not an integer in range still only yields NaN (as on the CPU),
+// never a read out of bounds. Scatter-adds run as gathers: each gradient element sums its own contributions.
+#include "common.h"
+
+// The integer an index value stands for, or −1 when it is not an integer in 0..<bound (indexValue).
+inline int index_value(float v, int bound) {
+    return v >= 0.0f && v < (float)bound && trunc(v) == v ? (int)v : -1;
+}
+
+// Output element i reads x at x_offset + walk offset (negative strides on flipped axes; x_offset is the last
+// element along them).
+__kernel void flip_copy(__global const float* x, int xo, __global float* y, int yo, Walk w, int x_offset, int n) {
+    int i = get_global_id(0);
+    if (i < n) y[yo + i] = x[xo + x_offset + walk_offset(&w, 0, i)];
+}
+
+// Coordinates over `shape` address another tensor of shape `bound` through its `stride`; `axis` is gather's axis.
+typedef struct {
+    int rank, axis;
+    int shape[WALK_MAX_RANK], stride[WALK_MAX_RANK], bound[WALK_MAX_RANK];
+} GatherWalk;
+
+// out = x[…, index, …]: walks the index (= output) shape; x's strides and sizes in w.stride and w.bound.
+__kernel void gather(__global const float* x, int xo, __global const float* index, int io,
+                     __global float* y, int yo, GatherWalk w, int n) {
+    int i = get_global_id(0);
+    if (i >= n) return;
+    int rest = i, offset = 0;
+    for (int axis = w.rank - 1; axis >= 0; --axis) {
+        if (axis != w.axis) offset += rest % w.shape[axis] * w.stride[axis];
+        rest /= w.shape[axis];
+    }
+    int k = index_value(index[io + i], w.bound[w.axis]);
+    y[yo + i] = k < 0 ? NAN : x[xo + offset + k * w.stride[w.axis]];
+}
+
+// dx element at (…, k, …) sums dy where the index along the axis, at the same other coordinates, equals k: walks
+// x's shape; the index's (= dy's) strides and sizes in w.stride and w.bound.
+__kernel void gather_backward(__global const float* index, int io, __global const float* dy, int dyo,
+                              __global float* dx, int dxo, GatherWalk w, int n) {
+    int i = get_global_id(0);
+    if (i >= n) return;
+    int rest = i, offset = 0, k = 0, inside = 1;
+    for (int axis = w.rank - 1; axis >= 0; --axis) {
+        int c = rest % w.shape[axis];
+        rest /= w.shape[axis];
+        if (axis == w.axis) k = c;
+        else { offset += c * w.stride[axis]; inside &= c < w.bound[axis]; }
+    }
+    float sum = 0.0f;
+    if (inside) {
+        for (int j = 0; j < w.bound[w.axis]; ++j) {
+            int t = offset + j * w.stride[w.axis];
+            if (index_value(index[io + t], w.shape[w.axis]) == k) sum += dy[dyo + t];
+        }
+    }
+    dx[dxo + i] = sum;
+}
+
+// [outer, size, inner] x to [outer, count, inner] y: y[o, r, c] = x[o, indices[r], c].
+__kernel void index_select(__global const float* x, int xo, __global const float* indices, int io,
+                           __global float* y, int yo, int size, int count, int inner, int n) {
+    int i = get_global_id(0);
+    if (i >= n) return;
+    int c = i % inner, r = (i / inner) % count, o = i / (inner * count);
+    int k = index_value(indices[io + r], size);
+    y[yo + i] = k < 0 ? NAN : x[xo + (o * size + k) * inner + c];
+}
+
+// dx[o, s, c] sums dy[o, j, c] over the j whose index is s, in j order.
+__kernel void index_select_backward(__global const float* indices, int io, __global const float* dy, int dyo,
+                                    __global float* dx, int dxo, int size, int count, int inner, int n) {
+    int i = get_global_id(0);
+    if (i >= n) return;
+    int c = i % inner, s = (i / inner) % size, o = i / (inner * size);
+    float sum = 0.0f;
+    for (int j = 0; j < count; ++j) {
+        if (index_value(indices[io + j], size) == s) sum += dy[dyo + (o * count + j) * inner + c];
+    }
+    dx[dxo + i] = sum;
+}
+
+// Labels [batch, inner] to [batch, classes, inner]; a bad label makes its class column NaN.
+__kernel void one_hot(__global const float* labels, int lo, __global float* y, int yo, int classes, int inner, int n) {
+    int i = get_global_id(0);
+    if (i >= n) return;
+    int k = i % inner, c = (i / inner) % classes, b = i / (inner * classes);
+    int label = index_value(labels[lo + b * inner + k], classes);
+    y[yo + i] = label < 0 ? NAN : (label == c ? 1.0f : 0.0f);
+}
+
+// Unfold's geometry: NCHW input, a rows × cols grid of window[0] × window[1] patches at `stride`.
+typedef struct {
+    int channels, h, w, rows, cols;
+    int window[2], stride[2];
+} PatchGrid;
+
+// y[p, ch, i, j] = x[n, ch, pr·stride[0] + i, pc·stride[1] + j] for patch p = (n, pr, pc).
+__kernel void unfold(__global const float* x, int xo, __global float* y, int yo, PatchGrid g, int n) {
+    int i = get_global_id(0);
+    if (i >= n) return;
+    int j = i % g.window[1], r = (i / g.window[1]) % g.window[0];
+    int ch = (i / (g.window[0] * g.window[1])) % g.channels, p = i / (g.window[0] * g.window[1] * g.channels);
+    int image = p / (g.rows * g.cols), pr = p / g.cols % g.rows, pc = p % g.cols;
+    y[yo + i] = x[xo + ((image * g.channels + ch) * g.h + pr * g.stride[0] + r) * g.w + pc * g.stride[1] + j];
+}
+
+// Fold: dx[n, ch, r, c] sums the patches covering (r, c), in patch order.
+__kernel void unfold_backward(__global const float* dy, int dyo, __global float* dx, int dxo, PatchGrid g, int n) {
+    int i = get_global_id(0);
+    if (i >= n) return;
+    int c = i % g.w, r = (i / g.w) % g.h, ch = (i / (g.w * g.h)) % g.channels, image = i / (g.w * g.h * g.channels);
+    int pr0, pr1, pc0, pc1;
+    covering_windows(r, g.window[0], g.stride[0], g.rows, &pr0, &pr1);
+    covering_windows(c, g.window[1], g.stride[1], g.cols, &pc0, &pc1);
+    float sum = 0.0f;
+    for (int pr = pr0; pr <= pr1; ++pr) {
+        for (int pc = pc0; pc <= pc1; ++pc) {
+            int p = (image * g.rows + pr) * g.cols + pc;
+            sum += dy[dyo + ((p * g.channels + ch) * g.window[0] + r - pr * g.stride[0]) * g.window[1] + c - pc * g.stride[1]];
+        }
+    }
+    dx[dxo + i] = sum;
 }
 """#,
         "layout.cl": #"""
@@ -496,6 +631,190 @@ __kernel void argmax_axis(__global const float* x, int xo, __global float* y, in
         barrier(CLK_LOCAL_MEM_FENCE);
     }
     if (lid == 0) y[yo + row] = (float)(indices[0] == n ? 0 : indices[0]);
+}
+"""#,
+        "resample.cl": #"""
+// Resampling over the last two axes (Sources/HistoCore/Ops/Resample.swift).
+#include "common.h"
+
+// ---- resample: y = R·x·Cᵀ per plane ----
+// The host sends each axis's rule (AxisTaps.Rule) rather than its tables; `resample_taps` rebuilds the table of one
+// axis in scratch memory with the same formulas, then `resample_apply` reads both tables.
+
+// AxisTaps.kernelRule. kind: 0 linear (p0 align corners), 1 nearest, 2 adaptive, 3 average (p0 kernel, p1 stride,
+// p2 before, p3 count padding), 4 padding (p0 before, p1 mode: 0 zero, 1 reflect, 2 replicate).
+// input/output are the forward map's sizes; width is the most taps any table row holds.
+typedef struct {
+    int kind, input, output, adjoint, width;
+    int p0, p1, p2, p3;
+} AxisRule;
+
+// The number of taps of forward output o, and the window that linear/adaptive/average taps run over.
+inline int rule_tap_count(const AxisRule* r, int o) {
+    switch (r->kind) {
+    case 0: return 2;
+    case 1: return 1;
+    case 2: return ((o + 1) * r->input + r->output - 1) / r->output - o * r->input / r->output;
+    case 3: {
+        int lo = o * r->p1 - r->p2;
+        return min(lo + r->p0, r->input) - max(lo, 0);
+    }
+    default: {
+        int i = o - r->p0;
+        return (i >= 0 && i < r->input) || r->p1 != 0 ? 1 : 0;
+    }
+    }
+}
+
+// Tap t of forward output o: its input index, and its weight in *weight (AxisTaps.Rule.taps).
+inline int rule_tap(const AxisRule* r, float scale, int o, int t, float* weight) {
+    switch (r->kind) {
+    case 0: {
+        float source = r->p0 ? (float)o * scale : fmax(((float)o + 0.5f) * scale - 0.5f, 0.0f);
+        int lo = min((int)source, r->input - 1), hi = min(lo + 1, r->input - 1);
+        float frac = fmin(fmax(source - (float)lo, 0.0f), 1.0f);
+        *weight = t == 0 ? 1.0f - frac : frac;
+        return t == 0 ? lo : hi;
+    }
+    case 1:
+        *weight = 1.0f;
+        return min((int)floor((float)o * scale), r->input - 1);
+    case 2: {
+        int lo = o * r->input / r->output, hi = ((o + 1) * r->input + r->output - 1) / r->output;
+        *weight = 1.0f / (float)(hi - lo);
+        return lo + t;
+    }
+    case 3: {
+        int start = o * r->p1 - r->p2, lo = max(start, 0), hi = min(start + r->p0, r->input);
+        *weight = 1.0f / (float)(r->p3 ? r->p0 : hi - lo);
+        return lo + t;
+    }
+    default: {
+        int i = o - r->p0;
+        *weight = 1.0f;
+        if (i >= 0 && i < r->input) return i;
+        return r->p1 == 2 ? clamp(i, 0, r->input - 1) : (i < 0 ? -i : 2 * (r->input - 1) - i);
+    }
+    }
+}
+
+// Row `row` of an axis's tap table, laid out as [count, (index, weight) × width] per row. A forward row lists the
+// rule's taps; an adjoint row lists every forward output that reads input `row`, in output order (as
+// AxisTaps.transposed does), found by scanning the forward outputs: O(outputs × taps) per row, once per launch,
+// small next to the apply pass over every plane.
+__kernel void resample_taps(__global float* table, int to, AxisRule r, float scale, int n) {
+    int row = get_global_id(0);
+    if (row >= n) return;
+    __global float* entry = table + to + row * (1 + 2 * r.width);
+    int count = 0;
+    float w;
+    if (!r.adjoint) {
+        int taps = min(rule_tap_count(&r, row), r.width);
+        for (int t = 0; t < taps; ++t, ++count) {
+            entry[1 + 2 * count] = (float)rule_tap(&r, scale, row, t, &w);
+            entry[2 + 2 * count] = w;
+        }
+    } else {
+        for (int o = 0; o < r.output && count < r.width; ++o) {
+            int taps = rule_tap_count(&r, o);
+            for (int t = 0; t < taps && count < r.width; ++t) {
+                if (rule_tap(&r, scale, o, t, &w) != row) continue;
+                entry[1 + 2 * count] = (float)o;
+                entry[2 + 2 * count] = w;
+                ++count;
+            }
+        }
+    }
+    entry[0] = (float)count;
+}
+
+// One output element per work-item (consecutive items along a row: coalesced writes and, for the neighbouring
+// taps of interpolation, coalesced reads). Sums in the CPU reference's order.
+__kernel void resample_apply(__global const float* x, int xo, __global float* y, int yo,
+                             __global const float* rows, int ro, __global const float* cols, int co,
+                             int in_h, int in_w, int out_h, int out_w, int row_width, int col_width, int n) {
+    int i = get_global_id(0);
+    if (i >= n) return;
+    int ow = i % out_w, oh = (i / out_w) % out_h, plane = i / (out_w * out_h);
+    __global const float* row_taps = rows + ro + oh * (1 + 2 * row_width);
+    __global const float* col_taps = cols + co + ow * (1 + 2 * col_width);
+    int row_count = (int)row_taps[0], col_count = (int)col_taps[0];
+    int base = xo + plane * in_h * in_w;
+    float sum = 0.0f;
+    for (int a = 0; a < row_count; ++a) {
+        int row = base + (int)row_taps[1 + 2 * a] * in_w;
+        float row_sum = 0.0f;
+        for (int b = 0; b < col_count; ++b) row_sum += col_taps[2 + 2 * b] * x[row + (int)col_taps[1 + 2 * b]];
+        sum += row_taps[2 + 2 * a] * row_sum;
+    }
+    y[yo + i] = sum;
+}
+
+// ---- max pooling ----
+
+// MaxPool2d's geometry; window (oh, ow) covers rows oh·stride[0] − before[0] ..< +window[0], clipped, and so on.
+typedef struct {
+    int h, w, out_h, out_w;
+    int window[2], stride[2], before[2];
+} PoolGeometry;
+
+// In-plane offset of window (oh, ow)'s maximum as PyTorch picks it: the first largest, or the last NaN.
+inline int window_argmax(__global const float* plane, const PoolGeometry* g, int oh, int ow) {
+    int r0 = oh * g->stride[0] - g->before[0], c0 = ow * g->stride[1] - g->before[1];
+    int r1 = min(r0 + g->window[0], g->h), c1 = min(c0 + g->window[1], g->w);
+    r0 = max(r0, 0); c0 = max(c0, 0);
+    int best = r0 * g->w + c0;
+    float m = -INFINITY;
+    for (int i = r0; i < r1; ++i) {
+        for (int j = c0; j < c1; ++j) {
+            float v = plane[i * g->w + j];
+            if (v > m || isnan(v)) { m = v; best = i * g->w + j; }
+        }
+    }
+    return best;
+}
+
+// Position of in-plane offset `at` within window (oh, ow) of the padded plane: a small exact integer.
+inline int window_position(const PoolGeometry* g, int oh, int ow, int at) {
+    int r = at / g->w - (oh * g->stride[0] - g->before[0]), c = at % g->w - (ow * g->stride[1] - g->before[1]);
+    return r * g->window[1] + c;
+}
+
+__kernel void max_pool2d(__global const float* x, int xo, __global float* y, int yo, PoolGeometry g, int n) {
+    int i = get_global_id(0);
+    if (i >= n) return;
+    int ow = i % g.out_w, oh = (i / g.out_w) % g.out_h, p = i / (g.out_w * g.out_h);
+    __global const float* plane = x + xo + p * g.h * g.w;
+    y[yo + i] = plane[window_argmax(plane, &g, oh, ow)];
+}
+
+// Backward pass 1: each window's argmax as its window position (max_pool2d_backward_gather compares positions).
+__kernel void max_pool2d_argmax(__global const float* x, int xo, __global float* at, int ato, PoolGeometry g, int n) {
+    int i = get_global_id(0);
+    if (i >= n) return;
+    int ow = i % g.out_w, oh = (i / g.out_w) % g.out_h, p = i / (g.out_w * g.out_h);
+    at[ato + i] = (float)window_position(&g, oh, ow, window_argmax(x + xo + p * g.h * g.w, &g, oh, ow));
+}
+
+// Backward pass 2: each dx element adds the dy of the windows that cover it and picked it, in the CPU reference's
+// (oh, ow) order. No scatter, so no atomics and a deterministic sum.
+__kernel void max_pool2d_backward_gather(__global const float* at, int ato, __global const float* dy, int dyo,
+                                         __global float* dx, int dxo, PoolGeometry g, int n) {
+    int i = get_global_id(0);
+    if (i >= n) return;
+    int c = i % g.w, r = (i / g.w) % g.h, p = i / (g.w * g.h);
+    int oh0, oh1, ow0, ow1;
+    covering_windows(r + g.before[0], g.window[0], g.stride[0], g.out_h, &oh0, &oh1);
+    covering_windows(c + g.before[1], g.window[1], g.stride[1], g.out_w, &ow0, &ow1);
+    int offset = r * g.w + c;
+    float sum = 0.0f;
+    for (int oh = oh0; oh <= oh1; ++oh) {
+        for (int ow = ow0; ow <= ow1; ++ow) {
+            int o = (p * g.out_h + oh) * g.out_w + ow;
+            if ((int)at[ato + o] == window_position(&g, oh, ow, offset)) sum += dy[dyo + o];
+        }
+    }
+    dx[dxo + i] = sum;
 }
 """#,
     ]

@@ -390,3 +390,92 @@ extension HarnessCatalog {
         ]
     }
 }
+
+// MARK: device launches (Kernels/indexing.cl)
+
+extension Flip: DeviceOperation {
+    /// A strided copy: negative strides on the flipped axes, starting from their last element.
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        let shape = inputShapes[0]
+        var strides = Shape.strides(shape), start = 0
+        for a in Set(try! Shape.axes(axes, rank: shape.count)) {
+            start += (shape[a] - 1) * strides[a]
+            strides[a] = -strides[a]
+        }
+        let walk = BroadcastWalk(shape: shape, strides: [strides])
+        return [elementwiseLaunch("indexing", "flip_copy", [.input(0), .output, .ints(walk.kernelDescriptor), .int(Int32(start))],
+                                  count: Shape.count(shape))]
+    }
+}
+
+/// The `GatherWalk` struct of Kernels/indexing.cl: coordinates over `shape` address a contiguous tensor of shape
+/// `other` through its strides; `axis` is gather's.
+func gatherWalk(shape: [Int], other: [Int], axis: Int) -> [Int32] {
+    let maxRank = 8
+    precondition(shape.count <= maxRank, "gather of rank \(shape.count) exceeds the kernels' \(maxRank)")
+    func padded(_ v: [Int]) -> [Int] { v + [Int](repeating: 0, count: maxRank - v.count) }
+    return ([shape.count, axis] + padded(shape) + padded(Shape.strides(other)) + padded(other)).map { Int32($0) }
+}
+
+extension Gather: DeviceOperation {
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        let walk = gatherWalk(shape: outputShape, other: inputShapes[0], axis: try! Shape.axis(axis, rank: outputShape.count))
+        return [elementwiseLaunch("indexing", "gather", [.input(0), .input(1), .output, .ints(walk)], count: Shape.count(outputShape))]
+    }
+}
+
+extension GatherBackward: DeviceOperation {
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        let walk = gatherWalk(shape: outputShape, other: inputShapes[0], axis: try! Shape.axis(axis, rank: outputShape.count))
+        return [elementwiseLaunch("indexing", "gather_backward", [.input(0), .input(1), .output, .ints(walk)],
+                                  count: Shape.count(outputShape))]
+    }
+}
+
+extension IndexSelect: DeviceOperation {
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        let shape = inputShapes[0], a = try! Shape.axis(axis, rank: shape.count)
+        let (_, size, inner) = splitAround(shape, first: a, last: a)
+        let sizes = [size, inputShapes[1][0], inner].map { KernelArgument.int(Int32($0)) }
+        return [elementwiseLaunch("indexing", "index_select", [.input(0), .input(1), .output] + sizes, count: Shape.count(outputShape))]
+    }
+}
+
+extension IndexSelectBackward: DeviceOperation {
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        let a = try! Shape.axis(axis, rank: outputShape.count)
+        let (_, size, inner) = splitAround(outputShape, first: a, last: a)
+        let sizes = [size, inputShapes[0][0], inner].map { KernelArgument.int(Int32($0)) }
+        return [elementwiseLaunch("indexing", "index_select_backward", [.input(0), .input(1), .output] + sizes,
+                                  count: Shape.count(outputShape))]
+    }
+}
+
+extension OneHot: DeviceOperation {
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        let inner = inputShapes[0].dropFirst().reduce(1, *)
+        return [elementwiseLaunch("indexing", "one_hot", [.input(0), .output, .int(Int32(classes)), .int(Int32(inner))],
+                                  count: Shape.count(outputShape))]
+    }
+}
+
+extension Unfold {
+    /// The `PatchGrid` struct of Kernels/indexing.cl for NCHW `shape`.
+    func patchGrid(_ shape: [Int]) -> [Int32] {
+        let (rows, cols) = try! grid(shape)
+        return [shape[1], shape[2], shape[3], rows, cols, kernel[0], kernel[1], stride[0], stride[1]].map { Int32($0) }
+    }
+}
+
+extension Unfold: DeviceOperation {
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        [elementwiseLaunch("indexing", "unfold", [.input(0), .output, .ints(patchGrid(inputShapes[0]))], count: Shape.count(outputShape))]
+    }
+}
+
+extension UnfoldBackward: DeviceOperation {
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        let grid = Unfold(kernel: kernel, stride: stride).patchGrid(inputShape)
+        return [elementwiseLaunch("indexing", "unfold_backward", [.input(0), .output, .ints(grid)], count: Shape.count(outputShape))]
+    }
+}

@@ -6,78 +6,91 @@
 // taps transposed (and so on for higher derivatives). Max pooling has its own op and a backward op.
 
 /// One axis of a separable resampling: output o is Σ weight[t]·input[index[t]] over t in offsets[o]..<offsets[o + 1].
+/// The taps are those of a forward map given by a `Rule` and its sizes, or of that map's adjoint (as a VJP needs),
+/// so a device recomputes them from the same formulas instead of receiving the tables.
 public struct AxisTaps: Sendable {
-    public let inputSize: Int
+    /// How each output of the forward map reads its input, with PyTorch's index arithmetic.
+    public enum Rule: Sendable {
+        /// Linear interpolation as upsample_bilinear2d: source o·scale with align corners (the corner pixels map
+        /// onto each other), else pixel centres align: (o + ½)·scale − ½, clamped at 0. Taps at floor and floor + 1.
+        case linear(scale: Float, alignCorners: Bool)
+        /// PyTorch's 'nearest': source floor(o·scale), with the ratio and product in float32 as PyTorch does.
+        case nearest(scale: Float)
+        /// Adaptive average pooling: output o averages floor(o·in/out) ..< ceil((o + 1)·in/out).
+        case adaptive
+        /// Average pooling over clipped windows (`poolWindow`); the divisor is the kernel when padding counts, else
+        /// the clipped size.
+        case average(kernel: Int, stride: Int, before: Int, countPadding: Bool)
+        /// Padding: zero leaves the border without taps, replicate repeats the edge, reflect mirrors about it
+        /// (PyTorch's 'reflect', edge not repeated).
+        case padding(before: Int, mode: PadMode)
+
+        /// The (input index, weight) taps of forward output o from `input` elements.
+        func taps(_ o: Int, input: Int, output: Int) -> [(Int, Float)] {
+            switch self {
+            case let .linear(scale, alignCorners):
+                let source = alignCorners ? Float(o) * scale : Swift.max((Float(o) + 0.5) * scale - 0.5, 0)
+                let lo = Swift.min(Int(source), input - 1), hi = Swift.min(lo + 1, input - 1)
+                let t = Swift.min(Swift.max(source - Float(lo), 0), 1)
+                return [(lo, 1 - t), (hi, t)]
+            case let .nearest(scale):
+                return [(Swift.min(Int((Float(o) * scale).rounded(.down)), input - 1), 1)]
+            case .adaptive:
+                let lo = o * input / output, hi = ((o + 1) * input + output - 1) / output
+                return (lo..<hi).map { ($0, 1 / Float(hi - lo)) }
+            case let .average(kernel, stride, before, countPadding):
+                let window = poolWindow(o, input: input, kernel: kernel, stride: stride, before: before)
+                return window.map { ($0, 1 / Float(countPadding ? kernel : window.count)) }
+            case let .padding(before, mode):
+                let i = o - before
+                if i >= 0 && i < input { return [(i, 1)] }
+                switch mode {
+                case .zero: return []
+                case .replicate: return [(Swift.min(Swift.max(i, 0), input - 1), 1)]
+                case .reflect: return [(i < 0 ? -i : 2 * (input - 1) - i, 1)]
+                }
+            }
+        }
+    }
+
+    public let rule: Rule
+    /// The forward map's input and output sizes.
+    public let mapInput: Int, mapOutput: Int
+    /// Whether these are the adjoint taps: input i of the forward map collects, in output order, the weight of
+    /// every output that reads it.
+    public let isAdjoint: Bool
     public let offsets: [Int]
     public let index: [Int]
     public let weight: [Float]
+    public var inputSize: Int { isAdjoint ? mapOutput : mapInput }
     public var outputSize: Int { offsets.count - 1 }
 
-    init(inputSize: Int, outputSize: Int, taps: (Int) -> [(Int, Float)]) {
-        var offsets = [0], index: [Int] = [], weight: [Float] = []
-        for o in 0..<outputSize {
-            for (i, w) in taps(o) { index.append(i); weight.append(w) }
-            offsets.append(index.count)
+    init(_ rule: Rule, from input: Int, to output: Int, adjoint: Bool = false) {
+        var lists = (0..<output).map { rule.taps($0, input: input, output: output) }
+        if adjoint {
+            var readers = [[(Int, Float)]](repeating: [], count: input)
+            for (o, taps) in lists.enumerated() { for (i, w) in taps { readers[i].append((o, w)) } }
+            lists = readers
         }
-        self.inputSize = inputSize; self.offsets = offsets; self.index = index; self.weight = weight
+        var offsets = [0]
+        for taps in lists { offsets.append(offsets.last! + taps.count) }
+        self.rule = rule; mapInput = input; mapOutput = output; isAdjoint = adjoint
+        self.offsets = offsets; index = lists.flatMap { $0.map(\.0) }; weight = lists.flatMap { $0.map(\.1) }
     }
 
-    /// The adjoint map: input i collects the weight of every output that reads it.
-    public var transposed: AxisTaps {
-        var readers = [[(Int, Float)]](repeating: [], count: inputSize)
-        for o in 0..<outputSize {
-            for t in offsets[o]..<offsets[o + 1] { readers[index[t]].append((o, weight[t])) }
-        }
-        return AxisTaps(inputSize: outputSize, outputSize: inputSize) { readers[$0] }
-    }
+    /// The adjoint map (the adjoint of the adjoint is the forward map: its taps are listed in index order).
+    public var transposed: AxisTaps { AxisTaps(rule, from: mapInput, to: mapOutput, adjoint: !isAdjoint) }
 
-    /// Linear interpolation as upsample_bilinear2d: align corners maps the corner pixels onto each other; otherwise
-    /// pixel centres align (source (o + ½)·in/out − ½, clamped at 0).
     static func linear(from input: Int, to output: Int, alignCorners: Bool) -> AxisTaps {
         let scale: Float = alignCorners ? (output > 1 ? Float(input - 1) / Float(output - 1) : 0) : Float(input) / Float(output)
-        return AxisTaps(inputSize: input, outputSize: output) { o in
-            let source = alignCorners ? Float(o) * scale : Swift.max((Float(o) + 0.5) * scale - 0.5, 0)
-            let lo = Swift.min(Int(source), input - 1), hi = Swift.min(lo + 1, input - 1)
-            let t = Swift.min(Swift.max(source - Float(lo), 0), 1)
-            return [(lo, 1 - t), (hi, t)]
-        }
+        return AxisTaps(.linear(scale: scale, alignCorners: alignCorners), from: input, to: output)
     }
-
-    /// Nearest as PyTorch's 'nearest': source floor(o·(in/out)), with the ratio and product in float32 as PyTorch does.
     static func nearest(from input: Int, to output: Int) -> AxisTaps {
-        let scale = Float(input) / Float(output)
-        return AxisTaps(inputSize: input, outputSize: output) { o in
-            [(Swift.min(Int((Float(o) * scale).rounded(.down)), input - 1), 1)]
-        }
+        AxisTaps(.nearest(scale: Float(input) / Float(output)), from: input, to: output)
     }
-
-    /// Adaptive average pooling: output o averages floor(o·in/out) ..< ceil((o + 1)·in/out).
-    static func adaptive(from input: Int, to output: Int) -> AxisTaps {
-        AxisTaps(inputSize: input, outputSize: output) { o in
-            let lo = o * input / output, hi = ((o + 1) * input + output - 1) / output
-            return (lo..<hi).map { ($0, 1 / Float(hi - lo)) }
-        }
-    }
-
-    /// Average pooling over clipped windows; the divisor is the kernel when padding counts, else the clipped size.
-    static func average(from input: Int, windows: [Range<Int>], kernel: Int, countPadding: Bool) -> AxisTaps {
-        AxisTaps(inputSize: input, outputSize: windows.count) { o in
-            windows[o].map { ($0, 1 / Float(countPadding ? kernel : windows[o].count)) }
-        }
-    }
-
-    /// Padding: zero leaves the border without taps, replicate repeats the edge, reflect mirrors about it
-    /// (PyTorch's 'reflect', edge not repeated).
+    static func adaptive(from input: Int, to output: Int) -> AxisTaps { AxisTaps(.adaptive, from: input, to: output) }
     static func padding(from input: Int, before: Int, after: Int, mode: PadMode) -> AxisTaps {
-        AxisTaps(inputSize: input, outputSize: input + before + after) { o in
-            let i = o - before
-            if i >= 0 && i < input { return [(i, 1)] }
-            switch mode {
-            case .zero: return []
-            case .replicate: return [(Swift.min(Swift.max(i, 0), input - 1), 1)]
-            case .reflect: return [(i < 0 ? -i : 2 * (input - 1) - i, 1)]
-            }
-        }
+        AxisTaps(.padding(before: before, mode: mode), from: input, to: input + before + after)
     }
 }
 
@@ -134,10 +147,15 @@ func poolWindows(input: Int, kernel: Int, stride: Int, before: Int, after: Int, 
     guard input + before + after >= kernel else {
         throw ShapeError("\(axis): kernel \(kernel) is larger than the padded input \(input) + \(before) + \(after)")
     }
-    return (0...((input + before + after - kernel) / stride)).map { o in
-        let lo = o * stride - before
-        return Swift.max(lo, 0)..<Swift.min(lo + kernel, input)
+    return (0...((input + before + after - kernel) / stride)).map {
+        poolWindow($0, input: input, kernel: kernel, stride: stride, before: before)
     }
+}
+
+/// Window o of a pooling axis: o·stride − before ..< +kernel of the padded axis, clipped to the input.
+func poolWindow(_ o: Int, input: Int, kernel: Int, stride: Int, before: Int) -> Range<Int> {
+    let lo = o * stride - before
+    return Swift.max(lo, 0)..<Swift.min(lo + kernel, input)
 }
 
 /// Windows of a 2-D pooling of an NCHW shape; padding is [top, bottom, left, right].
@@ -292,9 +310,12 @@ extension Tensor {
     /// half the kernel; `countIncludePad` divides by the whole kernel, else by the input elements in the window.
     public func avgPool2d(kernel: [Int], stride: [Int]? = nil, padding: [Int] = [0, 0, 0, 0], countIncludePad: Bool = true) -> Tensor {
         resampled("avg_pool2d") { _, _ throws(ShapeError) in
-            let (rows, cols) = try poolWindows(shape, kernel: kernel, stride: stride ?? kernel, padding: padding)
-            return (.average(from: shape[2], windows: rows, kernel: kernel[0], countPadding: countIncludePad),
-                    .average(from: shape[3], windows: cols, kernel: kernel[1], countPadding: countIncludePad))
+            let stride = stride ?? kernel
+            let (rows, cols) = try poolWindows(shape, kernel: kernel, stride: stride, padding: padding)
+            func average(_ axis: Int) -> AxisTaps.Rule {
+                .average(kernel: kernel[axis], stride: stride[axis], before: padding[2 * axis], countPadding: countIncludePad)
+            }
+            return (AxisTaps(average(0), from: shape[2], to: rows.count), AxisTaps(average(1), from: shape[3], to: cols.count))
         }
     }
 
@@ -318,6 +339,71 @@ extension Tensor {
         var border = [Float](repeating: value, count: outH * outW)
         for i in pads[0]..<(outH - pads[1]) { for j in pads[2]..<(outW - pads[3]) { border[i * outW + j] = 0 } }
         return padded + Tensor(border, shape: [Int](repeating: 1, count: rank - 2) + [outH, outW])
+    }
+}
+
+// MARK: device launches (Kernels/resample.cl)
+
+extension AxisTaps {
+    /// The most taps of any output: the row width of the device's tap table.
+    var width: Int { zip(offsets.dropFirst(), offsets).map { $0 - $1 }.max() ?? 0 }
+
+    /// The `AxisRule` struct of Kernels/resample.cl (kind, forward sizes, adjoint flag, width, four parameters) and
+    /// the scale of the linear and nearest rules.
+    var kernelRule: (fields: [Int32], scale: Float) {
+        let kind: Int, parameters: [Int], scale: Float
+        switch rule {
+        case let .linear(s, alignCorners): (kind, parameters, scale) = (0, [alignCorners ? 1 : 0], s)
+        case let .nearest(s): (kind, parameters, scale) = (1, [], s)
+        case .adaptive: (kind, parameters, scale) = (2, [], 0)
+        case let .average(kernel, stride, before, countPadding):
+            (kind, parameters, scale) = (3, [kernel, stride, before, countPadding ? 1 : 0], 0)
+        case let .padding(before, mode):
+            (kind, parameters, scale) = (4, [before, mode == .zero ? 0 : mode == .reflect ? 1 : 2], 0)
+        }
+        let fields = [kind, mapInput, mapOutput, isAdjoint ? 1 : 0, width] + parameters + [Int](repeating: 0, count: 4 - parameters.count)
+        return (fields.map { Int32($0) }, scale)
+    }
+}
+
+extension Resample: DeviceOperation {
+    /// Builds both axes' tap tables in scratch from their rules (a few KB, not uploaded), then applies them.
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        let shape = inputShapes[0]
+        let tables = [rows, cols].enumerated().map { k, taps in
+            (taps, KernelArgument.scratch(index: k, count: taps.outputSize * (1 + 2 * taps.width)))
+        }
+        let build = tables.map { taps, table in
+            let (fields, scale) = taps.kernelRule
+            return elementwiseLaunch("resample", "resample_taps", [table, .ints(fields), .float(scale)], count: taps.outputSize)
+        }
+        let sizes = [shape[shape.count - 2], shape[shape.count - 1], rows.outputSize, cols.outputSize, rows.width, cols.width]
+        return build + [elementwiseLaunch("resample", "resample_apply", [.input(0), .output, tables[0].1, tables[1].1]
+                                              + sizes.map { .int(Int32($0)) }, count: Shape.count(outputShape))]
+    }
+}
+
+/// The `PoolGeometry` struct of Kernels/resample.cl for pooling NCHW `input` to `pooled`.
+func poolGeometry(input: [Int], pooled: [Int], kernel: [Int], stride: [Int], padding: [Int]) -> [Int32] {
+    [input[2], input[3], pooled[2], pooled[3], kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[2]].map { Int32($0) }
+}
+
+extension MaxPool2d: DeviceOperation {
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        let geometry = poolGeometry(input: inputShapes[0], pooled: outputShape, kernel: kernel, stride: stride, padding: padding)
+        return [elementwiseLaunch("resample", "max_pool2d", [.input(0), .output, .ints(geometry)], count: Shape.count(outputShape))]
+    }
+}
+
+extension MaxPool2dBackward: DeviceOperation {
+    /// Argmax positions of every window in scratch, then each dx element gathers the dy that picked it.
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        let pooled = inputShapes[1], windows = Shape.count(pooled)
+        let geometry = poolGeometry(input: outputShape, pooled: pooled, kernel: kernel, stride: stride, padding: padding)
+        let argmax = KernelArgument.scratch(index: 0, count: windows)
+        return [elementwiseLaunch("resample", "max_pool2d_argmax", [.input(0), argmax, .ints(geometry)], count: windows),
+                elementwiseLaunch("resample", "max_pool2d_backward_gather", [argmax, .input(1), .output, .ints(geometry)],
+                                  count: Shape.count(outputShape))]
     }
 }
 
