@@ -48,7 +48,7 @@ let package = Package(
 
         .testTarget(name: "HistoCoreTests", dependencies: ["HistoCore", "OpHarness", "HistoOpenCL"],
                     resources: [.copy("Fixtures")]),
-        .testTarget(name: "HistoNNTests", dependencies: ["HistoCore", "HistoNN"],
+        .testTarget(name: "HistoNNTests", dependencies: ["HistoCore", "HistoNN", "HistoData"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "HistoDataTests", dependencies: ["HistoCore", "HistoData"],
                     resources: [.copy("Fixtures")]),

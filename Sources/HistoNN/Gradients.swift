@@ -31,12 +31,15 @@ public struct Gradients {
 
     /// Gradients of a one-element `loss` with respect to `parameters`: records the backward graph, evaluates it
     /// together with the loss, and returns the loss value with the host gradients.
-    public static func of(_ loss: Tensor, wrt parameters: [Parameter]) throws -> (loss: Float, gradients: Gradients) {
+    /// `alongside` are evaluated in the same graph run (e.g. `model.pendingBufferUpdates()`, BatchNorm's running
+    /// statistics), so that they reuse the forward pass instead of recomputing it.
+    public static func of(_ loss: Tensor, wrt parameters: [Parameter], alongside: [Tensor] = [],
+                          on backend: (any Backend)? = nil) throws -> (loss: Float, gradients: Gradients) {
         guard loss.count == 1 else {
             throw EngineError.invalidOp(op: "gradients", message: "the loss has shape \(describe(loss.shape)); reduce it to one element")
         }
         let grads = Autodiff.gradients(of: loss, wrt: parameters.map(\.value))
-        try eval([loss] + grads)
+        try eval([loss] + grads + alongside, on: backend)
         let value = try loss.item()
         return (value, try Gradients(parameters: parameters, tensors: grads))
     }

@@ -196,6 +196,21 @@ open class Module {
     public func trainableParameters() -> [Parameter] { parameters().map(\.parameter).filter(\.requiresGrad) }
 
     /// Every buffer, with names relative to this module.
+    /// Buffers whose new value is still a recorded graph (e.g. BatchNorm running statistics after a training
+    /// forward): pass them to `Gradients.of(_:wrt:alongside:)` so they are computed with the step.
+    public func pendingBufferUpdates() -> [Tensor] {
+        buffers().map(\.buffer.value).filter { !($0.node.op is Leaf) }
+    }
+
+    /// Replaces every pending buffer update by its value (a leaf), evaluating what is not evaluated yet, so that
+    /// the graph of the step that produced it can be freed.
+    public func commitBufferUpdates(on backend: (any Backend)? = nil) throws {
+        let pending = buffers().map(\.buffer).filter { !($0.value.node.op is Leaf) }
+        if pending.isEmpty { return }
+        try eval(pending.map(\.value), on: backend)
+        for buffer in pending { buffer.value = try buffer.value.materialized(on: backend) }
+    }
+
     public func buffers() -> [(name: String, buffer: ModuleBuffer)] {
         var out: [(name: String, buffer: ModuleBuffer)] = []
         walk { name, member in if case .buffer(let b) = member { out.append((name, b)) } }

@@ -1,0 +1,51 @@
+import XCTest
+import HistoCore
+@testable import HistoNN
+
+final class LayerTests: XCTestCase {
+    func testBatchNormUpdatesRunningStatisticsLikePyTorch() throws {
+        let bn = BatchNorm2d(2, momentum: 0.1)
+        // Channel 0 holds 1…4, channel 1 holds 10, 20, 30, 40 (N = 2, 1×2 maps).
+        let x = Tensor([1, 2, 10, 20, 3, 4, 30, 40], shape: [2, 2, 1, 2])
+        let y = bn(x)
+        let (_, grads) = try Gradients.of(y.square().sum(), wrt: bn.trainableParameters(), alongside: bn.pendingBufferUpdates())
+        XCTAssertEqual(grads.parameters.count, 2)
+        try bn.commitBufferUpdates()
+        // mean 2.5 / 25; unbiased variance 5/3 / 500/3; running = 0.9·init + 0.1·batch.
+        let mean = try bn.runningMean.values(), variance = try bn.runningVar.values()
+        XCTAssertEqual(mean[0], 0.25, accuracy: 1e-6); XCTAssertEqual(mean[1], 2.5, accuracy: 1e-5)
+        XCTAssertEqual(variance[0], 0.9 + 0.1 * 5 / 3, accuracy: 1e-5); XCTAssertEqual(variance[1], 0.9 + 0.1 * 500 / 3, accuracy: 1e-3)
+        XCTAssert(bn.runningMean.value.node.op is Leaf, "the update is committed to a leaf")
+        XCTAssertEqual(bn.parameters().map(\.name), ["weight", "bias"])
+        XCTAssertEqual(bn.buffers().map(\.name), ["running_mean", "running_var"])
+
+        bn.train(false)
+        let evaluated = try bn(x).toArray()
+        let expected0 = (1 - 0.25) / (Float(0.9 + 0.1 * 5 / 3) + 1e-5).squareRoot()
+        XCTAssertEqual(evaluated[0], expected0, accuracy: 1e-5)
+    }
+
+    func testAttentionLayersKeepShapesAndTrainEveryParameter() throws {
+        let g = RandomGenerator(seed: 3)
+        let x = try g.normal([2, 8, 10, 12]).materialized()
+        let layers: [(String, Module, (Tensor) -> Tensor)] = {
+            let window = WindowAttention(dim: 8, heads: 2, window: 4, generator: g)
+            let spatial = SpatialAttention(dim: 8, heads: 2, headDim: 4, generator: g)
+            let linear = LinearAttention(dim: 8, heads: 2, headDim: 4, generator: g)
+            return [("window", window, { window($0) }), ("spatial", spatial, { spatial($0) }), ("linear", linear, { linear($0) })]
+        }()
+        for (name, module, apply) in layers {
+            let y = apply(x)
+            XCTAssertEqual(y.shape, x.shape, name)
+            let (loss, grads) = try Gradients.of((y * y).mean(), wrt: module.trainableParameters())
+            XCTAssert(loss.isFinite, name)
+            for p in module.trainableParameters() {
+                XCTAssert(grads[p]!.contains { $0 != 0 }, "\(name): \(p.name) gets no gradient")
+            }
+        }
+        let attention = MultiheadAttention(dim: 6, heads: 2, contextDim: 5, generator: g)
+        let tokens = g.normal([2, 7, 6]), context = g.normal([2, 3, 5])
+        XCTAssertEqual(try attention(tokens, context: context).eval().shape, [2, 7, 6])
+        XCTAssertEqual(attention.parameters().map(\.name).first, "queryProjection.weight")
+    }
+}
