@@ -2,8 +2,15 @@
 import PackageDescription
 
 // Numeric targets are compiled with -Ounchecked in release builds: their loops index by construction
-// (shapes are validated when an op is recorded), and bounds checks would block vectorisation.
-let numeric: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+// (shapes are validated when an op is recorded), and bounds checks would block vectorisation. On x86-64 they
+// target Haswell (AVX2 + FMA units; every x86 server since 2013): Swift never contracts a*b+c into an FMA on its
+// own, so results stay identical to the kernels' (see Philox.swift).
+#if arch(x86_64)
+let cpuFlags = ["-target-cpu", "haswell"]
+#else
+let cpuFlags: [String] = []
+#endif
+let numeric: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"] + cpuFlags, .when(configuration: .release))]
 
 let package = Package(
     name: "HistoDiff",
