@@ -59,6 +59,7 @@ public enum HarnessCatalog {
             ("reduce", reduce),
             ("matmul", matmul),
             ("random", random),
+            ("conv", conv),
         ]
     }
     public static var all: [HarnessCase] { families.flatMap(\.1) }
