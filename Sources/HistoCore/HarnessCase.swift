@@ -64,6 +64,7 @@ public enum HarnessCatalog {
             ("indexing", indexing),
             ("norm", norm),
             ("attention", attention),
+            ("conv", conv),
         ]
     }
     public static var all: [HarnessCase] { families.flatMap(\.1) }

@@ -1,0 +1,483 @@
+import CBLAS
+
+// Convolutions over NCHW images: conv2d with its two backward ops, conv_transpose2d, conv1d with kernel 1.
+// CPU references pack receptive fields into a column matrix (im2col) and multiply with cblas_sgemm per image
+// and group; a 1×1 stride-1 unpadded conv uses its input as the column matrix. Convs whose per-group GEMMs
+// would be tiny (depthwise) run a direct loop over planes instead.
+
+/// Hyper-parameters of a convolution: stride [h, w], zero padding [top, bottom, left, right], dilation [h, w], groups.
+public struct ConvGeometry: Sendable {
+    public let stride: [Int]
+    public let padding: [Int]
+    public let dilation: [Int]
+    public let groups: Int
+
+    public init(stride: [Int] = [1, 1], padding: [Int] = [0, 0, 0, 0], dilation: [Int] = [1, 1], groups: Int = 1) {
+        self.stride = stride; self.padding = padding; self.dilation = dilation; self.groups = groups
+    }
+
+    func checkParameters() throws(ShapeError) {
+        guard stride.count == 2, stride.allSatisfy({ $0 > 0 }) else {
+            throw ShapeError("stride \(stride) must be two positive values [h, w]")
+        }
+        guard dilation.count == 2, dilation.allSatisfy({ $0 > 0 }) else {
+            throw ShapeError("dilation \(dilation) must be two positive values [h, w]")
+        }
+        guard padding.count == 4, padding.allSatisfy({ $0 >= 0 }) else {
+            throw ShapeError("padding \(padding) must be four non-negative values [top, bottom, left, right]")
+        }
+        guard groups > 0 else { throw ShapeError("groups \(groups) must be positive") }
+    }
+
+    /// The convolution of `x` [N, Cin, H, W] with `w` [Cout, Cin/groups, kh, kw], every size resolved.
+    func dims(input x: [Int], weight w: [Int]) throws(ShapeError) -> ConvDims {
+        try checkParameters()
+        guard x.count == 4, w.count == 4 else {
+            throw ShapeError("input \(describe(x)) must be [N, C, H, W] and weight \(describe(w)) [Cout, Cin/groups, kh, kw]")
+        }
+        guard (x + w).allSatisfy({ $0 > 0 }) else {
+            throw ShapeError("input \(describe(x)) and weight \(describe(w)) must not be empty")
+        }
+        guard x[1] % groups == 0, w[0] % groups == 0 else {
+            throw ShapeError("groups \(groups) must divide the input channels \(x[1]) and the output channels \(w[0])")
+        }
+        guard w[1] * groups == x[1] else {
+            throw ShapeError("input has \(x[1]) channels but weight \(describe(w)) with groups \(groups) takes \(w[1] * groups)")
+        }
+        let spanH = dilation[0] * (w[2] - 1) + 1, spanW = dilation[1] * (w[3] - 1) + 1
+        let paddedH = x[2] + padding[0] + padding[1], paddedW = x[3] + padding[2] + padding[3]
+        guard spanH <= paddedH, spanW <= paddedW else {
+            throw ShapeError("kernel \(w[2])×\(w[3]) with dilation \(dilation) spans \(spanH)×\(spanW), "
+                             + "more than the padded input \(paddedH)×\(paddedW)")
+        }
+        return ConvDims(n: x[0], cin: x[1], h: x[2], w: x[3], cout: w[0], kh: w[2], kw: w[3],
+                        ho: (paddedH - spanH) / stride[0] + 1, wo: (paddedW - spanW) / stride[1] + 1,
+                        sh: stride[0], sw: stride[1], dh: dilation[0], dw: dilation[1],
+                        pt: padding[0], pl: padding[2], groups: groups)
+    }
+}
+
+/// Checks the optional third input, a bias [channels].
+func checkBias(_ inputs: [[Int]], channels: Int) throws(ShapeError) {
+    guard inputs.count == 3 else { return }
+    guard inputs[2] == [channels] else { throw ShapeError("bias \(describe(inputs[2])) must be [\(channels)]") }
+}
+
+/// y = x ∗ w (+ bias): x [N, Cin, H, W], w [Cout, Cin/groups, kh, kw], bias [Cout] as an optional third input.
+public struct Conv2D: Operation {
+    public let geometry: ConvGeometry
+    public init(_ geometry: ConvGeometry) { self.geometry = geometry }
+    public var name: String { "conv2d" }
+    public func outputShape(_ inputs: [[Int]]) throws(ShapeError) -> [Int] {
+        let d = try geometry.dims(input: inputs[0], weight: inputs[1])
+        try checkBias(inputs, channels: d.cout)
+        return d.outputShape
+    }
+    public func cpuForward(_ args: CPUArgs) {
+        let d = try! geometry.dims(input: args.inputShapes[0], weight: args.inputShapes[1])
+        d.forward(args.inputs[0].baseAddress!, args.inputs[1].baseAddress!,
+                  bias: args.inputs.count == 3 ? args.inputs[2].baseAddress! : nil, args.output.baseAddress!)
+    }
+    public func vjp(_ ctx: VJPContext) -> [Tensor?] {
+        let x = ctx.inputs[0], w = ctx.inputs[1], dy = ctx.cotangent
+        var grads: [Tensor?] = [
+            .record(Conv2DBackwardInput(geometry, inputSize: [x.shape[2], x.shape[3]]), [dy, w]),
+            .record(Conv2DBackwardWeight(geometry, kernelSize: [w.shape[2], w.shape[3]]), [x, dy]),
+        ]
+        if ctx.inputs.count == 3 { grads.append(dy.sum(axes: [0, 2, 3])) }
+        return grads
+    }
+}
+
+/// dx of conv2d from dy [N, Cout, Ho, Wo] and w; `inputSize` [H, W] picks x's extent (several fit one Ho).
+public struct Conv2DBackwardInput: Operation {
+    public let geometry: ConvGeometry
+    public let inputSize: [Int]
+    public init(_ geometry: ConvGeometry, inputSize: [Int]) { self.geometry = geometry; self.inputSize = inputSize }
+    public var name: String { "conv2d_backward_input" }
+    public func outputShape(_ inputs: [[Int]]) throws(ShapeError) -> [Int] {
+        let dy = inputs[0], w = inputs[1]
+        guard dy.count == 4, w.count == 4, inputSize.count == 2 else {
+            throw ShapeError("dy \(describe(dy)) and weight \(describe(w)) must be rank 4, input size \(inputSize) [H, W]")
+        }
+        let x = [dy[0], w[1] * geometry.groups] + inputSize
+        let d = try geometry.dims(input: x, weight: w)
+        guard d.outputShape == dy else {
+            throw ShapeError("dy \(describe(dy)) is not the output \(describe(d.outputShape)) of a conv over \(describe(x))")
+        }
+        return x
+    }
+    public func cpuForward(_ args: CPUArgs) {
+        let d = try! geometry.dims(input: args.outputShape, weight: args.inputShapes[1])
+        d.backwardInput(args.inputs[0].baseAddress!, args.inputs[1].baseAddress!, bias: nil, args.output.baseAddress!)
+    }
+    public func vjp(_ ctx: VJPContext) -> [Tensor?] { noGradient(ctx) }
+}
+
+/// dw of conv2d from x and dy [N, Cout, Ho, Wo]; `kernelSize` is [kh, kw].
+public struct Conv2DBackwardWeight: Operation {
+    public let geometry: ConvGeometry
+    public let kernelSize: [Int]
+    public init(_ geometry: ConvGeometry, kernelSize: [Int]) { self.geometry = geometry; self.kernelSize = kernelSize }
+    public var name: String { "conv2d_backward_weight" }
+    public func outputShape(_ inputs: [[Int]]) throws(ShapeError) -> [Int] {
+        let x = inputs[0], dy = inputs[1]
+        guard x.count == 4, dy.count == 4, kernelSize.count == 2 else {
+            throw ShapeError("x \(describe(x)) and dy \(describe(dy)) must be rank 4, kernel size \(kernelSize) [kh, kw]")
+        }
+        let w = [dy[1], x[1] / Swift.max(geometry.groups, 1)] + kernelSize
+        let d = try geometry.dims(input: x, weight: w)
+        guard d.outputShape == dy else {
+            throw ShapeError("dy \(describe(dy)) is not the output \(describe(d.outputShape)) of a conv over \(describe(x))")
+        }
+        return w
+    }
+    public func cpuForward(_ args: CPUArgs) {
+        let d = try! geometry.dims(input: args.inputShapes[0], weight: args.outputShape)
+        d.backwardWeight(args.inputs[0].baseAddress!, args.inputs[1].baseAddress!, args.output.baseAddress!)
+    }
+    public func vjp(_ ctx: VJPContext) -> [Tensor?] { noGradient(ctx) }
+}
+
+/// Transposed convolution (the adjoint of conv2d): x [N, Cin, H, W], w [Cin, Cout/groups, kh, kw] (PyTorch's
+/// layout), optional bias [Cout]. Output H' = (H − 1)·sh − top − bottom + dh·(kh − 1) + outputPadding[0] + 1.
+/// `outputPadding` < stride keeps conv2d of the output the exact inverse map in shape, which the VJP relies on.
+public struct ConvTranspose2D: Operation {
+    public let geometry: ConvGeometry
+    public let outputPadding: [Int]
+    public init(_ geometry: ConvGeometry, outputPadding: [Int]) { self.geometry = geometry; self.outputPadding = outputPadding }
+    public var name: String { "conv_transpose2d" }
+    public func outputShape(_ inputs: [[Int]]) throws(ShapeError) -> [Int] {
+        try geometry.checkParameters()
+        let x = inputs[0], w = inputs[1], s = geometry.stride, p = geometry.padding, d = geometry.dilation
+        guard outputPadding.count == 2, (0..<2).allSatisfy({ outputPadding[$0] >= 0 && outputPadding[$0] < s[$0] }) else {
+            throw ShapeError("output padding \(outputPadding) must be two values, each ≥ 0 and below the stride \(s)")
+        }
+        guard x.count == 4, w.count == 4 else {
+            throw ShapeError("input \(describe(x)) must be [N, C, H, W] and weight \(describe(w)) [Cin, Cout/groups, kh, kw]")
+        }
+        guard w[0] == x[1] else { throw ShapeError("input has \(x[1]) channels but weight \(describe(w)) takes \(w[0])") }
+        let h = (x[2] - 1) * s[0] - p[0] - p[1] + d[0] * (w[2] - 1) + outputPadding[0] + 1
+        let wOut = (x[3] - 1) * s[1] - p[2] - p[3] + d[1] * (w[3] - 1) + outputPadding[1] + 1
+        guard h > 0, wOut > 0 else { throw ShapeError("padding \(p) leaves an empty output (\(h)×\(wOut))") }
+        let y = [x[0], w[1] * geometry.groups, h, wOut]
+        // The same shapes as a conv2d from y back to x: it checks groups and channels.
+        _ = try geometry.dims(input: y, weight: w)
+        try checkBias(inputs, channels: y[1])
+        return y
+    }
+    public func cpuForward(_ args: CPUArgs) {
+        let d = try! geometry.dims(input: args.outputShape, weight: args.inputShapes[1])
+        d.backwardInput(args.inputs[0].baseAddress!, args.inputs[1].baseAddress!,
+                        bias: args.inputs.count == 3 ? args.inputs[2].baseAddress! : nil, args.output.baseAddress!)
+    }
+    public func vjp(_ ctx: VJPContext) -> [Tensor?] {
+        let x = ctx.inputs[0], w = ctx.inputs[1], dy = ctx.cotangent
+        // y = conv2dᵀ(x, w): dx = conv2d(dy, w) and dw is conv2d's weight gradient with dy as the conv input.
+        var grads: [Tensor?] = [
+            .record(Conv2D(geometry), [dy, w]),
+            .record(Conv2DBackwardWeight(geometry, kernelSize: [w.shape[2], w.shape[3]]), [dy, x]),
+        ]
+        if ctx.inputs.count == 3 { grads.append(dy.sum(axes: [0, 2, 3])) }
+        return grads
+    }
+}
+
+// MARK: CPU kernels
+
+/// A convolution with every size resolved (conv2d's view: x [n, cin, h, w] ∗ weight → y [n, cout, ho, wo]).
+struct ConvDims {
+    let n, cin, h, w, cout, kh, kw, ho, wo: Int
+    let sh, sw, dh, dw, pt, pl, groups: Int
+
+    var outputShape: [Int] { [n, cout, ho, wo] }
+    var cinPerGroup: Int { cin / groups }
+    var coutPerGroup: Int { cout / groups }
+    var taps: Int { kh * kw }
+    /// Rows of one group's column matrix: the inner size of its GEMMs.
+    var groupK: Int { cinPerGroup * taps }
+    var inPlane: Int { h * w }
+    var outPlane: Int { ho * wo }
+    /// 1×1, stride 1, unpadded: the input is its own column matrix.
+    var isPointwise: Bool { kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt == 0 && pl == 0 && ho == h && wo == w }
+    /// Per-group GEMMs this small (depthwise convs) lose to a direct loop over planes.
+    var isDirect: Bool { cinPerGroup * coutPerGroup <= 4 }
+
+    /// Outputs o < `count` whose input o·s − p + k·d lies inside 0..<size.
+    @inline(__always) static func validOutputs(tap k: Int, count: Int, size: Int, stride s: Int, pad p: Int, dilation d: Int) -> Range<Int> {
+        let below = p - k * d, above = size - 1 + p - k * d
+        let lo = Swift.min(below <= 0 ? 0 : (below + s - 1) / s, count)
+        let hi = above < 0 ? 0 : Swift.min(above / s + 1, count)
+        return lo..<Swift.max(lo, hi)
+    }
+
+    @inline(__always) func tapRanges(_ ky: Int, _ kx: Int) -> (rows: Range<Int>, cols: Range<Int>) {
+        (ConvDims.validOutputs(tap: ky, count: ho, size: h, stride: sh, pad: pt, dilation: dh),
+         ConvDims.validOutputs(tap: kx, count: wo, size: w, stride: sw, pad: pl, dilation: dw))
+    }
+
+    /// For tap (ky, kx), calls body(outputOffset, inputOffset, count) per output row that reads the input:
+    /// outputs outputOffset..<+count of a plane read input plane elements inputOffset, +sw, +2·sw, …
+    @inline(__always) func forEachTapRow(_ ky: Int, _ kx: Int, _ body: (Int, Int, Int) -> Void) {
+        let (rows, cols) = tapRanges(ky, kx)
+        guard !cols.isEmpty else { return }
+        let ix = cols.lowerBound * sw - pl + kx * dw
+        for oy in rows { body(oy * wo + cols.lowerBound, (oy * sh - pt + ky * dh) * w + ix, cols.count) }
+    }
+
+    func forward(_ x: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+                 _ y: UnsafeMutablePointer<Float>) {
+        if isDirect { return directForward(x, weight, bias: bias, y) }
+        let scratch = isPointwise ? nil : CPUBackend.shared.pool.take(cin * taps * outPlane)
+        withExtendedLifetime(scratch) {
+            for image in 0..<n {
+                let xi = x + image * cin * inPlane, yi = y + image * cout * outPlane
+                let columns = scratch.map { pack(xi, into: $0.pointer) } ?? xi
+                if let bias { fillPlanes(yi, count: cout, size: outPlane, bias: bias) }
+                for g in 0..<groups {
+                    gemm(false, false, coutPerGroup, outPlane, groupK, weight + g * coutPerGroup * groupK, groupK,
+                         columns + g * groupK * outPlane, outPlane, bias == nil ? 0 : 1, yi + g * coutPerGroup * outPlane, outPlane)
+                }
+            }
+        }
+    }
+
+    /// dx from dy (also conv_transpose2d's forward, with its bias).
+    func backwardInput(_ dy: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+                       _ dx: UnsafeMutablePointer<Float>) {
+        if isDirect { return directBackwardInput(dy, weight, bias: bias, dx) }
+        let scratch = isPointwise ? nil : CPUBackend.shared.pool.take(cin * taps * outPlane)
+        withExtendedLifetime(scratch) {
+            for image in 0..<n {
+                let dyi = dy + image * cout * outPlane, dxi = dx + image * cin * inPlane
+                // Column gradients Wᵀ·dy, folded back onto the image (or, pointwise, the image itself).
+                let columns = scratch?.pointer ?? dxi
+                let accumulate = scratch == nil && bias != nil
+                if accumulate { fillPlanes(dxi, count: cin, size: inPlane, bias: bias) }
+                for g in 0..<groups {
+                    gemm(true, false, groupK, outPlane, coutPerGroup, weight + g * coutPerGroup * groupK, groupK,
+                         dyi + g * coutPerGroup * outPlane, outPlane, accumulate ? 1 : 0, columns + g * groupK * outPlane, outPlane)
+                }
+                if scratch != nil { unpack(columns, into: dxi, bias: bias) }
+            }
+        }
+    }
+
+    /// dw from x and dy, accumulated over the batch by the GEMMs (beta = 1 after the first image).
+    func backwardWeight(_ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, _ dw: UnsafeMutablePointer<Float>) {
+        if isDirect { return directBackwardWeight(x, dy, dw) }
+        let scratch = isPointwise ? nil : CPUBackend.shared.pool.take(cin * taps * outPlane)
+        withExtendedLifetime(scratch) {
+            for image in 0..<n {
+                let xi = x + image * cin * inPlane, dyi = dy + image * cout * outPlane
+                let columns = scratch.map { pack(xi, into: $0.pointer) } ?? xi
+                for g in 0..<groups {
+                    gemm(false, true, coutPerGroup, groupK, outPlane, dyi + g * coutPerGroup * outPlane, outPlane,
+                         columns + g * groupK * outPlane, outPlane, image == 0 ? 0 : 1, dw + g * coutPerGroup * groupK, groupK)
+                }
+            }
+        }
+    }
+
+    /// im2col of one image: row (ci, ky, kx) holds the input each output position reads through that tap (0 in the padding).
+    func pack(_ x: UnsafePointer<Float>, into columns: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
+        parallelFor(cin * taps, grain: Swift.max(1, 16384 / outPlane)) { rows in
+            for r in rows {
+                let src = x + (r / taps) * inPlane, dst = columns + r * outPlane
+                let ky = (r % taps) / kw, kx = r % kw
+                let (valid, validCols) = tapRanges(ky, kx)
+                if valid.count < ho || validCols.count < wo { dst.update(repeating: 0, count: outPlane) }
+                forEachTapRow(ky, kx) { o, i, count in
+                    if sw == 1 { (dst + o).update(from: src + i, count: count) } else {
+                        for j in 0..<count { dst[o + j] = src[i + j * sw] }
+                    }
+                }
+            }
+        }
+        return UnsafePointer(columns)
+    }
+
+    /// col2im of one image: sums each column row back onto the input positions it was read from.
+    func unpack(_ columns: UnsafePointer<Float>, into x: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>?) {
+        parallelFor(cin, grain: Swift.max(1, 16384 / (taps * outPlane))) { channels in
+            for ci in channels {
+                let dst = x + ci * inPlane
+                dst.update(repeating: bias?[ci] ?? 0, count: inPlane)
+                for t in 0..<taps {
+                    let src = columns + (ci * taps + t) * outPlane
+                    forEachTapRow(t / kw, t % kw) { o, i, count in axpy(count, 1, src + o, 1, dst + i, sw) }
+                }
+            }
+        }
+    }
+
+    func directForward(_ x: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+                       _ y: UnsafeMutablePointer<Float>) {
+        parallelFor(n * cout, grain: Swift.max(1, 16384 / (outPlane * groupK))) { planes in
+            for p in planes {
+                let image = p / cout, co = p % cout, firstIn = (co / coutPerGroup) * cinPerGroup
+                let dst = y + p * outPlane
+                dst.update(repeating: bias?[co] ?? 0, count: outPlane)
+                for c in 0..<cinPerGroup {
+                    let src = x + (image * cin + firstIn + c) * inPlane, kernel = weight + (co * cinPerGroup + c) * taps
+                    for t in 0..<taps {
+                        forEachTapRow(t / kw, t % kw) { o, i, count in axpy(count, kernel[t], src + i, sw, dst + o, 1) }
+                    }
+                }
+            }
+        }
+    }
+
+    func directBackwardInput(_ dy: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+                             _ dx: UnsafeMutablePointer<Float>) {
+        parallelFor(n * cin, grain: Swift.max(1, 16384 / (outPlane * coutPerGroup * taps))) { planes in
+            for p in planes {
+                let image = p / cin, ci = p % cin, c = ci % cinPerGroup, firstOut = (ci / cinPerGroup) * coutPerGroup
+                let dst = dx + p * inPlane
+                dst.update(repeating: bias?[ci] ?? 0, count: inPlane)
+                for co in firstOut..<(firstOut + coutPerGroup) {
+                    let src = dy + (image * cout + co) * outPlane, kernel = weight + (co * cinPerGroup + c) * taps
+                    for t in 0..<taps {
+                        forEachTapRow(t / kw, t % kw) { o, i, count in axpy(count, kernel[t], src + o, 1, dst + i, sw) }
+                    }
+                }
+            }
+        }
+    }
+
+    func directBackwardWeight(_ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, _ dw: UnsafeMutablePointer<Float>) {
+        parallelFor(cout * cinPerGroup, grain: 1) { kernels in
+            // Per-column partial sums keep the inner loop a vectorisable multiply-add.
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: wo) { partial in
+                let acc = partial.baseAddress!
+                for k in kernels {
+                    let co = k / cinPerGroup, ci = (co / coutPerGroup) * cinPerGroup + k % cinPerGroup
+                    for t in 0..<taps {
+                        acc.update(repeating: 0, count: wo)
+                        for image in 0..<n {
+                            let a = dy + (image * cout + co) * outPlane, b = x + (image * cin + ci) * inPlane
+                            forEachTapRow(t / kw, t % kw) { o, i, count in
+                                if sw == 1 { for j in 0..<count { acc[j] += a[o + j] * b[i + j] } } else {
+                                    for j in 0..<count { acc[j] += a[o + j] * b[i + j * sw] }
+                                }
+                            }
+                        }
+                        var sum: Float = 0
+                        for j in 0..<wo { sum += acc[j] }
+                        dw[k * taps + t] = sum
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sets plane c of `count` planes to bias[c].
+@inline(__always) func fillPlanes(_ dst: UnsafeMutablePointer<Float>, count: Int, size: Int, bias: UnsafePointer<Float>?) {
+    for c in 0..<count { (dst + c * size).update(repeating: bias?[c] ?? 0, count: size) }
+}
+
+/// dst[j·dstStride] += a·src[j·srcStride] for j < count; unit strides take their own loop so that it vectorises.
+@inline(__always) func axpy(_ count: Int, _ a: Float, _ src: UnsafePointer<Float>, _ srcStride: Int,
+                            _ dst: UnsafeMutablePointer<Float>, _ dstStride: Int) {
+    if srcStride == 1 && dstStride == 1 {
+        for j in 0..<count { dst[j] += a * src[j] }
+    } else {
+        for j in 0..<count { dst[j * dstStride] += a * src[j * srcStride] }
+    }
+}
+
+/// Row-major C = op(A)·op(B) + beta·C through OpenBLAS.
+@inline(__always) func gemm(_ transposeA: Bool, _ transposeB: Bool, _ m: Int, _ n: Int, _ k: Int,
+                            _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
+                            _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
+    cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+                Int32(m), Int32(n), Int32(k), 1, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+}
+
+extension Tensor {
+    /// 2-D convolution of self [N, Cin, H, W] with `weight` [Cout, Cin/groups, kh, kw] (PyTorch's layout);
+    /// `padding` is [top, bottom, left, right] zeros.
+    public func conv2d(_ weight: Tensor, bias: Tensor? = nil, stride: [Int] = [1, 1], padding: [Int] = [0, 0, 0, 0],
+                       dilation: [Int] = [1, 1], groups: Int = 1) -> Tensor {
+        let geometry = ConvGeometry(stride: stride, padding: padding, dilation: dilation, groups: groups)
+        return .record(Conv2D(geometry), [self, weight] + (bias.map { [$0] } ?? []))
+    }
+    /// Square stride and equal padding on every side.
+    public func conv2d(_ weight: Tensor, bias: Tensor? = nil, stride: Int, padding: Int, groups: Int = 1) -> Tensor {
+        conv2d(weight, bias: bias, stride: [stride, stride], padding: [padding, padding, padding, padding], groups: groups)
+    }
+    /// Transposed convolution of self [N, Cin, H, W] with `weight` [Cin, Cout/groups, kh, kw]; `padding`
+    /// [top, bottom, left, right] crops the full output, `outputPadding` [h, w] (below the stride) extends it.
+    public func convTranspose2d(_ weight: Tensor, bias: Tensor? = nil, stride: [Int] = [1, 1], padding: [Int] = [0, 0, 0, 0],
+                                outputPadding: [Int] = [0, 0], dilation: [Int] = [1, 1], groups: Int = 1) -> Tensor {
+        let geometry = ConvGeometry(stride: stride, padding: padding, dilation: dilation, groups: groups)
+        return .record(ConvTranspose2D(geometry, outputPadding: outputPadding), [self, weight] + (bias.map { [$0] } ?? []))
+    }
+    /// Kernel-1 convolution of self [N, Cin, L] with `weight` [Cout, Cin, 1]: a per-position linear map of channels.
+    public func conv1d(_ weight: Tensor, bias: Tensor? = nil) -> Tensor {
+        guard rank == 3, weight.rank == 3, weight.shape[2] == 1 else {
+            return .invalid("conv1d", "input \(describe(shape)) must be [N, C, L] and weight \(describe(weight.shape)) [Cout, Cin, 1]")
+        }
+        let y = reshape(shape + [1]).conv2d(weight.reshape(weight.shape + [1]), bias: bias)
+        return y.reshape([shape[0], weight.shape[0], shape[2]])
+    }
+}
+
+extension HarnessCatalog {
+    static var conv: [HarnessCase] {
+        // Sums of many products: goldens get a looser tolerance than the elementwise default.
+        func conv(_ name: String, _ inputs: [HarnessCase.Input], build: @escaping ([Tensor]) -> Tensor) -> HarnessCase {
+            HarnessCase(name, inputs, atol: 1e-4, rtol: 1e-4, build: build)
+        }
+        return [
+            conv("conv2d.1x1", [.normal([2, 5, 4, 3]), .normal([3, 5, 1, 1]), .normal([3])]) {
+                $0[0].conv2d($0[1], bias: $0[2])
+            },
+            conv("conv2d.3x3_pad1", [.normal([2, 3, 5, 6]), .normal([4, 3, 3, 3]), .normal([4])]) {
+                $0[0].conv2d($0[1], bias: $0[2], stride: 1, padding: 1)
+            },
+            conv("conv2d.3x3_stride2", [.normal([2, 3, 7, 6]), .normal([4, 3, 3, 3]), .normal([4])]) {
+                $0[0].conv2d($0[1], bias: $0[2], stride: 2, padding: 1)
+            },
+            conv("conv2d.4x4_s2_p1", [.normal([2, 3, 9, 7]), .normal([5, 3, 4, 4]), .normal([5])]) {
+                $0[0].conv2d($0[1], bias: $0[2], stride: 2, padding: 1)
+            },
+            conv("conv2d.7x7_pad3", [.normal([1, 3, 9, 8]), .normal([4, 3, 7, 7]), .normal([4])]) {
+                $0[0].conv2d($0[1], bias: $0[2], stride: 1, padding: 3)
+            },
+            conv("conv2d.depthwise8x8", [.normal([2, 4, 9, 10]), .normal([4, 1, 8, 8]), .normal([4])]) {
+                $0[0].conv2d($0[1], bias: $0[2], stride: 1, padding: 3, groups: 4)
+            },
+            conv("conv2d.depthwise_stride2", [.normal([1, 3, 7, 8]), .normal([6, 1, 3, 3]), .normal([6])]) {
+                $0[0].conv2d($0[1], bias: $0[2], stride: [2, 2], padding: [1, 0, 0, 1], dilation: [1, 2], groups: 3)
+            },
+            conv("conv2d.asymmetric", [.normal([1, 3, 6, 7]), .normal([2, 3, 3, 2]), .normal([2])]) {
+                $0[0].conv2d($0[1], bias: $0[2], stride: [1, 2], padding: [0, 1, 2, 1])
+            },
+            conv("conv2d.dilation2", [.normal([1, 3, 9, 8]), .normal([4, 3, 3, 3]), .normal([4])]) {
+                $0[0].conv2d($0[1], bias: $0[2], padding: [2, 2, 2, 2], dilation: [2, 2])
+            },
+            conv("conv2d.groups2", [.normal([2, 4, 6, 5]), .normal([6, 2, 3, 3]), .normal([6])]) {
+                $0[0].conv2d($0[1], bias: $0[2], stride: 1, padding: 1, groups: 2)
+            },
+            conv("conv2d.no_bias", [.normal([2, 3, 6, 5]), .normal([4, 3, 3, 3])]) {
+                $0[0].conv2d($0[1], stride: 2, padding: 0)
+            },
+            conv("conv_transpose2d.4x4_s2_p1", [.normal([2, 4, 3, 5]), .normal([4, 3, 4, 4]), .normal([3])]) {
+                $0[0].convTranspose2d($0[1], bias: $0[2], stride: [2, 2], padding: [1, 1, 1, 1])
+            },
+            conv("conv_transpose2d.2x2_s2", [.normal([1, 3, 4, 3]), .normal([3, 2, 2, 2]), .normal([2])]) {
+                $0[0].convTranspose2d($0[1], bias: $0[2], stride: [2, 2])
+            },
+            conv("conv_transpose2d.output_padding_groups", [.normal([2, 4, 3, 4]), .normal([4, 3, 3, 3]), .normal([6])]) {
+                $0[0].convTranspose2d($0[1], bias: $0[2], stride: [2, 2], padding: [1, 1, 1, 1], outputPadding: [1, 1], groups: 2)
+            },
+            conv("conv_transpose2d.depthwise_dilated", [.normal([1, 4, 5, 4]), .normal([4, 1, 3, 3])]) {
+                $0[0].convTranspose2d($0[1], stride: [2, 2], padding: [1, 0, 0, 2], outputPadding: [1, 0],
+                                      dilation: [2, 2], groups: 4)
+            },
+            conv("conv1d", [.normal([2, 5, 7]), .normal([3, 5, 1]), .normal([3])]) { $0[0].conv1d($0[1], bias: $0[2]) },
+        ]
+    }
+}
