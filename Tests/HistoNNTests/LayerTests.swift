@@ -49,3 +49,40 @@ final class LayerTests: XCTestCase {
         XCTAssertEqual(attention.parameters().map(\.name).first, "queryProjection.weight")
     }
 }
+
+final class MemoryReuseTests: XCTestCase {
+    final class TinyUNetBlock: Module {
+        let down: Conv2d, norm: GroupNorm, attention: SpatialAttention, up: ConvTranspose2d, head: Conv2d
+        init(generator g: RandomGenerator) {
+            down = Conv2d(3, 8, kernel: 4, stride: 2, padding: 1, generator: g)
+            norm = GroupNorm(groups: 4, channels: 8)
+            attention = SpatialAttention(dim: 8, heads: 2, headDim: 4, generator: g)
+            up = ConvTranspose2d(8, 8, kernel: 4, stride: 2, padding: 1, generator: g)
+            head = Conv2d(8 + 3, 3, kernel: 3, padding: 1, generator: g)
+            super.init()
+        }
+        func callAsFunction(_ x: Tensor) -> Tensor {
+            let h = norm(down(x)).silu()
+            let u = up(h + attention(h))
+            return head(Tensor.concat([u, x], axis: 1))
+        }
+    }
+
+    /// A UNet-style training step (conv down, group norm, attention, transposed conv up, skip concat, Adam) takes
+    /// every buffer from the pool after its first step.
+    func testTrainingStepsDoNotAllocateAfterTheFirst() throws {
+        let g = RandomGenerator(seed: 5)
+        let model = TinyUNetBlock(generator: g)
+        let optimizer = Adam([ParameterGroup(model.trainableParameters())], learningRate: 1e-3)
+        let x = try g.normal([2, 3, 16, 16]).materialized(), target = try g.normal([2, 3, 16, 16]).materialized()
+        let pool = CPUBackend.shared.pool
+        var fresh: [Int] = []
+        for _ in 0..<4 {
+            let loss = (model(x) - target).square().mean()
+            let (_, grads) = try Gradients.of(loss, wrt: model.trainableParameters())
+            try optimizer.step(grads)
+            fresh.append(pool.freshAllocations)
+        }
+        XCTAssertEqual(fresh[3], fresh[1], "steps 3 and 4 allocated \(fresh[3] - fresh[1]) fresh buffers")
+    }
+}
