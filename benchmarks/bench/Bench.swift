@@ -18,8 +18,9 @@ struct Bench: ParsableCommand {
     @Flag(help: "Small shapes and one repetition: checks that every workload runs.") var quick = false
 
     func run() throws {
+        OpenBLASTuning.reexecWithWidestKernelsIfNeeded()
         let machine = Machine.probe()
-        print("machine: \(machine.description); fp32 peak ≈ \(Int(machine.peakGFLOPs)) GFLOP/s (estimate)")
+        print("machine: \(machine.description); fp32 peak ≈ \(Int(machine.peakGFLOPs)) GFLOP/s (estimate); OpenBLAS kernels: \(OpenBLASTuning.coreName)")
         let target = try BackendSelection.backend(backend)
         if let cl = target as? OpenCLBackend { print("device: \(cl.device)") }
         var results: [[String: Any]] = []
