@@ -45,7 +45,7 @@ let package = Package(
 
         .executableTarget(
             name: "histodiff",
-            dependencies: ["HistoCore", "HistoNN", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["HistoCore", "HistoNN", "HistoData", "HistoOpenCL", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: numeric),
         .executableTarget(
             name: "bench",

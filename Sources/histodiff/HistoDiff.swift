@@ -1,0 +1,21 @@
+import ArgumentParser
+import HistoCore
+
+/// The `histodiff` command line. Each subcommand lives in its own file in this folder.
+@main
+struct HistoDiff: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "histodiff",
+        abstract: "Semi-supervised segmentation of nuclei and glands in H&E histopathology with diffusion models.",
+        subcommands: [Devices.self])
+
+    static func main() {
+        OpenBLASTuning.reexecWithWidestKernelsIfNeeded()
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
+}

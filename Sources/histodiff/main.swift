@@ -1,2 +1,0 @@
-import HistoCore
-print("histodiff")
