@@ -37,7 +37,11 @@ let package = Package(
         // The generic op harness: parity against the CPU reference, finite differences, golden fixtures, perf.
         .target(name: "OpHarness", dependencies: ["HistoCore"], swiftSettings: numeric),
         // The OpenCL backend: device discovery, program cache, kernel launches, CLBlast GEMM. Kernels/ is embedded.
-        .target(name: "HistoOpenCL", dependencies: ["HistoCore", "COpenCL", "CCLBlast"], swiftSettings: numeric),
+        .target(name: "HistoOpenCL", dependencies: ["HistoCore", "COpenCL", "CCLBlast"], swiftSettings: numeric,
+                plugins: ["EmbedKernels"]),
+        .executableTarget(name: "kernel-embedder", path: "tools/kernel-embedder"),
+        .plugin(name: "EmbedKernels", capability: .buildTool(), dependencies: ["kernel-embedder"],
+                path: "tools/EmbedKernelsPlugin"),
         // Layers, optimizers, schedules, EMA, safetensors checkpoints.
         .target(name: "HistoNN", dependencies: ["HistoCore"], swiftSettings: numeric),
         // PNG reading/writing (libpng's simplified API), dataset folders, conversion to tensors, patches, resizing.

@@ -1,8 +1,8 @@
 import Foundation
 import HistoCore
 
-/// OpenCL C sources: the copies embedded at build time (KernelSources.generated.swift, written by
-/// tools/embed_kernels.py from Kernels/), or the files of `HISTODIFF_KERNEL_DIR` when set, for kernel development.
+/// OpenCL C sources: the copies embedded at build time (the EmbedKernels build-tool plugin reads Kernels/),
+/// or the files of `HISTODIFF_KERNEL_DIR` when set, for kernel development.
 /// `#include "name.h"` lines are resolved here, from the same place, so no OpenCL compiler needs include paths.
 struct KernelLibrary {
     let overrideDirectory: URL?

@@ -137,20 +137,17 @@ public final class OpenCLBackend: Backend {
             if global.contains(0) { return }
             let kernel = try self.kernel(file: file, name: name)
             var index: cl_uint = 0
-            func set<T>(_ value: T) throws {
-                var v = value
-                try check(clSetKernelArg(kernel, index, MemoryLayout<T>.size, &v), "argument \(index) of \(name) (\(file).cl)", device: device.name)
+            func setBytes(_ raw: UnsafeRawBufferPointer) throws {
+                try check(clSetKernelArg(kernel, index, raw.count, raw.baseAddress), "argument \(index) of \(name) (\(file).cl)", device: device.name)
                 index += 1
             }
+            func set<T: BitwiseCopyable>(_ value: T) throws { try withUnsafeBytes(of: value) { try setBytes($0) } }
             for argument in args {
                 switch argument {
                 case .int(let v): try set(v)
                 case .float(let v): try set(v)
                 case .ulong(let v): try set(v)
-                case .ints(let values):
-                    try check(values.withUnsafeBytes { clSetKernelArg(kernel, index, $0.count, $0.baseAddress) },
-                              "argument \(index) of \(name) (\(file).cl)", device: device.name)
-                    index += 1
+                case .ints(let values): try values.withUnsafeBytes { try setBytes($0) }
                 default:
                     let (mem, offset) = try resolve(argument, node: node, scratch: &scratch)!
                     try set(mem)
