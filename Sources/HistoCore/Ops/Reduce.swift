@@ -9,6 +9,26 @@ public enum ReduceKind: String, Sendable { case sum, mean, max, min }
     (shape[..<first].reduce(1, *), shape[first...last].reduce(1, *), shape[(last + 1)...].reduce(1, *))
 }
 
+/// Runs `body(base)` for each row of the one-axis view [outer, n, inner] of `shape` around `axis`, in parallel;
+/// row r's elements are at base + j·inner.
+@inline(__always) func forEachRow(_ shape: [Int], axis: Int, _ body: (_ row: Int, _ base: Int, _ n: Int, _ inner: Int) -> Void) {
+    let a = try! Shape.axis(axis, rank: shape.count)
+    let (outer, n, inner) = splitAround(shape, first: a, last: a)
+    parallelFor(outer * inner, grain: max(1, 8192 / max(n, 1))) { range in
+        for r in range { body(r, (r / inner) * n * inner + r % inner, n, inner) }
+    }
+}
+
+/// The max and Σ exp(x − max) of one row (max −∞ for an empty or all −∞ row, with sum 0).
+@inline(__always) func maxAndExpSum(_ x: UnsafeBufferPointer<Float>, base: Int, n: Int, inner: Int) -> (max: Float, sum: Float) {
+    var m = -Float.infinity
+    for j in 0..<n { m = Swift.max(m, x[base + j * inner]) }
+    if m == -.infinity { return (m, 0) }
+    var s: Float = 0
+    for j in 0..<n { s += Foundation.exp(x[base + j * inner] - m) }
+    return (m, s)
+}
+
 /// Reduction over a contiguous block of axes (the API chains blocks for scattered axes).
 public struct Reduce: Operation {
     public let kind: ReduceKind
@@ -84,23 +104,15 @@ public struct Softmax: Operation {
         _ = try Shape.axis(axis, rank: inputs[0].count); return inputs[0]
     }
     public func cpuForward(_ args: CPUArgs) {
-        let shape = args.inputShapes[0], a = try! Shape.axis(axis, rank: shape.count)
-        let (outer, n, inner) = splitAround(shape, first: a, last: a)
         let x = args.inputs[0], y = args.output, log = log
-        parallelFor(outer * inner, grain: max(1, 8192 / max(n, 1))) { range in
-            for r in range {
-                let base = (r / inner) * n * inner + r % inner
-                var m = -Float.infinity
-                for j in 0..<n { m = Swift.max(m, x[base + j * inner]) }
-                var s: Float = 0
-                for j in 0..<n { s += Foundation.exp(x[base + j * inner] - m) }
-                if log {
-                    let lse = m + Foundation.log(s)
-                    for j in 0..<n { y[base + j * inner] = x[base + j * inner] - lse }
-                } else {
-                    let inv = 1 / s
-                    for j in 0..<n { y[base + j * inner] = Foundation.exp(x[base + j * inner] - m) * inv }
-                }
+        forEachRow(args.inputShapes[0], axis: axis) { _, base, n, inner in
+            let (m, s) = maxAndExpSum(x, base: base, n: n, inner: inner)
+            if log {
+                let lse = m + Foundation.log(s)
+                for j in 0..<n { y[base + j * inner] = x[base + j * inner] - lse }
+            } else {
+                let inv = 1 / s
+                for j in 0..<n { y[base + j * inner] = Foundation.exp(x[base + j * inner] - m) * inv }
             }
         }
     }
@@ -121,19 +133,10 @@ public struct LogSumExp: Operation {
         try Reduce(.sum, axes: [axis], keepDims: keepDims).outputShape(inputs)
     }
     public func cpuForward(_ args: CPUArgs) {
-        let shape = args.inputShapes[0], a = try! Shape.axis(axis, rank: shape.count)
-        let (outer, n, inner) = splitAround(shape, first: a, last: a)
         let x = args.inputs[0], y = args.output
-        parallelFor(outer * inner, grain: max(1, 8192 / max(n, 1))) { range in
-            for r in range {
-                let base = (r / inner) * n * inner + r % inner
-                var m = -Float.infinity
-                for j in 0..<n { m = Swift.max(m, x[base + j * inner]) }
-                if m == -.infinity { y[r] = m; continue }
-                var s: Float = 0
-                for j in 0..<n { s += Foundation.exp(x[base + j * inner] - m) }
-                y[r] = m + Foundation.log(s)
-            }
+        forEachRow(args.inputShapes[0], axis: axis) { r, base, n, inner in
+            let (m, s) = maxAndExpSum(x, base: base, n: n, inner: inner)
+            y[r] = m == -.infinity ? m : m + Foundation.log(s)
         }
     }
     public func vjp(_ ctx: VJPContext) -> [Tensor?] {
@@ -152,16 +155,11 @@ public struct ArgMax: Operation {
         try Reduce(.max, axes: [axis], keepDims: false).outputShape(inputs)
     }
     public func cpuForward(_ args: CPUArgs) {
-        let shape = args.inputShapes[0], a = try! Shape.axis(axis, rank: shape.count)
-        let (outer, n, inner) = splitAround(shape, first: a, last: a)
         let x = args.inputs[0], y = args.output
-        parallelFor(outer * inner, grain: max(1, 8192 / max(n, 1))) { range in
-            for r in range {
-                let base = (r / inner) * n * inner + r % inner
-                var best = 0, m = x[base]
-                for j in 1..<max(n, 1) where x[base + j * inner] > m { m = x[base + j * inner]; best = j }
-                y[r] = Float(best)
-            }
+        forEachRow(args.inputShapes[0], axis: axis) { r, base, n, inner in
+            var best = 0, m = x[base]
+            for j in 1..<max(n, 1) where x[base + j * inner] > m { m = x[base + j * inner]; best = j }
+            y[r] = Float(best)
         }
     }
     public func vjp(_ ctx: VJPContext) -> [Tensor?] { noGradient(ctx) }
