@@ -28,8 +28,8 @@ extension Planes {
         guard height > 0, width > 0 else {
             throw EngineError.invalidValue(op: "crop", message: "window \(height)×\(width) must be positive")
         }
-        let rows = (0..<height).map { source(y + $0, length: self.height, padding) }
-        let columns = (0..<width).map { source(x + $0, length: self.width, padding) }
+        let rows = (0..<height).map { Self.source(y + $0, length: self.height, padding) }
+        let columns = (0..<width).map { Self.source(x + $0, length: self.width, padding) }
         var out = [Float](repeating: 0, count: channels * height * width)
         for c in 0..<channels {
             for (oy, sy) in rows.enumerated() {
@@ -103,7 +103,7 @@ extension Planes {
     }
 
     /// The source index read for position `i` along an axis of `length`, or nil for a zero.
-    private func source(_ i: Int, length: Int, _ padding: PatchPadding) -> Int? {
+    @inline(__always) static func source(_ i: Int, length: Int, _ padding: PatchPadding) -> Int? {
         if (0..<length).contains(i) { return i }
         switch padding {
         case .zero: return nil

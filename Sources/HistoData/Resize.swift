@@ -1,6 +1,6 @@
 import HistoCore
 
-/// How `resized` samples the source. Both use pixel centres (PyTorch's `align_corners=False`).
+/// How `resized` and `warped` sample the source. Both use pixel centres (PyTorch's `align_corners=False`).
 public enum ResizeFilter: Sendable {
     /// Linear in each direction, without antialiasing: for images. Matches `F.interpolate(mode="bilinear")`.
     case bilinear

@@ -1,0 +1,157 @@
+import Foundation
+import HistoCore
+
+/// A share of a set of images, written as a fraction ("1/8", "1/32") or a percentage ("12.5%", "5%"); the text is
+/// kept as written so that files and logs show what was asked for.
+public struct Ratio: Equatable, Sendable, CustomStringConvertible {
+    /// In (0, 1].
+    public let value: Double
+    public let description: String
+
+    public init(_ text: String) throws {
+        let written = text.trimmingCharacters(in: .whitespaces)
+        func invalid(_ why: String) -> EngineError { .invalidValue(op: "Ratio", message: "'\(text)' \(why)") }
+        if written.hasSuffix("%") {
+            guard let percent = Double(written.dropLast().trimmingCharacters(in: .whitespaces)), percent.isFinite else {
+                throw invalid("is not a percentage like 12.5%")
+            }
+            guard percent > 0, percent <= 100 else { throw invalid("must lie in (0%, 100%]") }
+            value = percent / 100
+        } else if let slash = written.firstIndex(of: "/") {
+            let parts = (written[..<slash], written[written.index(after: slash)...])
+            guard let numerator = Int(parts.0.trimmingCharacters(in: .whitespaces)),
+                  let denominator = Int(parts.1.trimmingCharacters(in: .whitespaces)) else {
+                throw invalid("is not a fraction of whole numbers like 1/8")
+            }
+            guard numerator > 0, denominator >= numerator else { throw invalid("must lie in (0, 1]: 0 < numerator ≤ denominator") }
+            value = Double(numerator) / Double(denominator)
+        } else {
+            throw invalid("is not a ratio: write a fraction like 1/8 or a percentage like 12.5%")
+        }
+        description = written
+    }
+
+    /// The number of items out of `total` this ratio selects: rounded to nearest, at least 1.
+    public func count(of total: Int) -> Int { max(1, Int((value * Double(total)).rounded())) }
+}
+
+/// Which images of a dataset play which role: labelled and unlabelled training images, and validation images. Split
+/// by source image, so patches of one image never land on both sides.
+///
+/// `make` is deterministic: the images that have masks, in name order, are ordered by the keys
+/// `RandomGenerator(seed: seed).uniform([n])` (stable argsort; see `PhiloxStream.permutation`); the first
+/// `validationRatio.count(of: n)` are validation, and of the rest the first `labelRatio.count(of:)` are labelled and
+/// the others unlabelled, as are images without masks. So for one seed the validation set does not depend on the label
+/// ratio, and the labelled set of a smaller ratio is a subset of a larger one's.
+public struct DataSplit: Equatable, Sendable {
+    public let seed: UInt64
+    public let labelRatio: Ratio
+    /// nil when every image with a mask is used for training.
+    public let validationRatio: Ratio?
+    /// Image names of each role, sorted.
+    public let labelled: [String]
+    public let unlabelled: [String]
+    public let validation: [String]
+
+    /// Dataset item indices of each role, in name order.
+    public struct Indices: Equatable, Sendable {
+        public let labelled: [Int]
+        public let unlabelled: [Int]
+        public let validation: [Int]
+    }
+
+    public static func make(dataset: Dataset, labelRatio: Ratio, validationRatio: Ratio?, seed: UInt64) throws -> DataSplit {
+        let masked = dataset.items.filter { $0.maskPath != nil }.map(\.name)
+        func invalid(_ message: String) -> EngineError { .invalidValue(op: "DataSplit", message: message) }
+        let validationCount = validationRatio?.count(of: masked.count) ?? 0
+        guard masked.count > validationCount else {
+            throw invalid("\(dataset.root) has \(masked.count) image\(masked.count == 1 ? "" : "s") with masks; validation ratio \(validationRatio?.description ?? "") takes \(validationCount), leaving none to label")
+        }
+        var stream = PhiloxStream(seed: seed)
+        let order = stream.permutation(masked.count).map { masked[$0] }
+        let training = order.dropFirst(validationCount)
+        let labelledCount = labelRatio.count(of: training.count)
+        let unmasked = dataset.items.filter { $0.maskPath == nil }.map(\.name)
+        return DataSplit(seed: seed, labelRatio: labelRatio, validationRatio: validationRatio,
+                         labelled: training.prefix(labelledCount).sorted(),
+                         unlabelled: (training.dropFirst(labelledCount) + unmasked).sorted(),
+                         validation: order.prefix(validationCount).sorted())
+    }
+
+    /// The indices of each role's images in `dataset`. Throws, listing them, when names are not in the dataset,
+    /// appear twice, or are labelled or validation images without a mask. Dataset images the split does not name are
+    /// left out.
+    public func indices(in dataset: Dataset) throws -> Indices {
+        let problems = self.problems(in: dataset)
+        guard problems.isEmpty else {
+            throw EngineError.invalidValue(op: "DataSplit", message: "split does not fit dataset \(dataset.root): " + problems.joined(separator: "; "))
+        }
+        let index = Dictionary(uniqueKeysWithValues: dataset.items.enumerated().map { ($1.name, $0) })
+        return Indices(labelled: labelled.map { index[$0]! }, unlabelled: unlabelled.map { index[$0]! },
+                       validation: validation.map { index[$0]! })
+    }
+
+    // MARK: files
+
+    /// Writes the split as JSON: `seed`, `labelRatio`, `validationRatio` (null when none), and the name lists
+    /// `labelled`, `unlabelled`, `validation`.
+    public func write(to path: String) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let file = File(seed: seed, labelRatio: labelRatio.description, validationRatio: validationRatio?.description,
+                        labelled: labelled, unlabelled: unlabelled, validation: validation)
+        do { try encoder.encode(file).write(to: URL(fileURLWithPath: path)) } catch {
+            throw EngineError.file(path: path, message: "cannot write the split: \(error.localizedDescription)")
+        }
+    }
+
+    /// Reads a split written by `write` and checks it against `dataset` (see `indices(in:)`); every problem is named
+    /// in one `EngineError.file(path: path, …)`.
+    public static func read(path: String, dataset: Dataset) throws -> DataSplit {
+        let data: Data
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
+            throw EngineError.file(path: path, message: "cannot read the split: \(error.localizedDescription)")
+        }
+        let file: File
+        do { file = try JSONDecoder().decode(File.self, from: data) } catch {
+            throw EngineError.file(path: path, message: "not a split file (keys seed, labelRatio, validationRatio, labelled, unlabelled, validation): \(error)")
+        }
+        let split: DataSplit
+        do {
+            split = DataSplit(seed: file.seed, labelRatio: try Ratio(file.labelRatio),
+                              validationRatio: try file.validationRatio.map(Ratio.init),
+                              labelled: file.labelled.sorted(), unlabelled: file.unlabelled.sorted(), validation: file.validation.sorted())
+        } catch { throw EngineError.file(path: path, message: "\(error)") }
+        let problems = split.problems(in: dataset)
+        guard problems.isEmpty else {
+            throw EngineError.file(path: path, message: "split does not fit dataset \(dataset.root): " + problems.joined(separator: "; "))
+        }
+        return split
+    }
+
+    private struct File: Codable {
+        let seed: UInt64
+        let labelRatio: String
+        let validationRatio: String?
+        let labelled: [String]
+        let unlabelled: [String]
+        let validation: [String]
+    }
+
+    private func problems(in dataset: Dataset) -> [String] {
+        func list(_ names: [String]) -> String {
+            names.prefix(20).joined(separator: ", ") + (names.count > 20 ? ", … (\(names.count) in all)" : "")
+        }
+        let items = Dictionary(uniqueKeysWithValues: dataset.items.map { ($0.name, $0) })
+        let all = labelled + unlabelled + validation
+        var problems: [String] = []
+        if labelled.isEmpty { problems.append("no labelled images") }
+        let unknown = all.filter { items[$0] == nil }
+        if !unknown.isEmpty { problems.append("\(unknown.count) name\(unknown.count == 1 ? " is" : "s are") not in the dataset: \(list(unknown))") }
+        let repeated = Dictionary(grouping: all, by: { $0 }).filter { $0.value.count > 1 }.keys.sorted()
+        if !repeated.isEmpty { problems.append("named more than once: \(list(repeated))") }
+        let maskless = (labelled + validation).filter { items[$0].map { $0.maskPath == nil } ?? false }
+        if !maskless.isEmpty { problems.append("labelled or validation images without a mask: \(list(maskless))") }
+        return problems
+    }
+}
