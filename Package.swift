@@ -53,7 +53,7 @@ let package = Package(
             swiftSettings: numeric),
         .executableTarget(
             name: "bench",
-            dependencies: ["HistoCore", "HistoNN", "OpHarness", "HistoOpenCL", "CBLAS", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["HistoCore", "HistoNN", "HistoData", "OpHarness", "HistoOpenCL", "CBLAS", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "benchmarks/bench",
             swiftSettings: numeric),
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import CBLAS
 import Foundation
 import HistoCore
+import HistoData
 import HistoNN
 import HistoOpenCL
 
@@ -16,6 +17,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Only workloads whose name contains this.") var filter: String?
     @Option(help: "Minimum measuring time per workload, seconds.") var seconds = 1.0
     @Flag(help: "Small shapes and one repetition: checks that every workload runs.") var quick = false
+    @Option(help: "Dataset folder for the loader benchmark (default: ../shared/data/monuseg-train when present).")
+    var data: String?
 
     func run() throws {
         OpenBLASTuning.reexecWithWidestKernelsIfNeeded()
@@ -50,6 +53,13 @@ struct Bench: ParsableCommand {
             print(line)
             results.append(row)
         }
+        if filter.map({ "loader".contains($0) }) ?? true, let folder = data ?? defaultData() {
+            let dataset = try Dataset.open(path: folder)
+            let rate = try LoaderBenchmark.patchesPerSecond(dataset: dataset, patchSize: 256, seconds: quick ? 1 : 5 * seconds)
+            print("loader 256² patches (load + augment)".padding(toLength: 36, withPad: " ", startingAt: 0)
+                  + String(format: "%9.1f patches/s  (%@)", rate, folder as NSString))
+            results.append(["name": "loader 256 patches", "patches_per_s": rate, "data": folder])
+        }
         if let json {
             let document: [String: Any] = ["machine": machine.description, "peak_gflops_estimate": machine.peakGFLOPs,
                                            "backend": target.name, "results": results]
@@ -60,5 +70,11 @@ struct Bench: ParsableCommand {
         if FallbackReport.shared.total > 0 {
             print("CPU fallbacks: " + FallbackReport.shared.counts.sorted { $0.key < $1.key }.map { "\($0.key) ×\($0.value)" }.joined(separator: ", "))
         }
+    }
+
+    func defaultData() -> String? {
+        let path = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
+            .appendingPathComponent("../shared/data/monuseg-train").standardizedFileURL.path
+        return FileManager.default.fileExists(atPath: path) ? path : nil
     }
 }
