@@ -48,7 +48,7 @@ let package = Package(
 
         .executableTarget(
             name: "histodiff",
-            dependencies: ["HistoCore", "HistoNN", "HistoData", "HistoOpenCL", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["HistoCore", "HistoNN", "HistoData", "HistoMetrics", "HistoOpenCL", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: numeric),
         .executableTarget(
             name: "bench",
