@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "HistoCore", targets: ["HistoCore"]),
         .library(name: "HistoNN", targets: ["HistoNN"]),
         .library(name: "HistoData", targets: ["HistoData"]),
+        .library(name: "HistoMetrics", targets: ["HistoMetrics"]),
         .executable(name: "histodiff", targets: ["histodiff"]),
         .executable(name: "bench", targets: ["bench"]),
     ],
@@ -46,10 +47,12 @@ let package = Package(
         .target(name: "HistoNN", dependencies: ["HistoCore"], swiftSettings: numeric),
         // PNG reading/writing (libpng's simplified API), dataset folders, conversion to tensors, patches, resizing.
         .target(name: "HistoData", dependencies: ["HistoCore", "CPNG"], swiftSettings: numeric),
+        // Segmentation metrics on host label maps: confusion scores, AJI/AJI+, Hausdorff/HD95, threshold sweeps, run statistics.
+        .target(name: "HistoMetrics", dependencies: ["HistoCore", "HistoData"], swiftSettings: numeric),
 
         .executableTarget(
             name: "histodiff",
-            dependencies: ["HistoCore", "HistoNN", "HistoData", "HistoOpenCL", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["HistoCore", "HistoNN", "HistoData", "HistoMetrics", "HistoOpenCL", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: numeric),
         .executableTarget(
             name: "bench",
@@ -62,6 +65,8 @@ let package = Package(
         .testTarget(name: "HistoNNTests", dependencies: ["HistoCore", "HistoNN", "HistoData"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "HistoDataTests", dependencies: ["HistoCore", "HistoData"],
+                    resources: [.copy("Fixtures")]),
+        .testTarget(name: "HistoMetricsTests", dependencies: ["HistoCore", "HistoData", "HistoMetrics"],
                     resources: [.copy("Fixtures")]),
     ],
     swiftLanguageModes: [.v5]
