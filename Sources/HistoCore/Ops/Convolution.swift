@@ -4,7 +4,9 @@ import Foundation
 // Convolutions over NCHW images: conv2d with its two backward ops, conv_transpose2d, conv1d with kernel 1.
 // CPU references pack receptive fields into a column matrix (im2col) and multiply with cblas_sgemm per image
 // and group; a 1×1 stride-1 unpadded conv uses its input as the column matrix. Convs whose per-group GEMMs
-// would be tiny (depthwise) run a direct loop over planes instead.
+// would be tiny (depthwise) run a direct loop over planes instead. On a device (Kernels/conv.cl) each op is one
+// GEMM per group whose operands the kernel gathers straight from the tensors (ConvDims.gatherGemm); ConvKernelPath
+// switches to im2col + CLBlast for comparison.
 
 /// Hyper-parameters of a convolution: stride [h, w], zero padding [top, bottom, left, right], dilation [h, w], groups.
 public struct ConvGeometry: Sendable {
@@ -535,14 +537,14 @@ extension ConvDims {
     /// slices whose partial results conv_sum_slices adds in a fixed order.
     func gatherLaunches(_ kind: ConvGemmKind, bias: Bool) -> [KernelLaunch] {
         let gemm = gatherGemm(kind)
-        // Tile sizes of conv_gemm_tiled (TILE_M × TILE_N per work-group of GROUP_N × GROUP_M in Kernels/conv.cl).
-        let tile = 64, group = 16
+        // conv_gemm_tiled's TILE_M = TILE_N = 64 and its work-group of GROUP_N × GROUP_M = 4 × 16 (Kernels/conv.cl).
+        let tile = 64, group = [4, 16]
         let tiles = (gemm.n + tile - 1) / tile, tileRows = (gemm.m + tile - 1) / tile
-        // Parallel units (work-groups, or work-items for the direct kernel) worth splitting the reduction for.
+        // Parallel units (work-groups, or work-items for the direct kernel) that keep a GPU busy; slices of at least
+        // 64 terms keep the partial results small next to the work.
         let units = isDirect ? gemm.outputCount : tiles * tileRows * groups, wanted = isDirect ? 16384 : 256
-        let minimumSlice = 64
-        let slices = Swift.max(1, Swift.min(gemm.k / minimumSlice, wanted / units))
-        let chunk = (gemm.k + slices - 1) / slices
+        let slicesWanted = Swift.max(1, Swift.min(gemm.k / 64, wanted / units))
+        let chunk = (gemm.k + slicesWanted - 1) / slicesWanted
         let sliceCount = (gemm.k + chunk - 1) / chunk
         let target: KernelArgument = sliceCount == 1 ? .output : .scratch(index: 0, count: sliceCount * gemm.outputCount)
         // Without a bias the kernel ignores its bias argument; input 1 fills the slot.
@@ -551,7 +553,7 @@ extension ConvDims {
         let main: KernelLaunch = isDirect
             ? .kernel(file: "conv", name: "conv_gemm_direct", args: args, global: [gemm.n, gemm.m, groups * sliceCount])
             : .kernel(file: "conv", name: "conv_gemm_tiled", args: args,
-                      global: [tiles * group, tileRows * group, groups * sliceCount], local: [group, group, 1])
+                      global: [tiles * group[0], tileRows * group[1], groups * sliceCount], local: group + [1])
         guard sliceCount > 1 else { return [main] }
         return [main, elementwiseLaunch("conv", "conv_sum_slices", [target, .output, .int(Int32(sliceCount))], count: gemm.outputCount)]
     }
@@ -567,8 +569,8 @@ extension ConvDims {
             isPointwise ? (.input(0), first * cin * inPlane, cin * inPlane) : (columns, 0, columnsPerImage)
         }
         func pack(_ first: Int, _ images: Int) -> [KernelLaunch] {
-            isPointwise ? [] : [elementwiseLaunch("conv", "conv_im2col", [.input(0), columns, kernelShape, .int(Int32(first))],
-                                                  count: images * columnsPerImage)]
+            isPointwise ? [] : [.kernel(file: "conv", name: "conv_im2col", args: [.input(0), columns, kernelShape, .int(Int32(first))],
+                                        global: [wo, ho, images * cin * taps])]
         }
         var launches: [KernelLaunch] = []
         switch kind {
@@ -607,9 +609,9 @@ extension ConvDims {
                                                 batches: images, beta: bias && isPointwise ? 1 : 0)))
                 }
                 if !isPointwise {
-                    launches.append(elementwiseLaunch("conv", "conv_col2im", [columns, .input(bias ? 2 : 1), .int(bias ? 1 : 0), .output,
-                                                                              kernelShape, .int(Int32(first))],
-                                                      count: images * cin * inPlane))
+                    launches.append(.kernel(file: "conv", name: "conv_col2im",
+                                            args: [columns, .input(bias ? 2 : 1), .int(bias ? 1 : 0), .output, kernelShape, .int(Int32(first))],
+                                            global: [w, h, images * cin]))
                 }
             }
         case .backwardWeight:
