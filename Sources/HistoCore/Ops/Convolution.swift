@@ -564,9 +564,10 @@ extension ConvDims {
         let columnsPerImage = cin * taps * outPlane
         let chunk = Swift.max(1, Swift.min(n, (1 << 25) / columnsPerImage))
         let columns = KernelArgument.scratch(index: 0, count: chunk * columnsPerImage)
-        // Where image `first`'s columns are, and the stride between images.
-        func columnMatrix(_ first: Int) -> (KernelArgument, offset: Int, stride: Int) {
-            isPointwise ? (.input(0), first * cin * inPlane, cin * inPlane) : (columns, 0, columnsPerImage)
+        // Where image `first`'s column matrix is (a pointwise conv's is that image of x, or of dx), and the stride
+        // between images.
+        func columnMatrix(_ first: Int, image: KernelArgument) -> (KernelArgument, offset: Int, stride: Int) {
+            isPointwise ? (image, first * cin * inPlane, cin * inPlane) : (columns, 0, columnsPerImage)
         }
         func pack(_ first: Int, _ images: Int) -> [KernelLaunch] {
             isPointwise ? [] : [.kernel(file: "conv", name: "conv_im2col", args: [.input(0), columns, kernelShape, .int(Int32(first))],
@@ -580,7 +581,7 @@ extension ConvDims {
                                                   count: n * cout * outPlane))
             }
             for first in stride(from: 0, to: n, by: chunk) {
-                let images = Swift.min(chunk, n - first), (b, offset, batchStride) = columnMatrix(first)
+                let images = Swift.min(chunk, n - first), (b, offset, batchStride) = columnMatrix(first, image: .input(0))
                 launches += pack(first, images)
                 for g in 0..<groups {
                     launches.append(.gemm(.init(transposeA: false, transposeB: false, m: coutPerGroup, n: outPlane, k: groupK,
@@ -597,9 +598,7 @@ extension ConvDims {
                                                   count: n * cin * inPlane))
             }
             for first in stride(from: 0, to: n, by: chunk) {
-                let images = Swift.min(chunk, n - first)
-                let (c, offset, batchStride): (KernelArgument, Int, Int) = isPointwise
-                    ? (.output, first * cin * inPlane, cin * inPlane) : (columns, 0, columnsPerImage)
+                let images = Swift.min(chunk, n - first), (c, offset, batchStride) = columnMatrix(first, image: .output)
                 for g in 0..<groups {
                     launches.append(.gemm(.init(transposeA: true, transposeB: false, m: groupK, n: outPlane, k: coutPerGroup,
                                                 a: .input(1), aOffset: g * coutPerGroup * groupK, aBatchStride: 0, lda: groupK,
@@ -619,7 +618,7 @@ extension ConvDims {
             let weights = cout * groupK
             let partial: KernelArgument = n == 1 ? .output : .scratch(index: 1, count: n * weights)
             for first in stride(from: 0, to: n, by: chunk) {
-                let images = Swift.min(chunk, n - first), (b, offset, batchStride) = columnMatrix(first)
+                let images = Swift.min(chunk, n - first), (b, offset, batchStride) = columnMatrix(first, image: .input(0))
                 launches += pack(first, images)
                 for g in 0..<groups {
                     launches.append(.gemm(.init(transposeA: false, transposeB: true, m: coutPerGroup, n: groupK, k: outPlane,
