@@ -1,9 +1,12 @@
 import CBLAS
+import Foundation
 
 // Convolutions over NCHW images: conv2d with its two backward ops, conv_transpose2d, conv1d with kernel 1.
 // CPU references pack receptive fields into a column matrix (im2col) and multiply with cblas_sgemm per image
 // and group; a 1×1 stride-1 unpadded conv uses its input as the column matrix. Convs whose per-group GEMMs
-// would be tiny (depthwise) run a direct loop over planes instead.
+// would be tiny (depthwise) run a direct loop over planes instead. On a device (Kernels/conv.cl) each op is one
+// GEMM per group whose operands the kernel gathers straight from the tensors (ConvDims.gatherGemm); ConvKernelPath
+// switches to im2col + CLBlast for comparison.
 
 /// Hyper-parameters of a convolution: stride [h, w], zero padding [top, bottom, left, right], dilation [h, w], groups.
 public struct ConvGeometry: Sendable {
@@ -89,6 +92,13 @@ public struct Conv2D: Operation {
     }
 }
 
+extension Conv2D: DeviceOperation {
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        let d = try! geometry.dims(input: inputShapes[0], weight: inputShapes[1])
+        return d.deviceLaunches(.forward, bias: inputShapes.count == 3)
+    }
+}
+
 /// dx of conv2d from dy [N, Cout, Ho, Wo] and w; `inputSize` [H, W] picks x's extent (several fit one Ho).
 public struct Conv2DBackwardInput: Operation {
     public let geometry: ConvGeometry
@@ -114,6 +124,13 @@ public struct Conv2DBackwardInput: Operation {
     public func vjp(_ ctx: VJPContext) -> [Tensor?] { noGradient(ctx) }
 }
 
+extension Conv2DBackwardInput: DeviceOperation {
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        let d = try! geometry.dims(input: outputShape, weight: inputShapes[1])
+        return d.deviceLaunches(.backwardInput, bias: false)
+    }
+}
+
 /// dw of conv2d from x and dy [N, Cout, Ho, Wo]; `kernelSize` is [kh, kw].
 public struct Conv2DBackwardWeight: Operation {
     public let geometry: ConvGeometry
@@ -137,6 +154,13 @@ public struct Conv2DBackwardWeight: Operation {
         d.backwardWeight(args.inputs[0].baseAddress!, args.inputs[1].baseAddress!, args.output.baseAddress!)
     }
     public func vjp(_ ctx: VJPContext) -> [Tensor?] { noGradient(ctx) }
+}
+
+extension Conv2DBackwardWeight: DeviceOperation {
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        let d = try! geometry.dims(input: inputShapes[0], weight: outputShape)
+        return d.deviceLaunches(.backwardWeight, bias: false)
+    }
 }
 
 /// Transposed convolution (the adjoint of conv2d): x [N, Cin, H, W], w [Cin, Cout/groups, kh, kw] (PyTorch's
@@ -180,6 +204,14 @@ public struct ConvTranspose2D: Operation {
         ]
         if ctx.inputs.count == 3 { grads.append(dy.sum(axes: [0, 2, 3])) }
         return grads
+    }
+}
+
+extension ConvTranspose2D: DeviceOperation {
+    /// conv2d's input gradient with conv_transpose2d's bias.
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        let d = try! geometry.dims(input: outputShape, weight: inputShapes[1])
+        return d.deviceLaunches(.backwardInput, bias: inputShapes.count == 3)
     }
 }
 
@@ -395,6 +427,216 @@ struct ConvDims {
                 Int32(m), Int32(n), Int32(k), 1, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
 }
 
+// MARK: Device kernels (Kernels/conv.cl)
+
+/// How the device runs convolutions whose per-group GEMMs are large enough to tile: `direct` (the default), conv.cl's
+/// tiled kernel reading its GEMM operands straight from the tensors, or `im2col`, column matrices packed in device
+/// memory and multiplied by CLBlast's SGEMM (kept to compare with, e.g. in `bench`). Chosen once per process by the
+/// environment variable `HISTODIFF_CONV=direct|im2col`. Depthwise-like convs take conv.cl's direct kernel either way.
+public enum ConvKernelPath: String, Sendable {
+    case direct, im2col
+
+    public static let selected: ConvKernelPath = {
+        guard let value = ProcessInfo.processInfo.environment["HISTODIFF_CONV"] else { return .direct }
+        guard let path = ConvKernelPath(rawValue: value) else {
+            FileHandle.standardError.write(Data("note: HISTODIFF_CONV=\(value) is neither direct nor im2col; using direct\n".utf8))
+            return .direct
+        }
+        return path
+    }()
+}
+
+/// The three GEMMs of a convolution (per group), as conv.cl computes them.
+enum ConvGemmKind {
+    /// y [cout/g × n·ho·wo] = w · columns of x
+    case forward
+    /// dx [cin/g × n·h·w] = wᵀ · dy, each dx element gathering the dy entries whose windows cover it
+    case backwardInput
+    /// dw [cout/g × cin/g·kh·kw] = dy · columns of xᵀ, a sum over every output pixel of the batch
+    case backwardWeight
+}
+
+/// conv.cl's `GatherGemm`: per group g, C [m × n] = A [m × k] · B [k × n] with A, B and C addressed in the NCHW
+/// tensors through two axis maps (see the kernel file for the exact formulas).
+struct GatherGemm {
+    /// One GEMM axis as nested coordinates (a, b < mid, c < last): B offset a·offA, sample position
+    /// (b·yB + y0, c·xC + x0), and an offset into the other operand a·secondA + b·secondB + c·secondC.
+    struct Axis {
+        var mid, last, offA, yB, y0, xC, x0, secondA, secondB, secondC: Int
+        var fields: [Int] { [mid, last, offA, yB, y0, xC, x0, secondA, secondB, secondC] }
+    }
+    var m, n, k, groups: Int
+    var aGroup, aM: Int
+    var bGroup, rows, cols, sy, sx: Int
+    var cGroup, cM: Int
+    var bKFastest: Bool
+    var j, kAxis: Axis
+
+    /// Elements of C over all groups: the output tensor's size.
+    var outputCount: Int { m * n * groups }
+
+    /// The struct's fields, with reduction slices of `kChunk` writing their partial C `outputCount` apart.
+    func descriptor(kChunk: Int) -> KernelArgument {
+        let fields = [m, n, k, groups, aGroup, aM, bGroup, rows, cols, sy, sx, cGroup, cM, kChunk, outputCount, bKFastest ? 1 : 0]
+        return .ints((fields + j.fields + kAxis.fields).map { Int32($0) })
+    }
+}
+
+extension ConvDims {
+    /// The GEMM of `kind` for this convolution. Operand B is always input 0 (x, or dy for the input gradient) and A
+    /// input 1 (w, or dy for the weight gradient).
+    func gatherGemm(_ kind: ConvGemmKind) -> GatherGemm {
+        // Axes over output pixels (image, oy, ox), input pixels (image, iy, ix) and one group's taps (channel, ky, kx).
+        switch kind {
+        case .forward:
+            // B(k, j) = x at (oy·sh − pt + ky·dh, ox·sw − pl + kx·dw).
+            return GatherGemm(m: coutPerGroup, n: n * outPlane, k: groupK, groups: groups,
+                              aGroup: coutPerGroup * groupK, aM: groupK,
+                              bGroup: cinPerGroup * inPlane, rows: h, cols: w, sy: 1, sx: 1,
+                              cGroup: coutPerGroup * outPlane, cM: outPlane, bKFastest: false,
+                              j: .init(mid: ho, last: wo, offA: cin * inPlane, yB: sh, y0: -pt, xC: sw, x0: -pl,
+                                       secondA: cout * outPlane, secondB: wo, secondC: 1),
+                              kAxis: .init(mid: kh, last: kw, offA: inPlane, yB: dh, y0: 0, xC: dw, x0: 0,
+                                           secondA: taps, secondB: kw, secondC: 1))
+        case .backwardInput:
+            // B(k, j) = dy at ((iy + pt − ky·dh) / sh, (ix + pl − kx·dw) / sw) where both divide exactly.
+            return GatherGemm(m: cinPerGroup, n: n * inPlane, k: coutPerGroup * taps, groups: groups,
+                              aGroup: coutPerGroup * groupK, aM: taps,
+                              bGroup: coutPerGroup * outPlane, rows: ho, cols: wo, sy: sh, sx: sw,
+                              cGroup: cinPerGroup * inPlane, cM: inPlane, bKFastest: false,
+                              j: .init(mid: h, last: w, offA: cout * outPlane, yB: 1, y0: pt, xC: 1, x0: pl,
+                                       secondA: cin * inPlane, secondB: w, secondC: 1),
+                              kAxis: .init(mid: kh, last: kw, offA: outPlane, yB: -dh, y0: 0, xC: -dw, x0: 0,
+                                           secondA: groupK, secondB: kw, secondC: 1))
+        case .backwardWeight:
+            // A(m, k) = dy; B(k, j) = x at (oy·sh + ky·dh − pt, ox·sw + kx·dw − pl), contiguous along k.
+            return GatherGemm(m: coutPerGroup, n: groupK, k: n * outPlane, groups: groups,
+                              aGroup: coutPerGroup * outPlane, aM: outPlane,
+                              bGroup: cinPerGroup * inPlane, rows: h, cols: w, sy: 1, sx: 1,
+                              cGroup: coutPerGroup * groupK, cM: groupK, bKFastest: true,
+                              j: .init(mid: kh, last: kw, offA: inPlane, yB: dh, y0: -pt, xC: dw, x0: -pl,
+                                       secondA: taps, secondB: kw, secondC: 1),
+                              kAxis: .init(mid: ho, last: wo, offA: cin * inPlane, yB: sh, y0: 0, xC: sw, x0: 0,
+                                           secondA: cout * outPlane, secondB: wo, secondC: 1))
+        }
+    }
+
+    /// conv.cl's `ConvShape`.
+    var kernelShape: KernelArgument {
+        .ints([n, cin, h, w, cout, kh, kw, ho, wo, sh, sw, dh, dw, pt, pl, groups].map { Int32($0) })
+    }
+
+    /// The launches computing `kind` into the op's output; `bias` adds input 2 per output channel.
+    func deviceLaunches(_ kind: ConvGemmKind, bias: Bool) -> [KernelLaunch] {
+        if !isDirect && ConvKernelPath.selected == .im2col { return im2colLaunches(kind, bias: bias) }
+        return gatherLaunches(kind, bias: bias)
+    }
+
+    /// conv_gemm_tiled (or, for tiny per-group GEMMs, conv_gemm_direct). When the output alone gives the device too
+    /// little parallel work (weight gradients: few outputs, each a sum over the whole batch) the reduction is cut into
+    /// slices whose partial results conv_sum_slices adds in a fixed order.
+    func gatherLaunches(_ kind: ConvGemmKind, bias: Bool) -> [KernelLaunch] {
+        let gemm = gatherGemm(kind)
+        // conv_gemm_tiled's TILE_M = TILE_N = 64 and its work-group of GROUP_N × GROUP_M = 4 × 16 (Kernels/conv.cl).
+        let tile = 64, group = [4, 16]
+        let tiles = (gemm.n + tile - 1) / tile, tileRows = (gemm.m + tile - 1) / tile
+        // Parallel units (work-groups, or work-items for the direct kernel) that keep a GPU busy; slices of at least
+        // 64 terms keep the partial results small next to the work.
+        let units = isDirect ? gemm.outputCount : tiles * tileRows * groups, wanted = isDirect ? 16384 : 256
+        let slicesWanted = Swift.max(1, Swift.min(gemm.k / 64, wanted / units))
+        let chunk = (gemm.k + slicesWanted - 1) / slicesWanted
+        let sliceCount = (gemm.k + chunk - 1) / chunk
+        let target: KernelArgument = sliceCount == 1 ? .output : .scratch(index: 0, count: sliceCount * gemm.outputCount)
+        // Without a bias the kernel ignores its bias argument; input 1 fills the slot.
+        let args: [KernelArgument] = [.input(1), .input(0), .input(bias ? 2 : 1), .int(bias ? 1 : 0), target,
+                                      gemm.descriptor(kChunk: chunk)]
+        let main: KernelLaunch = isDirect
+            ? .kernel(file: "conv", name: "conv_gemm_direct", args: args, global: [gemm.n, gemm.m, groups * sliceCount])
+            : .kernel(file: "conv", name: "conv_gemm_tiled", args: args,
+                      global: [tiles * group[0], tileRows * group[1], groups * sliceCount], local: group + [1])
+        guard sliceCount > 1 else { return [main] }
+        return [main, elementwiseLaunch("conv", "conv_sum_slices", [target, .output, .int(Int32(sliceCount))], count: gemm.outputCount)]
+    }
+
+    /// Column matrices (conv_im2col, or the input itself for pointwise convs) and CLBlast's strided-batched SGEMM,
+    /// one call per group over a chunk of images; the column matrices of a chunk stay below 2²⁵ floats.
+    func im2colLaunches(_ kind: ConvGemmKind, bias: Bool) -> [KernelLaunch] {
+        let columnsPerImage = cin * taps * outPlane
+        let chunk = Swift.max(1, Swift.min(n, (1 << 25) / columnsPerImage))
+        let columns = KernelArgument.scratch(index: 0, count: chunk * columnsPerImage)
+        // Where image `first`'s column matrix is (a pointwise conv's is that image of x, or of dx), and the stride
+        // between images.
+        func columnMatrix(_ first: Int, image: KernelArgument) -> (KernelArgument, offset: Int, stride: Int) {
+            isPointwise ? (image, first * cin * inPlane, cin * inPlane) : (columns, 0, columnsPerImage)
+        }
+        func pack(_ first: Int, _ images: Int) -> [KernelLaunch] {
+            isPointwise ? [] : [.kernel(file: "conv", name: "conv_im2col", args: [.input(0), columns, kernelShape, .int(Int32(first))],
+                                        global: [wo, ho, images * cin * taps])]
+        }
+        var launches: [KernelLaunch] = []
+        switch kind {
+        case .forward:
+            if bias {
+                launches.append(elementwiseLaunch("conv", "conv_fill_bias", [.input(2), .output, .int(Int32(cout)), .int(Int32(outPlane))],
+                                                  count: n * cout * outPlane))
+            }
+            for first in stride(from: 0, to: n, by: chunk) {
+                let images = Swift.min(chunk, n - first), (b, offset, batchStride) = columnMatrix(first, image: .input(0))
+                launches += pack(first, images)
+                for g in 0..<groups {
+                    launches.append(.gemm(.init(transposeA: false, transposeB: false, m: coutPerGroup, n: outPlane, k: groupK,
+                                                a: .input(1), aOffset: g * coutPerGroup * groupK, aBatchStride: 0, lda: groupK,
+                                                b: b, bOffset: offset + g * groupK * outPlane, bBatchStride: batchStride, ldb: outPlane,
+                                                c: .output, cOffset: (first * cout + g * coutPerGroup) * outPlane,
+                                                cBatchStride: cout * outPlane, ldc: outPlane, batches: images, beta: bias ? 1 : 0)))
+                }
+            }
+        case .backwardInput:
+            // Column gradients wᵀ·dy, then conv_col2im gathers them onto dx (pointwise: the GEMM writes dx itself).
+            if bias && isPointwise {
+                launches.append(elementwiseLaunch("conv", "conv_fill_bias", [.input(2), .output, .int(Int32(cin)), .int(Int32(inPlane))],
+                                                  count: n * cin * inPlane))
+            }
+            for first in stride(from: 0, to: n, by: chunk) {
+                let images = Swift.min(chunk, n - first), (c, offset, batchStride) = columnMatrix(first, image: .output)
+                for g in 0..<groups {
+                    launches.append(.gemm(.init(transposeA: true, transposeB: false, m: groupK, n: outPlane, k: coutPerGroup,
+                                                a: .input(1), aOffset: g * coutPerGroup * groupK, aBatchStride: 0, lda: groupK,
+                                                b: .input(0), bOffset: (first * cout + g * coutPerGroup) * outPlane,
+                                                bBatchStride: cout * outPlane, ldb: outPlane,
+                                                c: c, cOffset: offset + g * groupK * outPlane, cBatchStride: batchStride, ldc: outPlane,
+                                                batches: images, beta: bias && isPointwise ? 1 : 0)))
+                }
+                if !isPointwise {
+                    launches.append(.kernel(file: "conv", name: "conv_col2im",
+                                            args: [columns, .input(bias ? 2 : 1), .int(bias ? 1 : 0), .output, kernelShape, .int(Int32(first))],
+                                            global: [w, h, images * cin]))
+                }
+            }
+        case .backwardWeight:
+            // One dw per image (dy·columnsᵀ), summed over the batch by conv_sum_slices.
+            let weights = cout * groupK
+            let partial: KernelArgument = n == 1 ? .output : .scratch(index: 1, count: n * weights)
+            for first in stride(from: 0, to: n, by: chunk) {
+                let images = Swift.min(chunk, n - first), (b, offset, batchStride) = columnMatrix(first, image: .input(0))
+                launches += pack(first, images)
+                for g in 0..<groups {
+                    launches.append(.gemm(.init(transposeA: false, transposeB: true, m: coutPerGroup, n: groupK, k: outPlane,
+                                                a: .input(1), aOffset: (first * cout + g * coutPerGroup) * outPlane,
+                                                aBatchStride: cout * outPlane, lda: outPlane,
+                                                b: b, bOffset: offset + g * groupK * outPlane, bBatchStride: batchStride, ldb: outPlane,
+                                                c: partial, cOffset: first * weights + g * coutPerGroup * groupK,
+                                                cBatchStride: weights, ldc: groupK, batches: images)))
+                }
+            }
+            if n > 1 {
+                launches.append(elementwiseLaunch("conv", "conv_sum_slices", [partial, .output, .int(Int32(n))], count: weights))
+            }
+        }
+        return launches
+    }
+}
+
 extension Tensor {
     /// 2-D convolution of self [N, Cin, H, W] with `weight` [Cout, Cin/groups, kh, kw] (PyTorch's layout);
     /// `padding` is [top, bottom, left, right] zeros.
@@ -463,6 +705,16 @@ extension HarnessCatalog {
             },
             conv("conv2d.no_bias", [.normal([2, 3, 6, 5]), .normal([4, 3, 3, 3])]) {
                 $0[0].conv2d($0[1], stride: 2, padding: 0)
+            },
+            // Several 64-wide tiles, partial edge tiles and reductions cut into slices on the device.
+            conv("conv2d.tiles_split", [.normal([2, 2, 9, 8]), .normal([3, 2, 3, 3]), .normal([3])]) {
+                $0[0].conv2d($0[1], bias: $0[2], stride: 1, padding: 1)
+            },
+            conv("conv2d.wide_channels", [.normal([1, 1, 3, 3]), .normal([66, 1, 2, 2]), .normal([66])]) {
+                $0[0].conv2d($0[1], bias: $0[2])
+            },
+            conv("conv2d.deep_channels", [.normal([1, 66, 2, 2]), .normal([1, 66, 2, 2]), .normal([1])]) {
+                $0[0].conv2d($0[1], bias: $0[2])
             },
             conv("conv_transpose2d.4x4_s2_p1", [.normal([2, 4, 3, 5]), .normal([4, 3, 4, 4]), .normal([3])]) {
                 $0[0].convTranspose2d($0[1], bias: $0[2], stride: [2, 2], padding: [1, 1, 1, 1])
