@@ -62,7 +62,7 @@ let package = Package(
 
         .testTarget(name: "HistoCoreTests", dependencies: ["HistoCore", "OpHarness", "HistoOpenCL"],
                     resources: [.copy("Fixtures")]),
-        .testTarget(name: "HistoNNTests", dependencies: ["HistoCore", "HistoNN", "HistoData"],
+        .testTarget(name: "HistoNNTests", dependencies: ["HistoCore", "HistoNN", "HistoData", "HistoOpenCL"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "HistoDataTests", dependencies: ["HistoCore", "HistoData"],
                     resources: [.copy("Fixtures")]),

@@ -1,6 +1,7 @@
 import XCTest
 import HistoCore
 @testable import HistoNN
+import HistoOpenCL
 
 final class LayerTests: XCTestCase {
     func testBatchNormUpdatesRunningStatisticsLikePyTorch() throws {
@@ -84,5 +85,27 @@ final class MemoryReuseTests: XCTestCase {
             fresh.append(pool.freshAllocations)
         }
         XCTAssertEqual(fresh[3], fresh[1], "steps 3 and 4 allocated \(fresh[3] - fresh[1]) fresh buffers")
+    }
+}
+
+final class BackendTrainingParityTests: XCTestCase {
+    /// Three Adam steps of the UNet-style block give the same losses on OpenCL (PoCL in CI) as on the CPU.
+    func testUNetStepLossesMatchBetweenBackends() throws {
+        guard let device = try OpenCLBackend.make() else { throw XCTSkip("no OpenCL device on this machine") }
+        func losses(on backend: any Backend) throws -> [Float] {
+            let g = RandomGenerator(seed: 21)
+            let model = MemoryReuseTests.TinyUNetBlock(generator: g)
+            let optimizer = Adam([ParameterGroup(model.trainableParameters())], learningRate: 1e-2)
+            let x = try g.normal([2, 3, 16, 16]).materialized(), target = try g.normal([2, 3, 16, 16]).materialized()
+            return try (0..<3).map { _ in
+                let (loss, grads) = try Gradients.of((model(x) - target).square().mean(), wrt: model.trainableParameters(), on: backend)
+                try optimizer.step(grads)
+                return loss
+            }
+        }
+        let cpu = try losses(on: CPUBackend.shared), opencl = try losses(on: device)
+        print("UNet step losses: cpu \(cpu), opencl \(opencl); CPU fallbacks on OpenCL: \(FallbackReport.shared.counts)")
+        for (a, b) in zip(cpu, opencl) { XCTAssertEqual(a, b, accuracy: 1e-4 * max(1, abs(a))) }
+        XCTAssertLessThan(cpu[2], cpu[0], "the loss should fall over three steps")
     }
 }
