@@ -2,6 +2,315 @@
 
 enum KernelSources {
     static let files: [String: String] = [
+        "attention.cl": #"""
+// Attention (Sources/HistoCore/Ops/Attention.swift). Scaled-dot-product attention in the flash-attention style:
+// no [N, M] matrix reaches global memory. A work-group owns ATT_ROWS rows (queries; keys in the dK/dV pass), one
+// work-item per row with its accumulators in private memory, and the other side streams through local memory in
+// blocks of ATT_BLOCK rows, ATT_DEPTH columns at a time. Any depth works: dot products loop over depth chunks,
+// and outputs wider than ATT_DEPTH are split into column chunks along the third range dimension (each chunk
+// recomputes its logits). The backward pass recomputes P = exp(logits − lse) blockwise from q, k, the bias and
+// the per-row log-sum-exp of a statistics pass; the bias gradient is gathered per bias element, so broadcast sums
+// need no atomics and are deterministic.
+#include "common.h"
+#define ATT_ROWS 64
+#define ATT_BLOCK 32
+#define ATT_DEPTH 32
+#define ATT_TILE (ATT_BLOCK * ATT_DEPTH)
+#define BIAS_PITCH (ATT_BLOCK + 1)
+#define BIAS_TILE (ATT_ROWS * BIAS_PITCH)
+
+// q [B, H, N, D], k [B, H, M, D], v [B, H, M, Dv], bias [bias_batch, bias_heads, N, M] (bias_batch 0: no bias).
+typedef struct { int batch, heads, queries, keys, depth, value_depth, bias_batch, bias_heads; } AttentionShape;
+
+inline int chunk_count(int width) { return (width + ATT_DEPTH - 1) / ATT_DEPTH; }
+
+// Element offset of the bias slice that item b·H + h adds.
+inline int bias_offset(AttentionShape a, int item) {
+    int b = a.bias_batch == 1 ? 0 : item / a.heads, h = a.bias_heads == 1 ? 0 : item % a.heads;
+    return (b * a.bias_heads + h) * a.queries * a.keys;
+}
+
+// Rows [0, rows) and columns [col0, col0 + ATT_DEPTH) of a row-major block of width `width` into
+// tile [ATT_BLOCK][ATT_DEPTH], zero outside; coalesced along the rows.
+inline void load_tile(__global const float* src, int rows, int width, int col0, __local float* tile) {
+    for (int idx = get_local_id(0); idx < ATT_TILE; idx += ATT_ROWS) {
+        int t = idx / ATT_DEPTH, d = idx % ATT_DEPTH;
+        tile[idx] = t < rows && col0 + d < width ? src[t * width + col0 + d] : 0.0f;
+    }
+}
+
+// out[t] = row · src[t] for the ATT_BLOCK rows of a row-major [rows, width] block (0 past `rows`), the block staged
+// through `tile` one column chunk at a time. Chunk `keep` is visited last and stays in `tile` for the caller
+// (keep = −1: natural order). Every work-item of the group calls this (barriers).
+inline void dot_block(__global const float* row, __global const float* src, int rows, int width, int keep,
+                      __local float* tile, float* out) {
+    int chunks = chunk_count(width);
+    for (int t = 0; t < ATT_BLOCK; ++t) out[t] = 0.0f;
+    for (int step = 1; step <= chunks; ++step) {
+        int col0 = (keep + step) % chunks * ATT_DEPTH;
+        float r[ATT_DEPTH];
+        for (int d = 0; d < ATT_DEPTH; ++d) r[d] = col0 + d < width ? row[col0 + d] : 0.0f;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        load_tile(src, rows, width, col0, tile);
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int t = 0; t < ATT_BLOCK; ++t) {
+            float dot = 0.0f;
+            for (int d = 0; d < ATT_DEPTH; ++d) dot += r[d] * tile[t * ATT_DEPTH + d];
+            out[t] += dot;
+        }
+    }
+}
+
+// Logits scale·q·kᵀ + bias of this work-item's query row against keys j0 … j0 + ATT_BLOCK − 1 (−∞ past the last
+// key). The group's bias rows row0 … row0 + ATT_ROWS − 1 come through `btile`; `keep` as in dot_block.
+inline void logits_block(AttentionShape a, float scale, __global const float* qrow, __global const float* kitem,
+                         __global const float* bslice, int row0, int j0, int keep,
+                         __local float* ktile, __local float* btile, float* s) {
+    int count = min(ATT_BLOCK, a.keys - j0);
+    dot_block(qrow, kitem + j0 * a.depth, count, a.depth, keep, ktile, s);
+    if (a.bias_batch > 0) {
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int idx = get_local_id(0); idx < ATT_ROWS * ATT_BLOCK; idx += ATT_ROWS) {
+            int r = idx / ATT_BLOCK, t = idx % ATT_BLOCK;
+            btile[r * BIAS_PITCH + t] = row0 + r < a.queries && t < count ? bslice[(row0 + r) * a.keys + j0 + t] : 0.0f;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        __local const float* brow = btile + get_local_id(0) * BIAS_PITCH;
+        for (int t = 0; t < ATT_BLOCK; ++t) s[t] = t < count ? s[t] * scale + brow[t] : -INFINITY;
+    } else {
+        for (int t = 0; t < ATT_BLOCK; ++t) s[t] = t < count ? s[t] * scale : -INFINITY;
+    }
+}
+
+// Folds a block of logits into the running maximum and sum of exponentials; s becomes exp(s − new maximum).
+// Returns the factor that rescales what was accumulated before.
+inline float online_softmax(float* s, float* top, float* sum) {
+    float m = *top;
+    for (int t = 0; t < ATT_BLOCK; ++t) m = fmax(m, s[t]);
+    if (m == -INFINITY) {
+        for (int t = 0; t < ATT_BLOCK; ++t) s[t] = 0.0f;
+        return 1.0f;
+    }
+    float alpha = exp(*top - m), block = 0.0f;
+    for (int t = 0; t < ATT_BLOCK; ++t) { s[t] = exp(s[t] - m); block += s[t]; }
+    *sum = *sum * alpha + block;
+    *top = m;
+    return alpha;
+}
+
+// out = softmax(logits)·v, columns chunk·ATT_DEPTH … of Dv for range dimension 2. Range [N↑, B·H, chunks(Dv)].
+__kernel void attention_forward(__global const float* q, int qo, __global const float* k, int ko,
+                                __global const float* v, int vo, __global const float* bias, int bo,
+                                __global float* out, int oo, AttentionShape a, float scale) {
+    __local float ktile[ATT_TILE], vtile[ATT_TILE], btile[BIAS_TILE];
+    int lid = get_local_id(0), row0 = get_group_id(0) * ATT_ROWS, item = get_global_id(1);
+    int col0 = get_global_id(2) * ATT_DEPTH, row = min(row0 + lid, a.queries - 1);
+    __global const float* qrow = q + qo + (item * a.queries + row) * a.depth;
+    __global const float* kitem = k + ko + item * a.keys * a.depth;
+    __global const float* vitem = v + vo + item * a.keys * a.value_depth;
+    __global const float* bslice = bias + bo + (a.bias_batch > 0 ? bias_offset(a, item) : 0);
+    float top = -INFINITY, sum = 0.0f, acc[ATT_DEPTH], p[ATT_BLOCK];
+    for (int e = 0; e < ATT_DEPTH; ++e) acc[e] = 0.0f;
+    for (int j0 = 0; j0 < a.keys; j0 += ATT_BLOCK) {
+        logits_block(a, scale, qrow, kitem, bslice, row0, j0, -1, ktile, btile, p);
+        float alpha = online_softmax(p, &top, &sum);
+        barrier(CLK_LOCAL_MEM_FENCE);
+        load_tile(vitem + j0 * a.value_depth, min(ATT_BLOCK, a.keys - j0), a.value_depth, col0, vtile);
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int e = 0; e < ATT_DEPTH; ++e) {
+            float pv = 0.0f;
+            for (int t = 0; t < ATT_BLOCK; ++t) pv += p[t] * vtile[t * ATT_DEPTH + e];
+            acc[e] = acc[e] * alpha + pv;
+        }
+    }
+    if (row0 + lid >= a.queries) return;
+    __global float* orow = out + oo + (item * a.queries + row) * a.value_depth;
+    for (int e = 0; e < ATT_DEPTH; ++e) {
+        if (col0 + e < a.value_depth) orow[col0 + e] = acc[e] / sum;
+    }
+}
+
+// Per query row r of item i: stats[i·N + r] = log Σ exp(logits) and stats[B·H·N + i·N + r] = Σ dO·O (the row
+// term of dS = P∘(dP − rowsum(dO∘O))). Range [N↑, B·H].
+__kernel void attention_row_statistics(__global const float* q, int qo, __global const float* k, int ko,
+                                       __global const float* bias, int bo, __global const float* o, int oo,
+                                       __global const float* dout, int doo, __global float* stats, int so,
+                                       AttentionShape a, float scale) {
+    __local float ktile[ATT_TILE], btile[BIAS_TILE];
+    int lid = get_local_id(0), row0 = get_group_id(0) * ATT_ROWS, item = get_global_id(1);
+    int row = min(row0 + lid, a.queries - 1);
+    __global const float* qrow = q + qo + (item * a.queries + row) * a.depth;
+    __global const float* kitem = k + ko + item * a.keys * a.depth;
+    __global const float* bslice = bias + bo + (a.bias_batch > 0 ? bias_offset(a, item) : 0);
+    float top = -INFINITY, sum = 0.0f, s[ATT_BLOCK];
+    for (int j0 = 0; j0 < a.keys; j0 += ATT_BLOCK) {
+        logits_block(a, scale, qrow, kitem, bslice, row0, j0, -1, ktile, btile, s);
+        online_softmax(s, &top, &sum);
+    }
+    if (row0 + lid >= a.queries) return;
+    int at = (item * a.queries + row) * a.value_depth;
+    float dot = 0.0f;
+    for (int e = 0; e < a.value_depth; ++e) dot += dout[doo + at + e] * o[oo + at + e];
+    int r = item * a.queries + row;
+    stats[so + r] = top + log(sum);
+    stats[so + a.batch * a.heads * a.queries + r] = dot;
+}
+
+// dq = scale·dS·K, columns chunk·ATT_DEPTH … of D; dS of each key block recomputed from the row statistics.
+// Range [N↑, B·H, chunks(D)].
+__kernel void attention_backward_query(__global const float* q, int qo, __global const float* k, int ko,
+                                       __global const float* v, int vo, __global const float* dout, int doo,
+                                       __global const float* bias, int bo, __global const float* stats, int so,
+                                       __global float* grads, int go, AttentionShape a, float scale) {
+    __local float ktile[ATT_TILE], vtile[ATT_TILE], btile[BIAS_TILE];
+    int lid = get_local_id(0), row0 = get_group_id(0) * ATT_ROWS, item = get_global_id(1), chunk = get_global_id(2);
+    int row = min(row0 + lid, a.queries - 1), r = item * a.queries + row;
+    __global const float* qrow = q + qo + r * a.depth;
+    __global const float* orow = dout + doo + r * a.value_depth;
+    __global const float* kitem = k + ko + item * a.keys * a.depth;
+    __global const float* vitem = v + vo + item * a.keys * a.value_depth;
+    __global const float* bslice = bias + bo + (a.bias_batch > 0 ? bias_offset(a, item) : 0);
+    float lse = stats[so + r], rowdot = stats[so + a.batch * a.heads * a.queries + r];
+    float acc[ATT_DEPTH], s[ATT_BLOCK], dp[ATT_BLOCK];
+    for (int e = 0; e < ATT_DEPTH; ++e) acc[e] = 0.0f;
+    for (int j0 = 0; j0 < a.keys; j0 += ATT_BLOCK) {
+        // ktile keeps this chunk's columns of the key block for the dq update below.
+        logits_block(a, scale, qrow, kitem, bslice, row0, j0, chunk, ktile, btile, s);
+        dot_block(orow, vitem + j0 * a.value_depth, min(ATT_BLOCK, a.keys - j0), a.value_depth, -1, vtile, dp);
+        for (int t = 0; t < ATT_BLOCK; ++t) s[t] = exp(s[t] - lse) * (dp[t] - rowdot);
+        for (int e = 0; e < ATT_DEPTH; ++e) {
+            float g = 0.0f;
+            for (int t = 0; t < ATT_BLOCK; ++t) g += s[t] * ktile[t * ATT_DEPTH + e];
+            acc[e] += g;
+        }
+    }
+    if (row0 + lid >= a.queries) return;
+    int col0 = chunk * ATT_DEPTH;
+    for (int e = 0; e < ATT_DEPTH; ++e) {
+        if (col0 + e < a.depth) grads[go + r * a.depth + col0 + e] = scale * acc[e];
+    }
+}
+
+// dk = scale·dSᵀ·Q and dv = Pᵀ·dO, one work-item per key, columns chunk·ATT_DEPTH … of each (a chunk past a
+// side's width skips that side); query blocks stream through local memory. Range [M↑, B·H, chunks(max(D, Dv))].
+__kernel void attention_backward_key(__global const float* q, int qo, __global const float* k, int ko,
+                                     __global const float* v, int vo, __global const float* dout, int doo,
+                                     __global const float* bias, int bo, __global const float* stats, int so,
+                                     __global float* grads, int go, int dk_start, int dv_start, AttentionShape a, float scale) {
+    __local float qtile[ATT_TILE], otile[ATT_TILE], btile[ATT_BLOCK * ATT_ROWS], lse[ATT_BLOCK], rowdot[ATT_BLOCK];
+    int lid = get_local_id(0), key0 = get_group_id(0) * ATT_ROWS, item = get_global_id(1), chunk = get_global_id(2);
+    int key = min(key0 + lid, a.keys - 1), n = a.queries, rows = a.batch * a.heads * n;
+    int k_chunks = chunk_count(a.depth), v_chunks = chunk_count(a.value_depth);
+    __global const float* krow = k + ko + (item * a.keys + key) * a.depth;
+    __global const float* vrow = v + vo + (item * a.keys + key) * a.value_depth;
+    __global const float* qitem = q + qo + item * n * a.depth;
+    __global const float* oitem = dout + doo + item * n * a.value_depth;
+    __global const float* bslice = bias + bo + (a.bias_batch > 0 ? bias_offset(a, item) : 0);
+    float dk[ATT_DEPTH], dv[ATT_DEPTH], p[ATT_BLOCK], ds[ATT_BLOCK];
+    for (int e = 0; e < ATT_DEPTH; ++e) { dk[e] = 0.0f; dv[e] = 0.0f; }
+    for (int i0 = 0; i0 < n; i0 += ATT_BLOCK) {
+        int count = min(ATT_BLOCK, n - i0);
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (lid < ATT_BLOCK) {
+            lse[lid] = lid < count ? stats[so + item * n + i0 + lid] : 0.0f;
+            rowdot[lid] = lid < count ? stats[so + rows + item * n + i0 + lid] : 0.0f;
+        }
+        if (a.bias_batch > 0) {
+            for (int idx = lid; idx < ATT_BLOCK * ATT_ROWS; idx += ATT_ROWS) {
+                int t = idx / ATT_ROWS, c = idx % ATT_ROWS;
+                btile[idx] = t < count && key0 + c < a.keys ? bslice[(i0 + t) * a.keys + key0 + c] : 0.0f;
+            }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        dot_block(krow, qitem + i0 * a.depth, count, a.depth, min(chunk, k_chunks - 1), qtile, p);
+        for (int t = 0; t < ATT_BLOCK; ++t) {
+            float logit = p[t] * scale + (a.bias_batch > 0 ? btile[t * ATT_ROWS + lid] : 0.0f);
+            p[t] = t < count ? exp(logit - lse[t]) : 0.0f;
+        }
+        dot_block(vrow, oitem + i0 * a.value_depth, count, a.value_depth, min(chunk, v_chunks - 1), otile, ds);
+        for (int t = 0; t < ATT_BLOCK; ++t) ds[t] = p[t] * (ds[t] - rowdot[t]);
+        for (int e = 0; e < ATT_DEPTH; ++e) {
+            float gk = 0.0f, gv = 0.0f;
+            for (int t = 0; t < ATT_BLOCK; ++t) {
+                gk += ds[t] * qtile[t * ATT_DEPTH + e];
+                gv += p[t] * otile[t * ATT_DEPTH + e];
+            }
+            dk[e] += gk; dv[e] += gv;
+        }
+    }
+    if (key0 + lid >= a.keys) return;
+    int col0 = chunk * ATT_DEPTH, j = item * a.keys + key;
+    for (int e = 0; e < ATT_DEPTH; ++e) {
+        if (chunk < k_chunks && col0 + e < a.depth) grads[go + dk_start + j * a.depth + col0 + e] = scale * dk[e];
+        if (chunk < v_chunks && col0 + e < a.value_depth) grads[go + dv_start + j * a.value_depth + col0 + e] = dv[e];
+    }
+}
+
+// dbias[slice, i, j] = Σ dS[b, h, i, j] over the items that add this bias slice (every b where the bias batch is
+// 1, every h where its heads are 1), gathered in item order. Range [N↑, key blocks, bias slices].
+__kernel void attention_backward_bias(__global const float* q, int qo, __global const float* k, int ko,
+                                      __global const float* v, int vo, __global const float* dout, int doo,
+                                      __global const float* bias, int bo, __global const float* stats, int so,
+                                      __global float* grads, int go, int db_start, AttentionShape a, float scale) {
+    __local float ktile[ATT_TILE], vtile[ATT_TILE], btile[BIAS_TILE];
+    int lid = get_local_id(0), row0 = get_group_id(0) * ATT_ROWS, j0 = get_group_id(1) * ATT_BLOCK;
+    int slice = get_group_id(2), n = a.queries, m = a.keys, rows = a.batch * a.heads * n;
+    int row = min(row0 + lid, n - 1), count = min(ATT_BLOCK, m - j0);
+    int bb = slice / a.bias_heads, hb = slice % a.bias_heads;
+    int b_end = a.bias_batch == 1 ? a.batch : bb + 1, h_end = a.bias_heads == 1 ? a.heads : hb + 1;
+    __global const float* bslice = bias + bo + slice * n * m;
+    float acc[ATT_BLOCK], s[ATT_BLOCK], dp[ATT_BLOCK];
+    for (int t = 0; t < ATT_BLOCK; ++t) acc[t] = 0.0f;
+    for (int b = a.bias_batch == 1 ? 0 : bb; b < b_end; ++b) {
+        for (int h = a.bias_heads == 1 ? 0 : hb; h < h_end; ++h) {
+            int item = b * a.heads + h, r = item * n + row;
+            logits_block(a, scale, q + qo + r * a.depth, k + ko + item * m * a.depth, bslice, row0, j0, -1, ktile, btile, s);
+            dot_block(dout + doo + r * a.value_depth, v + vo + (item * m + j0) * a.value_depth, count, a.value_depth, -1,
+                      vtile, dp);
+            float lse = stats[so + r], rowdot = stats[so + rows + r];
+            for (int t = 0; t < ATT_BLOCK; ++t) acc[t] += exp(s[t] - lse) * (dp[t] - rowdot);
+        }
+    }
+    // Through local memory, so that the writes run along the bias rows.
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int t = 0; t < ATT_BLOCK; ++t) btile[lid * BIAS_PITCH + t] = acc[t];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int idx = lid; idx < ATT_ROWS * ATT_BLOCK; idx += ATT_ROWS) {
+        int r = idx / ATT_BLOCK, t = idx % ATT_BLOCK;
+        if (row0 + r < n && t < count) grads[go + db_start + slice * n * m + (row0 + r) * m + j0 + t] = btile[r * BIAS_PITCH + t];
+    }
+}
+
+// out[h, i, j] = table[index(i, j), h] for a w×w window: index(i, j) = (rᵢ − rⱼ + w − 1)·(2w − 1) + (cᵢ − cⱼ + w − 1)
+// with positions row-major (Swin's relative position index).
+__kernel void relative_position_bias(__global const float* table, int to, __global float* y, int yo,
+                                     int window, int heads, int n) {
+    int g = get_global_id(0);
+    if (g >= n) return;
+    int tokens = window * window, h = g / (tokens * tokens), ij = g % (tokens * tokens);
+    int i = ij / tokens, j = ij % tokens;
+    int row = (i / window - j / window + window - 1) * (2 * window - 1) + (i % window - j % window + window - 1);
+    y[yo + g] = table[to + row * heads + h];
+}
+
+// table[r, h] = Σ dy[h, i, j] over the pairs with index(i, j) = r, gathered: r is a shift (Δr, Δc), and i runs
+// over the positions whose shift by it stays inside the window, in increasing order like the CPU reference.
+__kernel void relative_position_bias_backward(__global const float* dy, int dyo, __global float* table, int to,
+                                              int window, int heads, int n) {
+    int g = get_global_id(0);
+    if (g >= n) return;
+    int span = 2 * window - 1, tokens = window * window, r = g / heads, h = g % heads;
+    int dr = r / span - (window - 1), dc = r % span - (window - 1);
+    float sum = 0.0f;
+    for (int ri = max(0, dr); ri < min(window, window + dr); ++ri) {
+        for (int ci = max(0, dc); ci < min(window, window + dc); ++ci) {
+            int i = ri * window + ci, j = (ri - dr) * window + ci - dc;
+            sum += dy[dyo + (h * tokens + i) * tokens + j];
+        }
+    }
+    table[to + g] = sum;
+}
+"""#,
         "common.h": #"""
 // Shared helpers for every kernel file. Results must match the CPU reference: no contraction into FMA.
 #pragma OPENCL FP_CONTRACT OFF
@@ -304,6 +613,251 @@ __kernel void class_target_loss_backward(__global const float* x, int xo, __glob
     } else {
         for (int j = 0; j < classes; ++j) dx[dxo + base + j * inner] = j == c ? -g : 0.0f;
     }
+}
+"""#,
+        "norm.cl": #"""
+// Normalisation (Sources/HistoCore/Ops/Normalization.swift). x [N, C, spatial…] is N·C planes of `plane` elements;
+// a statistics set is `per_set` planes: for group norm (groups > 0) the C/G consecutive planes of one sample's
+// group (one contiguous run), for batch norm (groups == 0) plane c of every sample (planes C apart).
+// One work-group per set. Work-items take units of NORM_VEC consecutive elements of a plane (the last unit of a
+// plane may be partial), so loads are wide and coalesced. Statistics take one pass over the set: each work-item
+// sums chunks of its values around a nearby shift and merges the chunk moments with Chan's formula, then a tree
+// of the same merges in local memory combines the work-items. Normalising (or dx) is the second pass.
+#include "common.h"
+#define NORM_LOCAL 256
+#define NORM_VEC 8
+#define NORM_CHUNK 8
+
+typedef float8 vec;
+#define vload vload8
+#define vstore vstore8
+
+typedef struct { int groups, batch, channels, plane, per_set; } SetLayout;
+
+// Where a set lives: element i of its plane k is at base + k·plane_stride + i, in channel first_channel + k·channel_step.
+typedef struct { int base, plane_stride, first_channel, channel_step, plane, units_per_plane, units; } SetView;
+
+inline SetView set_view(SetLayout l, int s) {
+    SetView v;
+    v.plane = l.plane;
+    v.units_per_plane = (l.plane + NORM_VEC - 1) / NORM_VEC;
+    v.units = l.per_set * v.units_per_plane;
+    if (l.groups > 0) {
+        v.base = s * l.per_set * l.plane; v.plane_stride = l.plane;
+        v.first_channel = (s % l.groups) * l.per_set; v.channel_step = 1;
+    } else {
+        v.base = s * l.plane; v.plane_stride = l.channels * l.plane; v.first_channel = s; v.channel_step = 0;
+    }
+    return v;
+}
+
+// One channel's planes across the batch (a batch-norm set, whatever the layout's statistics).
+inline SetView channel_view(SetLayout l, int c) {
+    SetLayout batch = { 0, l.batch, l.channels, l.plane, l.batch };
+    return set_view(batch, c);
+}
+
+// A work-item's walk over units lid, lid + NORM_LOCAL, … of a set: (plane k, unit j of the plane) advance without
+// a division per unit.
+typedef struct { int u, k, j, step_k, step_j, per_plane; } Cursor;
+
+inline Cursor cursor_start(SetView v) {
+    int lid = get_local_id(0), per_plane = max(v.units_per_plane, 1);
+    Cursor c = { lid, lid / per_plane, lid % per_plane, NORM_LOCAL / per_plane, NORM_LOCAL % per_plane, per_plane };
+    return c;
+}
+
+inline void cursor_next(Cursor* c) {
+    c->u += NORM_LOCAL; c->k += c->step_k; c->j += c->step_j;
+    if (c->j >= c->per_plane) { c->j -= c->per_plane; c->k += 1; }
+}
+
+inline int unit_at(SetView v, Cursor c) { return v.base + c.k * v.plane_stride + c.j * NORM_VEC; }
+inline int unit_channel(SetView v, Cursor c) { return v.first_channel + c.k * v.channel_step; }
+inline int unit_width(SetView v, Cursor c) { return min(NORM_VEC, v.plane - c.j * NORM_VEC); }
+
+// Lanes of a unit that hold elements.
+inline int8 lanes_below(int width) { return (int8)(0, 1, 2, 3, 4, 5, 6, 7) < (int8)(width); }
+
+inline vec load_unit(__global const float* p, int width) {
+    if (width == NORM_VEC) return vload(0, p);
+    vec v = (vec)(0.0f);
+    float* lanes = (float*)&v;
+    for (int l = 0; l < width; ++l) lanes[l] = p[l];
+    return v;
+}
+
+inline void store_unit(__global float* p, int width, vec v) {
+    if (width == NORM_VEC) { vstore(v, 0, p); return; }
+    float* lanes = (float*)&v;
+    for (int l = 0; l < width; ++l) p[l] = lanes[l];
+}
+
+inline float lane_sum(vec v) {
+    float4 a = v.lo + v.hi;
+    float2 b = a.lo + a.hi;
+    return b.x + b.y;
+}
+
+// Count, mean and sum of squared deviations.
+typedef struct { float n, mean, m2; } Moments;
+
+inline Moments moments_merge(Moments a, Moments b) {
+    if (b.n == 0.0f) return a;
+    if (a.n == 0.0f) return b;
+    float n = a.n + b.n, f = b.n / n, d = b.mean - a.mean;
+    Moments r = { n, a.mean + d * f, a.m2 + b.m2 + d * d * a.n * f };
+    return r;
+}
+
+// A work-item's running moments. Values are summed lane-wise in chunks of NORM_CHUNK units as (x − shift) and
+// (x − shift)², the shift being the work-item's first value and then its running mean, so the sums stay small;
+// each chunk is merged into the total.
+typedef struct { Moments total; float shift, count; vec sum, squares; } MomentAccumulator;
+
+inline MomentAccumulator moments_begin(float first) {
+    MomentAccumulator a = { { 0.0f, 0.0f, 0.0f }, first, 0.0f, (vec)(0.0f), (vec)(0.0f) };
+    return a;
+}
+
+inline void moments_add(MomentAccumulator* a, vec x, int width) {
+    vec d = select((vec)(0.0f), x - a->shift, lanes_below(width));
+    a->sum += d; a->squares += d * d; a->count += (float)width;
+}
+
+inline void moments_flush(MomentAccumulator* a) {
+    if (a->count == 0.0f) return;
+    float sum = lane_sum(a->sum), squares = lane_sum(a->squares);
+    Moments chunk = { a->count, a->shift + sum / a->count, fmax(squares - sum * sum / a->count, 0.0f) };
+    a->total = moments_merge(a->total, chunk);
+    a->shift = a->total.mean; a->sum = (vec)(0.0f); a->squares = (vec)(0.0f); a->count = 0.0f;
+}
+
+inline Moments group_moments(__local float* ln, __local float* lmean, __local float* lm2, Moments mine) {
+    int lid = get_local_id(0);
+    ln[lid] = mine.n; lmean[lid] = mine.mean; lm2[lid] = mine.m2;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int s = NORM_LOCAL / 2; s > 0; s >>= 1) {
+        if (lid < s) {
+            Moments a = { ln[lid], lmean[lid], lm2[lid] }, b = { ln[lid + s], lmean[lid + s], lm2[lid + s] };
+            Moments r = moments_merge(a, b);
+            ln[lid] = r.n; lmean[lid] = r.mean; lm2[lid] = r.m2;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    Moments total = { ln[0], lmean[0], lm2[0] };
+    barrier(CLK_LOCAL_MEM_FENCE);
+    return total;
+}
+
+inline float2 group_sum2(__local float* la, __local float* lb, float2 mine) {
+    int lid = get_local_id(0);
+    la[lid] = mine.x; lb[lid] = mine.y;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int s = NORM_LOCAL / 2; s > 0; s >>= 1) {
+        if (lid < s) { la[lid] += la[lid + s]; lb[lid] += lb[lid + s]; }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    float2 total = (float2)(la[0], lb[0]);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    return total;
+}
+
+// Moments of the set in view v of x (one pass).
+inline Moments set_moments(__global const float* x, SetView v, __local float* la, __local float* lb, __local float* lc) {
+    Cursor c = cursor_start(v);
+    MomentAccumulator acc = moments_begin(c.u < v.units ? x[unit_at(v, c)] : 0.0f);
+    while (c.u < v.units) {
+        for (int n = 0; n < NORM_CHUNK && c.u < v.units; ++n, cursor_next(&c)) {
+            int width = unit_width(v, c);
+            moments_add(&acc, load_unit(x + unit_at(v, c), width), width);
+        }
+        moments_flush(&acc);
+    }
+    return group_moments(la, lb, lc, acc.total);
+}
+
+// y = (x − mean)·rstd·w[c] + b[c], one work-group per statistics set.
+__kernel void channel_norm(__global const float* x, int xo, __global const float* w, int wo, __global const float* b, int bo,
+                           __global float* y, int yo, SetLayout l, float eps) {
+    __local float la[NORM_LOCAL], lb[NORM_LOCAL], lc[NORM_LOCAL];
+    SetView v = set_view(l, get_group_id(0));
+    Moments m = set_moments(x + xo, v, la, lb, lc);
+    float mean = m.mean, rstd = 1.0f / sqrt(m.m2 / m.n + eps);
+    for (Cursor c = cursor_start(v); c.u < v.units; cursor_next(&c)) {
+        int at = unit_at(v, c), ch = unit_channel(v, c), width = unit_width(v, c);
+        store_unit(y + yo + at, width, (load_unit(x + xo + at, width) - mean) * (rstd * w[wo + ch]) + b[bo + ch]);
+    }
+}
+
+// dx = rstd·(w·dy − mean(w·dy) − x̂·mean(w·dy·x̂)) per set. One pass gathers the moments of x together with
+// Σ w·dy and Σ w·dy·(x − first) around the work-item's first value; the mean is substituted after the merge.
+__kernel void channel_norm_backward_input(__global const float* x, int xo, __global const float* w, int wo,
+                                          __global const float* dy, int dyo, __global float* dx, int dxo,
+                                          SetLayout l, float eps) {
+    __local float la[NORM_LOCAL], lb[NORM_LOCAL], lc[NORM_LOCAL];
+    SetView v = set_view(l, get_group_id(0));
+    Cursor c = cursor_start(v);
+    float first = c.u < v.units ? x[xo + unit_at(v, c)] : 0.0f;
+    MomentAccumulator acc = moments_begin(first);
+    float2 total = (float2)(0.0f, 0.0f);
+    while (c.u < v.units) {
+        vec g_sum = (vec)(0.0f), gx_sum = (vec)(0.0f);
+        for (int n = 0; n < NORM_CHUNK && c.u < v.units; ++n, cursor_next(&c)) {
+            int at = unit_at(v, c), width = unit_width(v, c);
+            vec xv = load_unit(x + xo + at, width), g = w[wo + unit_channel(v, c)] * load_unit(dy + dyo + at, width);
+            moments_add(&acc, xv, width);
+            g_sum += g;
+            gx_sum += g * (xv - first);  // lanes past the plane hold g = 0
+        }
+        moments_flush(&acc);
+        total += (float2)(lane_sum(g_sum), lane_sum(gx_sum));
+    }
+    Moments m = group_moments(la, lb, lc, acc.total);
+    float mean = m.mean, rstd = 1.0f / sqrt(m.m2 / m.n + eps);
+    float2 sums = group_sum2(la, lb, (float2)(total.x, total.y + (first - mean) * total.x));
+    float mean_term = rstd * sums.x / m.n, slope = rstd * rstd * rstd * sums.y / m.n;
+    for (c = cursor_start(v); c.u < v.units; cursor_next(&c)) {
+        int at = unit_at(v, c), width = unit_width(v, c);
+        vec g = (rstd * w[wo + unit_channel(v, c)]) * load_unit(dy + dyo + at, width);
+        store_unit(dx + dxo + at, width, g - mean_term - (load_unit(x + xo + at, width) - mean) * slope);
+    }
+}
+
+// Per set: stats[s] = mean, stats[sets + s] = 1/sqrt(variance + eps), or the unbiased variance when `unbiased`.
+__kernel void norm_statistics(__global const float* x, int xo, __global float* stats, int so, SetLayout l, float eps,
+                              int unbiased) {
+    __local float la[NORM_LOCAL], lb[NORM_LOCAL], lc[NORM_LOCAL];
+    int s = get_group_id(0), sets = get_num_groups(0);
+    Moments m = set_moments(x + xo, set_view(l, s), la, lb, lc);
+    if (get_local_id(0) == 0) {
+        stats[so + s] = m.mean;
+        stats[so + sets + s] = unbiased ? m.m2 / (m.n - 1.0f) : 1.0f / sqrt(m.m2 / m.n + eps);
+    }
+}
+
+// dweight[c] = Σ dy·(x − mean)·rstd and dbias[c] = Σ dy over channel c's planes, with each plane's set statistics
+// from norm_statistics; one work-group per channel, out [2, C].
+__kernel void channel_norm_backward_params(__global const float* x, int xo, __global const float* dy, int dyo,
+                                           __global const float* stats, int so, __global float* out, int oo,
+                                           SetLayout l, int sets) {
+    __local float la[NORM_LOCAL], lb[NORM_LOCAL];
+    int ch = get_group_id(0);
+    SetView v = channel_view(l, ch);
+    float2 total = (float2)(0.0f, 0.0f);
+    Cursor c = cursor_start(v);
+    while (c.u < v.units) {
+        vec dw = (vec)(0.0f), db = (vec)(0.0f);
+        for (int n = 0; n < NORM_CHUNK && c.u < v.units; ++n, cursor_next(&c)) {
+            int at = unit_at(v, c), width = unit_width(v, c), s = l.groups > 0 ? c.k * l.groups + ch / l.per_set : ch;
+            vec g = load_unit(dy + dyo + at, width);
+            dw += g * (load_unit(x + xo + at, width) - stats[so + s]) * stats[so + sets + s];
+            db += g;
+        }
+        total += (float2)(lane_sum(dw), lane_sum(db));
+    }
+    float2 sums = group_sum2(la, lb, total);
+    if (get_local_id(0) == 0) { out[oo + ch] = sums.x; out[oo + l.channels + ch] = sums.y; }
 }
 """#,
         "random.cl": #"""
