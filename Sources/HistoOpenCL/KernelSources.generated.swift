@@ -713,9 +713,10 @@ __kernel void class_target_loss_backward(__global const float* x, int xo, __glob
 // a statistics set is `per_set` planes: for group norm (groups > 0) the C/G consecutive planes of one sample's
 // group (one contiguous run), for batch norm (groups == 0) plane c of every sample (planes C apart).
 // One work-group per set. Work-items take units of NORM_VEC consecutive elements of a plane (the last unit of a
-// plane may be partial), so loads are wide and coalesced. Statistics take one pass over the set: each work-item
-// sums chunks of its values around a nearby shift and merges the chunk moments with Chan's formula, then a tree
-// of the same merges in local memory combines the work-items. Normalising (or dx) is the second pass.
+// plane may be partial), so loads are wide and coalesced. Statistics take one pass over the set, on values taken
+// relative to the set's first element (so a large mean costs no precision): each work-item sums chunks of its
+// values around its running mean and merges the chunk moments with Chan's formula, then a tree of the same
+// merges in local memory combines the work-items. Normalising (or dx) is the second pass.
 #include "common.h"
 #define NORM_LOCAL 256
 #define NORM_VEC 8
@@ -804,12 +805,12 @@ inline Moments moments_merge(Moments a, Moments b) {
 }
 
 // A work-item's running moments. Values are summed lane-wise in chunks of NORM_CHUNK units as (x − shift) and
-// (x − shift)², the shift being the work-item's first value and then its running mean, so the sums stay small;
-// each chunk is merged into the total.
+// (x − shift)², the shift being the work-item's running mean, so the sums stay small; each chunk is merged into
+// the total.
 typedef struct { Moments total; float shift, count; vec sum, squares; } MomentAccumulator;
 
-inline MomentAccumulator moments_begin(float first) {
-    MomentAccumulator a = { { 0.0f, 0.0f, 0.0f }, first, 0.0f, (vec)(0.0f), (vec)(0.0f) };
+inline MomentAccumulator moments_begin() {
+    MomentAccumulator a = { { 0.0f, 0.0f, 0.0f }, 0.0f, 0.0f, (vec)(0.0f), (vec)(0.0f) };
     return a;
 }
 
@@ -856,14 +857,17 @@ inline float2 group_sum2(__local float* la, __local float* lb, float2 mine) {
     return total;
 }
 
-// Moments of the set in view v of x (one pass).
-inline Moments set_moments(__global const float* x, SetView v, __local float* la, __local float* lb, __local float* lc) {
-    Cursor c = cursor_start(v);
-    MomentAccumulator acc = moments_begin(c.u < v.units ? x[unit_at(v, c)] : 0.0f);
-    while (c.u < v.units) {
+// The set's first element: statistics are taken of x − origin.
+inline float set_origin(__global const float* x, SetView v) { return v.units > 0 ? x[v.base] : 0.0f; }
+
+// Moments of x − origin over the set in view v of x (one pass).
+inline Moments set_moments(__global const float* x, SetView v, float origin,
+                           __local float* la, __local float* lb, __local float* lc) {
+    MomentAccumulator acc = moments_begin();
+    for (Cursor c = cursor_start(v); c.u < v.units;) {
         for (int n = 0; n < NORM_CHUNK && c.u < v.units; ++n, cursor_next(&c)) {
             int width = unit_width(v, c);
-            moments_add(&acc, load_unit(x + unit_at(v, c), width), width);
+            moments_add(&acc, load_unit(x + unit_at(v, c), width) - origin, width);
         }
         moments_flush(&acc);
     }
@@ -875,8 +879,10 @@ __kernel void channel_norm(__global const float* x, int xo, __global const float
                            __global float* y, int yo, SetLayout l, float eps) {
     __local float la[NORM_LOCAL], lb[NORM_LOCAL], lc[NORM_LOCAL];
     SetView v = set_view(l, get_group_id(0));
-    Moments m = set_moments(x + xo, v, la, lb, lc);
-    float mean = m.mean, rstd = 1.0f / sqrt(m.m2 / m.n + eps);
+    float origin = set_origin(x + xo, v);
+    Moments m = set_moments(x + xo, v, origin, la, lb, lc);
+    // x − mean with the mean rounded to float, as the CPU reference does.
+    float mean = origin + m.mean, rstd = 1.0f / sqrt(m.m2 / m.n + eps);
     for (Cursor c = cursor_start(v); c.u < v.units; cursor_next(&c)) {
         int at = unit_at(v, c), ch = unit_channel(v, c), width = unit_width(v, c);
         store_unit(y + yo + at, width, (load_unit(x + xo + at, width) - mean) * (rstd * w[wo + ch]) + b[bo + ch]);
@@ -884,33 +890,32 @@ __kernel void channel_norm(__global const float* x, int xo, __global const float
 }
 
 // dx = rstd·(w·dy − mean(w·dy) − x̂·mean(w·dy·x̂)) per set. One pass gathers the moments of x together with
-// Σ w·dy and Σ w·dy·(x − first) around the work-item's first value; the mean is substituted after the merge.
+// Σ w·dy and Σ w·dy·(x − origin); the mean is substituted after the merge.
 __kernel void channel_norm_backward_input(__global const float* x, int xo, __global const float* w, int wo,
                                           __global const float* dy, int dyo, __global float* dx, int dxo,
                                           SetLayout l, float eps) {
     __local float la[NORM_LOCAL], lb[NORM_LOCAL], lc[NORM_LOCAL];
     SetView v = set_view(l, get_group_id(0));
-    Cursor c = cursor_start(v);
-    float first = c.u < v.units ? x[xo + unit_at(v, c)] : 0.0f;
-    MomentAccumulator acc = moments_begin(first);
+    float origin = set_origin(x + xo, v);
+    MomentAccumulator acc = moments_begin();
     float2 total = (float2)(0.0f, 0.0f);
-    while (c.u < v.units) {
+    for (Cursor c = cursor_start(v); c.u < v.units;) {
         vec g_sum = (vec)(0.0f), gx_sum = (vec)(0.0f);
         for (int n = 0; n < NORM_CHUNK && c.u < v.units; ++n, cursor_next(&c)) {
             int at = unit_at(v, c), width = unit_width(v, c);
-            vec xv = load_unit(x + xo + at, width), g = w[wo + unit_channel(v, c)] * load_unit(dy + dyo + at, width);
+            vec xv = load_unit(x + xo + at, width) - origin, g = w[wo + unit_channel(v, c)] * load_unit(dy + dyo + at, width);
             moments_add(&acc, xv, width);
             g_sum += g;
-            gx_sum += g * (xv - first);  // lanes past the plane hold g = 0
+            gx_sum += g * xv;  // lanes past the plane hold g = 0
         }
         moments_flush(&acc);
         total += (float2)(lane_sum(g_sum), lane_sum(gx_sum));
     }
     Moments m = group_moments(la, lb, lc, acc.total);
-    float mean = m.mean, rstd = 1.0f / sqrt(m.m2 / m.n + eps);
-    float2 sums = group_sum2(la, lb, (float2)(total.x, total.y + (first - mean) * total.x));
-    float mean_term = rstd * sums.x / m.n, slope = rstd * rstd * rstd * sums.y / m.n;
-    for (c = cursor_start(v); c.u < v.units; cursor_next(&c)) {
+    float mean = origin + m.mean, rstd = 1.0f / sqrt(m.m2 / m.n + eps);
+    float2 sums = group_sum2(la, lb, total);
+    float mean_term = rstd * sums.x / m.n, slope = rstd * rstd * rstd * (sums.y - m.mean * sums.x) / m.n;
+    for (Cursor c = cursor_start(v); c.u < v.units; cursor_next(&c)) {
         int at = unit_at(v, c), width = unit_width(v, c);
         vec g = (rstd * w[wo + unit_channel(v, c)]) * load_unit(dy + dyo + at, width);
         store_unit(dx + dxo + at, width, g - mean_term - (load_unit(x + xo + at, width) - mean) * slope);
@@ -922,9 +927,11 @@ __kernel void norm_statistics(__global const float* x, int xo, __global float* s
                               int unbiased) {
     __local float la[NORM_LOCAL], lb[NORM_LOCAL], lc[NORM_LOCAL];
     int s = get_group_id(0), sets = get_num_groups(0);
-    Moments m = set_moments(x + xo, set_view(l, s), la, lb, lc);
+    SetView v = set_view(l, s);
+    float origin = set_origin(x + xo, v);
+    Moments m = set_moments(x + xo, v, origin, la, lb, lc);
     if (get_local_id(0) == 0) {
-        stats[so + s] = m.mean;
+        stats[so + s] = origin + m.mean;
         stats[so + sets + s] = unbiased ? m.m2 / (m.n - 1.0f) : 1.0f / sqrt(m.m2 / m.n + eps);
     }
 }
@@ -938,8 +945,7 @@ __kernel void channel_norm_backward_params(__global const float* x, int xo, __gl
     int ch = get_group_id(0);
     SetView v = channel_view(l, ch);
     float2 total = (float2)(0.0f, 0.0f);
-    Cursor c = cursor_start(v);
-    while (c.u < v.units) {
+    for (Cursor c = cursor_start(v); c.u < v.units;) {
         vec dw = (vec)(0.0f), db = (vec)(0.0f);
         for (int n = 0; n < NORM_CHUNK && c.u < v.units; ++n, cursor_next(&c)) {
             int at = unit_at(v, c), width = unit_width(v, c), s = l.groups > 0 ? c.k * l.groups + ch / l.per_set : ch;
