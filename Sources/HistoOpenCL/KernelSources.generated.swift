@@ -804,13 +804,13 @@ inline Moments moments_merge(Moments a, Moments b) {
     return r;
 }
 
-// A work-item's running moments. Values are summed lane-wise in chunks of NORM_CHUNK units as (x − shift) and
-// (x − shift)², the shift being the work-item's running mean, so the sums stay small; each chunk is merged into
-// the total.
-typedef struct { Moments total; float shift, count; vec sum, squares; } MomentAccumulator;
+// A work-item's running moments of x − origin. Values are summed lane-wise in chunks of NORM_CHUNK units as
+// (x − shift) and (x − shift)², the shift being the origin and then the running mean, so the sums stay small;
+// each chunk is merged into the total. (shift − origin is exact: the two are close floats.)
+typedef struct { Moments total; float origin, shift, count; vec sum, squares; } MomentAccumulator;
 
-inline MomentAccumulator moments_begin() {
-    MomentAccumulator a = { { 0.0f, 0.0f, 0.0f }, 0.0f, 0.0f, (vec)(0.0f), (vec)(0.0f) };
+inline MomentAccumulator moments_begin(float origin) {
+    MomentAccumulator a = { { 0.0f, 0.0f, 0.0f }, origin, origin, 0.0f, (vec)(0.0f), (vec)(0.0f) };
     return a;
 }
 
@@ -822,9 +822,9 @@ inline void moments_add(MomentAccumulator* a, vec x, int width) {
 inline void moments_flush(MomentAccumulator* a) {
     if (a->count == 0.0f) return;
     float sum = lane_sum(a->sum), squares = lane_sum(a->squares);
-    Moments chunk = { a->count, a->shift + sum / a->count, fmax(squares - sum * sum / a->count, 0.0f) };
+    Moments chunk = { a->count, (a->shift - a->origin) + sum / a->count, fmax(squares - sum * sum / a->count, 0.0f) };
     a->total = moments_merge(a->total, chunk);
-    a->shift = a->total.mean; a->sum = (vec)(0.0f); a->squares = (vec)(0.0f); a->count = 0.0f;
+    a->shift = a->origin + a->total.mean; a->sum = (vec)(0.0f); a->squares = (vec)(0.0f); a->count = 0.0f;
 }
 
 inline Moments group_moments(__local float* ln, __local float* lmean, __local float* lm2, Moments mine) {
@@ -863,11 +863,11 @@ inline float set_origin(__global const float* x, SetView v) { return v.units > 0
 // Moments of x − origin over the set in view v of x (one pass).
 inline Moments set_moments(__global const float* x, SetView v, float origin,
                            __local float* la, __local float* lb, __local float* lc) {
-    MomentAccumulator acc = moments_begin();
+    MomentAccumulator acc = moments_begin(origin);
     for (Cursor c = cursor_start(v); c.u < v.units;) {
         for (int n = 0; n < NORM_CHUNK && c.u < v.units; ++n, cursor_next(&c)) {
             int width = unit_width(v, c);
-            moments_add(&acc, load_unit(x + unit_at(v, c), width) - origin, width);
+            moments_add(&acc, load_unit(x + unit_at(v, c), width), width);
         }
         moments_flush(&acc);
     }
@@ -897,16 +897,16 @@ __kernel void channel_norm_backward_input(__global const float* x, int xo, __glo
     __local float la[NORM_LOCAL], lb[NORM_LOCAL], lc[NORM_LOCAL];
     SetView v = set_view(l, get_group_id(0));
     float origin = set_origin(x + xo, v);
-    MomentAccumulator acc = moments_begin();
+    MomentAccumulator acc = moments_begin(origin);
     float2 total = (float2)(0.0f, 0.0f);
     for (Cursor c = cursor_start(v); c.u < v.units;) {
         vec g_sum = (vec)(0.0f), gx_sum = (vec)(0.0f);
         for (int n = 0; n < NORM_CHUNK && c.u < v.units; ++n, cursor_next(&c)) {
             int at = unit_at(v, c), width = unit_width(v, c);
-            vec xv = load_unit(x + xo + at, width) - origin, g = w[wo + unit_channel(v, c)] * load_unit(dy + dyo + at, width);
+            vec xv = load_unit(x + xo + at, width), g = w[wo + unit_channel(v, c)] * load_unit(dy + dyo + at, width);
             moments_add(&acc, xv, width);
             g_sum += g;
-            gx_sum += g * xv;  // lanes past the plane hold g = 0
+            gx_sum += g * (xv - origin);  // lanes past the plane hold g = 0
         }
         moments_flush(&acc);
         total += (float2)(lane_sum(g_sum), lane_sum(gx_sum));
