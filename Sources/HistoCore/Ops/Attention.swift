@@ -307,6 +307,78 @@ public struct RelativePositionBiasBackward: Operation {
     public func vjp(_ ctx: VJPContext) -> [Tensor?] { [.record(RelativePositionBias(window: window), [ctx.cotangent])] }
 }
 
+// MARK: OpenCL (Kernels/attention.cl): flash-attention style kernels, one work-item per query (or key) row in
+// work-groups of 64 rows, the other side streamed through local memory 32 rows by 32 columns at a time.
+
+extension AttentionDims {
+    /// Rows per work-group and columns per chunk (ATT_ROWS and ATT_DEPTH in Kernels/attention.cl).
+    static let rowsPerGroup = 64, columnsPerChunk = 32, keysPerBlock = 32
+
+    /// The `AttentionShape` struct of Kernels/attention.cl (bias batch 0: no bias).
+    var kernelDescriptor: KernelArgument {
+        .ints([batch, heads, queries, keys, depth, valueDepth, biasBatch ?? 0, biasHeads ?? 0].map { Int32($0) })
+    }
+
+    static func chunks(_ width: Int) -> Int { (width + columnsPerChunk - 1) / columnsPerChunk }
+
+    /// A kernel over work-groups of `rowsPerGroup` rows: range [rows, second, third].
+    static func launch(_ name: String, _ args: [KernelArgument], rows: Int, _ second: Int, _ third: Int = 1) -> KernelLaunch {
+        .kernel(file: "attention", name: name, args: args, global: [rows, second, third], local: [rowsPerGroup, 1, 1])
+    }
+}
+
+extension ScaledDotProductAttention: DeviceOperation {
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        let s = inputShapes
+        let d = try! AttentionDims(q: s[0], k: s[1], v: s[2], bias: s.count == 4 ? s[3] : nil)
+        let bias: KernelArgument = s.count == 4 ? .input(3) : .input(0)
+        return [AttentionDims.launch("attention_forward", [.input(0), .input(1), .input(2), bias, .output, d.kernelDescriptor, .float(scale)],
+                                     rows: d.queries, d.items, AttentionDims.chunks(d.valueDepth))]
+    }
+}
+
+extension ScaledDotProductAttentionBackward: DeviceOperation {
+    /// Row statistics (log-sum-exp, rowsum(dO∘O)) into a scratch buffer, then dq per query block, dk and dv per key
+    /// block, and the bias gradient gathered per bias element.
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        let s = inputShapes
+        let d = try! AttentionDims(q: s[0], k: s[1], v: s[2], bias: s.count == 6 ? s[5] : nil)
+        let bias: KernelArgument = s.count == 6 ? .input(5) : .input(0)
+        let stats = KernelArgument.scratch(index: 0, count: 2 * d.items * d.queries)
+        let inputs: [KernelArgument] = [.input(0), .input(1), .input(2), .input(4), bias, stats, .output]
+        let dkStart = d.items * d.queries * d.depth, dvStart = dkStart + d.items * d.keys * d.depth
+        let dbiasStart = dvStart + d.items * d.keys * d.valueDepth
+        let tail: [KernelArgument] = [d.kernelDescriptor, .float(scale)]
+        var list: [KernelLaunch] = [
+            AttentionDims.launch("attention_row_statistics", [.input(0), .input(1), bias, .input(3), .input(4), stats] + tail,
+                                 rows: d.queries, d.items),
+            AttentionDims.launch("attention_backward_query", inputs + tail, rows: d.queries, d.items, AttentionDims.chunks(d.depth)),
+            AttentionDims.launch("attention_backward_key", inputs + [.int(Int32(dkStart)), .int(Int32(dvStart))] + tail,
+                                 rows: d.keys, d.items, AttentionDims.chunks(Swift.max(d.depth, d.valueDepth))),
+        ]
+        if let biasBatch = d.biasBatch, let biasHeads = d.biasHeads {
+            let keyBlocks = (d.keys + AttentionDims.keysPerBlock - 1) / AttentionDims.keysPerBlock
+            list.append(AttentionDims.launch("attention_backward_bias", inputs + [.int(Int32(dbiasStart))] + tail,
+                                             rows: d.queries, keyBlocks, biasBatch * biasHeads))
+        }
+        return list
+    }
+}
+
+extension RelativePositionBias: DeviceOperation {
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        [elementwiseLaunch("attention", "relative_position_bias", [.input(0), .output, .int(Int32(window)), .int(Int32(inputShapes[0][1]))],
+                           count: Shape.count(outputShape))]
+    }
+}
+
+extension RelativePositionBiasBackward: DeviceOperation {
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        [elementwiseLaunch("attention", "relative_position_bias_backward",
+                           [.input(0), .output, .int(Int32(window)), .int(Int32(inputShapes[0][0]))], count: Shape.count(outputShape))]
+    }
+}
+
 // MARK: public API
 
 extension Tensor {
@@ -389,6 +461,14 @@ extension HarnessCatalog {
                                       .integers([1, 1, 3, 37], 0, 3)]) {
                 let bias = Tensor.zeros([1, 1, 3, 37]).maskedFill($0[3].equal(0), -.infinity)
                 return Tensor.scaledDotProductAttention(q: $0[0], k: $0[1], v: $0[2], bias: bias)
+            },
+            // Depths past one 32-column chunk of the OpenCL kernels: 40 (two chunks) and 70 (three).
+            HarnessCase("sdpa.deep", [.normal([1, 1, 2, 40]), .normal([1, 1, 3, 40]), .normal([1, 1, 3, 70]), .normal([1, 1, 2, 3])]) {
+                Tensor.scaledDotProductAttention(q: $0[0], k: $0[1], v: $0[2], bias: $0[3])
+            },
+            // More than 64 queries and keys: several work-groups of rows and several key blocks on OpenCL.
+            HarnessCase("sdpa.long", [.normal([1, 1, 70, 2]), .normal([1, 1, 67, 2]), .normal([1, 1, 67, 3])]) {
+                Tensor.scaledDotProductAttention(q: $0[0], k: $0[1], v: $0[2])
             },
             HarnessCase("relative_position_bias", [.normal([25, 2])]) { $0[0].relativePositionBias(window: 3) },
             HarnessCase("window_partition", [.normal([2, 3, 4, 6])]) { $0[0].windowPartition(window: 2) },

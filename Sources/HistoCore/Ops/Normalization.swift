@@ -260,6 +260,63 @@ public struct BatchStatistics: Operation {
     public func vjp(_ ctx: VJPContext) -> [Tensor?] { noGradient(ctx) }
 }
 
+// MARK: OpenCL (Kernels/norm.cl): one work-group of 256 work-items per statistics set (or per channel for the
+// parameter gradients), single-pass statistics with chunked Chan merges.
+
+extension PlaneLayout {
+    /// The `SetLayout` struct of Kernels/norm.cl: groups (0 for batch statistics), batch, channels, plane, per_set.
+    var kernelDescriptor: [Int32] {
+        let groups: Int
+        switch statistics {
+        case .groups(let g): groups = g
+        case .batch: groups = 0
+        }
+        return [groups, batch, channels, planeSize, planesPerSet].map { Int32($0) }
+    }
+
+    /// One `norm.cl` kernel with one work-group per item (set or channel).
+    func launch(_ name: String, _ args: [KernelArgument], groups: Int) -> [KernelLaunch] {
+        [.kernel(file: "norm", name: name, args: args, global: [groups * 256], local: [256])]
+    }
+}
+
+extension ChannelNorm: DeviceOperation {
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        let layout = PlaneLayout(inputShapes[0], statistics)
+        return layout.launch("channel_norm", [.input(0), .input(1), .input(2), .output, .ints(layout.kernelDescriptor), .float(eps)],
+                             groups: layout.setCount)
+    }
+}
+
+extension ChannelNormBackwardInput: DeviceOperation {
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        let layout = PlaneLayout(inputShapes[0], statistics)
+        return layout.launch("channel_norm_backward_input",
+                             [.input(0), .input(1), .input(2), .output, .ints(layout.kernelDescriptor), .float(eps)],
+                             groups: layout.setCount)
+    }
+}
+
+extension ChannelNormBackwardParams: DeviceOperation {
+    /// Set statistics (mean, rstd) into a scratch buffer, then one work-group per channel gathers its sums.
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        let layout = PlaneLayout(inputShapes[0], statistics), stats = KernelArgument.scratch(index: 0, count: 2 * layout.setCount)
+        return layout.launch("norm_statistics", [.input(0), stats, .ints(layout.kernelDescriptor), .float(eps), .int(0)],
+                             groups: layout.setCount)
+            + layout.launch("channel_norm_backward_params",
+                            [.input(0), .input(1), stats, .output, .ints(layout.kernelDescriptor), .int(Int32(layout.setCount))],
+                            groups: layout.channels)
+    }
+}
+
+extension BatchStatistics: DeviceOperation {
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        let layout = PlaneLayout(inputShapes[0], .batch)
+        return layout.launch("norm_statistics", [.input(0), .output, .ints(layout.kernelDescriptor), .float(0), .int(1)],
+                             groups: layout.setCount)
+    }
+}
+
 // MARK: public API
 
 extension Tensor {
