@@ -63,6 +63,7 @@ final class OpenCLTests: XCTestCase {
         let fallbacks = FallbackReport.shared.counts
         print("opencl parity: \(harness.casesRun) cases on \(backend.device.name); CPU fallbacks: \(fallbacks.keys.sorted())")
         XCTAssertGreaterThan(harness.casesRun, 0, "OpenCL ran zero cases")
+        XCTAssert(fallbacks.isEmpty, "ops without an OpenCL kernel: \(fallbacks.keys.sorted())")
         for f in harness.failures { XCTFail(f.description) }
     }
 
