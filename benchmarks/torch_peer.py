@@ -71,7 +71,7 @@ def main():
         with open(args.json, "w") as f:
             json.dump({"torch": torch.__version__, "threads": args.threads, "median_ms": results}, f, indent=1)
     if args.compare:
-        ours = {r["name"]: r["median_ms"] for r in json.load(open(args.compare))["results"]}
+        ours = {r["name"]: r["median_ms"] for r in json.load(open(args.compare))["results"] if "median_ms" in r}
         print("\nHistoDiff / PyTorch time ratio (lower is better):")
         for name, t in results.items():
             if name in ours:
