@@ -31,7 +31,7 @@ struct Bench: ParsableCommand {
             let timing = try workload.measure(on: target, minSeconds: quick ? 0 : seconds, maxRuns: quick ? 1 : 200)
             var row: [String: Any] = ["name": workload.name, "backend": target.name,
                                       "median_ms": timing.median * 1e3, "min_ms": timing.min * 1e3, "runs": timing.runs]
-            var line = workload.name.padding(toLength: 36, withPad: " ", startingAt: 0)
+            var line = workload.name.padding(toLength: 42, withPad: " ", startingAt: 0)
                 + String(format: "%9.3f ms (min %8.3f, %3d runs)", timing.median * 1e3, timing.min * 1e3, timing.runs)
             if workload.flops > 0 {
                 let gflops = workload.flops / timing.median / 1e9
@@ -56,7 +56,7 @@ struct Bench: ParsableCommand {
         if filter.map({ "loader".contains($0) }) ?? true, let folder = data ?? defaultData() {
             let dataset = try Dataset.open(path: folder)
             let rate = try LoaderBenchmark.patchesPerSecond(dataset: dataset, patchSize: 256, seconds: quick ? 1 : 5 * seconds)
-            print("loader 256² patches (load + augment)".padding(toLength: 36, withPad: " ", startingAt: 0)
+            print("loader 256² patches (load + augment)".padding(toLength: 42, withPad: " ", startingAt: 0)
                   + String(format: "%9.1f patches/s  (%@)", rate, folder as NSString))
             results.append(["name": "loader 256 patches", "patches_per_s": rate, "data": folder])
         }

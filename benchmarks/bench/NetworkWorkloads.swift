@@ -14,6 +14,8 @@ extension Workloads {
         let conv: ([Tensor]) -> Tensor = { $0[0].conv2d($0[1], bias: $0[2], stride: 1, padding: 1) }
         let groupNorm: ([Tensor]) -> Tensor = { $0[0].groupNorm(groups: 32, weight: $0[1], bias: $0[2]) }
         let attention: ([Tensor]) -> Tensor = { Tensor.scaledDotProductAttention(q: $0[0], k: $0[1], v: $0[2]) }
+        // The same attention composed from matmul + softmax + matmul (an N×N matrix in memory), for comparison.
+        let unfused: ([Tensor]) -> Tensor = { ($0[0].matmul($0[1], transposeB: true) * (1 / Float(32).squareRoot())).softmax(axis: -1).matmul($0[2]) }
         let shape = "\(n)x64x\(size)x\(size)"
         return [
             .forward("conv2d 3x3 \(shape) fwd", flops: convFlops, inputs: [x, w, b], conv),
@@ -22,6 +24,8 @@ extension Workloads {
             .training("group_norm 32g \(n)x128x\(size)x\(size) fwd+bwd", bytes: 2.5 * gnBytes, inputs: [gx, gw, gb], groupNorm),
             .forward("attention \(n)x4x\(tokens)x32 fwd", flops: attentionFlops, inputs: [q, k, v], attention),
             .training("attention \(n)x4x\(tokens)x32 fwd+bwd", flops: 2.5 * attentionFlops, inputs: [q, k, v], attention),
+            .forward("attention unfused \(n)x4x\(tokens)x32 fwd", flops: attentionFlops, inputs: [q, k, v], unfused),
+            .training("attention unfused \(n)x4x\(tokens)x32 fwd+bwd", flops: 2.5 * attentionFlops, inputs: [q, k, v], unfused),
         ]
     }
 }
