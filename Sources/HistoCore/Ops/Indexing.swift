@@ -215,7 +215,8 @@ public struct IndexSelectBackward: Operation {
 }
 
 /// Labels [N, …] to one-hot [N, classes, …]: the class axis is axis 1 (NCHW for label maps [N, H, W]).
-/// A bad label (unchecked because computed in the graph) makes its whole class column NaN.
+/// The executor rejects labels outside 0..<classes before this runs (ValidatingOperation); should one reach the
+/// forward anyway, its class column is NaN rather than a silent wrong one-hot.
 public struct OneHot: Operation {
     public let classes: Int
     public init(classes: Int) { self.classes = classes }
