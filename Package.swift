@@ -50,19 +50,29 @@ let package = Package(
         // Segmentation metrics on host label maps: confusion scores, AJI/AJI+, Hausdorff/HD95, threshold sweeps, run statistics.
         .target(name: "HistoMetrics", dependencies: ["HistoCore", "HistoData"], swiftSettings: numeric),
 
+        // Noise schedules, diffusion UNets, sampling, pretraining, feature extraction, latent autoencoder.
+        .target(name: "HistoDiffusion", dependencies: ["HistoCore", "HistoNN", "HistoData"], swiftSettings: numeric),
+        // Segmentation models and methods (supervised baselines, GenSelfDiff, sliding-window inference, demo).
+        .target(name: "HistoMethods", dependencies: ["HistoCore", "HistoNN", "HistoData", "HistoMetrics", "HistoDiffusion"],
+                swiftSettings: numeric),
+
         .executableTarget(
             name: "histodiff",
-            dependencies: ["HistoCore", "HistoNN", "HistoData", "HistoMetrics", "HistoOpenCL", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["HistoCore", "HistoNN", "HistoData", "HistoMetrics", "HistoOpenCL", "HistoDiffusion", "HistoMethods", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: numeric),
         .executableTarget(
             name: "bench",
-            dependencies: ["HistoCore", "HistoNN", "HistoData", "OpHarness", "HistoOpenCL", "CBLAS", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["HistoCore", "HistoNN", "HistoData", "HistoDiffusion", "HistoMethods", "OpHarness", "HistoOpenCL", "CBLAS", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "benchmarks/bench",
             swiftSettings: numeric),
 
         .testTarget(name: "HistoCoreTests", dependencies: ["HistoCore", "OpHarness", "HistoOpenCL"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "HistoNNTests", dependencies: ["HistoCore", "HistoNN", "HistoData", "HistoOpenCL"],
+                    resources: [.copy("Fixtures")]),
+        .testTarget(name: "HistoDiffusionTests", dependencies: ["HistoCore", "HistoNN", "HistoData", "HistoDiffusion", "HistoOpenCL"],
+                    resources: [.copy("Fixtures")]),
+        .testTarget(name: "HistoMethodsTests", dependencies: ["HistoCore", "HistoNN", "HistoData", "HistoMetrics", "HistoDiffusion", "HistoMethods"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "HistoDataTests", dependencies: ["HistoCore", "HistoData"],
                     resources: [.copy("Fixtures")]),

@@ -1,0 +1,6 @@
+import XCTest
+@testable import HistoDiffusion
+
+final class ModuleTests: XCTestCase {
+    func testModuleLinks() throws { XCTAssertNotNil(Bundle.module.url(forResource: "Fixtures", withExtension: nil)) }
+}
