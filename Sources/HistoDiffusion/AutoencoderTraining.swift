@@ -46,19 +46,26 @@ public enum AutoencoderTraining {
         model.train(true)
         var records: [StepRecord] = []
         while records.count < options.steps, let images = try nextBatch() {
-            if let schedule { optimizer.learningRate = schedule.learningRate(at: optimizer.stepCount) }
-            let terms = model.loss(images, generator: generator, klWeight: options.klWeight,
-                                   reconstruction: options.reconstruction)
-            let (loss, gradients) = try Gradients.of(terms.total, wrt: model.trainableParameters(),
-                                                     alongside: [terms.reconstruction, terms.kl], on: backend)
-            try optimizer.step(gradients)
-            let record = StepRecord(step: optimizer.stepCount, loss: loss,
-                                    reconstruction: try terms.reconstruction.item(on: backend),
-                                    kl: try terms.kl.item(on: backend), learningRate: optimizer.learningRate)
+            let record = try step(model: model, images: images, optimizer: optimizer, options: options,
+                                  generator: generator, schedule: schedule, on: backend)
             records.append(record)
             try progress(record)
         }
         return records
+    }
+
+    /// One optimizer step on `images`: posterior sample from `generator`, gradients of the loss with respect to
+    /// the trainable parameters, learning rate from `schedule` at the optimizer's step count, then the update.
+    public static func step(model: AutoencoderKL, images: Tensor, optimizer: any Optimizer, options: Options,
+                            generator: RandomGenerator, schedule: (any LearningRateSchedule)? = nil,
+                            on backend: (any Backend)? = nil) throws -> StepRecord {
+        if let schedule { optimizer.learningRate = schedule.learningRate(at: optimizer.stepCount) }
+        let terms = model.loss(images, generator: generator, klWeight: options.klWeight, reconstruction: options.reconstruction)
+        let (loss, gradients) = try Gradients.of(terms.total, wrt: model.trainableParameters(),
+                                                 alongside: [terms.reconstruction, terms.kl], on: backend)
+        try optimizer.step(gradients)
+        return StepRecord(step: optimizer.stepCount, loss: loss, reconstruction: try terms.reconstruction.item(on: backend),
+                          kl: try terms.kl.item(on: backend), learningRate: optimizer.learningRate)
     }
 
     /// Trains on the images of `loader`'s batches (labels, if any, are not used).
