@@ -1,0 +1,47 @@
+import ArgumentParser
+import Foundation
+import HistoCore
+import HistoData
+import HistoNN
+import HistoOpenCL
+
+/// `--device`: where the graph runs.
+struct DeviceOptions: ParsableArguments {
+    @Option(help: "cpu, opencl (a GPU if any, else any OpenCL device) or opencl:N (see `histodiff devices`).")
+    var device = "cpu"
+
+    func backend() throws -> any Backend { try BackendSelection.backend(device) }
+}
+
+/// Options every training command shares.
+struct RunOptions: ParsableArguments {
+    @Option(help: "Run directory: checkpoints, metrics.csv, loss curve and images. Resumes when it holds a checkpoint.")
+    var out: String
+    @Option(help: "Optimizer steps.") var steps: Int
+    @Option(help: "Checkpoint every N steps (0: only at the end or on Ctrl-C).") var checkpointEvery = 200
+    @Option(help: "Seed for initialisation, data order, augmentation and noise.") var seed: UInt64 = 0
+}
+
+enum RunFiles {
+    /// Writes `loss_curve.png` from the run's metrics.csv.
+    static func writeLossCurve(in directory: String) throws {
+        let log = try MetricsLog.read(path: directory + "/" + TrainingRun.metricsFileName)
+        let series = try log.series("loss")
+        guard !series.isEmpty else { return }
+        let image = try Charts.lossCurve(steps: series.map(\.step), values: series.map(\.value))
+        try PNG.write(image, to: directory + "/loss_curve.png")
+    }
+
+    /// A loader whose stream is advanced past the batches of the steps already done, so that a resumed run sees
+    /// the same batches as an uninterrupted one.
+    static func loader(_ dataset: Dataset, indices: [Int], options: LoaderOptions, skipping done: Int) throws -> BatchLoader {
+        let loader = try BatchLoader(dataset: dataset, indices: indices, options: options)
+        for _ in 0..<done { _ = try loader.next() }
+        return loader
+    }
+}
+
+extension TrainingOutcome {
+    /// Exit code for the CLI: 130 after Ctrl-C (as shells report it), 0 otherwise.
+    var exitCode: ExitCode { if case .interrupted = self { return ExitCode(130) }; return .success }
+}

@@ -1,0 +1,57 @@
+import ArgumentParser
+import Foundation
+import HistoCore
+import HistoData
+import HistoDiffusion
+import HistoNN
+
+/// `histodiff train-autoencoder`: the KL autoencoder (f4, 3 latent channels) of latent diffusion.
+struct TrainAutoencoder: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train-autoencoder",
+        abstract: "Train the KL-regularised autoencoder (L1 or L2 reconstruction + β·KL) on a folder of images.")
+
+    @Option(help: "Dataset folder (images/, masks optional).") var data: String
+    @OptionGroup var runOptions: RunOptions
+    @OptionGroup var device: DeviceOptions
+    @Option(help: "Preset: cpu or paper (LDM kl-f4).") var preset = "cpu"
+    @Option(help: "Patch size.") var patch = 64
+    @Option(help: "Batch size.") var batch = 4
+    @Option(help: "Adam learning rate (LDM: base 4.5e-6 × batch × GPUs).") var lr: Float = 4.5e-4
+    @Option(help: "KL weight β.") var klWeight: Float = 1e-6
+    @Flag(help: "L2 instead of L1 reconstruction.") var l2 = false
+
+    func run() throws {
+        let backend = try device.backend()
+        let configuration: AutoencoderKL.Configuration
+        switch preset {
+        case "cpu": configuration = .cpu
+        case "paper": configuration = .paper
+        default: throw ValidationError("unknown preset '\(preset)' (cpu, paper)")
+        }
+        let model = try AutoencoderKL(configuration, generator: RandomGenerator(seed: runOptions.seed))
+        let optimizer = Adam([ParameterGroup(model.trainableParameters())], learningRate: lr, beta1: 0.5, beta2: 0.9)
+        let noise = RandomGenerator(seed: runOptions.seed &+ 1)
+        var options = TrainingRun.Options(totalSteps: runOptions.steps, checkpointEvery: runOptions.checkpointEvery)
+        options.columns = ["reconstruction", "kl"]
+        options.label = "autoencoder"
+        let training = try TrainingRun(directory: runOptions.out, model: model,
+                                       components: ["optimizer": optimizer, "noise": noise], options: options)
+        let done = try training.resume()
+        let dataset = try Dataset.open(path: data)
+        var loaderOptions = LoaderOptions(batchSize: batch, patches: .randomCrops(size: patch, perImage: 1), labelled: false)
+        loaderOptions.seed = runOptions.seed
+        let loader = try RunFiles.loader(dataset, indices: Array(0..<dataset.count), options: loaderOptions, skipping: done)
+        let stepOptions = AutoencoderTraining.Options(steps: 1, klWeight: klWeight, reconstruction: l2 ? .l2 : .l1)
+        let outcome = try training.train { _ in
+            guard let images = try loader.next()?.images else { return StepReport(loss: .nan, learningRate: lr, stop: true) }
+            let record = try AutoencoderTraining.step(model: model, images: images, optimizer: optimizer, options: stepOptions,
+                                                      generator: noise, on: backend)
+            return StepReport(loss: record.loss, learningRate: record.learningRate,
+                              values: ["reconstruction": Double(record.reconstruction), "kl": Double(record.kl)])
+        }
+        try RunFiles.writeLossCurve(in: runOptions.out)
+        print("autoencoder run in \(runOptions.out): model in checkpoint/model.safetensors, loss curve in loss_curve.png")
+        throw outcome.exitCode
+    }
+}
