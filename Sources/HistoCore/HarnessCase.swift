@@ -65,6 +65,7 @@ public enum HarnessCatalog {
             ("norm", norm),
             ("attention", attention),
             ("conv", conv),
+            ("diffusion", diffusion),
         ]
     }
     public static var all: [HarnessCase] { families.flatMap(\.1) }

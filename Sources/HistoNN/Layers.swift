@@ -89,52 +89,25 @@ public final class Sequential: Module, UnaryLayer {
 
 /// Sinusoidal embedding of diffusion timesteps t [N] → [N, dimension] (SPEC §0.2), no parameters.
 public final class SinusoidalTimestepEmbedding: Module, UnaryLayer {
-    public enum Convention {
-        /// guided-diffusion / LDM `timestep_embedding`: f_i = exp(−ln(P)·i/half), [cos, sin]; an odd dimension
-        /// gets a zero last column.
-        case guidedDiffusion
-        /// lucidrains / annotated-diffusion `SinusoidalPositionEmbeddings`: f_i = exp(−ln(P)·i/(half−1)),
-        /// [sin, cos]; the dimension must be even and at least 4.
-        case lucidrains
-    }
+    /// guided-diffusion (cos first) or lucidrains (sin first, frequencies over half − 1); see `TimestepEmbedding`.
+    public typealias Convention = TimestepEmbedding.Convention
     public let dimension: Int
     public let convention: Convention
     public let maxPeriod: Float
-    /// f_i as a [1, half] constant, in float32 as both references compute it.
+    /// f_i as a [⌊dimension/2⌋] constant, in float32 as both references compute it.
     private let frequencies: Tensor
 
     public init(dimension: Int, convention: Convention, maxPeriod: Float = 10000) {
         self.dimension = dimension
         self.convention = convention
         self.maxPeriod = maxPeriod
-        let half = max(dimension / 2, 0)
-        let logPeriod = Foundation.log(Double(maxPeriod))
-        let values: [Float] = (0..<half).map { i in
-            switch convention {
-            case .guidedDiffusion: return Foundation.exp(Float(-logPeriod) * Float(i) / Float(half))
-            case .lucidrains: return Foundation.exp(Float(i) * Float(-logPeriod / Double(half - 1)))
-            }
-        }
-        frequencies = Tensor(values, shape: [1, half])
+        let values = TimestepEmbedding.frequencies(dimension: dimension, convention: convention, maxPeriod: maxPeriod)
+        frequencies = Tensor(values, shape: [values.count])
         super.init()
     }
 
+    /// One fused op (`diffusion.timestep_embedding`).
     public func callAsFunction(_ t: Tensor) -> Tensor {
-        let op = "timestep_embedding"
-        guard t.rank == 1 else { return .invalid(op, "timesteps must have shape [N], got \(describe(t.shape))") }
-        let half = dimension / 2
-        switch convention {
-        case .guidedDiffusion:
-            guard dimension >= 2 else { return .invalid(op, "dimension \(dimension) is below 2") }
-            let args = t.reshape([t.count, 1]) * frequencies
-            let emb = Tensor.concat([args.cos(), args.sin()], axis: 1)
-            return dimension % 2 == 0 ? emb : Tensor.concat([emb, Tensor.zeros([t.count, 1])], axis: 1)
-        case .lucidrains:
-            guard dimension % 2 == 0, half >= 2 else {
-                return .invalid(op, "the lucidrains convention needs an even dimension of at least 4, got \(dimension)")
-            }
-            let args = t.reshape([t.count, 1]) * frequencies
-            return Tensor.concat([args.sin(), args.cos()], axis: 1)
-        }
+        t.timestepEmbedding(dimension: dimension, convention: convention, frequencies: frequencies)
     }
 }

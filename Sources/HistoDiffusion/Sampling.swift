@@ -1,0 +1,114 @@
+import HistoCore
+import HistoNN
+
+/// One finished step of a sampler, as reported to its progress callback.
+public struct SamplingStep {
+    /// 0 for the first (noisiest) step, `count − 1` for the last.
+    public let index: Int
+    public let count: Int
+    /// The model timestep this step denoised from.
+    public let timestep: Int
+    /// The sample after this step (evaluated), x₀ after the last.
+    public let sample: Tensor
+}
+
+/// The reverse-process loop shared by the samplers: starting from x_T ~ N(0, I), for each kept timestep from the
+/// last, the model's output at that timestep and one fused step op. A strided sampler steps through the rows of the
+/// respaced schedule while the model sees the original timesteps (guided-diffusion's timestep map).
+struct ReverseProcess {
+    let timesteps: [Int]
+    let spaced: NoiseSchedule
+
+    init(schedule: NoiseSchedule, steps: Int?, spacing: TimestepSpacing) throws {
+        timesteps = try spacing.timesteps(steps ?? schedule.steps, of: schedule.steps)
+        spaced = try schedule.respaced(keeping: timesteps)
+    }
+
+    /// `step(x_t, model output, table rows [N])` gives x at the previous kept timestep.
+    func run(_ sampler: String, model: some NoisePredictor, shape: [Int], context: Tensor?, generator: RandomGenerator,
+             backend: (any Backend)?, progress: ((SamplingStep) -> Void)?,
+             step: (Tensor, Tensor, Tensor) -> Tensor) throws -> Tensor {
+        guard shape.count >= 2, shape[0] >= 1, shape[1] == model.imageChannels, shape.allSatisfy({ $0 >= 1 }) else {
+            throw EngineError.invalidOp(op: sampler, message:
+                "sample shape \(describe(shape)) must be [N, \(model.imageChannels), …] with positive sizes for this model")
+        }
+        let backend = backend ?? Engine.defaultBackend, n = shape[0]
+        var x = generator.normal(shape)
+        for (index, row) in timesteps.indices.reversed().enumerated() {
+            let timestep = timesteps[row]
+            let output = model(x, timesteps: .full([n], Float(timestep)), context: context)
+            x = try detached(step(x, output, .full([n], Float(row))), on: backend)
+            progress?(SamplingStep(index: index, count: timesteps.count, timestep: timestep, sample: x))
+        }
+        return x
+    }
+
+    /// `x` evaluated and cut from the graph that produced it, its buffer left where it is (no copy to the host), so
+    /// that a step's graph does not hold on to the previous steps.
+    func detached(_ x: Tensor, on backend: any Backend) throws -> Tensor {
+        try x.eval(on: backend)
+        guard let buffer = x.node.buffer, x.node.offset == 0 else { return try x.materialized(on: backend) }
+        return Tensor(buffer: buffer, shape: x.shape, label: "sample")
+    }
+}
+
+/// Ancestral DDPM sampling (Ho et al.; guided-diffusion `p_sample_loop`) over all T steps or a strided subset
+/// (guided-diffusion's timestep respacing). Each step draws fresh noise from the generator.
+public struct DDPMSampler {
+    /// The kept timesteps, increasing.
+    public var timesteps: [Int] { process.timesteps }
+    public let variance: DDPMVariance
+    /// Whether x̂₀ is clamped to [−1, 1] before the posterior mean (guided-diffusion `clip_denoised`).
+    public let clipDenoised: Bool
+    let process: ReverseProcess
+
+    /// `steps` nil: all of the schedule's steps.
+    public init(schedule: NoiseSchedule, steps: Int? = nil, spacing: TimestepSpacing = .even,
+                variance: DDPMVariance = .posterior, clipDenoised: Bool = true) throws {
+        process = try ReverseProcess(schedule: schedule, steps: steps, spacing: spacing)
+        self.variance = variance
+        self.clipDenoised = clipDenoised
+    }
+
+    /// x₀ for samples of `shape` ([N, C, …], C the model's image channels). The model is called as it is (put it in
+    /// evaluation mode first); `progress` sees every step.
+    public func sample(_ model: some NoisePredictor, shape: [Int], target: DiffusionTarget = .epsilon, context: Tensor? = nil,
+                       generator: RandomGenerator, on backend: (any Backend)? = nil,
+                       progress: ((SamplingStep) -> Void)? = nil) throws -> Tensor {
+        let table = process.spaced.table
+        return try process.run("DDPMSampler", model: model, shape: shape, context: context, generator: generator,
+                               backend: backend, progress: progress) { x, output, rows in
+            DiffusionOps.ddpmStep(xt: x, output: output, noise: generator.normal(shape), table: table, timesteps: rows,
+                                  prediction: target.denoiserOutput, clip: clipDenoised, variance: variance)
+        }
+    }
+}
+
+/// DDIM sampling (Song et al.; guided-diffusion `ddim_sample_loop`) over `steps` strided timesteps; η = 0 is
+/// deterministic given x_T, η = 1 has DDPM's posterior variance.
+public struct DDIMSampler {
+    public var timesteps: [Int] { process.timesteps }
+    public let eta: Float
+    public let clipDenoised: Bool
+    let process: ReverseProcess
+
+    public init(schedule: NoiseSchedule, steps: Int, eta: Float = 0, spacing: TimestepSpacing = .ddim,
+                clipDenoised: Bool = true) throws {
+        guard eta >= 0 else { throw EngineError.invalidOp(op: "DDIMSampler", message: "η = \(eta) must be non-negative") }
+        process = try ReverseProcess(schedule: schedule, steps: steps, spacing: spacing)
+        self.eta = eta
+        self.clipDenoised = clipDenoised
+    }
+
+    /// x₀ for samples of `shape` ([N, C, …]); see `DDPMSampler.sample`.
+    public func sample(_ model: some NoisePredictor, shape: [Int], target: DiffusionTarget = .epsilon, context: Tensor? = nil,
+                       generator: RandomGenerator, on backend: (any Backend)? = nil,
+                       progress: ((SamplingStep) -> Void)? = nil) throws -> Tensor {
+        let table = process.spaced.table
+        return try process.run("DDIMSampler", model: model, shape: shape, context: context, generator: generator,
+                               backend: backend, progress: progress) { x, output, rows in
+            DiffusionOps.ddimStep(xt: x, output: output, noise: eta == 0 ? nil : generator.normal(shape), table: table,
+                                  timesteps: rows, prediction: target.denoiserOutput, clip: clipDenoised, eta: eta)
+        }
+    }
+}
