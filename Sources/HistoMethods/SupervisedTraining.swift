@@ -1,0 +1,335 @@
+import Foundation
+import HistoCore
+import HistoData
+import HistoMetrics
+import HistoNN
+
+/// The supervised loss on logits [N, K, H, W] and class ids [N, H, W].
+public enum SupervisedLoss: String, Equatable, Sendable, CaseIterable {
+    case crossEntropy = "ce"
+    /// Soft Dice of softmax(logits), in the configured variant.
+    case dice
+    /// ½(CE + Dice): SSL4MIS's supervised loss.
+    case crossEntropyDice = "ce+dice"
+
+    public func value(logits: Tensor, labels: Tensor, diceVariant: Loss.DiceVariant) -> Tensor {
+        let dice = { Loss.dice(probabilities: logits.softmax(axis: 1), labels: labels, variant: diceVariant) }
+        switch self {
+        case .crossEntropy: return Loss.crossEntropy(logits: logits, labels: labels)
+        case .dice: return dice()
+        case .crossEntropyDice: return 0.5 * (Loss.crossEntropy(logits: logits, labels: labels) + dice())
+        }
+    }
+}
+
+/// The optimizer and learning-rate rule of a supervised run.
+public enum SupervisedOptimizer: Equatable, Sendable {
+    /// SSL4MIS: SGD with momentum and weight decay on every parameter, lr·(1 − step/total)^power over the run.
+    case sgdPoly(learningRate: Float = 0.01, momentum: Float = 0.9, weightDecay: Float = 1e-4, power: Float = 0.9)
+    /// Adam (weight decay added to the gradient), constant learning rate.
+    case adam(learningRate: Float = 1e-3, beta1: Float = 0.9, beta2: Float = 0.999, weightDecay: Float = 0)
+    /// DTSeg's FPN baseline (SPEC §1): Lookahead (k 6, α 0.5) around RAdam with decoupled weight decay on weights
+    /// of rank > 1, constant learning rate.
+    case lookaheadRAdam(learningRate: Float = 1e-3, weightDecay: Float = 1e-5)
+
+    func make(for parameters: [Parameter], totalSteps: Int) -> (any Optimizer, any LearningRateSchedule) {
+        switch self {
+        case let .sgdPoly(lr, momentum, weightDecay, power):
+            return (SGD([ParameterGroup(parameters, weightDecay: weightDecay)], learningRate: lr, momentum: momentum),
+                    PolySchedule(base: lr, totalSteps: totalSteps, power: power))
+        case let .adam(lr, beta1, beta2, weightDecay):
+            return (Adam([ParameterGroup(parameters, weightDecay: weightDecay)], learningRate: lr, beta1: beta1, beta2: beta2),
+                    ConstantSchedule(lr))
+        case let .lookaheadRAdam(lr, weightDecay):
+            let radam = RAdam(ParameterGroup.weightDecaySplit(parameters, weightDecay: weightDecay), learningRate: lr,
+                              decoupledWeightDecay: true)
+            return (Lookahead(radam, k: 6, alpha: 0.5, slowStart: .firstSync), ConstantSchedule(lr))
+        }
+    }
+}
+
+/// Training a segmentation network on the labelled images of a dataset only (SPEC §8 "SupOnly"; with a label ratio of
+/// 100% the fully supervised baseline), validating on held-back images after every epoch.
+///
+/// An epoch is ⌈labelled images × crops per image / batch size⌉ steps of random augmented crops. After each epoch the
+/// model predicts every validation image whole (see `SegmentationModel.logits(of:tiling:)`) in eval mode; the score
+/// is the Dice over the validation pixels pooled (`ClassScoreSummary`, `.pooled`), averaged over the foreground
+/// classes (for a binary task, the nucleus/gland Dice). The best epoch's weights are kept (and written, when a
+/// checkpoint directory is given); training stops after `maxEpochs`, after `patience` epochs without a better
+/// score, or when `Callbacks.shouldStop` says so. Independent of any CLI: a configuration, a dataset and callbacks in,
+/// a `Result` out.
+public enum SupervisedTraining {
+    public struct Configuration: Sendable {
+        public var architecture: SegmentationArchitecture
+        public var labelRatio: Ratio
+        public var validationRatio: Ratio
+        /// Orders the split (`DataSplit.make`).
+        public var splitSeed: UInt64 = 0
+        /// Weights, dropout and the batch stream.
+        public var seed: UInt64 = 0
+        /// Side of the square training crops; a multiple of the model's `inputMultiple`.
+        public var patchSize = 256
+        public var cropsPerImage = 8
+        public var batchSize = 24
+        public var maxEpochs = 200
+        /// Epochs without a better validation score before stopping; nil never stops early.
+        public var patience: Int? = 30
+        public var loss = SupervisedLoss.crossEntropyDice
+        public var diceVariant = Loss.DiceVariant.ssl4mis
+        public var optimizer = SupervisedOptimizer.sgdPoly()
+        public var augmentation = Augmentation()
+        /// Train on the strong view (geometry and colour changes) instead of geometry alone.
+        public var photometric = false
+        public var pixelRange = PixelRange.minusOneToOne
+        /// Whole-image validation in one pass when nil, else in tiles.
+        public var validationTiling: InferenceTiling?
+        /// Where `best.safetensors` is written; nil keeps the best weights in memory only.
+        public var checkpointDirectory: String?
+
+        public init(architecture: SegmentationArchitecture, labelRatio: Ratio, validationRatio: Ratio) {
+            self.architecture = architecture
+            self.labelRatio = labelRatio
+            self.validationRatio = validationRatio
+        }
+
+        /// The SSL4MIS supervised baseline: the Ciampi/SSL4MIS U-Net, ½(CE + Dice), SGD 0.01 with poly decay, batch 24
+        /// of 256² crops.
+        public static func ssl4mis(classes: Int, labelRatio: Ratio, validationRatio: Ratio) -> Configuration {
+            Configuration(architecture: .unet(.paper(classes: classes)), labelRatio: labelRatio, validationRatio: validationRatio)
+        }
+
+        /// DTSeg's supervised ResNet34-FPN (randomly initialised: no ImageNet weights offline): toolbelt Dice,
+        /// Lookahead-RAdam 1e-3, batch 24, photometric augmentation, patience 30.
+        public static func resnet34FPN(classes: Int, labelRatio: Ratio, validationRatio: Ratio) -> Configuration {
+            var configuration = Configuration(architecture: .resnetFPN(.paper(classes: classes)), labelRatio: labelRatio,
+                                              validationRatio: validationRatio)
+            configuration.loss = .dice
+            configuration.diceVariant = .toolbelt
+            configuration.optimizer = .lookaheadRAdam()
+            configuration.photometric = true
+            return configuration
+        }
+
+        /// For a 2-core CPU: the half-width U-Net on 128² crops, batch 8, Adam 1e-3, ½(CE + Dice), 40 epochs.
+        public static func cpu(classes: Int, labelRatio: Ratio, validationRatio: Ratio) -> Configuration {
+            var configuration = Configuration(architecture: .unet(.cpu(classes: classes)), labelRatio: labelRatio,
+                                              validationRatio: validationRatio)
+            configuration.patchSize = 128
+            configuration.batchSize = 8
+            configuration.cropsPerImage = 4
+            configuration.maxEpochs = 40
+            configuration.patience = 10
+            configuration.optimizer = .adam()
+            return configuration
+        }
+    }
+
+    /// Reported after every optimizer step.
+    public struct StepProgress: Sendable {
+        public let epoch: Int
+        /// Optimizer steps so far (1 after the first).
+        public let step: Int
+        /// Steps at `maxEpochs` (the end unless training stops early).
+        public let totalSteps: Int
+        public let loss: Float
+        public let learningRate: Float
+        /// Over the last (up to) 20 steps.
+        public let iterationsPerSecond: Double
+    }
+
+    /// Reported after every epoch's validation.
+    public struct EpochReport: Sendable {
+        /// 1-based.
+        public let epoch: Int
+        public let meanLoss: Float
+        /// Pooled foreground Dice and IoU over the validation images.
+        public let validationDice: Double
+        public let validationIoU: Double
+        public let isBest: Bool
+        public let epochsWithoutImprovement: Int
+        /// Training and validation time of the epoch.
+        public let seconds: Double
+    }
+
+    public struct Callbacks {
+        public var step: ((StepProgress) -> Void)?
+        public var epoch: ((EpochReport) -> Void)?
+        /// Asked after every step; true ends training there (the best weights so far are kept).
+        public var shouldStop: (() -> Bool)?
+
+        public init(step: ((StepProgress) -> Void)? = nil, epoch: ((EpochReport) -> Void)? = nil,
+                    shouldStop: (() -> Bool)? = nil) {
+            self.step = step
+            self.epoch = epoch
+            self.shouldStop = shouldStop
+        }
+    }
+
+    public enum StopReason: String, Sendable {
+        case completed, earlyStopped, cancelled
+    }
+
+    public struct Result {
+        /// The trained network holding the best epoch's weights, in eval mode.
+        public let model: any SegmentationModel
+        public let split: DataSplit
+        /// -infinity when no epoch finished.
+        public let bestValidationDice: Double
+        public let bestValidationIoU: Double
+        /// 0 when no epoch finished.
+        public let bestEpoch: Int
+        public let epochsRun: Int
+        public let steps: Int
+        public let wallSeconds: Double
+        /// `<checkpointDirectory>/best.safetensors` (model weights and BN statistics), when written.
+        public let checkpointPath: String?
+        public let stopReason: StopReason
+        public let history: [EpochReport]
+    }
+
+    public static let checkpointFileName = "best.safetensors"
+
+    /// Trains `model` (default: a fresh `configuration.architecture` seeded with `configuration.seed`) on the labelled
+    /// images of `split` (default: `DataSplit.make` with the configured ratios and split seed).
+    public static func run(_ configuration: Configuration, dataset: Dataset, split: DataSplit? = nil,
+                           model: (any SegmentationModel)? = nil, callbacks: Callbacks = Callbacks()) throws -> Result {
+        let started = Date()
+        let model = model ?? configuration.architecture.makeModel(generator: RandomGenerator(seed: configuration.seed))
+        try check(configuration, model: model, dataset: dataset)
+        let split = try split ?? DataSplit.make(dataset: dataset, labelRatio: configuration.labelRatio,
+                                                validationRatio: configuration.validationRatio, seed: configuration.splitSeed)
+        let indices = try split.indices(in: dataset)
+        guard !indices.validation.isEmpty else {
+            throw EngineError.invalidValue(op: "SupervisedTraining", message: "the split has no validation images")
+        }
+        let validation = try indices.validation.map { index -> (image: Planes, truth: LabelMap) in
+            let sample = try dataset.sample(at: index)
+            return (sample.image.colorPlanes(range: configuration.pixelRange), try LabelMap(sample.mask!))
+        }
+
+        var options = LoaderOptions(batchSize: configuration.batchSize,
+                                    patches: .randomCrops(size: configuration.patchSize, perImage: configuration.cropsPerImage),
+                                    labelled: true)
+        options.augmentation = configuration.augmentation
+        options.views = configuration.photometric ? .strong : .weak
+        options.seed = configuration.seed
+        options.range = configuration.pixelRange
+        let loader = try BatchLoader(dataset: dataset, indices: indices.labelled, options: options)
+        defer { loader.close() }
+
+        let stepsPerEpoch = (indices.labelled.count * configuration.cropsPerImage + configuration.batchSize - 1) / configuration.batchSize
+        let totalSteps = stepsPerEpoch * configuration.maxEpochs
+        let parameters = model.trainableParameters()
+        let (optimizer, schedule) = configuration.optimizer.make(for: parameters, totalSteps: totalSteps)
+
+        var best = (dice: -Double.infinity, iou: -Double.infinity, epoch: 0, state: CheckpointState())
+        var checkpointPath: String?
+        var history: [EpochReport] = []
+        var stepTimes: [Date] = []
+        var stopReason = StopReason.completed
+        var step = 0
+        model.train(true)
+        epochs: for epoch in 1...configuration.maxEpochs {
+            let epochStarted = Date()
+            var lossSum: Float = 0
+            for _ in 0..<stepsPerEpoch {
+                guard let batch = try loader.next(), let labels = batch.labels else {
+                    throw EngineError.invalidValue(op: "SupervisedTraining", message: "the labelled batch stream ended")
+                }
+                optimizer.learningRate = schedule.learningRate(at: optimizer.stepCount)
+                let loss = configuration.loss.value(logits: model(batch.images), labels: labels,
+                                                    diceVariant: configuration.diceVariant)
+                let (value, gradients) = try Gradients.of(loss, wrt: parameters, alongside: model.pendingBufferUpdates())
+                try model.commitBufferUpdates()
+                try optimizer.step(gradients)
+                step += 1
+                lossSum += value
+
+                stepTimes.append(Date())
+                if stepTimes.count > 21 { stepTimes.removeFirst() }
+                let window = stepTimes.count > 1 ? stepTimes.last!.timeIntervalSince(stepTimes.first!) : 0
+                callbacks.step?(StepProgress(epoch: epoch, step: step, totalSteps: totalSteps, loss: value,
+                                             learningRate: optimizer.learningRate,
+                                             iterationsPerSecond: window > 0 ? Double(stepTimes.count - 1) / window : 0))
+                if callbacks.shouldStop?() == true {
+                    stopReason = .cancelled
+                    break epochs
+                }
+            }
+
+            let scores = try validate(model, on: validation, tiling: configuration.validationTiling)
+            model.train(true)
+            let improved = scores.dice > best.dice
+            if improved {
+                best = (scores.dice, scores.iou, epoch, try model.checkpointState())
+                if let directory = configuration.checkpointDirectory {
+                    checkpointPath = try save(model, in: directory, epoch: epoch, dice: scores.dice)
+                }
+            }
+            let report = EpochReport(epoch: epoch, meanLoss: lossSum / Float(stepsPerEpoch), validationDice: scores.dice,
+                                     validationIoU: scores.iou, isBest: improved,
+                                     epochsWithoutImprovement: epoch - best.epoch,
+                                     seconds: Date().timeIntervalSince(epochStarted))
+            history.append(report)
+            callbacks.epoch?(report)
+            if let patience = configuration.patience, report.epochsWithoutImprovement >= patience {
+                stopReason = .earlyStopped
+                break
+            }
+        }
+
+        if best.epoch > 0 { try model.restore(from: best.state, source: "best epoch \(best.epoch)") }
+        model.train(false)
+        return Result(model: model, split: split, bestValidationDice: best.dice, bestValidationIoU: best.iou,
+                      bestEpoch: best.epoch, epochsRun: history.count, steps: step,
+                      wallSeconds: Date().timeIntervalSince(started), checkpointPath: checkpointPath,
+                      stopReason: stopReason, history: history)
+    }
+
+    /// Pooled Dice and IoU, averaged over the foreground classes, of `model`'s whole-image predictions (eval mode).
+    public static func validate(_ model: any SegmentationModel, on images: [(image: Planes, truth: LabelMap)],
+                                tiling: InferenceTiling? = nil) throws -> (dice: Double, iou: Double) {
+        model.train(false)
+        let matrices = try images.map { image, truth in
+            let logits = try model.logits(of: image, tiling: tiling)
+            let prediction = try LabelMap(try Planes(channels: 1, height: logits.height, width: logits.width,
+                                                     values: try logits.tensor().argmax(axis: 0).toArray()))
+            return try ConfusionMatrix(prediction: prediction, truth: truth, classes: model.classes)
+        }
+        let scores = try ClassScoreSummary(matrices, aggregation: .pooled).mean(includeBackground: false)
+        return (scores.dice, scores.iou)
+    }
+
+    private static func check(_ configuration: Configuration, model: any SegmentationModel, dataset: Dataset) throws {
+        func invalid(_ message: String) -> EngineError { .invalidValue(op: "SupervisedTraining", message: message) }
+        let datasetClasses: Int
+        switch dataset.classes {
+        case .binary: datasetClasses = 2
+        case .ids(let count): datasetClasses = count
+        }
+        guard model.classes == datasetClasses else {
+            throw invalid("the model predicts \(model.classes) classes but \(dataset.root) has \(datasetClasses)")
+        }
+        guard configuration.patchSize > 0, configuration.patchSize % model.inputMultiple == 0 else {
+            throw invalid("patch size \(configuration.patchSize) is not a positive multiple of \(model.inputMultiple), the model's downsampling")
+        }
+        guard configuration.batchSize > 0, configuration.cropsPerImage > 0, configuration.maxEpochs > 0 else {
+            throw invalid("batch size \(configuration.batchSize), crops per image \(configuration.cropsPerImage) and epochs \(configuration.maxEpochs) must be positive")
+        }
+        if let patience = configuration.patience, patience <= 0 {
+            throw invalid("patience \(patience) must be positive (nil never stops early)")
+        }
+    }
+
+    /// Writes the model's weights and buffers to `<directory>/best.safetensors`; returns the path.
+    private static func save(_ model: Module, in directory: String, epoch: Int, dice: Double) throws -> String {
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw EngineError.file(path: directory, message: "cannot create the checkpoint directory: \(error.localizedDescription)")
+        }
+        let path = URL(fileURLWithPath: directory).appendingPathComponent(checkpointFileName).path
+        try model.save(to: path, metadata: ["epoch": String(epoch), "validation_dice": String(dice)])
+        return path
+    }
+}
