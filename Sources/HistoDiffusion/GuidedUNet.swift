@@ -230,30 +230,20 @@ extension GuidedUNet {
         }
 
         func validate() throws {
-            var problems: [String] = []
-            if inChannels < 1 || outChannels < 1 || modelChannels < 1 || numResBlocks < 1 {
-                problems.append("inChannels \(inChannels), outChannels \(outChannels), modelChannels \(modelChannels) and numResBlocks \(numResBlocks) must be positive")
+            func fail(_ message: String) -> EngineError { .invalidOp(op: "guided_unet", message: message) }
+            guard inChannels > 0, outChannels > 0, modelChannels > 0, numResBlocks > 0, !channelMult.isEmpty,
+                  channelMult.allSatisfy({ $0 > 0 }) else {
+                throw fail("inChannels \(inChannels), outChannels \(outChannels), modelChannels \(modelChannels), numResBlocks \(numResBlocks) and channelMult \(channelMult) must be positive and non-empty")
             }
-            if channelMult.isEmpty || channelMult.contains(where: { $0 < 1 }) {
-                problems.append("channelMult \(channelMult) must be a non-empty list of positive multipliers")
-            }
-            if !(0..<1).contains(dropout) { problems.append("dropout \(dropout) is outside [0, 1)") }
+            guard (0..<1).contains(dropout) else { throw fail("dropout \(dropout) is outside [0, 1)") }
             if let crossAttention, crossAttention.contextDim < 1 || crossAttention.depth < 1 {
-                problems.append("cross-attention context dim \(crossAttention.contextDim) and depth \(crossAttention.depth) must be positive")
+                throw fail("cross-attention context dim \(crossAttention.contextDim) and depth \(crossAttention.depth) must be positive")
             }
-            var ds = 1
-            var attended = Set<Int>()
-            for mult in channelMult where mult >= 1 && modelChannels >= 1 {
-                let channels = mult * modelChannels
-                if normGroups < 1 || channels % normGroups != 0 {
-                    problems.append("\(channels) channels do not split into \(normGroups) groups")
-                }
-                if attentionResolutions.contains(ds) {
-                    attended.insert(channels)
-                }
-                ds *= 2
-            }
-            attended.insert(channelMult.last.map { $0 * modelChannels } ?? modelChannels) // the middle block
+            let widths = channelMult.map { $0 * modelChannels }
+            var problems = widths.filter { normGroups < 1 || $0 % normGroups != 0 }
+                .map { "\($0) channels do not split into \(normGroups) groups" }
+            // Level l runs at downsampling rate 2^l; the middle block always attends.
+            let attended = Set(widths.indices.filter { attentionResolutions.contains(1 << $0) }.map { widths[$0] } + [widths[widths.count - 1]])
             for channels in attended.sorted() {
                 switch heads {
                 case .count(let h) where h < 1 || channels % h != 0:
@@ -263,9 +253,7 @@ extension GuidedUNet {
                 default: break
                 }
             }
-            guard problems.isEmpty else {
-                throw EngineError.invalidOp(op: "guided_unet", message: problems.joined(separator: "; "))
-            }
+            guard problems.isEmpty else { throw fail(problems.joined(separator: "; ")) }
         }
 
         /// DTSeg's LDM denoiser on vq-f4 latents 3×64×64 (SPEC §1 step 1, `big.yaml`): 224 channels,
