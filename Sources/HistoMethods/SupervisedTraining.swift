@@ -59,8 +59,11 @@ public enum SupervisedOptimizer: Equatable, Sendable {
 /// score, or when `Callbacks.shouldStop` says so. Independent of any CLI: a configuration, a dataset and callbacks in,
 /// a `Result` out.
 public enum SupervisedTraining {
-    public struct Configuration: Sendable {
-        public var architecture: SegmentationArchitecture
+    /// Everything of a run but the network and the loss: which images train and validate, the crops and batches,
+    /// the optimizer, the epochs and early stopping, validation and the best checkpoint. Every method trained by
+    /// `train(_:plan:dataset:split:callbacks:loss:)` shares it; its fields read and write through the methods'
+    /// configurations (`configuration.patchSize = 128`).
+    public struct Plan: Sendable {
         public var labelRatio: Ratio
         public var validationRatio: Ratio
         /// Orders the split (`DataSplit.make`).
@@ -74,8 +77,6 @@ public enum SupervisedTraining {
         public var maxEpochs = 200
         /// Epochs without a better validation score before stopping; nil never stops early.
         public var patience: Int? = 30
-        public var loss = SupervisedLoss.crossEntropyDice
-        public var diceVariant = Loss.DiceVariant.ssl4mis
         public var optimizer = SupervisedOptimizer.sgdPoly()
         public var augmentation = Augmentation()
         /// Train on the strong view (geometry and colour changes) instead of geometry alone.
@@ -86,10 +87,28 @@ public enum SupervisedTraining {
         /// Where `best.safetensors` is written; nil keeps the best weights in memory only.
         public var checkpointDirectory: String?
 
-        public init(architecture: SegmentationArchitecture, labelRatio: Ratio, validationRatio: Ratio) {
-            self.architecture = architecture
+        public init(labelRatio: Ratio, validationRatio: Ratio) {
             self.labelRatio = labelRatio
             self.validationRatio = validationRatio
+        }
+    }
+
+    /// A supervised run: the network, the loss and the plan, whose fields read and write through the configuration.
+    @dynamicMemberLookup
+    public struct Configuration: Sendable {
+        public var architecture: SegmentationArchitecture
+        public var loss = SupervisedLoss.crossEntropyDice
+        public var diceVariant = Loss.DiceVariant.ssl4mis
+        public var plan: Plan
+
+        public init(architecture: SegmentationArchitecture, labelRatio: Ratio, validationRatio: Ratio) {
+            self.architecture = architecture
+            plan = Plan(labelRatio: labelRatio, validationRatio: validationRatio)
+        }
+
+        public subscript<Value>(dynamicMember field: WritableKeyPath<Plan, Value>) -> Value {
+            get { plan[keyPath: field] }
+            set { plan[keyPath: field] = newValue }
         }
 
         /// The SSL4MIS supervised baseline: the Ciampi/SSL4MIS U-Net, ½(CE + Dice), SGD 0.01 with poly decay, batch 24
@@ -190,37 +209,49 @@ public enum SupervisedTraining {
     public static let checkpointFileName = "best.safetensors"
 
     /// Trains `model` (default: a fresh `configuration.architecture` seeded with `configuration.seed`) on the labelled
-    /// images of `split` (default: `DataSplit.make` with the configured ratios and split seed).
+    /// images of `split` (default: `DataSplit.make` with the configured ratios and split seed) with the configured loss.
     public static func run(_ configuration: Configuration, dataset: Dataset, split: DataSplit? = nil,
                            model: (any SegmentationModel)? = nil, callbacks: Callbacks = Callbacks()) throws -> Result {
-        let started = Date()
         let model = model ?? configuration.architecture.makeModel(generator: RandomGenerator(seed: configuration.seed))
-        try check(configuration, model: model, dataset: dataset)
-        let split = try split ?? DataSplit.make(dataset: dataset, labelRatio: configuration.labelRatio,
-                                                validationRatio: configuration.validationRatio, seed: configuration.splitSeed)
+        return try train(model, plan: configuration.plan, dataset: dataset, split: split, callbacks: callbacks) { images, labels in
+            configuration.loss.value(logits: model(images), labels: labels, diceVariant: configuration.diceVariant)
+        }
+    }
+
+    /// The loop of every supervised method (see the type's doc): trains `model` as `plan` says on the labelled
+    /// images of `split` (default: `DataSplit.make` with the plan's ratios and split seed), minimising
+    /// `loss(images, labels)` — images [N, 3, S, S] in the plan's pixel range, class ids [N, S, S] — which runs the
+    /// model in training mode.
+    public static func train(_ model: any SegmentationModel, plan: Plan, dataset: Dataset, split: DataSplit? = nil,
+                             callbacks: Callbacks = Callbacks(),
+                             loss: (_ images: Tensor, _ labels: Tensor) -> Tensor) throws -> Result {
+        let started = Date()
+        try check(plan, model: model, dataset: dataset)
+        let split = try split ?? DataSplit.make(dataset: dataset, labelRatio: plan.labelRatio,
+                                                validationRatio: plan.validationRatio, seed: plan.splitSeed)
         let indices = try split.indices(in: dataset)
         guard !indices.validation.isEmpty else {
             throw EngineError.invalidValue(op: "SupervisedTraining", message: "the split has no validation images")
         }
         let validation = try indices.validation.map { index -> (image: Planes, truth: LabelMap) in
             let sample = try dataset.sample(at: index)
-            return (sample.image.colorPlanes(range: configuration.pixelRange), try LabelMap(sample.mask!))
+            return (sample.image.colorPlanes(range: plan.pixelRange), try LabelMap(sample.mask!))
         }
 
-        var options = LoaderOptions(batchSize: configuration.batchSize,
-                                    patches: .randomCrops(size: configuration.patchSize, perImage: configuration.cropsPerImage),
+        var options = LoaderOptions(batchSize: plan.batchSize,
+                                    patches: .randomCrops(size: plan.patchSize, perImage: plan.cropsPerImage),
                                     labelled: true)
-        options.augmentation = configuration.augmentation
-        options.views = configuration.photometric ? .strong : .weak
-        options.seed = configuration.seed
-        options.range = configuration.pixelRange
+        options.augmentation = plan.augmentation
+        options.views = plan.photometric ? .strong : .weak
+        options.seed = plan.seed
+        options.range = plan.pixelRange
         let loader = try BatchLoader(dataset: dataset, indices: indices.labelled, options: options)
         defer { loader.close() }
 
-        let stepsPerEpoch = (indices.labelled.count * configuration.cropsPerImage + configuration.batchSize - 1) / configuration.batchSize
-        let totalSteps = stepsPerEpoch * configuration.maxEpochs
+        let stepsPerEpoch = (indices.labelled.count * plan.cropsPerImage + plan.batchSize - 1) / plan.batchSize
+        let totalSteps = stepsPerEpoch * plan.maxEpochs
         let parameters = model.trainableParameters()
-        let (optimizer, schedule) = configuration.optimizer.make(for: parameters, totalSteps: totalSteps)
+        let (optimizer, schedule) = plan.optimizer.make(for: parameters, totalSteps: totalSteps)
 
         var best = (dice: -Double.infinity, iou: -Double.infinity, epoch: 0, state: CheckpointState())
         var checkpointPath: String?
@@ -229,7 +260,7 @@ public enum SupervisedTraining {
         var stopReason = StopReason.completed
         var step = 0
         model.train(true)
-        epochs: for epoch in 1...configuration.maxEpochs {
+        epochs: for epoch in 1...plan.maxEpochs {
             let epochStarted = Date()
             var lossSum: Float = 0
             for _ in 0..<stepsPerEpoch {
@@ -237,9 +268,8 @@ public enum SupervisedTraining {
                     throw EngineError.invalidValue(op: "SupervisedTraining", message: "the labelled batch stream ended")
                 }
                 optimizer.learningRate = schedule.learningRate(at: optimizer.stepCount)
-                let loss = configuration.loss.value(logits: model(batch.images), labels: labels,
-                                                    diceVariant: configuration.diceVariant)
-                let (value, gradients) = try Gradients.of(loss, wrt: parameters, alongside: model.pendingBufferUpdates())
+                let (value, gradients) = try Gradients.of(loss(batch.images, labels), wrt: parameters,
+                                                          alongside: model.pendingBufferUpdates())
                 try model.commitBufferUpdates()
                 try optimizer.step(gradients)
                 step += 1
@@ -257,12 +287,12 @@ public enum SupervisedTraining {
                 }
             }
 
-            let scores = try validate(model, on: validation, tiling: configuration.validationTiling)
+            let scores = try validate(model, on: validation, tiling: plan.validationTiling)
             model.train(true)
             let improved = scores.dice > best.dice
             if improved {
                 best = (scores.dice, scores.iou, epoch, try model.checkpointState())
-                if let directory = configuration.checkpointDirectory {
+                if let directory = plan.checkpointDirectory {
                     checkpointPath = try save(model, in: directory, epoch: epoch, dice: scores.dice)
                 }
             }
@@ -272,7 +302,7 @@ public enum SupervisedTraining {
                                      seconds: Date().timeIntervalSince(epochStarted))
             history.append(report)
             callbacks.epoch?(report)
-            if let patience = configuration.patience, report.epochsWithoutImprovement >= patience {
+            if let patience = plan.patience, report.epochsWithoutImprovement >= patience {
                 stopReason = .earlyStopped
                 break
             }
@@ -300,7 +330,7 @@ public enum SupervisedTraining {
         return (scores.dice, scores.iou)
     }
 
-    private static func check(_ configuration: Configuration, model: any SegmentationModel, dataset: Dataset) throws {
+    private static func check(_ plan: Plan, model: any SegmentationModel, dataset: Dataset) throws {
         func invalid(_ message: String) -> EngineError { .invalidValue(op: "SupervisedTraining", message: message) }
         let datasetClasses: Int
         switch dataset.classes {
@@ -310,13 +340,13 @@ public enum SupervisedTraining {
         guard model.classes == datasetClasses else {
             throw invalid("the model predicts \(model.classes) classes but \(dataset.root) has \(datasetClasses)")
         }
-        guard configuration.patchSize > 0, configuration.patchSize % model.inputMultiple == 0 else {
-            throw invalid("patch size \(configuration.patchSize) is not a positive multiple of \(model.inputMultiple), the model's downsampling")
+        guard plan.patchSize > 0, plan.patchSize % model.inputMultiple == 0 else {
+            throw invalid("patch size \(plan.patchSize) is not a positive multiple of \(model.inputMultiple), the model's downsampling")
         }
-        guard configuration.batchSize > 0, configuration.cropsPerImage > 0, configuration.maxEpochs > 0 else {
-            throw invalid("batch size \(configuration.batchSize), crops per image \(configuration.cropsPerImage) and epochs \(configuration.maxEpochs) must be positive")
+        guard plan.batchSize > 0, plan.cropsPerImage > 0, plan.maxEpochs > 0 else {
+            throw invalid("batch size \(plan.batchSize), crops per image \(plan.cropsPerImage) and epochs \(plan.maxEpochs) must be positive")
         }
-        if let patience = configuration.patience, patience <= 0 {
+        if let patience = plan.patience, patience <= 0 {
             throw invalid("patience \(patience) must be positive (nil never stops early)")
         }
     }
