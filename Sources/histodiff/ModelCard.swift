@@ -32,7 +32,7 @@ struct ModelCard: Codable {
     /// The card beside `weights` (a .safetensors file or the directory holding it).
     static func read(near weights: String) throws -> (card: ModelCard, weights: String) {
         var isDirectory: ObjCBool = false
-        FileManager.default.fileExists(atPath: weights, isDirectory: &isDirectory)
+        _ = FileManager.default.fileExists(atPath: weights, isDirectory: &isDirectory)
         let directory = isDirectory.boolValue ? weights : (weights as NSString).deletingLastPathComponent
         let file = isDirectory.boolValue ? (weights as NSString).appendingPathComponent(SupervisedTraining.checkpointFileName) : weights
         let cardPath = (directory as NSString).appendingPathComponent(fileName)
