@@ -22,11 +22,12 @@ public enum Demo {
 
         public init(data: String?, output: String) { self.data = data; self.output = output }
 
-        var syntheticTiles: Int { quick ? 16 : 48 }
-        var syntheticSize: Int { quick ? 96 : 256 }
-        var patch: Int { quick ? 64 : 128 }
-        var pretrainSteps: Int { quick ? 20 : 400 }
-        var epochs: Int { quick ? 2 : 30 }
+        // Sized so that the full demo takes a few minutes on a 2-core CPU.
+        var syntheticTiles: Int { quick ? 16 : 32 }
+        var syntheticSize: Int { quick ? 96 : 192 }
+        var patch: Int { 64 }
+        var pretrainSteps: Int { quick ? 20 : 250 }
+        var epochs: Int { quick ? 2 : 15 }
     }
 
     public struct MethodResult {
