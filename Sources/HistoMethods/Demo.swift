@@ -19,6 +19,8 @@ public enum Demo {
         public var backend: any Backend = CPUBackend.shared
         public var labelRatio = "1/8"
         public var validationRatio = "1/5"
+        /// Also fine-tune GenSelfDiff from random initialisation (does pretraining help?).
+        public var includeRandomInit = false
 
         public init(data: String?, output: String) { self.data = data; self.output = output }
 
@@ -85,6 +87,10 @@ public enum Demo {
         let genSelfDiff = try timed { try fineTuneGenSelfDiff(dataset: dataset, split: split, pretrained: pretrained, c) }
         results.append(try evaluate("GenSelfDiff (pretrained)", genSelfDiff.value, seconds: genSelfDiff.seconds + pretrainSeconds,
                                     dataset: dataset, split: split, c))
+        if c.includeRandomInit {
+            let random = try timed { try fineTuneGenSelfDiff(dataset: dataset, split: split, pretrained: nil, c) }
+            results.append(try evaluate("GenSelfDiff (random init)", random.value, seconds: random.seconds, dataset: dataset, split: split, c))
+        }
 
         let report = self.report(results, dataPath: dataPath, split: split, c)
         let reportPath = c.output + "/report.md"

@@ -7,7 +7,8 @@ import HistoCore
 public final class CLBuffer: BackendBuffer {
     public let mem: cl_mem
     public let elementCount: Int
-    unowned let owner: OpenCLBackend
+    /// Strong: the backend (context, pool) must outlive every buffer made from it.
+    let owner: OpenCLBackend
     public var backend: any Backend { owner }
 
     init(mem: cl_mem, elementCount: Int, owner: OpenCLBackend) { self.mem = mem; self.elementCount = elementCount; self.owner = owner }

@@ -14,6 +14,7 @@ struct DemoCommand: ParsableCommand {
     @Flag(help: "A reduced run (small data, few steps), as CI runs it.") var quick = false
     @Option(help: "Labelled fraction of the training images.") var labels = "1/8"
     @Option(help: "Seed.") var seed: UInt64 = 0
+    @Flag(help: "Also fine-tune GenSelfDiff from random initialisation, to see what pretraining adds.") var compareRandomInit = false
     @OptionGroup var device: DeviceOptions
 
     func run() throws {
@@ -21,6 +22,7 @@ struct DemoCommand: ParsableCommand {
         configuration.quick = quick
         configuration.seed = seed
         configuration.labelRatio = labels
+        configuration.includeRandomInit = compareRandomInit
         configuration.backend = try device.backend()
         _ = try Demo.run(configuration)
     }
