@@ -8,8 +8,8 @@ extension Workloads {
     static func diffusionWorkloads(quick: Bool) -> [Workload] {
         let batch = quick ? 2 : 8
         let sizes = quick ? [16] : [64, 128]
-        // (name, input channels, conditioner channels, network); the conditional UNet sees the clean image.
-        let models: [(String, Int, Int?, () throws -> any NoisePredictor)] = [
+        // The conditional UNet's x is the noisy mask; its context is the clean image.
+        let models: [(name: String, channels: Int, conditionChannels: Int?, build: () throws -> any NoisePredictor)] = [
             ("guided.cpu", 3, nil, { try GuidedUNet(.cpu, generator: RandomGenerator(seed: 20)) }),
             ("guided.bench828k", 3, nil, { try GuidedUNet(.bench828k, generator: RandomGenerator(seed: 21)) }),
             ("attention.cpu", 3, nil, { try AttentionUNet(.cpu, generator: RandomGenerator(seed: 22)) }),
