@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """PyTorch CPU peer for `bench`: the same workloads, timed the same way (median over ≥1 s, after a warm-up).
 
-Usage: python3 benchmarks/torch_peer.py [--threads 2] [--json out.json] [--compare bench.json]
+Usage: python3 benchmarks/torch_peer.py [--threads 2] [--filter unet] [--json out.json] [--compare bench.json]
 With --compare, prints HistoDiff/PyTorch time ratios for the workloads both files have.
+The UNet training step uses the PyTorch re-implementation in tools/unet_reference.py.
 Install the CPU build with `pip install torch==2.13.0+cpu`; torch is not a dependency of the package.
 """
-import argparse, json, time, sys
+import argparse, json, os, time, sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
 
 
 def measure(fn, min_seconds=1.0, max_runs=200):
@@ -34,6 +37,22 @@ def workloads(torch):
             torch.autograd.grad(y, xs, dy)
         return run
 
+    def unet_step(preset, parameters, batch, channels, size):
+        """model(x_t, t) against fixed noise by MSE, backward, Adam: bench's `unet step` workloads."""
+        import unet_reference
+        model = unet_reference.presets()[preset]().train()
+        count = sum(p.numel() for p in model.parameters())
+        assert count == parameters, f"{preset} has {count} parameters in PyTorch, not {parameters}"
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+        x, noise = r(batch, channels, size, size), r(batch, channels, size, size)
+        t = torch.randint(0, 1000, (batch,), generator=g).float()
+
+        def run():
+            optimizer.zero_grad()
+            F.mse_loss(model(x, t), noise).backward()
+            optimizer.step()
+        return run
+
     a, b = r(1024, 1024), r(1024, 1024)
     x, w, bias = r(8, 64, 64, 64), r(64, 64, 3, 3), r(64)
     gx, gw, gb = r(8, 128, 64, 64), r(128), r(128)
@@ -46,6 +65,8 @@ def workloads(torch):
         "group_norm 32g 8x128x64x64 fwd+bwd": training(lambda x, w, b: F.group_norm(x, 32, w, b), (8, 128, 64, 64), (128,), (128,)),
         "attention 8x4x1024x32 fwd": lambda: F.scaled_dot_product_attention(q, k, v),
         "attention 8x4x1024x32 fwd+bwd": training(F.scaled_dot_product_attention, (8, 4, 1024, 32), (8, 4, 1024, 32), (8, 4, 1024, 32)),
+        "unet step guided.bench828k 8x3x64x64": unet_step("guided.bench828k", 828_387, 8, 3, 64),
+        "unet step guided.bench828k 8x3x128x128": unet_step("guided.bench828k", 828_387, 8, 3, 128),
     }
 
 
@@ -55,6 +76,7 @@ def main():
     p.add_argument("--json")
     p.add_argument("--compare")
     p.add_argument("--seconds", type=float, default=1.0)
+    p.add_argument("--filter", help="only workloads whose name contains this")
     args = p.parse_args()
     try:
         import torch
@@ -64,9 +86,11 @@ def main():
     torch.set_num_threads(args.threads)
     results = {}
     for name, fn in workloads(torch).items():
+        if args.filter and args.filter not in name:
+            continue
         t = measure(fn, args.seconds)
         results[name] = t * 1e3
-        print(f"{name:36s} {t * 1e3:9.3f} ms  (PyTorch {torch.__version__}, {args.threads} threads)")
+        print(f"{name:42s} {t * 1e3:9.3f} ms  (PyTorch {torch.__version__}, {args.threads} threads)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"torch": torch.__version__, "threads": args.threads, "median_ms": results}, f, indent=1)
@@ -75,7 +99,7 @@ def main():
         print("\nHistoDiff / PyTorch time ratio (lower is better):")
         for name, t in results.items():
             if name in ours:
-                print(f"{name:36s} {ours[name]:9.3f} ms vs {t:9.3f} ms  ×{ours[name] / t:.2f}")
+                print(f"{name:42s} {ours[name]:9.3f} ms vs {t:9.3f} ms  ×{ours[name] / t:.2f}")
     return 0
 
 

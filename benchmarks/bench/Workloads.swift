@@ -25,22 +25,34 @@ struct Peer {
     func measure(minSeconds: Double, maxRuns: Int) throws -> Timing { time(minSeconds: minSeconds, maxRuns: maxRuns, run) }
 }
 
-/// A graph to time: `build` records it from fixed leaves; forward+backward workloads add the gradients.
+/// Something to time: `run` does one repetition on a backend and returns when the backend is done. Most workloads
+/// are a graph (see `init(name:flops:bytes:peer:build:)`); training steps run a whole step.
 struct Workload {
     let name: String
     let flops: Double
     let bytes: Double
     let peer: Peer?
-    let build: () -> [Tensor]
+    let run: (any Backend) throws -> Void
 
     func measure(on backend: any Backend, minSeconds: Double, maxRuns: Int) throws -> Timing {
-        try time(minSeconds: minSeconds, maxRuns: maxRuns) { try eval(build(), on: backend); try backend.synchronize() }
+        try time(minSeconds: minSeconds, maxRuns: maxRuns) { try run(backend) }
+    }
+}
+
+extension Workload {
+    /// A graph to time: `build` records it from fixed leaves (anew for every run); forward+backward workloads add
+    /// the gradients.
+    init(name: String, flops: Double, bytes: Double, peer: Peer?, build: @escaping () -> [Tensor]) {
+        self.init(name: name, flops: flops, bytes: bytes, peer: peer, run: { backend in
+            try eval(build(), on: backend)
+            try backend.synchronize()
+        })
     }
 
     /// Forward only.
     static func forward(_ name: String, flops: Double = 0, bytes: Double = 0, peer: Peer? = nil,
                         inputs: [Tensor], _ f: @escaping ([Tensor]) -> Tensor) -> Workload {
-        Workload(name: name, flops: flops, bytes: bytes, peer: peer) { [f(inputs)] }
+        Workload(name: name, flops: flops, bytes: bytes, peer: peer, build: { [f(inputs)] })
     }
 
     /// Forward and backward to every input, with a fixed random cotangent.
@@ -48,10 +60,10 @@ struct Workload {
                          _ f: @escaping ([Tensor]) -> Tensor) -> Workload {
         let probe = f(inputs)
         let seed = try! RandomGenerator(seed: 99).uniform(probe.shape, -1, 1).materialized()
-        return Workload(name: name, flops: flops, bytes: bytes, peer: nil) {
+        return Workload(name: name, flops: flops, bytes: bytes, peer: nil, build: {
             let out = f(inputs)
             return [out] + Autodiff.gradients(of: out, wrt: inputs, seed: seed)
-        }
+        })
     }
 }
 
@@ -73,6 +85,7 @@ enum Workloads {
             .forward("sgemm \(n)³", flops: 2 * pow3(n), peer: openblas, inputs: [a, b]) { $0[0].matmul($0[1]) },
         ]
         list += extraWorkloads(quick: quick)
+        list += diffusionWorkloads(quick: quick)
         return list
     }
 
