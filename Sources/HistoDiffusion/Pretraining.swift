@@ -1,4 +1,5 @@
 import HistoCore
+import HistoData
 import HistoNN
 
 /// Denoising pretraining (SPEC §0.1–0.4, §2): t ~ U{0..T−1}, ε ~ N(0, I), x_t = q(x_t | x₀), loss = P2-weighted
@@ -32,6 +33,17 @@ public struct DiffusionPretraining {
     public init(_ configuration: Configuration) {
         self.configuration = configuration
         schedule = NoiseSchedule(configuration.schedule, steps: configuration.steps)
+    }
+
+    /// Loader settings for pretraining: `perImage` random crops per image, flips and quarter turns only (colour
+    /// augmentation would teach the denoiser colours that the data does not have).
+    public static func loaderOptions(patch: Int, batch: Int, seed: UInt64, perImage: Int = 4) -> LoaderOptions {
+        var options = LoaderOptions(batchSize: batch, patches: .randomCrops(size: patch, perImage: perImage), labelled: false)
+        options.seed = seed
+        options.augmentation = .none
+        options.augmentation.flipProbability = 0.5
+        options.augmentation.quarterTurns = true
+        return options
     }
 
     /// The loss of `model` on clean images x₀ [N, C, H, W] in [−1, 1], with t and ε drawn from `generator`.

@@ -72,7 +72,8 @@ public enum Demo {
         try pretrain(dataset: dataset, indices: indices.labelled + indices.unlabelled, to: pretrained, c, log: log)
         let pretrainSeconds = Date().timeIntervalSince(pretrainStart)
 
-        // 2. Methods on the labelled subset.
+        // 2. Methods on the labelled subset, scored against the held-back masks.
+        try writeHeldBackMasks(dataset: dataset, split: split, c)
         var results: [MethodResult] = []
         let supervised = try timed {
             var configuration = SupervisedTraining.Configuration.cpu(classes: 2, labelRatio: try Ratio(c.labelRatio),
@@ -111,12 +112,8 @@ public enum Demo {
         let pretraining = DiffusionPretraining(.genSelfDiff)
         let optimizer = Adam([ParameterGroup(model.trainableParameters())], learningRate: 2e-4)
         let ema = ExponentialMovingAverage(tracking: model, decay: 0.995, warmup: .meanTeacher)
-        var options = LoaderOptions(batchSize: 8, patches: .randomCrops(size: c.patch, perImage: 4), labelled: false)
-        options.seed = c.seed
-        options.augmentation = .none
-        options.augmentation.flipProbability = 0.5
-        options.augmentation.quarterTurns = true
-        let loader = try BatchLoader(dataset: dataset, indices: indices, options: options)
+        let loader = try BatchLoader(dataset: dataset, indices: indices,
+                                     options: DiffusionPretraining.loaderOptions(patch: c.patch, batch: 8, seed: c.seed))
         let progress = ProgressReporter(total: c.pretrainSteps, label: "pretrain (GenSelfDiff cpu UNet)")
         let noise = RandomGenerator(seed: c.seed &+ 1)
         for step in 1...c.pretrainSteps {
@@ -133,20 +130,29 @@ public enum Demo {
     static func evaluate(_ method: String, _ model: any SegmentationModel, seconds: Double, dataset: Dataset, split: DataSplit,
                          _ c: Configuration) throws -> MethodResult {
         let folder = c.output + "/" + folderName(method)
-        let truth = c.output + "/held-back-masks"
-        try FileManager.default.createDirectory(atPath: truth, withIntermediateDirectories: true)
         model.train(false)
         for index in try split.indices(in: dataset).validation {
             let sample = try dataset.sample(at: index)
             let probabilities = try model.logits(of: sample.image.colorPlanes(), tiling: InferenceTiling(size: c.patch, stride: c.patch / 2))
                 .softmaxOverChannels()
             try SegmentationOutputs.write(image: sample.image, probabilities: probabilities, to: folder, name: sample.name)
+        }
+        let evaluation = try FolderEvaluation(predictionFolder: folder + "/masks", truthFolder: heldBackMasks(c))
+        return MethodResult(method: method, summary: evaluation.pooled, seconds: seconds)
+    }
+
+    static func heldBackMasks(_ c: Configuration) -> String { c.output + "/held-back-masks" }
+
+    /// Writes the held-back images' masks (0/255) once, as the ground truth every method is scored against.
+    static func writeHeldBackMasks(dataset: Dataset, split: DataSplit, _ c: Configuration) throws {
+        let truth = heldBackMasks(c)
+        try FileManager.default.createDirectory(atPath: truth, withIntermediateDirectories: true)
+        for index in try split.indices(in: dataset).validation {
+            let sample = try dataset.sample(at: index)
             let mask = try Image(width: sample.image.width, height: sample.image.height, channels: 1, bitDepth: 8,
                                  samples: sample.mask!.values.map { $0 > 0 ? 255 : 0 })
             try PNG.write(mask, to: truth + "/" + sample.name + ".png")
         }
-        let evaluation = try FolderEvaluation(predictionFolder: folder + "/masks", truthFolder: truth)
-        return MethodResult(method: method, summary: evaluation.pooled, seconds: seconds)
     }
 
     /// "GenSelfDiff (pretrained)" → "genselfdiff-pretrained".

@@ -48,11 +48,7 @@ struct Pretrain: ParsableCommand {
         try JSONEncoder().encode(spec).write(to: URL(fileURLWithPath: runOptions.out).appendingPathComponent(DiffusionModelSpec.fileName))
 
         let dataset = try Dataset.open(path: data)
-        var loaderOptions = LoaderOptions(batchSize: batch, patches: .randomCrops(size: patch, perImage: 4), labelled: false)
-        loaderOptions.seed = runOptions.seed
-        loaderOptions.augmentation = Augmentation.none
-        loaderOptions.augmentation.flipProbability = 0.5
-        loaderOptions.augmentation.quarterTurns = true
+        let loaderOptions = DiffusionPretraining.loaderOptions(patch: patch, batch: batch, seed: runOptions.seed)
         let loader = try RunFiles.loader(dataset, indices: Array(0..<dataset.count), options: loaderOptions, skipping: done)
 
         func writeSamples(after step: Int) throws {
