@@ -22,14 +22,24 @@ public enum Demo {
         /// Also fine-tune GenSelfDiff from random initialisation (does pretraining help?).
         public var includeRandomInit = false
 
+        /// Diffusion pretraining steps (nil: 250, 20 in quick mode).
+        public var pretrainSteps: Int?
+        /// Epochs of fine-tuning and of the supervised baseline (nil: 15, 2 in quick mode).
+        public var epochs: Int?
+        /// A `cpu` GenSelfDiff denoiser's weights (the `ema.safetensors` of `histodiff pretrain --model genselfdiff
+        /// --preset cpu`) to fine-tune instead of pretraining here; it must not have seen the held-back images.
+        public var pretrained: String?
+
         public init(data: String?, output: String) { self.data = data; self.output = output }
 
         // Sized so that the full demo takes a few minutes on a 2-core CPU.
         var syntheticTiles: Int { quick ? 16 : 32 }
         var syntheticSize: Int { quick ? 96 : 192 }
         var patch: Int { 64 }
-        var pretrainSteps: Int { quick ? 20 : 250 }
-        var epochs: Int { quick ? 2 : 15 }
+        var pretrainStepCount: Int { pretrainSteps ?? (quick ? 20 : 250) }
+        var epochCount: Int { epochs ?? (quick ? 2 : 15) }
+        /// Validation during training looks at the centre of each held-back image; the final scores use all of it.
+        var validationCrop: Int { 256 }
     }
 
     public struct MethodResult {
@@ -65,35 +75,50 @@ public enum Demo {
         log("data: \(dataset.count) images from \(dataPath); \(split.labelled.count) labelled, \(split.unlabelled.count) unlabelled, "
             + "\(split.validation.count) held back for evaluation")
 
-        // 1. Diffusion pretraining on every training image (labels unused).
+        // 1. Diffusion pretraining on every training image (labels unused), unless weights are given.
         let pretrainStart = Date()
-        let pretrained = c.output + "/pretrain-ema.safetensors"
         let indices = try split.indices(in: dataset)
-        try pretrain(dataset: dataset, indices: indices.labelled + indices.unlabelled, to: pretrained, c, log: log)
+        let pretrained: String
+        if let given = c.pretrained {
+            pretrained = given
+            log("pretraining: skipped, fine-tuning \(given)")
+        } else {
+            pretrained = c.output + "/pretrain-ema.safetensors"
+            try pretrain(dataset: dataset, indices: indices.labelled + indices.unlabelled, to: pretrained, c, log: log)
+        }
         let pretrainSeconds = Date().timeIntervalSince(pretrainStart)
 
         // 2. Methods on the labelled subset, scored against the held-back masks.
         try writeHeldBackMasks(dataset: dataset, split: split, c)
+        let crops = try cropsPerImage(dataset: dataset, labelled: indices.labelled, c)
+        func sized(_ plan: inout SupervisedTraining.Plan) {
+            plan.patchSize = c.patch
+            plan.cropsPerImage = crops
+            plan.maxEpochs = c.epochCount
+            plan.seed = c.seed
+            plan.validationCrop = c.validationCrop
+        }
         var results: [MethodResult] = []
         let supervised = try timed {
             var configuration = SupervisedTraining.Configuration.cpu(classes: 2, labelRatio: try Ratio(c.labelRatio),
                                                                      validationRatio: try Ratio(c.validationRatio))
-            configuration.patchSize = c.patch
-            configuration.maxEpochs = c.epochs
-            configuration.seed = c.seed
-            return try SupervisedTraining.run(configuration, dataset: dataset, split: split).model
+            sized(&configuration.plan)
+            return try SupervisedTraining.run(configuration, dataset: dataset, split: split,
+                                              callbacks: progress("supervised U-Net")).model
         }
         results.append(try evaluate("supervised U-Net", supervised.value, seconds: supervised.seconds,
                                     dataset: dataset, split: split, c))
-        let genSelfDiff = try timed { try fineTuneGenSelfDiff(dataset: dataset, split: split, pretrained: pretrained, c) }
+        let genSelfDiff = try timed {
+            try fineTuneGenSelfDiff(dataset: dataset, split: split, pretrained: pretrained, c, sized: sized)
+        }
         results.append(try evaluate("GenSelfDiff (pretrained)", genSelfDiff.value, seconds: genSelfDiff.seconds + pretrainSeconds,
                                     dataset: dataset, split: split, c))
         if c.includeRandomInit {
-            let random = try timed { try fineTuneGenSelfDiff(dataset: dataset, split: split, pretrained: nil, c) }
+            let random = try timed { try fineTuneGenSelfDiff(dataset: dataset, split: split, pretrained: nil, c, sized: sized) }
             results.append(try evaluate("GenSelfDiff (random init)", random.value, seconds: random.seconds, dataset: dataset, split: split, c))
         }
 
-        let report = self.report(results, dataPath: dataPath, split: split, c)
+        let report = self.report(results, dataPath: dataPath, split: split, crops: crops, c)
         let reportPath = c.output + "/report.md"
         try report.write(toFile: reportPath, atomically: true, encoding: .utf8)
         log(table(results))
@@ -107,6 +132,29 @@ public enum Demo {
         return (value, Date().timeIntervalSince(start))
     }
 
+    /// Random crops per labelled image and epoch: enough that an epoch covers about a quarter of the labelled
+    /// images' area (at least 4), so that large images (MoNuSeg's 1000²) are not trained on a handful of crops.
+    static func cropsPerImage(dataset: Dataset, labelled: [Int], _ c: Configuration) throws -> Int {
+        let area = try labelled.reduce(0) { total, index in
+            let image = try dataset.sample(at: index).image
+            return total + image.width * image.height
+        }
+        return max(4, area / max(labelled.count, 1) / (c.patch * c.patch * 4))
+    }
+
+    /// A progress line over a method's optimizer steps and a log line per epoch.
+    static func progress(_ method: String) -> SupervisedTraining.Callbacks {
+        var reporter: ProgressReporter?
+        return SupervisedTraining.Callbacks(step: { p in
+            // Rates count from the first finished step.
+            if reporter == nil { reporter = ProgressReporter(total: p.totalSteps, label: method, startStep: p.step) }
+            reporter?.update(step: p.step, values: [("epoch", Double(p.epoch)), ("loss", Double(p.loss))])
+        }, epoch: { e in
+            reporter?.message(String(format: "epoch %d, loss %.4f, validation Dice %.4f%@ (%.0f s)", e.epoch, e.meanLoss,
+                                     e.validationDice, e.isBest ? " (best)" : "", e.seconds))
+        })
+    }
+
     static func pretrain(dataset: Dataset, indices: [Int], to path: String, _ c: Configuration, log: (String) -> Void) throws {
         let model = try AttentionUNet(.cpu, generator: RandomGenerator(seed: c.seed))
         let pretraining = DiffusionPretraining(.genSelfDiff)
@@ -114,16 +162,16 @@ public enum Demo {
         let ema = ExponentialMovingAverage(tracking: model, decay: 0.995, warmup: .meanTeacher)
         let loader = try BatchLoader(dataset: dataset, indices: indices,
                                      options: DiffusionPretraining.loaderOptions(patch: c.patch, batch: 8, seed: c.seed))
-        let progress = ProgressReporter(total: c.pretrainSteps, label: "pretrain (GenSelfDiff cpu UNet)")
+        let progress = ProgressReporter(total: c.pretrainStepCount, label: "pretrain (GenSelfDiff cpu UNet)")
         let noise = RandomGenerator(seed: c.seed &+ 1)
-        for step in 1...c.pretrainSteps {
+        for step in 1...c.pretrainStepCount {
             guard let batch = try loader.next() else { break }
             let (loss, _) = try pretraining.step(model, x0: batch.images, optimizer: optimizer, ema: ema, generator: noise, on: c.backend)
             progress.update(step: step, values: [("loss", Double(loss))])
         }
         try ema.copy(to: model)
         try model.save(to: path)
-        log("pretraining: \(progress.summary(step: c.pretrainSteps)); EMA weights in \(path)")
+        log("pretraining: \(progress.summary(step: c.pretrainStepCount)); EMA weights in \(path)")
     }
 
     /// Whole-image predictions of `model` on the held-back images, written as masks and overlays, then scored.
@@ -169,15 +217,23 @@ public enum Demo {
         return lines.joined(separator: "\n")
     }
 
-    static func report(_ results: [MethodResult], dataPath: String, split: DataSplit, _ c: Configuration) -> String {
+    static func pretrainingLine(_ c: Configuration) -> String {
+        if let given = c.pretrained { return "not run here; fine-tuned the weights in `\(given)`." }
+        return "GenSelfDiff recipe (quadratic β, P2 k = 1, γ = 1), `cpu` Attention U-Net, \(c.pretrainStepCount) steps on "
+            + "\(c.patch)² crops of every training image."
+    }
+
+    static func report(_ results: [MethodResult], dataPath: String, split: DataSplit, crops: Int, _ c: Configuration) -> String {
         """
         # HistoDiff demo
 
         Data: `\(dataPath)` — \(split.labelled.count) labelled and \(split.unlabelled.count) unlabelled training images, \
         \(split.validation.count) held back (split seed \(split.seed), labels \(c.labelRatio)).\(c.quick ? " Quick mode." : "")
 
-        Diffusion pretraining: GenSelfDiff recipe (quadratic β, P2 k = 1, γ = 1), `cpu` Attention U-Net, \(c.pretrainSteps) steps \
-        on \(c.patch)² crops of every training image. Fine-tuning and the supervised U-Net: \(c.epochs) epochs on the labelled images.
+        Diffusion pretraining: \(pretrainingLine(c))
+
+        Fine-tuning and the supervised U-Net: \(c.epochCount) epochs of \(crops) random \(c.patch)² crops per labelled image; \
+        the kept weights are those of the epoch with the best Dice on the centred \(c.validationCrop)² of the held-back images.
 
         Held-back images, scores pooled over their pixels (Dice, IoU), AJI on 8-connected components, HD95 averaged:
 
@@ -207,14 +263,15 @@ extension Planes {
 
 extension Demo {
     /// GenSelfDiff fine-tuning of the pretrained denoiser (all weights but the head) on the labelled images.
-    static func fineTuneGenSelfDiff(dataset: Dataset, split: DataSplit, pretrained: String?, _ c: Configuration) throws -> any SegmentationModel {
+    static func fineTuneGenSelfDiff(dataset: Dataset, split: DataSplit, pretrained: String?, _ c: Configuration,
+                                    sized: (inout SupervisedTraining.Plan) -> Void) throws -> any SegmentationModel {
         var configuration = GenSelfDiffFineTuning.Configuration.cpu(classes: 2, labelRatio: try Ratio(c.labelRatio),
                                                                     validationRatio: try Ratio(c.validationRatio))
-        configuration.patchSize = c.patch
-        configuration.maxEpochs = c.epochs
-        configuration.seed = c.seed
+        sized(&configuration.plan)
         // Short demo runs need a larger step than the paper's 1e-4 (which assumes 150 epochs of 256² patches).
         configuration.optimizer = .adam(learningRate: 2e-3, beta1: 0.5, beta2: 0.999, weightDecay: 0)
-        return try GenSelfDiffFineTuning.run(configuration, dataset: dataset, split: split, pretrained: pretrained).model
+        let method = pretrained == nil ? "GenSelfDiff (random init)" : "GenSelfDiff (pretrained)"
+        return try GenSelfDiffFineTuning.run(configuration, dataset: dataset, split: split, pretrained: pretrained,
+                                             callbacks: progress(method)).model
     }
 }

@@ -84,6 +84,10 @@ public enum SupervisedTraining {
         public var pixelRange = PixelRange.minusOneToOne
         /// Whole-image validation in one pass when nil, else in tiles.
         public var validationTiling: InferenceTiling?
+        /// Validation scores the centred square of this side of each validation image (the whole image where it is
+        /// smaller; whole images when nil): on a CPU, whole 1000² images make every epoch's validation outlast its
+        /// training steps.
+        public var validationCrop: Int?
         /// Where `best.safetensors` is written; nil keeps the best weights in memory only.
         public var checkpointDirectory: String?
 
@@ -235,7 +239,12 @@ public enum SupervisedTraining {
         }
         let validation = try indices.validation.map { index -> (image: Planes, truth: LabelMap) in
             let sample = try dataset.sample(at: index)
-            return (sample.image.colorPlanes(range: plan.pixelRange), try LabelMap(sample.mask!))
+            let image = sample.image.colorPlanes(range: plan.pixelRange), mask = sample.mask!
+            guard let side = plan.validationCrop else { return (image, try LabelMap(mask)) }
+            let height = min(side, image.height), width = min(side, image.width)
+            let y = (image.height - height) / 2, x = (image.width - width) / 2
+            return (try image.crop(y: y, x: x, height: height, width: width, padding: .zero),
+                    try LabelMap(mask.crop(y: y, x: x, height: height, width: width, padding: .zero)))
         }
 
         var options = LoaderOptions(batchSize: plan.batchSize,
@@ -346,6 +355,7 @@ public enum SupervisedTraining {
         guard plan.batchSize > 0, plan.cropsPerImage > 0, plan.maxEpochs > 0 else {
             throw invalid("batch size \(plan.batchSize), crops per image \(plan.cropsPerImage) and epochs \(plan.maxEpochs) must be positive")
         }
+        if let side = plan.validationCrop, side <= 0 { throw invalid("validation crop \(side) must be positive") }
         if let patience = plan.patience, patience <= 0 {
             throw invalid("patience \(patience) must be positive (nil never stops early)")
         }

@@ -15,6 +15,10 @@ struct DemoCommand: ParsableCommand {
     @Option(help: "Labelled fraction of the training images.") var labels = "1/8"
     @Option(help: "Seed.") var seed: UInt64 = 0
     @Flag(help: "Also fine-tune GenSelfDiff from random initialisation, to see what pretraining adds.") var compareRandomInit = false
+    @Option(help: "Diffusion pretraining steps (default 250; 20 with --quick).") var pretrainSteps: Int?
+    @Option(help: "Epochs of fine-tuning and of the supervised baseline (default 15; 2 with --quick).") var epochs: Int?
+    @Option(help: "Fine-tune these cpu GenSelfDiff weights (ema.safetensors of `histodiff pretrain`) instead of pretraining; they must not have seen the held-back images.")
+    var pretrained: String?
     @OptionGroup var device: DeviceOptions
 
     func run() throws {
@@ -23,6 +27,9 @@ struct DemoCommand: ParsableCommand {
         configuration.seed = seed
         configuration.labelRatio = labels
         configuration.includeRandomInit = compareRandomInit
+        configuration.pretrainSteps = pretrainSteps
+        configuration.epochs = epochs
+        configuration.pretrained = pretrained
         configuration.backend = try device.backend()
         _ = try Demo.run(configuration)
     }
