@@ -160,6 +160,30 @@ final class SupervisedTrainingTests: XCTestCase {
         XCTAssertEqual(result.history.last?.epochsWithoutImprovement, 2)
     }
 
+    /// With `validationCrop`, an epoch's validation Dice is the model's score on the centred crops of the held-back
+    /// images (here 12×12 of 32×32, the centre starting at row and column 10).
+    func testValidationScoresTheCentredCrop() throws {
+        let dataset = try syntheticDataset(count: 4, size: 32)
+        var configuration = SupervisedTraining.Configuration(
+            architecture: .unet(.init(classes: 2, width: 4)), labelRatio: try Ratio("100%"), validationRatio: try Ratio("1/4"))
+        configuration.patchSize = 32
+        configuration.batchSize = 2
+        configuration.maxEpochs = 1
+        configuration.validationCrop = 12
+        let result = try SupervisedTraining.run(configuration, dataset: dataset)
+        let held = try result.split.indices(in: dataset).validation.map { index -> (image: Planes, truth: LabelMap) in
+            let sample = try dataset.sample(at: index)
+            return (try sample.image.colorPlanes().crop(y: 10, x: 10, height: 12, width: 12, padding: .zero),
+                    try LabelMap(sample.mask!.crop(y: 10, x: 10, height: 12, width: 12, padding: .zero)))
+        }
+        XCTAssertEqual(try SupervisedTraining.validate(result.model, on: held).dice, result.history[0].validationDice, accuracy: 1e-12)
+
+        configuration.validationCrop = 0
+        XCTAssertThrowsError(try SupervisedTraining.run(configuration, dataset: dataset)) { error in
+            XCTAssertTrue("\(error)".contains("validation crop 0"), "\(error)")
+        }
+    }
+
     func testConfigurationErrorsNameTheProblem() throws {
         let dataset = try syntheticDataset(count: 3, size: 32)
         var configuration = SupervisedTraining.Configuration(
