@@ -20,7 +20,7 @@ public final class GenSelfDiffSegmenter: Module, SegmentationModel {
     /// The network without its final softmax.
     let network: AttentionUNet
 
-    /// A freshly initialised network (the reference's N(0, 0.01) init) with weights drawn from `generator`.
+    /// A freshly initialised network (the configuration's `initialization`) with weights drawn from `generator`.
     /// `configuration` must be a segmentation one (`softmaxOutput`, e.g. `.genSelfDiffSegmentation(classes:)`).
     public init(_ configuration: AttentionUNet.Configuration, generator: RandomGenerator) throws {
         guard configuration.softmaxOutput else {

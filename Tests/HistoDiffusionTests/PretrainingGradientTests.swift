@@ -1,0 +1,54 @@
+import Foundation
+import XCTest
+import HistoCore
+import HistoNN
+@testable import HistoDiffusion
+
+/// The pretraining loss and its gradient through a whole denoiser, and the pretraining pipeline around them.
+final class PretrainingGradientTests: XCTestCase {
+    /// GenSelfDiff's loss on a small Attention U-Net and its gradient for every parameter equal PyTorch's float64
+    /// results (tools/fixtures_denoiser_gradient.py).
+    func testDenoiserLossGradientMatchesPyTorch() throws {
+        let path = Bundle.module.url(forResource: "Fixtures", withExtension: nil)!
+            .appendingPathComponent("denoiser_gradient.safetensors").path
+        let stored = try SafeTensors.read(path)
+        let model = try AttentionUNet(.init(dim: 4, dimMults: [1, 2, 4], resnetGroups: 4, attentionHeads: 2, attentionHeadDim: 4),
+                                      generator: RandomGenerator(seed: 0))
+        try model.load(stored.tensors.filter { !$0.key.hasPrefix("test.") }, source: path)
+        func input(_ name: String) -> Tensor { stored.tensors["test.\(name)"]!.tensor }
+        let loss = DiffusionLoss.simple(predicted: model(input("xt"), timesteps: input("t"), context: nil), target: input("noise"),
+                                        weights: input("weights"), batchReduction: .sum)
+        let (value, gradients) = try Gradients.of(loss, wrt: model.trainableParameters())
+        XCTAssertEqual(value, stored.tensors["test.loss"]!.values[0], accuracy: 1e-4)
+        var compared = 0
+        for (name, parameter) in model.parameters() {
+            let expected = try XCTUnwrap(stored.tensors["test.grad.\(name)"], "no reference gradient for \(name)").values
+            let actual = try XCTUnwrap(gradients[parameter], name)
+            let scale = max(expected.map(abs).max() ?? 0, 1e-3)
+            let worst = zip(actual, expected).map { abs($0 - $1) }.max() ?? 0
+            XCTAssertLessThanOrEqual(worst, 1e-3 * scale, "\(name): gradient differs by \(worst) (largest |g| \(scale))")
+            compared += 1
+        }
+        XCTAssertEqual(compared, stored.tensors.keys.filter { $0.hasPrefix("test.grad.") }.count)
+    }
+
+    /// A denoiser that knows x₀ predicts ε exactly, so the pretraining loss must vanish: x_t, the target and the
+    /// P2 weights of one loss use the same draws of t and ε.
+    func testTheLossOfAnOracleDenoiserIsZero() throws {
+        final class Oracle: Module, NoisePredictor {
+            let x0: Tensor, schedule: NoiseSchedule
+            init(x0: Tensor, schedule: NoiseSchedule) { self.x0 = x0; self.schedule = schedule }
+            var imageChannels: Int { 3 }
+            func callAsFunction(_ x: Tensor, timesteps: Tensor, context: Tensor?) -> Tensor {
+                DiffusionOps.convert(.epsilonFromX0, x, x0, table: schedule.table, timesteps: timesteps)
+            }
+        }
+        let x0 = try RandomGenerator(seed: 3).uniform([4, 3, 8, 8], -1, 1).materialized()
+        for configuration in [DiffusionPretraining.Configuration.genSelfDiff, .init()] {
+            let pretraining = DiffusionPretraining(configuration)
+            let oracle = Oracle(x0: x0, schedule: pretraining.schedule)
+            let loss = try pretraining.loss(oracle, x0: x0, generator: RandomGenerator(seed: 9)).item()
+            XCTAssertLessThan(loss, 1e-6)
+        }
+    }
+}
