@@ -1,3 +1,4 @@
+import Foundation
 import HistoCore
 import HistoData
 import HistoDiffusion
@@ -139,6 +140,23 @@ public enum GenSelfDiffFineTuning {
     @discardableResult
     public static func loadPretrained(into model: GenSelfDiffSegmenter, from path: String) throws -> WeightImport.Report {
         try WeightImport.load(into: model, from: path, map: pretrainedNames)
+    }
+
+    /// The weights file `histodiff pretrain` leaves in its run folder: the EMA denoiser.
+    public static let pretrainedFileName = "ema.safetensors"
+
+    /// The pretrained weights at `path`: the file itself, or a pretraining run folder's `ema.safetensors`.
+    public static func pretrainedWeights(at path: String) throws -> String {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw EngineError.file(path: path, message: "no such pretrained checkpoint (a `histodiff pretrain` run folder or its \(pretrainedFileName))")
+        }
+        guard isDirectory.boolValue else { return path }
+        let file = (path as NSString).appendingPathComponent(pretrainedFileName)
+        guard FileManager.default.fileExists(atPath: file) else {
+            throw EngineError.file(path: file, message: "no EMA weights in the pretraining run folder (written when `histodiff pretrain` ends)")
+        }
+        return file
     }
 
     /// L = L_SS + λ·L_FL on probabilities [N, K, H, W] and class ids [N, H, W]: `Loss.structuralSimilarity`

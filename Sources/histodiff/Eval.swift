@@ -1,35 +1,98 @@
 import ArgumentParser
+import Foundation
+import HistoData
+import HistoMethods
 import HistoMetrics
+import HistoNN
 
-/// `histodiff eval`: scores predicted masks against ground truth (the work is `HistoMetrics.FolderEvaluation`).
+/// `histodiff eval`: scores predicted masks against ground truth (the work is `HistoMetrics.FolderEvaluation`), either
+/// from folders of masks (`--pred --gt`) or by segmenting a dataset with a trained model first (`--model --data`).
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Score predicted binary masks against ground truth: Dice (F1), IoU, AJI, AJI+, HD, HD95, accuracy, specificity, sensitivity.",
         discussion: """
+        Two modes. --pred DIR --gt DIR scores a folder of predicted masks against a folder of ground-truth masks. \
+        --model RUN --data DIR segments the dataset's images with a trained model first (by default the validation \
+        images of the run's split.json; --split another split file; --all every image with a mask), writing masks/, \
+        probabilities/ and overlays/ under --out (default RUN/eval), then scores them against DIR/masks (AJI on \
+        DIR/instances when every evaluated image has an instance map). \
         Masks are PNG files matched by name (NAME.png in both folders); 0 is background, any value above 0 foreground. \
         Every missing, unmatched or size-mismatched file is reported at once. The table shows the pooled scores \
         (pixel counts, AJI intersections and unions summed over all images), the per-image mean, and one row per image.
         """)
 
-    @Option(help: "Folder of predicted masks.")
-    var pred: String
-
-    @Option(help: "Folder of ground-truth masks.")
-    var gt: String
-
-    @Option(help: "Folder of ground-truth instance maps (16-bit ids, 0 = background) for AJI; without it the ground truth's 8-connected components are the instances.")
+    @Option(help: "Folder of predicted masks (with --gt).") var pred: String?
+    @Option(help: "Folder of ground-truth masks (with --pred).") var gt: String?
+    @Option(help: "With --pred: folder of ground-truth instance maps (16-bit ids, 0 = background) for AJI; without it the ground truth's 8-connected components are the instances.")
     var instances: String?
 
-    @Option(help: "Write the scores as JSON to this file.")
-    var json: String?
+    @Option(help: "Trained model to evaluate (with --data): a run folder of `histodiff train` or its best.safetensors.")
+    var model: String?
+    @Option(help: "With --model: dataset folder (images/, masks/, optional instances/).") var data: String?
+    @Option(help: "With --model: the split whose validation images are evaluated (default: the run's split.json).")
+    var split: String?
+    @Flag(help: "With --model: evaluate every image of the dataset that has a mask.") var all = false
+    @Option(help: "With --model: output folder; its masks/, probabilities/, overlays/ and truth/ hold this evaluation's images only (default: RUN/eval).")
+    var out: String?
+    @OptionGroup var window: WindowOptions
+    @OptionGroup var device: DeviceOptions
 
-    @Option(help: "Write the scores as CSV to this file.")
-    var csv: String?
+    @Option(help: "Write the scores as JSON to this file (with --model default: OUT/scores.json).") var json: String?
+    @Option(help: "Write the scores as CSV to this file.") var csv: String?
+
+    func validate() throws {
+        let modelOptions = [("--data", data != nil), ("--split", split != nil), ("--all", all), ("--out", out != nil),
+                            ("--tile/--overlap/--blending", window.given)].filter(\.1).map(\.0)
+        if model != nil {
+            let folderOptions = [("--pred", pred != nil), ("--gt", gt != nil), ("--instances", instances != nil)].filter(\.1).map(\.0)
+            guard folderOptions.isEmpty else {
+                throw ValidationError("\(folderOptions.joined(separator: ", ")) cannot be combined with --model: give either --model RUN --data DIR or --pred DIR --gt DIR")
+            }
+            guard data != nil else { throw ValidationError("--model needs --data DIR, the dataset to segment and score") }
+            guard !(all && split != nil) else { throw ValidationError("--split and --all exclude each other") }
+        } else if pred != nil || gt != nil {
+            guard pred != nil, gt != nil else { throw ValidationError("--pred and --gt go together") }
+            guard modelOptions.isEmpty else {
+                throw ValidationError("\(modelOptions.joined(separator: ", ")) only apply with --model; --pred/--gt score existing masks")
+            }
+        } else {
+            throw ValidationError("give --model RUN --data DIR (segment and score) or --pred DIR --gt DIR (score masks)")
+        }
+    }
 
     func run() throws {
-        let evaluation = try FolderEvaluation(predictionFolder: pred, truthFolder: gt, instanceFolder: instances)
+        let evaluation: FolderEvaluation
+        var json = self.json
+        if let model, let data {
+            let trained = try TrainedModel(path: model)
+            let segmenter = try ImageSegmenter(model: trained, window: window.window(), backend: device.backend())
+            let dataset = try Dataset.open(path: data)
+            let names: [String]
+            if all {
+                names = dataset.items.filter { $0.maskPath != nil }.map(\.name)
+            } else {
+                let splitPath = split ?? trained.splitPath
+                guard split != nil || FileManager.default.fileExists(atPath: splitPath) else {
+                    throw ValidationError("\(splitPath) does not exist: give --split SPLIT.json or --all")
+                }
+                names = try DataSplit.read(path: splitPath, dataset: dataset).validation
+                guard !names.isEmpty else { throw ValidationError("\(splitPath) has no validation images: give --all") }
+            }
+            let output = out ?? (trained.directory as NSString).appendingPathComponent("eval")
+            json = json ?? (output as NSString).appendingPathComponent("scores.json")
+            let progress = ProgressReporter(total: names.count, label: "segment")
+            evaluation = try ModelEvaluation.run(segmenter, dataset: dataset, names: names, output: output) { done, _ in
+                progress.update(step: done)
+            }
+            progress.message("\(progress.summary(step: evaluation.images.count)); masks, probabilities and overlays in \(output)")
+        } else {
+            evaluation = try FolderEvaluation(predictionFolder: pred!, truthFolder: gt!, instanceFolder: instances)
+        }
         print(evaluation.table())
-        if let json { try FolderEvaluation.write(evaluation.json(), to: json) }
+        if let json {
+            try FolderEvaluation.write(evaluation.json(), to: json)
+            print("scores written to \(json)")
+        }
         if let csv { try FolderEvaluation.write(evaluation.csv(), to: csv) }
     }
 }

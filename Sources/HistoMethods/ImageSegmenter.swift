@@ -1,0 +1,117 @@
+import Foundation
+import HistoCore
+import HistoData
+import HistoMetrics
+
+/// Whole images of any size segmented by a trained model with sliding-window inference and written as
+/// `SegmentationOutputs`: the one path of `histodiff segment` and `histodiff eval --model`.
+public struct ImageSegmenter {
+    public let model: TrainedModel
+    public let window: SlidingWindow
+    /// Where tensors are evaluated; the default backend when nil.
+    public let backend: (any Backend)?
+
+    /// Throws when the window's tiles are not multiples of the network's downsampling.
+    public init(model: TrainedModel, window: SlidingWindow, backend: (any Backend)? = nil) throws {
+        let multiple = model.network.inputMultiple
+        guard window.tileHeight % multiple == 0, window.tileWidth % multiple == 0 else {
+            throw EngineError.invalidValue(op: "ImageSegmenter", message:
+                "tile \(window.tileHeight)×\(window.tileWidth) is not a multiple of \(multiple), the downsampling of the \(model.card.architecture)/\(model.card.preset) network in \(model.weightsPath)")
+        }
+        self.model = model
+        self.window = window
+        self.backend = backend
+    }
+
+    /// Class probabilities [K, H, W] of `image`, which the network sees in the pixel range of its card.
+    public func probabilities(of image: Image) throws -> Planes {
+        let network = model.network
+        return try window.infer(image.colorPlanes(range: try model.card.range), on: backend) { network($0).softmax(axis: 1) }
+    }
+
+    /// Segments the PNG images at `paths` and writes `masks/NAME.png`, `probabilities/NAME.png` and
+    /// `overlays/NAME.png` under `directory`, NAME being the file name without its extension; two images of one
+    /// name are an error. `progress` is called after each image with the number done and its name. Returns the names.
+    @discardableResult
+    public func segment(_ paths: [String], to directory: String,
+                        progress: ((_ done: Int, _ name: String) -> Void)? = nil) throws -> [String] {
+        let names = paths.map { (($0 as NSString).lastPathComponent as NSString).deletingPathExtension }
+        let repeated = Dictionary(grouping: zip(names, paths), by: \.0).filter { $0.value.count > 1 }
+        guard repeated.isEmpty else {
+            let list = repeated.keys.sorted().map { name in "\(name): " + repeated[name]!.map(\.1).joined(separator: ", ") }
+            throw EngineError.invalidValue(op: "ImageSegmenter", message:
+                "images share a name, so their outputs would overwrite each other: " + list.joined(separator: "; "))
+        }
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw EngineError.file(path: directory, message: "cannot create the output folder: \(error.localizedDescription)")
+        }
+        for (done, (path, name)) in zip(paths, names).enumerated() {
+            let image = try PNG.read(path: path)
+            try SegmentationOutputs.write(image: image, probabilities: try probabilities(of: image), to: directory, name: name)
+            progress?(done + 1, name)
+        }
+        return names
+    }
+}
+
+/// `histodiff eval --model`: a trained model's predictions on dataset images, scored against the dataset's masks.
+public enum ModelEvaluation {
+    /// The folders under the output that hold one PNG per evaluated image.
+    static let imageFolders = ["masks", "probabilities", "overlays", "truth/masks", "truth/instances"]
+
+    /// Segments the images of `dataset` named in `names` (each must have a mask) into `output` with
+    /// `segmenter`, copies their masks to `output/truth/masks` (and their instance maps to `output/truth/instances`
+    /// when every one has one, for AJI) and scores the predictions against them with `FolderEvaluation`.
+    /// Afterwards `output`'s masks/, probabilities/, overlays/ and truth/ hold these images only: other PNG files
+    /// there (an earlier evaluation's) are removed, so they are not scored. `output` must not be the dataset folder.
+    public static func run(_ segmenter: ImageSegmenter, dataset: Dataset, names: [String], output: String,
+                           progress: ((_ done: Int, _ name: String) -> Void)? = nil) throws -> FolderEvaluation {
+        func invalid(_ message: String) -> EngineError { .invalidValue(op: "ModelEvaluation", message: message) }
+        guard URL(fileURLWithPath: output).standardizedFileURL.path != dataset.root else {
+            throw invalid("the output folder \(output) is the dataset folder; its masks/ would be overwritten")
+        }
+        let byName = Dictionary(uniqueKeysWithValues: dataset.items.map { ($0.name, $0) })
+        guard !names.isEmpty else { throw invalid("no images to evaluate in \(dataset.root)") }
+        let unknown = names.filter { byName[$0] == nil }
+        guard unknown.isEmpty else { throw invalid("not images of \(dataset.root): \(unknown.joined(separator: ", "))") }
+        let items = names.map { byName[$0]! }
+        let unmasked = items.filter { $0.maskPath == nil }.map(\.name)
+        guard unmasked.isEmpty else { throw invalid("no mask in \(dataset.root)/masks for \(unmasked.joined(separator: ", "))") }
+
+        try removeOtherImages(in: output, keeping: Set(names))
+        try segmenter.segment(items.map(\.imagePath), to: output, progress: progress)
+        let truth = output + "/truth"
+        let withInstances = items.allSatisfy { $0.instancePath != nil }
+        for item in items {
+            try copy(item.maskPath!, to: "\(truth)/masks/\(item.name).png")
+            if withInstances { try copy(item.instancePath!, to: "\(truth)/instances/\(item.name).png") }
+        }
+        return try FolderEvaluation(predictionFolder: output + "/masks", truthFolder: truth + "/masks",
+                                    instanceFolder: withInstances ? truth + "/instances" : nil)
+    }
+
+    private static func removeOtherImages(in output: String, keeping names: Set<String>) throws {
+        let fm = FileManager.default
+        for folder in imageFolders.map({ output + "/" + $0 }) {
+            guard let entries = try? fm.contentsOfDirectory(atPath: folder) else { continue }
+            for entry in entries where entry.hasSuffix(".png") && !names.contains(String(entry.dropLast(4))) {
+                do { try fm.removeItem(atPath: folder + "/" + entry) } catch {
+                    throw EngineError.file(path: folder + "/" + entry, message: "cannot remove an earlier evaluation's image: \(error.localizedDescription)")
+                }
+            }
+        }
+    }
+
+    private static func copy(_ source: String, to destination: String) throws {
+        let fm = FileManager.default
+        do {
+            try fm.createDirectory(atPath: (destination as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            if fm.fileExists(atPath: destination) { try fm.removeItem(atPath: destination) }
+            try fm.copyItem(atPath: source, toPath: destination)
+        } catch {
+            throw EngineError.file(path: destination, message: "cannot copy \(source) there: \(error.localizedDescription)")
+        }
+    }
+}

@@ -1,0 +1,125 @@
+import Foundation
+import HistoCore
+import HistoData
+import HistoDiffusion
+import HistoNN
+
+/// What rebuilds a trained segmentation network: written as `model.json` beside its weights by `histodiff train`,
+/// read by `histodiff segment` and `histodiff eval --model`.
+public struct ModelCard: Codable, Equatable, Sendable {
+    /// unet (SSL4MIS/Ciampi U-Net), fpn (ResNet-FPN) or genselfdiff (the GenSelfDiff Attention U-Net segmenter).
+    public var architecture: String
+    /// cpu or paper.
+    public var preset: String
+    public var classes: Int
+    /// The range the network was trained on: minus_one_to_one or zero_to_one (see `range`).
+    public var pixelRange: String
+
+    public static let fileName = "model.json"
+
+    public init(architecture: String, preset: String, classes: Int, pixelRange: PixelRange) {
+        self.architecture = architecture
+        self.preset = preset
+        self.classes = classes
+        self.pixelRange = pixelRange == .zeroToOne ? "zero_to_one" : "minus_one_to_one"
+    }
+
+    /// The input range images are converted to before the network sees them.
+    public var range: PixelRange {
+        get throws {
+            switch pixelRange {
+            case "minus_one_to_one": return .minusOneToOne
+            case "zero_to_one": return .zeroToOne
+            default:
+                throw EngineError.invalidValue(op: "ModelCard", message: "unknown pixel range '\(pixelRange)' (minus_one_to_one, zero_to_one)")
+            }
+        }
+    }
+
+    /// The networks a card can name.
+    public enum Network: Equatable, Sendable {
+        case supervised(SegmentationArchitecture)
+        /// A `GenSelfDiffSegmenter` of this segmentation configuration.
+        case genSelfDiff(AttentionUNet.Configuration)
+    }
+
+    public var network: Network {
+        get throws { try Self.network(architecture: architecture, preset: preset, classes: classes) }
+    }
+
+    /// The network that an architecture and a preset name, with `classes` output classes.
+    public static func network(architecture: String, preset: String, classes: Int) throws -> Network {
+        switch (architecture, preset) {
+        case ("unet", "cpu"): return .supervised(.unet(.cpu(classes: classes)))
+        case ("unet", "paper"): return .supervised(.unet(.paper(classes: classes)))
+        case ("fpn", "cpu"): return .supervised(.resnetFPN(.cpu(classes: classes)))
+        case ("fpn", "paper"): return .supervised(.resnetFPN(.paper(classes: classes)))
+        case ("genselfdiff", "cpu"): return .genSelfDiff(.cpuSegmentation(classes: classes))
+        case ("genselfdiff", "paper"): return .genSelfDiff(.genSelfDiffSegmentation(classes: classes))
+        default:
+            throw EngineError.invalidValue(op: "ModelCard", message:
+                "unknown architecture/preset \(architecture)/\(preset) (unet, fpn or genselfdiff; cpu or paper)")
+        }
+    }
+
+    /// A freshly initialised network of this card, weights drawn from `generator`.
+    public func makeModel(generator: RandomGenerator) throws -> any SegmentationModel {
+        switch try network {
+        case .supervised(let architecture): return architecture.makeModel(generator: generator)
+        case .genSelfDiff(let configuration): return try GenSelfDiffSegmenter(configuration, generator: generator)
+        }
+    }
+
+    /// Writes `<directory>/model.json` atomically.
+    public func write(to directory: String) throws {
+        let path = (directory as NSString).appendingPathComponent(Self.fileName)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        do { try encoder.encode(self).write(to: URL(fileURLWithPath: path), options: .atomic) } catch {
+            throw EngineError.file(path: path, message: "cannot write the model card: \(error.localizedDescription)")
+        }
+    }
+
+    /// Reads `<directory>/model.json` and checks that it names a known network and pixel range.
+    public static func read(from directory: String) throws -> ModelCard {
+        let path = (directory as NSString).appendingPathComponent(fileName)
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw EngineError.file(path: path, message: "no model card beside the weights (`histodiff train` writes it)")
+        }
+        do {
+            let card = try JSONDecoder().decode(ModelCard.self, from: data)
+            _ = try card.range
+            _ = try card.network
+            return card
+        } catch {
+            throw EngineError.file(path: path, message: "unreadable model card: \(error)")
+        }
+    }
+}
+
+/// A trained segmentation network with its card, loaded from a `histodiff train` run, in eval mode.
+public struct TrainedModel {
+    /// The run folder: the card, the weights and `split.json`.
+    public let directory: String
+    public let weightsPath: String
+    public let card: ModelCard
+    public let network: any SegmentationModel
+
+    /// `path` is a run folder (its `best.safetensors` is loaded) or a weights file, with `model.json` in its folder.
+    public init(path: String) throws {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw EngineError.file(path: path, message: "no such model (a run folder of `histodiff train` or its \(SupervisedTraining.checkpointFileName))")
+        }
+        let folder = isDirectory.boolValue ? path : (path as NSString).deletingLastPathComponent
+        directory = folder.isEmpty ? "." : folder
+        weightsPath = isDirectory.boolValue ? (path as NSString).appendingPathComponent(SupervisedTraining.checkpointFileName) : path
+        card = try ModelCard.read(from: directory)
+        network = try card.makeModel(generator: RandomGenerator(seed: 0))
+        try network.load(from: weightsPath)
+        network.train(false)
+    }
+
+    /// `split.json` of the run, written by `histodiff train`.
+    public var splitPath: String { (directory as NSString).appendingPathComponent("split.json") }
+}
