@@ -163,19 +163,35 @@ inline Moments set_moments(__global const float* x, SetView v, float origin,
     return group_moments(la, lb, lc, acc.total);
 }
 
-// y = (x − mean)·rstd·w[c] + b[c], one work-group per statistics set.
-__kernel void channel_norm(__global const float* x, int xo, __global const float* w, int wo, __global const float* b, int bo,
-                           __global float* y, int yo, SetLayout l, float eps) {
-    __local float la[NORM_LOCAL], lb[NORM_LOCAL], lc[NORM_LOCAL];
+// silu(z) and dy·silu'(z), for the norm ops that end in a SiLU (the UNets' GroupNorm → SiLU).
+inline vec silu(vec z) { return z / (1.0f + exp(-z)); }
+inline vec silu_gradient(vec z, vec dy) { vec s = 1.0f / (1.0f + exp(-z)); return dy * s * (1.0f + z * (1.0f - s)); }
+
+// y = (x − mean)·rstd·w[c] + b[c], then SiLU when `with_silu`; one work-group per statistics set.
+inline void norm_forward(__global const float* x, __global const float* w, __global const float* b, __global float* y,
+                         SetLayout l, float eps, bool with_silu, __local float* la, __local float* lb, __local float* lc) {
     SetView v = set_view(l, get_group_id(0));
-    float origin = set_origin(x + xo, v);
-    Moments m = set_moments(x + xo, v, origin, la, lb, lc);
+    float origin = set_origin(x, v);
+    Moments m = set_moments(x, v, origin, la, lb, lc);
     // x − mean with the mean rounded to float, as the CPU reference does.
     float mean = origin + m.mean, rstd = 1.0f / sqrt(m.m2 / m.n + eps);
     for (Cursor c = cursor_start(v); c.u < v.units; cursor_next(&c)) {
         int at = unit_at(v, c), ch = unit_channel(v, c), width = unit_width(v, c);
-        store_unit(y + yo + at, width, (load_unit(x + xo + at, width) - mean) * (rstd * w[wo + ch]) + b[bo + ch]);
+        vec z = (load_unit(x + at, width) - mean) * (rstd * w[ch]) + b[ch];
+        store_unit(y + at, width, with_silu ? silu(z) : z);
     }
+}
+
+__kernel void channel_norm(__global const float* x, int xo, __global const float* w, int wo, __global const float* b, int bo,
+                           __global float* y, int yo, SetLayout l, float eps) {
+    __local float la[NORM_LOCAL], lb[NORM_LOCAL], lc[NORM_LOCAL];
+    norm_forward(x + xo, w + wo, b + bo, y + yo, l, eps, false, la, lb, lc);
+}
+
+__kernel void channel_norm_silu(__global const float* x, int xo, __global const float* w, int wo, __global const float* b,
+                                int bo, __global float* y, int yo, SetLayout l, float eps) {
+    __local float la[NORM_LOCAL], lb[NORM_LOCAL], lc[NORM_LOCAL];
+    norm_forward(x + xo, w + wo, b + bo, y + yo, l, eps, true, la, lb, lc);
 }
 
 // dx = rstd·(w·dy − mean(w·dy) − x̂·mean(w·dy·x̂)) per set. One pass gathers the moments of x together with
@@ -211,6 +227,39 @@ __kernel void channel_norm_backward_input(__global const float* x, int xo, __glo
     }
 }
 
+// dx after a SiLU, per set: g = dy·silu'(x̂·w + b) needs the statistics first, so one pass takes the moments, a
+// second gathers Σ w·g and Σ w·g·(x − mean), a third writes dx = rstd·(w·g − mean(w·g) − x̂·mean(w·g·x̂)).
+__kernel void channel_norm_silu_backward_input(__global const float* x, int xo, __global const float* w, int wo,
+                                               __global const float* dy, int dyo, __global const float* b, int bo,
+                                               __global float* dx, int dxo, SetLayout l, float eps) {
+    __local float la[NORM_LOCAL], lb[NORM_LOCAL], lc[NORM_LOCAL];
+    x += xo; w += wo; dy += dyo; b += bo; dx += dxo;
+    SetView v = set_view(l, get_group_id(0));
+    float origin = set_origin(x, v);
+    Moments m = set_moments(x, v, origin, la, lb, lc);
+    float mean = origin + m.mean, rstd = 1.0f / sqrt(m.m2 / m.n + eps);
+    float2 total = (float2)(0.0f, 0.0f);
+    for (Cursor c = cursor_start(v); c.u < v.units;) {
+        vec g_sum = (vec)(0.0f), gx_sum = (vec)(0.0f);
+        for (int n = 0; n < NORM_CHUNK && c.u < v.units; ++n, cursor_next(&c)) {
+            int at = unit_at(v, c), ch = unit_channel(v, c), width = unit_width(v, c);
+            vec d = select((vec)(0.0f), load_unit(x + at, width) - mean, lanes_below(width));
+            vec g = w[ch] * silu_gradient(d * (rstd * w[ch]) + b[ch], load_unit(dy + at, width));  // 0 past the plane
+            g_sum += g;
+            gx_sum += g * d;
+        }
+        total += (float2)(lane_sum(g_sum), lane_sum(gx_sum));
+    }
+    float2 sums = group_sum2(la, lb, total);
+    float mean_term = rstd * sums.x / m.n, slope = rstd * rstd * rstd * sums.y / m.n;
+    for (Cursor c = cursor_start(v); c.u < v.units; cursor_next(&c)) {
+        int at = unit_at(v, c), ch = unit_channel(v, c), width = unit_width(v, c);
+        vec d = load_unit(x + at, width) - mean;
+        vec g = silu_gradient(d * (rstd * w[ch]) + b[ch], load_unit(dy + at, width));
+        store_unit(dx + at, width, (rstd * w[ch]) * g - mean_term - d * slope);
+    }
+}
+
 // Per set: stats[s] = mean, stats[sets + s] = 1/sqrt(variance + eps), or the unbiased variance when `unbiased`.
 __kernel void norm_statistics(__global const float* x, int xo, __global float* stats, int so, SetLayout l, float eps,
                               int unbiased) {
@@ -225,12 +274,12 @@ __kernel void norm_statistics(__global const float* x, int xo, __global float* s
     }
 }
 
-// dweight[c] = Σ dy·(x − mean)·rstd and dbias[c] = Σ dy over channel c's planes, with each plane's set statistics
-// from norm_statistics; one work-group per channel, out [2, C].
-__kernel void channel_norm_backward_params(__global const float* x, int xo, __global const float* dy, int dyo,
-                                           __global const float* stats, int so, __global float* out, int oo,
-                                           SetLayout l, int sets) {
-    __local float la[NORM_LOCAL], lb[NORM_LOCAL];
+// dweight[c] = Σ g·(x − mean)·rstd and dbias[c] = Σ g over channel c's planes, with each plane's set statistics
+// from norm_statistics and g = dy, or dy·silu'(x̂·w + b) when `with_silu` (w, b are read only then); one
+// work-group per channel, out [2, C].
+inline void norm_backward_params(__global const float* x, __global const float* dy, __global const float* w,
+                                 __global const float* b, __global const float* stats, __global float* out,
+                                 SetLayout l, int sets, bool with_silu, __local float* la, __local float* lb) {
     int ch = get_group_id(0);
     SetView v = channel_view(l, ch);
     float2 total = (float2)(0.0f, 0.0f);
@@ -238,12 +287,28 @@ __kernel void channel_norm_backward_params(__global const float* x, int xo, __gl
         vec dw = (vec)(0.0f), db = (vec)(0.0f);
         for (int n = 0; n < NORM_CHUNK && c.u < v.units; ++n, cursor_next(&c)) {
             int at = unit_at(v, c), width = unit_width(v, c), s = l.groups > 0 ? c.k * l.groups + ch / l.per_set : ch;
-            vec g = load_unit(dy + dyo + at, width);
-            dw += g * (load_unit(x + xo + at, width) - stats[so + s]) * stats[so + sets + s];
+            vec xhat = (load_unit(x + at, width) - stats[s]) * stats[sets + s], g = load_unit(dy + at, width);
+            if (with_silu) g = silu_gradient(xhat * w[ch] + b[ch], g);  // dy is 0 past the plane
+            dw += g * xhat;
             db += g;
         }
         total += (float2)(lane_sum(dw), lane_sum(db));
     }
     float2 sums = group_sum2(la, lb, total);
-    if (get_local_id(0) == 0) { out[oo + ch] = sums.x; out[oo + l.channels + ch] = sums.y; }
+    if (get_local_id(0) == 0) { out[ch] = sums.x; out[l.channels + ch] = sums.y; }
+}
+
+__kernel void channel_norm_backward_params(__global const float* x, int xo, __global const float* dy, int dyo,
+                                           __global const float* stats, int so, __global float* out, int oo,
+                                           SetLayout l, int sets) {
+    __local float la[NORM_LOCAL], lb[NORM_LOCAL];
+    norm_backward_params(x + xo, dy + dyo, 0, 0, stats + so, out + oo, l, sets, false, la, lb);
+}
+
+__kernel void channel_norm_silu_backward_params(__global const float* x, int xo, __global const float* dy, int dyo,
+                                                __global const float* w, int wo, __global const float* b, int bo,
+                                                __global const float* stats, int so, __global float* out, int oo,
+                                                SetLayout l, int sets) {
+    __local float la[NORM_LOCAL], lb[NORM_LOCAL];
+    norm_backward_params(x + xo, dy + dyo, w + wo, b + bo, stats + so, out + oo, l, sets, true, la, lb);
 }

@@ -289,7 +289,7 @@ final class ConvNormActivation: Module {
         super.init()
     }
 
-    func callAsFunction(_ x: Tensor) -> Tensor { norm(proj(x)).silu() }
+    func callAsFunction(_ x: Tensor) -> Tensor { norm(proj(x), activation: .silu) }
 }
 
 /// `Residual(PreNorm(dim, attention))`: x + attention(GN(1, dim)(x)), with the reference's names

@@ -243,7 +243,7 @@ public final class AutoencoderKL: Module {
         }
 
         public func callAsFunction(_ x: Tensor) -> Tensor {
-            let h = conv2(norm2(conv1(norm1(x).silu())).silu())
+            let h = conv2(norm2(conv1(norm1(x, activation: .silu)), activation: .silu))
             return (shortcut?(x) ?? x) + h
         }
     }
@@ -382,7 +382,7 @@ public final class AutoencoderKL: Module {
 
         public func callAsFunction(_ x: Tensor) -> Tensor {
             let h = middle(down.reduce(convIn(x)) { $1($0) })
-            return convOut(normOut(h).silu())
+            return convOut(normOut(h, activation: .silu))
         }
     }
 
@@ -423,7 +423,7 @@ public final class AutoencoderKL: Module {
 
         public func callAsFunction(_ z: Tensor) -> Tensor {
             let h = up.reversed().reduce(middle(convIn(z))) { $1($0) }
-            return convOut(normOut(h).silu())
+            return convOut(normOut(h, activation: .silu))
         }
     }
 }

@@ -133,7 +133,7 @@ public final class GuidedUNet: Module, FeatureExtractingModel {
             h = block(Tensor.concat([h, skips.removeLast()], axis: 1), embedding: embedding, context: context)
             recorder?.record("output_blocks.\(i)", h)
         }
-        let out = outConv(outNorm(h).silu())
+        let out = outConv(outNorm(h, activation: .silu))
         recorder?.record("out", out)
         return out
     }
@@ -358,16 +358,16 @@ final class GuidedResBlock: Module, GuidedLayer {
     }
 
     func apply(_ x: Tensor, embedding: Tensor, context: Tensor?) -> Tensor {
-        let h = inConv(inNorm(x).silu())
+        let h = inConv(inNorm(x, activation: .silu))
         let projected = embeddingProjection(embedding.silu()).unsqueeze(2).unsqueeze(3) // [N, C or 2C, 1, 1]
-        let normed: Tensor
+        let activated: Tensor
         if scaleShift {
             let parts = projected.chunk(2, axis: 1)
-            normed = outNorm(h) * (1 + parts[0]) + parts[1]
+            activated = (outNorm(h) * (1 + parts[0]) + parts[1]).silu()
         } else {
-            normed = outNorm(h + projected)
+            activated = outNorm(h + projected, activation: .silu)
         }
-        return (skip?(x) ?? x) + outConv(dropout(normed.silu()))
+        return (skip?(x) ?? x) + outConv(dropout(activated))
     }
 }
 

@@ -15,8 +15,11 @@ public final class GroupNorm: Module, UnaryLayer {
         super.init()
     }
 
-    public func callAsFunction(_ x: Tensor) -> Tensor {
-        x.groupNorm(groups: groups, weight: weight?.value, bias: bias?.value, eps: eps)
+    public func callAsFunction(_ x: Tensor) -> Tensor { callAsFunction(x, activation: .identity) }
+
+    /// GroupNorm then `activation` as one fused op (the UNets' GroupNorm → SiLU).
+    public func callAsFunction(_ x: Tensor, activation: NormActivation) -> Tensor {
+        x.groupNorm(groups: groups, weight: weight?.value, bias: bias?.value, eps: eps, activation: activation)
     }
 }
 

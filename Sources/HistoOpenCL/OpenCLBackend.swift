@@ -30,6 +30,10 @@ public final class OpenCLBackend: Backend {
     private let lock = NSLock()
     /// Buffers that had to be created (not reused from the pool).
     public private(set) var freshAllocations = 0
+    /// The last kernel or SGEMM enqueued since the queue was last waited on. Commands fail asynchronously (device
+    /// lost, out of resources mid-kernel): such a failure surfaces at the next read, flush or wait, whose error
+    /// names this command as the likely culprit.
+    private var lastEnqueued: String?
 
     /// The backend for the chosen device (`HISTODIFF_OPENCL_DEVICE`, else a GPU, else any), or nil when this machine
     /// has no OpenCL platform or device.
@@ -83,15 +87,15 @@ public final class OpenCLBackend: Backend {
     public func read(_ buffer: any BackendBuffer, offset: Int, count: Int, into destination: UnsafeMutablePointer<Float>) throws {
         guard count > 0 else { return }
         let b = buffer as! CLBuffer
-        try check(clEnqueueReadBuffer(queue, b.mem, cl_bool(CL_TRUE), offset * 4, count * 4, destination, 0, nil, nil),
-                  "reading \(count) floats", device: device.name)
+        try checkQueue(clEnqueueReadBuffer(queue, b.mem, cl_bool(CL_TRUE), offset * 4, count * 4, destination, 0, nil, nil),
+                       "reading \(count) floats")
     }
 
     public func upload(_ source: UnsafePointer<Float>, count: Int) throws -> any BackendBuffer {
         let buffer = try allocate(elementCount: count) as! CLBuffer
         if count > 0 {
-            try check(clEnqueueWriteBuffer(queue, buffer.mem, cl_bool(CL_TRUE), 0, count * 4, source, 0, nil, nil),
-                      "writing \(count) floats", device: device.name)
+            try checkQueue(clEnqueueWriteBuffer(queue, buffer.mem, cl_bool(CL_TRUE), 0, count * 4, source, 0, nil, nil),
+                           "writing \(count) floats")
         }
         return buffer
     }
@@ -115,11 +119,20 @@ public final class OpenCLBackend: Backend {
             }
             for dead in step.release { dead.release() }
         }
-        try check(clFlush(queue), "flushing the queue", device: device.name)
+        try check(clFlush(queue), "flushing the queue" + lastEnqueuedNote, device: device.name)
     }
 
     /// Waits until every enqueued command has finished (for timing).
-    public func synchronize() throws { try check(clFinish(queue), "waiting for the queue", device: device.name) }
+    public func synchronize() throws { try checkQueue(clFinish(queue), "waiting for the queue") }
+
+    /// Checks a blocking queue operation: afterwards every earlier command has finished, so a failure names the last
+    /// one enqueued.
+    private func checkQueue(_ code: cl_int, _ what: String) throws {
+        try check(code, what + lastEnqueuedNote, device: device.name)
+        lastEnqueued = nil
+    }
+
+    private var lastEnqueuedNote: String { lastEnqueued.map { " (after \($0), the last command enqueued)" } ?? "" }
 
     private func resolve(_ argument: KernelArgument, node: Node, scratch: inout [Int: CLBuffer]) throws -> (cl_mem, Int)? {
         switch argument {
@@ -170,6 +183,7 @@ public final class OpenCLBackend: Backend {
                 ? clEnqueueNDRangeKernel(queue, kernel, cl_uint(g.count), nil, &g, nil, 0, nil, nil)
                 : clEnqueueNDRangeKernel(queue, kernel, cl_uint(g.count), nil, &g, &l, 0, nil, nil)
             try check(status, "launching \(name) (\(file).cl) over \(global)", device: device.name)
+            lastEnqueued = "kernel \(name) (Kernels/\(file).cl)"
         case let .gemm(p):
             let a = try resolve(p.a, node: node, scratch: &scratch)!, b = try resolve(p.b, node: node, scratch: &scratch)!
             let c = try resolve(p.c, node: node, scratch: &scratch)!
@@ -189,8 +203,9 @@ public final class OpenCLBackend: Backend {
             }
             guard status == CLBlastSuccess else {
                 throw EngineError.backend(name: "opencl (\(device.name))",
-                                          message: "CLBlast SGEMM \(p.m)×\(p.n)×\(p.k) (batch \(p.batches)) failed with status \(status.rawValue)")
+                                          message: "CLBlast SGEMM \(p.m)×\(p.n)×\(p.k) (batch \(p.batches)) failed: \(clBlastStatusName(status.rawValue))")
             }
+            lastEnqueued = "CLBlast SGEMM \(p.m)×\(p.n)×\(p.k) (batch \(p.batches))"
         }
     }
 

@@ -43,6 +43,8 @@ private final class Trainer {
     let output = TextSink()
     let schedule = CosineSchedule(base: 0.05, totalSteps: 8)
     var losses: [Float] = []
+    /// Where the forward and backward run (the default backend when nil).
+    var backend: (any Backend)?
 
     init(directory: String, initSeed: UInt64, checkpointEvery: Int = 3,
          configure: (inout TrainingRun.Options) -> Void = { _ in }) throws {
@@ -60,7 +62,7 @@ private final class Trainer {
     func step(_ index: Int) throws -> StepReport {
         let data = RandomGenerator(seed: 1000 + UInt64(index))
         let x = data.normal([5, 3]), y = data.normal([5, 2])
-        let (loss, gradients) = try Gradients.of((model(x) - y).square().mean(), wrt: model.trainableParameters())
+        let (loss, gradients) = try Gradients.of((model(x) - y).square().mean(), wrt: model.trainableParameters(), on: backend)
         optimizer.learningRate = schedule.learningRate(at: index)
         try optimizer.step(gradients)
         losses.append(loss)
@@ -71,6 +73,28 @@ private final class Trainer {
 }
 
 private struct SimulatedCrash: Error {}
+
+/// Stands in for a device that fails mid-run (out of resources, device lost): computes on the CPU until told to
+/// fail, then throws from its next execution the error a device backend throws.
+private final class FailingBackend: Backend {
+    let name = "failing"
+    var failsNextExecution = false
+
+    func supports(_ op: any HistoCore.Operation) -> Bool { true }
+    func allocate(elementCount: Int) throws -> any BackendBuffer { try CPUBackend.shared.allocate(elementCount: elementCount) }
+    func read(_ buffer: any BackendBuffer, offset: Int, count: Int, into destination: UnsafeMutablePointer<Float>) throws {
+        try CPUBackend.shared.read(buffer, offset: offset, count: count, into: destination)
+    }
+    func upload(_ source: UnsafePointer<Float>, count: Int) throws -> any BackendBuffer {
+        try CPUBackend.shared.upload(source, count: count)
+    }
+    func execute(_ split: GraphSplit) throws {
+        if failsNextExecution {
+            throw EngineError.backend(name: "failing", message: "waiting for the queue (after kernel matmul): CL_OUT_OF_RESOURCES")
+        }
+        try CPUBackend.shared.execute(split)
+    }
+}
 
 final class TrainingRunTests: XCTestCase {
     private func metricsPath(_ directory: String) -> String { directory + "/" + TrainingRun.metricsFileName }
@@ -142,6 +166,31 @@ final class TrainingRunTests: XCTestCase {
         XCTAssertEqual(losses.map(\.step), Array(1...8))
         XCTAssertEqual(losses.map { Float($0.value).bitPattern }, bits(straight.losses))
         XCTAssertEqual(try resumed.parameterBits(), try straight.parameterBits())
+    }
+
+    func testABackendErrorMidRunLeavesTheCheckpointLoadableAndTheRunResumable() throws {
+        let straight = try uninterrupted()
+        let dir = try temporaryDirectory(), device = FailingBackend()
+        let failed = try Trainer(directory: dir, initSeed: 1, checkpointEvery: 4)
+        failed.backend = device
+        XCTAssertThrowsError(try failed.run.train { index in
+            if index == 5 { device.failsNextExecution = true }
+            return try failed.step(index)
+        }) { error in
+            guard case let EngineError.backend(name, message) = error else { return XCTFail("unexpected error \(error)") }
+            XCTAssertEqual(name, "failing")
+            XCTAssert(message.contains("CL_OUT_OF_RESOURCES"), message)
+        }
+        XCTAssertEqual(failed.run.step, 5)
+        XCTAssertNotNil(failed.run.latestCheckpoint)
+
+        // The checkpoint of step 4 restores a differently initialised model, and the run finishes on a working
+        // backend exactly as the uninterrupted one did.
+        let resumed = try Trainer(directory: dir, initSeed: 3, checkpointEvery: 4)
+        XCTAssertEqual(try resumed.run.resume(), 4)
+        XCTAssertEqual(try resumed.run.train(resumed.step), .completed)
+        XCTAssertEqual(try resumed.parameterBits(), try straight.parameterBits())
+        XCTAssertEqual(try MetricsLog.read(path: metricsPath(dir)).series("loss").map(\.step), Array(1...8))
     }
 
     func testBestCheckpointKeepsTheBestValidationScoreAcrossAResume() throws {

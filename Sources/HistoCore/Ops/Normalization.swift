@@ -4,6 +4,13 @@ import Foundation
 // (`ChannelNorm`) that differ only in which elements share statistics; their backward ops recompute the
 // statistics from x instead of saving them. Eval-mode batch norm, layer norm (group norm of one group per row,
 // then the per-element affine) and L2 normalisation are compositions.
+//
+// The UNets' ResBlocks compute silu(groupNorm(x)·w + b), so the norm ops take an optional trailing SiLU
+// (`NormActivation`): one pass writes the activation and the backward recomputes the pre-activation from x, so
+// the normalised tensor is neither stored for the backward nor written and read back once more. It is recorded
+// explicitly (`groupNorm(…, activation: .silu)`, used by the GroupNorm layer's `callAsFunction(_:activation:)`)
+// rather than found by an executor rewrite: autodiff records the VJP before any executor sees the graph, and the
+// separate silu VJP keeps the normalised tensor alive, so only a fusion at recording time saves its memory.
 
 /// Which elements of an [N, C, spatial…] tensor share one mean and variance.
 public enum NormStatistics: Hashable, Sendable {
@@ -109,19 +116,50 @@ struct PlaneLayout {
     return total
 }
 
+/// An activation applied to the normalised, affine output inside the norm op.
+public enum NormActivation: String, Hashable, Sendable {
+    case identity, silu
+
+    var opSuffix: String { self == .identity ? "" : "_" + rawValue }
+
+    /// The output over one plane of n elements: act((x − mean)·scale + shift).
+    @inline(__always) func apply(x: UnsafePointer<Float>, count n: Int, mean: Float, scale: Float, shift: Float,
+                                 into y: UnsafeMutablePointer<Float>) {
+        switch self {
+        case .identity: for i in 0..<n { y[i] = (x[i] - mean) * scale + shift }
+        case .silu: for i in 0..<n { y[i] = UnaryKind.silu.apply((x[i] - mean) * scale + shift, 0, 0) }
+        }
+    }
+
+    /// The cotangent before the activation over one plane: dy·act'(ŷ) with ŷ = (x − mean)·scale + shift, written to
+    /// `scratch`; dy itself for the identity.
+    @inline(__always) func gradient(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, count n: Int, mean: Float,
+                                    scale: Float, shift: Float, scratch: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
+        switch self {
+        case .identity: return dy
+        case .silu:
+            for i in 0..<n { scratch[i] = dy[i] * UnaryKind.silu.derivative((x[i] - mean) * scale + shift, 0, 0) }
+            return UnsafePointer(scratch)
+        }
+    }
+}
+
 /// Checks that a per-channel vector (weight, bias, running statistics) has shape [C].
 func checkChannelVector(_ shape: [Int], _ what: String, channels: Int) throws(ShapeError) {
     guard shape == [channels] else { throw ShapeError("\(what) must have shape [\(channels)], got \(describe(shape))") }
 }
 
-/// y = (x − mean)/sqrt(var + eps)·weight[c] + bias[c] for x [N, C, spatial…], weight [C], bias [C], with the
+/// y = act((x − mean)/sqrt(var + eps)·weight[c] + bias[c]) for x [N, C, spatial…], weight [C], bias [C], with the
 /// statistics taken as `statistics` says (biased variance).
 public struct ChannelNorm: Operation {
     public let statistics: NormStatistics
     public let eps: Float
-    public init(_ statistics: NormStatistics, eps: Float) { self.statistics = statistics; self.eps = eps }
+    public let activation: NormActivation
+    public init(_ statistics: NormStatistics, eps: Float, activation: NormActivation = .identity) {
+        self.statistics = statistics; self.eps = eps; self.activation = activation
+    }
 
-    public var name: String { statistics.opName }
+    public var name: String { statistics.opName + activation.opSuffix }
     public func outputShape(_ inputs: [[Int]]) throws(ShapeError) -> [Int] {
         try PlaneLayout.check(inputs[0], statistics)
         try checkChannelVector(inputs[1], "weight", channels: inputs[0][1])
@@ -138,46 +176,62 @@ public struct ChannelNorm: Operation {
                 let m = Float(mean), rstd = Float(1 / (variance + eps).squareRoot())
                 for k in 0..<layout.planesPerSet {
                     let p = layout.plane(k, ofSet: s), c = p % layout.channels
-                    let scale = rstd * w[c], shift = b[c], xp = x + p * n, yp = y + p * n
-                    for i in 0..<n { yp[i] = (xp[i] - m) * scale + shift }
+                    activation.apply(x: x + p * n, count: n, mean: m, scale: rstd * w[c], shift: b[c], into: y + p * n)
                 }
             }
         }
     }
     public func vjp(_ ctx: VJPContext) -> [Tensor?] {
-        let x = ctx.inputs[0], c = x.shape[1]
-        let dx = Tensor.record(ChannelNormBackwardInput(statistics, eps: eps), [x, ctx.inputs[1], ctx.cotangent])
-        let params = Tensor.record(ChannelNormBackwardParams(statistics, eps: eps), [x, ctx.cotangent])
+        let x = ctx.inputs[0], w = ctx.inputs[1], b = ctx.inputs[2], c = x.shape[1], dy = ctx.cotangent
+        // After an activation the backward ops recompute the pre-activation x̂·w + b, so they take the bias too.
+        let bias = activation == .identity ? [] : [b]
+        let dx = Tensor.record(ChannelNormBackwardInput(statistics, eps: eps, activation: activation), [x, w, dy] + bias)
+        let params = Tensor.record(ChannelNormBackwardParams(statistics, eps: eps, activation: activation),
+                                   [x, dy] + (activation == .identity ? [] : [w, b]))
         return [dx, params.slice(axis: 0, start: 0, end: 1).reshape([c]), params.slice(axis: 0, start: 1, end: 2).reshape([c])]
     }
 }
 
-/// dx of `ChannelNorm` from x, weight and dy, per statistics set of M elements with x̂ = (x − mean)·rstd:
-/// dx = rstd·(w·dy − mean(w·dy) − x̂·mean(w·dy·x̂)).
+/// dx of `ChannelNorm` from x, weight, dy (and bias, after an activation), per statistics set of M elements with
+/// x̂ = (x − mean)·rstd and g = dy·act'(x̂·w + b): dx = rstd·(w·g − mean(w·g) − x̂·mean(w·g·x̂)).
 public struct ChannelNormBackwardInput: Operation {
     public let statistics: NormStatistics
     public let eps: Float
-    public init(_ statistics: NormStatistics, eps: Float) { self.statistics = statistics; self.eps = eps }
+    public let activation: NormActivation
+    public init(_ statistics: NormStatistics, eps: Float, activation: NormActivation = .identity) {
+        self.statistics = statistics; self.eps = eps; self.activation = activation
+    }
 
-    public var name: String { statistics.opName + "_backward_input" }
+    public var name: String { statistics.opName + activation.opSuffix + "_backward_input" }
     public func outputShape(_ inputs: [[Int]]) throws(ShapeError) -> [Int] {
         try PlaneLayout.check(inputs[0], statistics)
         try checkChannelVector(inputs[1], "weight", channels: inputs[0][1])
         guard inputs[2] == inputs[0] else { throw ShapeError("dy \(describe(inputs[2])) differs from x \(describe(inputs[0]))") }
+        if activation != .identity { try checkChannelVector(inputs[3], "bias", channels: inputs[0][1]) }
         return inputs[0]
     }
     public func cpuForward(_ args: CPUArgs) {
         let layout = PlaneLayout(args.inputShapes[0], statistics), n = layout.planeSize
         let x = args.inputs[0].baseAddress!, w = args.inputs[1], dy = args.inputs[2].baseAddress!
-        let dx = args.output.baseAddress!, eps = Double(eps)
+        let b = activation == .identity ? nil : args.inputs[3], dx = args.output.baseAddress!, eps = Double(eps)
+        let activation = activation
         parallelFor(layout.setCount, grain: layout.setGrain) { sets in
+            // Holds g of one set when there is an activation.
+            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: activation == .identity ? 0 : layout.setSize)
+            defer { scratch.deallocate() }
             for s in sets {
                 let (mean, variance) = layout.moments(x, set: s)
                 let m = Float(mean), rstd = 1 / (variance + eps).squareRoot()
-                // Σ w·dy and Σ w·dy·(x − mean) over the set.
+                var g = [UnsafePointer<Float>]()
+                for k in 0..<layout.planesPerSet {
+                    let p = layout.plane(k, ofSet: s), c = p % layout.channels
+                    g.append(activation.gradient(x: x + p * n, dy: dy + p * n, count: n, mean: m, scale: Float(rstd) * w[c],
+                                                 shift: b?[c] ?? 0, scratch: scratch + k * n))
+                }
+                // Σ w·g and Σ w·g·(x − mean) over the set.
                 var wdy = 0.0, wdyx = 0.0
                 for k in 0..<layout.planesPerSet {
-                    let p = layout.plane(k, ofSet: s), xp = x + p * n, dyp = dy + p * n
+                    let p = layout.plane(k, ofSet: s), xp = x + p * n, dyp = g[k]
                     let wc = Double(w[p % layout.channels])
                     wdy += wc * wideSum(n, { load16(dyp, $0) }, { dyp[$0] })
                     wdyx += wc * wideSum(n, { load16(dyp, $0) * (load16(xp, $0) - m) }, { dyp[$0] * (xp[$0] - m) })
@@ -185,7 +239,7 @@ public struct ChannelNormBackwardInput: Operation {
                 let size = Double(layout.setSize)
                 let meanTerm = Float(rstd * wdy / size), slope = Float(rstd * rstd * rstd * wdyx / size)
                 for k in 0..<layout.planesPerSet {
-                    let p = layout.plane(k, ofSet: s), xp = x + p * n, dyp = dy + p * n, dxp = dx + p * n
+                    let p = layout.plane(k, ofSet: s), xp = x + p * n, dyp = g[k], dxp = dx + p * n
                     let scale = Float(rstd) * w[p % layout.channels]
                     for i in 0..<n { dxp[i] = scale * dyp[i] - meanTerm - (xp[i] - m) * slope }
                 }
@@ -195,22 +249,30 @@ public struct ChannelNormBackwardInput: Operation {
     public func vjp(_ ctx: VJPContext) -> [Tensor?] { noGradient(ctx) }
 }
 
-/// dweight and dbias of `ChannelNorm` from x and dy, packed as [2, C]: row 0 Σ dy·x̂, row 1 Σ dy, summed over
-/// the batch and positions of each channel.
+/// dweight and dbias of `ChannelNorm` from x and dy (and weight, bias after an activation), packed as [2, C]:
+/// row 0 Σ g·x̂, row 1 Σ g with g = dy·act'(x̂·w + b), summed over the batch and positions of each channel.
 public struct ChannelNormBackwardParams: Operation {
     public let statistics: NormStatistics
     public let eps: Float
-    public init(_ statistics: NormStatistics, eps: Float) { self.statistics = statistics; self.eps = eps }
+    public let activation: NormActivation
+    public init(_ statistics: NormStatistics, eps: Float, activation: NormActivation = .identity) {
+        self.statistics = statistics; self.eps = eps; self.activation = activation
+    }
 
-    public var name: String { statistics.opName + "_backward_params" }
+    public var name: String { statistics.opName + activation.opSuffix + "_backward_params" }
     public func outputShape(_ inputs: [[Int]]) throws(ShapeError) -> [Int] {
         try PlaneLayout.check(inputs[0], statistics)
         guard inputs[1] == inputs[0] else { throw ShapeError("dy \(describe(inputs[1])) differs from x \(describe(inputs[0]))") }
+        if activation != .identity {
+            try checkChannelVector(inputs[2], "weight", channels: inputs[0][1])
+            try checkChannelVector(inputs[3], "bias", channels: inputs[0][1])
+        }
         return [2, inputs[0][1]]
     }
     public func cpuForward(_ args: CPUArgs) {
         let layout = PlaneLayout(args.inputShapes[0], statistics), n = layout.planeSize, channels = layout.channels
         let x = args.inputs[0].baseAddress!, dy = args.inputs[1].baseAddress!, out = args.output, eps = Double(eps)
+        let activation = activation, affine = activation == .identity ? nil : (w: args.inputs[2], b: args.inputs[3])
         var means = [Float](repeating: 0, count: layout.setCount), rstds = [Double](repeating: 0, count: layout.setCount)
         means.withUnsafeMutableBufferPointer { means in
             rstds.withUnsafeMutableBufferPointer { rstds in
@@ -221,11 +283,16 @@ public struct ChannelNormBackwardParams: Operation {
                     }
                 }
                 parallelFor(channels, grain: Swift.max(1, 32768 / Swift.max(layout.batch * n, 1))) { range in
+                    // Holds g of one plane when there is an activation.
+                    let scratch = UnsafeMutablePointer<Float>.allocate(capacity: affine == nil ? 0 : n)
+                    defer { scratch.deallocate() }
                     for c in range {
                         var dweight = 0.0, dbias = 0.0
                         for b in 0..<layout.batch {
-                            let p = b * channels + c, s = layout.set(ofPlane: p), m = means[s]
-                            let xp = x + p * n, dyp = dy + p * n
+                            let p = b * channels + c, s = layout.set(ofPlane: p), m = means[s], xp = x + p * n
+                            let dyp = activation.gradient(x: xp, dy: dy + p * n, count: n, mean: m,
+                                                          scale: Float(rstds[s]) * (affine?.w[c] ?? 1), shift: affine?.b[c] ?? 0,
+                                                          scratch: scratch)
                             dbias += wideSum(n, { load16(dyp, $0) }, { dyp[$0] })
                             dweight += rstds[s] * wideSum(n, { load16(dyp, $0) * (load16(xp, $0) - m) }, { dyp[$0] * (xp[$0] - m) })
                         }
@@ -283,7 +350,7 @@ extension PlaneLayout {
 extension ChannelNorm: DeviceOperation {
     public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
         let layout = PlaneLayout(inputShapes[0], statistics)
-        return layout.launch("channel_norm", [.input(0), .input(1), .input(2), .output, .ints(layout.kernelDescriptor), .float(eps)],
+        return layout.launch("channel_norm" + activation.opSuffix, [.input(0), .input(1), .input(2), .output, .ints(layout.kernelDescriptor), .float(eps)],
                              groups: layout.setCount)
     }
 }
@@ -291,9 +358,9 @@ extension ChannelNorm: DeviceOperation {
 extension ChannelNormBackwardInput: DeviceOperation {
     public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
         let layout = PlaneLayout(inputShapes[0], statistics)
-        return layout.launch("channel_norm_backward_input",
-                             [.input(0), .input(1), .input(2), .output, .ints(layout.kernelDescriptor), .float(eps)],
-                             groups: layout.setCount)
+        let inputs: [KernelArgument] = activation == .identity ? [.input(0), .input(1), .input(2)] : [.input(0), .input(1), .input(2), .input(3)]
+        return layout.launch("channel_norm" + activation.opSuffix + "_backward_input",
+                             inputs + [.output, .ints(layout.kernelDescriptor), .float(eps)], groups: layout.setCount)
     }
 }
 
@@ -301,10 +368,11 @@ extension ChannelNormBackwardParams: DeviceOperation {
     /// Set statistics (mean, rstd) into a scratch buffer, then one work-group per channel gathers its sums.
     public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
         let layout = PlaneLayout(inputShapes[0], statistics), stats = KernelArgument.scratch(index: 0, count: 2 * layout.setCount)
+        let inputs: [KernelArgument] = activation == .identity ? [.input(0), .input(1)] : [.input(0), .input(1), .input(2), .input(3)]
         return layout.launch("norm_statistics", [.input(0), stats, .ints(layout.kernelDescriptor), .float(eps), .int(0)],
                              groups: layout.setCount)
-            + layout.launch("channel_norm_backward_params",
-                            [.input(0), .input(1), stats, .output, .ints(layout.kernelDescriptor), .int(Int32(layout.setCount))],
+            + layout.launch("channel_norm" + activation.opSuffix + "_backward_params",
+                            inputs + [stats, .output, .ints(layout.kernelDescriptor), .int(Int32(layout.setCount))],
                             groups: layout.channels)
     }
 }
@@ -321,9 +389,10 @@ extension BatchStatistics: DeviceOperation {
 
 extension Tensor {
     /// GroupNorm of x [N, C, spatial…]: statistics per sample over groups of C/groups channels (C must divide),
-    /// then the per-channel affine (weight [C] defaults to ones, bias [C] to zeros). One fused op.
-    public func groupNorm(groups: Int, weight: Tensor? = nil, bias: Tensor? = nil, eps: Float = 1e-5) -> Tensor {
-        channelNorm(.groups(groups), weight: weight, bias: bias, eps: eps)
+    /// then the per-channel affine (weight [C] defaults to ones, bias [C] to zeros) and `activation`. One fused op.
+    public func groupNorm(groups: Int, weight: Tensor? = nil, bias: Tensor? = nil, eps: Float = 1e-5,
+                          activation: NormActivation = .identity) -> Tensor {
+        channelNorm(.groups(groups), weight: weight, bias: bias, eps: eps, activation: activation)
     }
 
     /// Training-mode BatchNorm of x [N, C, spatial…]: normalises with this batch's per-channel mean and biased
@@ -390,9 +459,10 @@ extension Tensor {
         return self / square().sum(axes: [axis], keepDims: true).clamp(min: eps * eps).sqrt()
     }
 
-    func channelNorm(_ statistics: NormStatistics, weight: Tensor?, bias: Tensor?, eps: Float) -> Tensor {
+    func channelNorm(_ statistics: NormStatistics, weight: Tensor?, bias: Tensor?, eps: Float,
+                     activation: NormActivation = .identity) -> Tensor {
         let c = rank >= 2 ? shape[1] : 0
-        return .record(ChannelNorm(statistics, eps: eps), [self, weight ?? .ones([c]), bias ?? .zeros([c])])
+        return .record(ChannelNorm(statistics, eps: eps, activation: activation), [self, weight ?? .ones([c]), bias ?? .zeros([c])])
     }
 }
 
@@ -408,6 +478,11 @@ extension HarnessCatalog {
             HarnessCase("group_norm.rank3", [.normal([2, 6, 5])]) { ($0[0] + 20).groupNorm(groups: 3, eps: 1e-3) },
             // Planes of 289 elements: the vector sums with a Float64 flush and a scalar tail.
             HarnessCase("group_norm.wide", [.normal([1, 2, 17, 17])]) { ($0[0] + 3).groupNorm(groups: 1) },
+            HarnessCase("group_norm_silu", affine) { $0[0].groupNorm(groups: 2, weight: $0[1], bias: $0[2], activation: .silu) },
+            // Partial vector units at plane ends, and a shifted mean.
+            HarnessCase("group_norm_silu.wide", [.normal([2, 2, 17, 17]), .normal([2]), .normal([2])]) {
+                ($0[0] + 3).groupNorm(groups: 1, weight: $0[1], bias: $0[2], activation: .silu)
+            },
             HarnessCase("batch_norm.train", [.normal([3, 4, 2, 3]), .normal([4]), .normal([4])]) {
                 $0[0].batchNormTraining(weight: $0[1], bias: $0[2])
             },
