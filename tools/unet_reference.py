@@ -260,7 +260,8 @@ class UNetModel(nn.Module):
 # ---------------------------------------------------------------- annotated-diffusion Unet (GenSelfDiff, SPEC §2)
 
 class SinusoidalPositionEmbeddings(nn.Module):
-    """lucidrains convention: f_i = exp(-ln(10000)·i/(half-1)), [sin, cos]."""
+    """lucidrains convention: f_i = exp(-ln(10000)·i/(half-1)), [sin, cos]; computed in float64 and returned in the
+    dtype of t (the models pass t in their input's dtype, so float32 runs get float32 embeddings)."""
 
     def __init__(self, dim):
         super().__init__()
@@ -270,7 +271,7 @@ class SinusoidalPositionEmbeddings(nn.Module):
         half = self.dim // 2
         freqs = torch.exp(torch.arange(half, dtype=torch.float64) * -(math.log(10000) / (half - 1)))
         args = t[:, None].to(torch.float64) * freqs[None]
-        return torch.cat([args.sin(), args.cos()], dim=-1)
+        return torch.cat([args.sin(), args.cos()], dim=-1).to(t.dtype)
 
 
 class Block(nn.Module):
@@ -378,7 +379,7 @@ class AttentionUnet(nn.Module):
 
     def forward(self, x, time, context=None, record=None):
         x = self.init_conv(x)
-        t = self.time_mlp(time).to(x.dtype)
+        t = self.time_mlp(time.to(x.dtype))
         h = []
         for i, (block1, block2, attn, downsample) in enumerate(self.downs):
             x = attn(block2(block1(x, t), t))
@@ -453,7 +454,7 @@ class ConditionalUnet(nn.Module):
 
     def forward(self, x, time, context=None, record=None):
         x = self.init_conv(torch.cat([x, context], dim=1))
-        x = x + self.time_mlp(time).to(x.dtype)[:, :, None, None]
+        x = x + self.time_mlp(time.to(x.dtype))[:, :, None, None]
         h = []
         for i, (down,) in enumerate(self.downs):
             h.append(x)

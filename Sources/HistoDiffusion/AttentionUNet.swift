@@ -27,6 +27,8 @@ public final class AttentionUNet: Module, FeatureExtractingModel {
     let headConv: Conv2d
 
     public var imageChannels: Int { configuration.channels }
+    /// 2^(levels − 1): one stride-2 downsample per level but the last.
+    public var inputMultiple: Int { 1 << (configuration.dimMults.count - 1) }
 
     /// Builds the network with the configuration's `initialization`: `.reference` applies the reference's
     /// `initialize_weights` (N(0, 0.01) on the weights of every convolution, transposed convolution and GroupNorm;
@@ -122,7 +124,7 @@ public final class AttentionUNet: Module, FeatureExtractingModel {
     }
 
     private func checkInputs(_ x: Tensor, timesteps: Tensor, context: Tensor?) -> String? {
-        let factor = 1 << (configuration.dimMults.count - 1)
+        let factor = inputMultiple
         guard x.rank == 4, x.shape[1] == configuration.channels, x.shape[2] % factor == 0, x.shape[3] % factor == 0 else {
             return "x must be [N, \(configuration.channels), H, W] with H and W divisible by \(factor), got \(describe(x.shape))"
         }

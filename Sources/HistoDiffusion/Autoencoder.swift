@@ -53,6 +53,9 @@ public final class AutoencoderKL: Module {
         public static let cpu = Configuration(channels: 32, channelMultipliers: [1, 2, 4], resBlocksPerLevel: 1,
                                               latentChannels: 3)
 
+        /// The presets by name, as `histodiff train-autoencoder --preset` takes them and saved weights record them.
+        public static let presets: [String: Configuration] = ["cpu": .cpu, "paper": .paper]
+
         /// Input height/width over latent height/width: 2^(levels − 1).
         public var downsamplingFactor: Int { 1 << max(channelMultipliers.count - 1, 0) }
 

@@ -26,6 +26,8 @@ public final class ConditionalUNet: Module, FeatureExtractingModel {
     let finalConv: Conv2d
 
     public var imageChannels: Int { configuration.targetChannels }
+    /// 2^levels: one max-pool per level.
+    public var inputMultiple: Int { 1 << configuration.dimMults.count }
 
     /// Builds the network with the reference's initialisation (`init_weights(…, 'kaiming')`): Kaiming-normal
     /// (fan_in) weights and zero biases for every convolution and Linear layer, BatchNorm weights N(1, 0.02²)
@@ -100,7 +102,7 @@ public final class ConditionalUNet: Module, FeatureExtractingModel {
 
     private func checkInputs(_ x: Tensor, timesteps: Tensor, context: Tensor?) -> String? {
         let c = configuration
-        let factor = 1 << c.dimMults.count
+        let factor = inputMultiple
         guard x.rank == 4, x.shape[1] == c.targetChannels, x.shape[2] % factor == 0, x.shape[3] % factor == 0 else {
             return "x must be the noisy target [N, \(c.targetChannels), H, W] with H and W divisible by \(factor), got \(describe(x.shape))"
         }

@@ -25,6 +25,8 @@ public final class FeatureRecorder {
 public protocol FeatureExtractingModel: NoisePredictor {
     /// Every name `forward(_:timesteps:context:recorder:)` records, in forward order.
     var featureBlockNames: [String] { get }
+    /// Input heights and widths must be multiples of this (the product of the downsampling strides).
+    var inputMultiple: Int { get }
     /// The forward pass; `recorder` (if any) receives the intermediate outputs as they are computed.
     func forward(_ x: Tensor, timesteps: Tensor, context: Tensor?, recorder: FeatureRecorder?) -> Tensor
 }
@@ -72,6 +74,15 @@ public struct DiffusionFeatures {
     /// 7296-channel stack). Needs a common spatial size (extract with an `outputSize`).
     public func stacked() -> Tensor {
         blocks.count == 1 ? block(blocks[0]) : Tensor.concat(blocks.map(block), axis: 1)
+    }
+
+    /// Image `index`'s maps as named [C, H, W] tensors, block by block: `<block>.t<T>` for each timestep T, or
+    /// with `concatenated` one `<block>` holding the timesteps' maps along channels in `timesteps` order.
+    public func namedTensors(image index: Int, concatenated: Bool) throws -> [(name: String, tensor: HostTensor)] {
+        try blocks.flatMap { name -> [(name: String, tensor: HostTensor)] in
+            let named: [(String, Tensor)] = concatenated ? [(name, block(name))] : zip(timesteps, maps[name] ?? []).map { ("\(name).t\($0)", $1) }
+            return try named.map { ($0.0, FeatureExtractor.row(index, of: try HostTensor($0.1))) }
+        }
     }
 }
 

@@ -29,6 +29,8 @@ public final class GuidedUNet: Module, FeatureExtractingModel {
     let skipSources: Set<Int>
 
     public var imageChannels: Int { configuration.inChannels }
+    /// 2^(levels − 1): one downsample per level but the last.
+    public var inputMultiple: Int { 1 << (configuration.channelMult.count - 1) }
 
     /// Builds the network with PyTorch's default initialisation and the reference's zero-initialised output
     /// convolutions (ResBlock `out_layers.3`, attention `proj_out`, `out.2`). Throws if the configuration is
@@ -140,7 +142,7 @@ public final class GuidedUNet: Module, FeatureExtractingModel {
 
     private func checkInputs(_ x: Tensor, timesteps: Tensor, context: Tensor?) -> String? {
         let c = configuration
-        let factor = 1 << (c.channelMult.count - 1)
+        let factor = inputMultiple
         guard x.rank == 4, x.shape[1] == c.inChannels, x.shape[2] % factor == 0, x.shape[3] % factor == 0 else {
             return "x must be [N, \(c.inChannels), H, W] with H and W divisible by \(factor), got \(describe(x.shape))"
         }

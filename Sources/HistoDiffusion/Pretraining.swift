@@ -2,6 +2,22 @@ import HistoCore
 import HistoData
 import HistoNN
 
+/// A pretraining recipe by name, as `histodiff pretrain --recipe` takes it and a run's `diffusion_model.json`
+/// records it: sampling and feature extraction rebuild the schedule and target from it.
+public enum DiffusionRecipe: String, Codable, Sendable, CaseIterable {
+    /// GenSelfDiff: quadratic β, P2 k = 1 γ = 1, loss summed over the batch (`Configuration.genSelfDiff`).
+    case genselfdiff
+    /// DDPM: linear β, unweighted loss, batch mean.
+    case ddpm
+
+    public var configuration: DiffusionPretraining.Configuration {
+        switch self {
+        case .genselfdiff: return .genSelfDiff
+        case .ddpm: return .init()
+        }
+    }
+}
+
 /// Denoising pretraining (SPEC §0.1–0.4, §2): t ~ U{0..T−1}, ε ~ N(0, I), x_t = q(x_t | x₀), loss = P2-weighted
 /// mean-squared error to the target of the model's parametrisation, reduced over the batch by mean or sum.
 public struct DiffusionPretraining {

@@ -1,4 +1,6 @@
+import Foundation
 import HistoCore
+import HistoData
 import HistoNN
 
 /// One finished step of a sampler, as reported to its progress callback.
@@ -42,14 +44,14 @@ struct ReverseProcess {
         }
         return x
     }
+}
 
-    /// `x` evaluated and cut from the graph that produced it, its buffer left where it is (no copy to the host), so
-    /// that a step's graph does not hold on to the previous steps.
-    func detached(_ x: Tensor, on backend: any Backend) throws -> Tensor {
-        try x.eval(on: backend)
-        guard let buffer = x.node.buffer, x.node.offset == 0 else { return try x.materialized(on: backend) }
-        return Tensor(buffer: buffer, shape: x.shape, label: "sample")
-    }
+/// `x` evaluated and cut from the graph that produced it, its buffer left where it is (no copy to the host), so
+/// that a later graph does not hold on to the one that computed it (the previous sampling steps, a frozen encoder).
+func detached(_ x: Tensor, on backend: any Backend) throws -> Tensor {
+    try x.eval(on: backend)
+    guard let buffer = x.node.buffer, x.node.offset == 0 else { return try x.materialized(on: backend) }
+    return Tensor(buffer: buffer, shape: x.shape, label: "detached")
 }
 
 /// Ancestral DDPM sampling (Ho et al.; guided-diffusion `p_sample_loop`) over all T steps or a strided subset
@@ -110,5 +112,78 @@ public struct DDIMSampler {
             DiffusionOps.ddimStep(xt: x, output: output, noise: eta == 0 ? nil : generator.normal(shape), table: table,
                                   timesteps: rows, prediction: target.denoiserOutput, clip: clipDenoised, eta: eta)
         }
+    }
+}
+
+/// Which sampler `DiffusionRun.sample` runs.
+public enum SamplerChoice: Sendable {
+    /// DDIM over `steps` strided timesteps (DDIM spacing), η = `eta`.
+    case ddim(steps: Int, eta: Float)
+    /// Ancestral DDPM over `steps` evenly spaced timesteps (all of them when `steps` is the schedule's length).
+    case ddpm(steps: Int)
+
+    public var steps: Int {
+        switch self {
+        case .ddim(let steps, _), .ddpm(let steps): return steps
+        }
+    }
+}
+
+extension DiffusionRun {
+    /// `count` images [count, 3, size, size] in [−1, 1] sampled from x_T drawn with `seed` (the same seed gives the
+    /// same images); a latent run samples latents and decodes them. The model runs in evaluation mode and is put
+    /// back in the mode it was in; `progress` sees every sampling step.
+    public func sample(count: Int, size: Int, sampler: SamplerChoice, seed: UInt64, on backend: (any Backend)? = nil,
+                       progress: ((SamplingStep) -> Void)? = nil) throws -> Tensor {
+        guard count >= 1 else { throw EngineError.invalidValue(op: "sample", message: "count \(count) must be at least 1") }
+        try checkImageSize(height: size, width: size, "the sample size")
+        let backend = backend ?? Engine.defaultBackend
+        let side = size / (latentSpace?.downsamplingFactor ?? 1)
+        let shape = [count, model.imageChannels, side, side]
+        // x̂₀ is clipped to [−1, 1] on pixels only: latents have unit variance, not a range (LDM samples them unclipped).
+        let clip = latentSpace == nil
+        let wasTraining = model.isTraining
+        model.train(false)
+        defer { model.train(wasTraining) }
+        let generator = RandomGenerator(seed: seed)
+        let x0: Tensor
+        switch sampler {
+        case let .ddim(steps, eta):
+            x0 = try DDIMSampler(schedule: schedule, steps: steps, eta: eta, clipDenoised: clip)
+                .sample(model, shape: shape, target: target, generator: generator, on: backend, progress: progress)
+        case let .ddpm(steps):
+            x0 = try DDPMSampler(schedule: schedule, steps: steps, clipDenoised: clip)
+                .sample(model, shape: shape, target: target, generator: generator, on: backend, progress: progress)
+        }
+        guard let latentSpace else { return x0 }
+        return try detached(latentSpace.decode(x0), on: backend)
+    }
+
+    /// Samples as `sample` does and writes them as one grid PNG at `gridPath` (⌈√N⌉ columns, 2 white pixels
+    /// between images) and, when `individualDirectory` is given, each as `sample_000.png`, … there. Returns the
+    /// samples.
+    @discardableResult
+    public func writeSamples(count: Int, size: Int, sampler: SamplerChoice, seed: UInt64, grid gridPath: String,
+                             individual individualDirectory: String? = nil, on backend: (any Backend)? = nil,
+                             progress: ((SamplingStep) -> Void)? = nil) throws -> Tensor {
+        let images = try sample(count: count, size: size, sampler: sampler, seed: seed, on: backend, progress: progress)
+        let values = try images.toArray(on: backend)
+        let (channels, height, width) = (images.shape[1], images.shape[2], images.shape[3])
+        let perImage = channels * height * width
+        let planes = try (0..<count).map {
+            try Planes(channels: channels, height: height, width: width, values: Array(values[($0 * perImage)..<(($0 + 1) * perImage)]))
+        }
+        let white = RGB(255, 255, 255)
+        let gridFolder = (gridPath as NSString).deletingLastPathComponent
+        if !gridFolder.isEmpty { try FileManager.default.createDirectory(atPath: gridFolder, withIntermediateDirectories: true) }
+        try PNG.write(Charts.imageGrid(planes, padding: 2, range: .minusOneToOne, paddingColor: white), to: gridPath)
+        if let individualDirectory {
+            try FileManager.default.createDirectory(atPath: individualDirectory, withIntermediateDirectories: true)
+            for (index, image) in planes.enumerated() {
+                let path = (individualDirectory as NSString).appendingPathComponent(String(format: "sample_%03d.png", index))
+                try PNG.write(Charts.imageGrid([image], columns: 1, padding: 0, range: .minusOneToOne, paddingColor: white), to: path)
+            }
+        }
+        return images
     }
 }

@@ -7,7 +7,8 @@ struct HistoDiff: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "histodiff",
         abstract: "Semi-supervised segmentation of nuclei and glands in H&E histopathology with diffusion models.",
-        subcommands: [DemoCommand.self, Devices.self, Synth.self, Pretrain.self, Train.self, Segment.self, Eval.self, TrainAutoencoder.self])
+        subcommands: [DemoCommand.self, Devices.self, Synth.self, Pretrain.self, SampleCommand.self, FeaturesCommand.self,
+                      Train.self, Segment.self, Eval.self, TrainAutoencoder.self])
 
     static func main() {
         OpenBLASTuning.reexecWithWidestKernelsIfNeeded()

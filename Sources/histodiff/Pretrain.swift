@@ -23,56 +23,97 @@ struct Pretrain: ParsableCommand {
     @Option(help: "EMA decay of the weights used for samples.") var emaDecay: Float = 0.999
     @Option(help: "Write a sample grid (DDIM, 50 steps) every N steps (0: only at the end).") var sampleEvery = 0
     @Option(help: "Images in each sample grid.") var samples = 16
+    @Option(help: "Latent diffusion: train on the latents of this autoencoder (a train-autoencoder run folder or its .safetensors); --patch stays in pixels.")
+    var autoencoder: String?
+    @Option(help: "Latents to train on: sample (a posterior draw, as LDM) or mean.") var latent = "sample"
 
     func run() throws {
-        let backend = try device.backend()
-        let spec = DiffusionModelSpec(family: model, preset: preset)
-        let network = try spec.makeModel(generator: RandomGenerator(seed: runOptions.seed))
-        let shadow = try spec.makeModel(generator: RandomGenerator(seed: runOptions.seed))
-        let pretraining: DiffusionPretraining
-        switch recipe {
-        case "genselfdiff": pretraining = DiffusionPretraining(.genSelfDiff)
-        case "ddpm": pretraining = DiffusionPretraining(.init())
-        default: throw ValidationError("unknown recipe '\(recipe)' (genselfdiff, ddpm)")
+        guard let recipe = DiffusionRecipe(rawValue: recipe) else {
+            throw ValidationError("unknown recipe '\(recipe)' (\(DiffusionRecipe.allCases.map(\.rawValue).joined(separator: ", ")))")
         }
+        guard let posterior = LatentSpace.Posterior(rawValue: latent) else { throw ValidationError("unknown --latent '\(latent)' (sample, mean)") }
+        let backend = try device.backend()
+        let pixelSpec = DiffusionModelSpec(family: model, preset: preset, recipe: recipe)
+        let network = try pixelSpec.makeModel(generator: RandomGenerator(seed: runOptions.seed))
+        let shadow = try pixelSpec.makeModel(generator: RandomGenerator(seed: runOptions.seed))
+        let pretraining = DiffusionPretraining(recipe.configuration)
         let optimizer = Adam([ParameterGroup(network.trainableParameters())], learningRate: lr)
         let ema = ExponentialMovingAverage(tracking: network, decay: emaDecay, warmup: .meanTeacher)
         let noise = RandomGenerator(seed: runOptions.seed &+ 1)
+        let latentNoise = RandomGenerator(seed: runOptions.seed &+ 2)
+        var components: [String: any CheckpointableState] = ["optimizer": optimizer, "ema": ema, "noise": noise]
+        if autoencoder != nil { components["latent_noise"] = latentNoise }
         var options = TrainingRun.Options(totalSteps: runOptions.steps, checkpointEvery: runOptions.checkpointEvery)
         options.columns = ["grad_norm"]
         options.label = "pretrain \(model)"
-        options.metadata = ["diffusion.family": model, "diffusion.preset": preset, "diffusion.recipe": recipe]
-        let training = try TrainingRun(directory: runOptions.out, model: network,
-                                       components: ["optimizer": optimizer, "ema": ema, "noise": noise], options: options)
+        options.metadata = ["diffusion.family": model, "diffusion.preset": preset, "diffusion.recipe": recipe.rawValue]
+        let training = try TrainingRun(directory: runOptions.out, model: network, components: components, options: options)
+        // A run resumes with the model, recipe and latent space it was started with.
+        let specPath = (runOptions.out as NSString).appendingPathComponent(DiffusionModelSpec.fileName)
+        let resuming = training.latestCheckpoint != nil && FileManager.default.fileExists(atPath: specPath)
+        let previous = try resuming ? DiffusionModelSpec.read(specPath) : nil
+        if let previous, previous.family != model || previous.preset != preset || previous.recipe != recipe
+            || (previous.latent == nil) != (autoencoder == nil) || (previous.latent.map { $0.posterior != posterior } ?? false) {
+            throw ValidationError("\(runOptions.out) holds a run of \(previous.family)/\(previous.preset), recipe \(previous.recipe.rawValue), "
+                                  + (previous.latent.map { "on \($0.posterior.rawValue) latents of \($0.source)" } ?? "on pixels")
+                                  + "; resume it with the options it was started with, or choose another --out")
+        }
         let done = try training.resume()
-        try JSONEncoder().encode(spec).write(to: URL(fileURLWithPath: runOptions.out).appendingPathComponent(DiffusionModelSpec.fileName))
 
         let dataset = try Dataset.open(path: data)
         let loaderOptions = DiffusionPretraining.loaderOptions(patch: patch, batch: batch, seed: runOptions.seed)
+        var latent: (space: LatentSpace, settings: DiffusionModelSpec.Latent)?
+        if let autoencoder {
+            latent = try latentSpace(autoencoder, posterior: posterior, previous: previous?.latent,
+                                     firstBatch: { try BatchLoader(dataset: dataset, indices: Array(0..<dataset.count), options: loaderOptions).next() },
+                                     on: backend)
+        }
+        let spec = DiffusionModelSpec(family: model, preset: preset, recipe: recipe, latent: latent?.settings)
+        let diffusion = try DiffusionRun(spec: spec, model: shadow, latentSpace: latent?.space)
+        try diffusion.checkImageSize(height: patch, width: patch, "--patch")
+        try spec.write(toDirectory: runOptions.out)
         let loader = try RunFiles.loader(dataset, indices: Array(0..<dataset.count), options: loaderOptions, skipping: done)
 
         func writeSamples(after step: Int) throws {
             try ema.copy(to: shadow)
-            shadow.train(false)
-            let sampler = try DDIMSampler(schedule: pretraining.schedule, steps: 50)
-            let images = try sampler.sample(shadow, shape: [samples, 3, patch, patch], target: pretraining.configuration.target,
-                                            generator: RandomGenerator(seed: 1234), on: backend)
-            let path = runOptions.out + String(format: "/samples_%06d.png", step)
-            try PNG.write(Charts.imageGrid(images, columns: nil, padding: 2, range: .minusOneToOne, paddingColor: RGB(255, 255, 255)), to: path)
+            try diffusion.writeSamples(count: samples, size: patch, sampler: .ddim(steps: 50, eta: 0), seed: 1234,
+                                       grid: runOptions.out + String(format: "/samples_%06d.png", step), on: backend)
         }
 
         let outcome = try training.train { step in
             guard let batch = try loader.next() else { return StepReport(loss: .nan, learningRate: lr, stop: true) }
-            let (loss, norm) = try pretraining.step(network, x0: batch.images, optimizer: optimizer, ema: ema,
-                                                    generator: noise, on: backend)
+            let x0 = try latent?.space.encode(batch.images, drawingFrom: latentNoise, on: backend) ?? batch.images
+            let (loss, norm) = try pretraining.step(network, x0: x0, optimizer: optimizer, ema: ema, generator: noise, on: backend)
             if sampleEvery > 0, (step + 1) % sampleEvery == 0 { try writeSamples(after: step + 1) }
             return StepReport(loss: loss, learningRate: optimizer.learningRate, values: ["grad_norm": Double(norm)])
         }
         try writeSamples(after: training.step)
         try RunFiles.writeLossCurve(in: runOptions.out)
         try ema.copy(to: shadow)
-        try shadow.save(to: runOptions.out + "/ema.safetensors", metadata: options.metadata)
-        print("pretraining run in \(runOptions.out): EMA weights ema.safetensors, loss curve loss_curve.png, sample grids samples_*.png")
+        var metadata = options.metadata
+        if let latent { metadata["diffusion.latent_scale_factor"] = String(latent.settings.scaleFactor) }
+        try shadow.save(to: (runOptions.out as NSString).appendingPathComponent(DiffusionRun.weightsFileName), metadata: metadata)
+        print("pretraining run in \(runOptions.out): EMA weights \(DiffusionRun.weightsFileName), loss curve loss_curve.png, sample grids samples_*.png")
         throw outcome.exitCode
+    }
+
+    /// The latent space of a run on `autoencoder`'s latents. A fresh run copies the autoencoder into the run folder
+    /// and sets the scale factor to 1/std of the first batch's latents (LDM's scale_by_std); a resumed run keeps
+    /// its copy and factor, so that it trains on the same latents.
+    func latentSpace(_ autoencoder: String, posterior: LatentSpace.Posterior, previous: DiffusionModelSpec.Latent?,
+                     firstBatch: () throws -> Batch?, on backend: any Backend) throws -> (space: LatentSpace, settings: DiffusionModelSpec.Latent) {
+        let copy = (runOptions.out as NSString).appendingPathComponent(DiffusionRun.autoencoderFileName)
+        if let previous {
+            let space = LatentSpace(autoencoder: try AutoencoderKL.load(from: copy), scaleFactor: previous.scaleFactor, posterior: posterior)
+            return (space, previous)
+        }
+        let frozen = try AutoencoderKL.load(from: autoencoder)
+        guard let first = try firstBatch() else { throw ValidationError("\(data) holds no images") }
+        let space = try LatentSpace.fitted(autoencoder: frozen, firstBatch: first.images, posterior: posterior,
+                                           generator: RandomGenerator(seed: runOptions.seed &+ 3), on: backend)
+        try frozen.saveWithPreset(to: copy)
+        let source = AutoencoderKL.weightsFile(autoencoder)
+        print("latent diffusion on \(source) (copied to \(copy)): scale factor \(space.scaleFactor), 1/std of the first batch's latents")
+        return (space, DiffusionModelSpec.Latent(scaleFactor: space.scaleFactor, posterior: posterior, source: source))
     }
 }

@@ -23,11 +23,8 @@ struct TrainAutoencoder: ParsableCommand {
 
     func run() throws {
         let backend = try device.backend()
-        let configuration: AutoencoderKL.Configuration
-        switch preset {
-        case "cpu": configuration = .cpu
-        case "paper": configuration = .paper
-        default: throw ValidationError("unknown preset '\(preset)' (cpu, paper)")
+        guard let configuration = AutoencoderKL.Configuration.presets[preset] else {
+            throw ValidationError("unknown preset '\(preset)' (\(AutoencoderKL.Configuration.presets.keys.sorted().joined(separator: ", ")))")
         }
         let model = try AutoencoderKL(configuration, generator: RandomGenerator(seed: runOptions.seed))
         let optimizer = Adam([ParameterGroup(model.trainableParameters())], learningRate: lr, beta1: 0.5, beta2: 0.9)
@@ -35,6 +32,8 @@ struct TrainAutoencoder: ParsableCommand {
         var options = TrainingRun.Options(totalSteps: runOptions.steps, checkpointEvery: runOptions.checkpointEvery)
         options.columns = ["reconstruction", "kl"]
         options.label = "autoencoder"
+        // Names the preset in the checkpoint's weights, so that `pretrain --autoencoder RUN` can rebuild the network.
+        options.metadata = [AutoencoderKL.presetMetadataKey: preset]
         let training = try TrainingRun(directory: runOptions.out, model: model,
                                        components: ["optimizer": optimizer, "noise": noise], options: options)
         let done = try training.resume()
