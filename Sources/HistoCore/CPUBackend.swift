@@ -1,5 +1,6 @@
 import Dispatch
 import CBLAS
+import Foundation
 
 /// The reference backend: runs every op's CPU forward on host memory. It supports every op by definition.
 public final class CPUBackend: Backend {
@@ -33,15 +34,41 @@ public final class CPUBackend: Backend {
                 realizeView(node, offset: offset)
             } else {
                 try node.allocateOutput(on: self)
+                let start = OpProfile.shared.isEnabled ? DispatchTime.now().uptimeNanoseconds : 0
                 node.op.cpuForward(CPUArgs(
                     inputs: node.inputs.map { $0.hostPointer },
                     inputShapes: inputShapes,
                     output: node.hostMutablePointer,
                     outputShape: node.shape))
+                if start != 0 { OpProfile.shared.record(node.op.name, nanoseconds: DispatchTime.now().uptimeNanoseconds - start) }
             }
             for dead in step.release { dead.release() }
         }
     }
+}
+
+/// Wall time and call count per op name of the CPU backend's ops while enabled (`bench --profile`). Off by
+/// default: then the backend reads no clock.
+public final class OpProfile: @unchecked Sendable {
+    public static let shared = OpProfile()
+    public struct Entry: Sendable { public var seconds: Double; public var calls: Int }
+    private let lock = NSLock()
+    private var entries: [String: Entry] = [:]
+    public var isEnabled = false
+
+    func record(_ name: String, nanoseconds: UInt64) {
+        lock.lock()
+        entries[name, default: Entry(seconds: 0, calls: 0)].seconds += Double(nanoseconds) / 1e9
+        entries[name, default: Entry(seconds: 0, calls: 0)].calls += 1
+        lock.unlock()
+    }
+
+    /// The entries recorded since the last reset, most time first.
+    public var totals: [(name: String, entry: Entry)] {
+        lock.lock(); defer { lock.unlock() }
+        return entries.map { ($0.key, $0.value) }.sorted { $0.entry.seconds > $1.entry.seconds }
+    }
+    public func reset() { lock.lock(); entries = [:]; lock.unlock() }
 }
 
 extension Node {

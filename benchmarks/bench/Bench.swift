@@ -17,6 +17,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Only workloads whose name contains this.") var filter: String?
     @Option(help: "Minimum measuring time per workload, seconds.") var seconds = 1.0
     @Flag(help: "Small shapes and one repetition: checks that every workload runs.") var quick = false
+    @Flag(help: "After timing each workload, run it 3 more times and print CPU time per op name (ms per run).")
+    var profile = false
     @Option(help: "Dataset folder for the loader benchmark (default: ../shared/data/monuseg-train when present).")
     var data: String?
 
@@ -51,6 +53,7 @@ struct Bench: ParsableCommand {
                 line += String(format: "  | %@ %8.3f ms, ×%.2f", peer.name as NSString, p.median * 1e3, timing.median / p.median)
             }
             print(line)
+            if profile { row["profile_ms"] = try printProfile(of: workload, on: target, runs: quick ? 1 : 3) }
             results.append(row)
         }
         if filter.map({ "loader".contains($0) }) ?? true, let folder = data ?? defaultData() {
@@ -70,6 +73,28 @@ struct Bench: ParsableCommand {
         if FallbackReport.shared.total > 0 {
             print("CPU fallbacks: " + FallbackReport.shared.counts.sorted { $0.key < $1.key }.map { "\($0.key) ×\($0.value)" }.joined(separator: ", "))
         }
+    }
+
+    /// Runs the workload `runs` times with `OpProfile` on and prints each op name's time per run (ops on the CPU
+    /// backend only; what is left of the step time is recording, scheduling and work outside the graph).
+    func printProfile(of workload: Workload, on backend: any Backend, runs: Int) throws -> [String: Double] {
+        let profile = OpProfile.shared
+        profile.reset()
+        profile.isEnabled = true
+        defer { profile.isEnabled = false }
+        for _ in 0..<runs { try workload.run(backend) }
+        let totals = profile.totals
+        let all = totals.reduce(0) { $0 + $1.entry.seconds } / Double(runs)
+        print(String(format: "    all CPU ops %9.3f ms per run", all * 1e3))
+        var perOp: [String: Double] = [:]
+        for (name, entry) in totals {
+            let ms = entry.seconds / Double(runs) * 1e3
+            perOp[name] = ms
+            guard ms >= 0.05 else { continue }
+            print("    " + name.padding(toLength: 42, withPad: " ", startingAt: 0)
+                  + String(format: "%9.3f ms  %5.1f%%  %4d calls", ms, 100 * ms / (all * 1e3), entry.calls / runs))
+        }
+        return perOp
     }
 
     func defaultData() -> String? {

@@ -94,35 +94,6 @@ struct AttentionDims {
     for j in 0..<m { r[j] *= inverse }
 }
 
-@inline(__always) private func load16(_ p: UnsafePointer<Float>) -> SIMD16<Float> {
-    UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self)
-}
-@inline(__always) private func store16(_ v: SIMD16<Float>, _ p: UnsafeMutablePointer<Float>) {
-    UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD16<Float>.self)
-}
-
-/// eˣ on 16 lanes for x ≤ 0 (max-subtracted logits), as Cephes expf: x = n·ln 2 + r with n = round(x/ln 2),
-/// eˣ = 2ⁿ·p(r) with a degree-7 polynomial (about 1 ulp). Lanes below −87 (−∞ included) give 0, NaN stays NaN.
-/// Rounding and 2ⁿ use the 1.5·2²³ trick, so it needs no float→int conversion; selects are written with
-/// `replacing(with:where:)` because `pointwiseMax` does not vectorise.
-@inline(__always) private func exp16(_ x: SIMD16<Float>) -> SIMD16<Float> {
-    let magic: Float = 12_582_912  // 1.5·2²³: adding it rounds to an integer kept in the low mantissa bits
-    let clamped = x.replacing(with: -87, where: x .< -87)
-    let shifted = clamped * 1.442_695_04 + magic
-    let n = shifted - magic
-    let r = clamped - n * 0.693_359_375 + n * 2.121_944_4e-4
-    var p = SIMD16<Float>(repeating: 1.987_569_15e-4)
-    p = p * r + 1.398_199_950_7e-3
-    p = p * r + 8.333_451_907_3e-3
-    p = p * r + 4.166_579_589_4e-2
-    p = p * r + 1.666_666_545_9e-1
-    p = p * r + 5.000_000_120_1e-1
-    p = p * r * r + r + 1
-    let bits = (unsafeBitCast(shifted, to: SIMD16<UInt32>.self) &+ 127) &<< 23
-    let e = p * unsafeBitCast(bits, to: SIMD16<Float>.self)
-    return e.replacing(with: 0, where: x .< -87).replacing(with: x, where: x .!= x)
-}
-
 /// softmax(scale·Q·Kᵀ + bias)·V for q [B, H, N, D], k [B, H, M, D], v [B, H, M, Dv] and an optional fourth input,
 /// an additive logits bias [B or 1, H or 1, N, M] → [B, H, N, Dv]. One GEMM pair and a row softmax per
 /// (batch, head).

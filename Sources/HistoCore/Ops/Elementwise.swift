@@ -22,69 +22,101 @@ public enum UnaryKind: String, CaseIterable, Sendable {
     var isPiecewiseConstant: Bool { self == .sign }
 }
 
-@inline(__always) func sigmoidf(_ x: Float) -> Float { 1 / (1 + Foundation.exp(-x)) }
-@inline(__always) func normalPDF(_ x: Float) -> Float { 0.3989422804014327 * Foundation.exp(-0.5 * x * x) }
-
 extension UnaryKind {
-    @inline(__always) func apply(_ x: Float, _ a: Float, _ b: Float) -> Float {
+    /// f on 16 lanes. exp, sigmoid, silu, tanh and gelu_tanh use VectorMath's vector forms; log, sin, cos, erf and
+    /// pow call libm lane by lane.
+    @inline(__always) func apply(_ x: SIMD16<Float>, _ a: Float, _ b: Float) -> SIMD16<Float> {
+        let zero = SIMD16<Float>()
         switch self {
         case .neg: return -x
-        case .exp: return Foundation.exp(x)
-        case .log: return Foundation.log(x)
+        case .exp: return exp16(x)
+        case .log: return lanewise(x) { Foundation.log($0) }
         case .sqrt: return x.squareRoot()
         case .rsqrt: return 1 / x.squareRoot()
-        case .abs: return Swift.abs(x)
-        case .sin: return Foundation.sin(x)
-        case .cos: return Foundation.cos(x)
+        case .abs: return x.replacing(with: -x, where: x .< 0)
+        case .sin: return lanewise(x) { Foundation.sin($0) }
+        case .cos: return lanewise(x) { Foundation.cos($0) }
         case .square: return x * x
-        case .sign: return x > 0 ? 1 : (x < 0 ? -1 : 0)
-        case .relu: return Swift.max(x, 0)
-        case .relu6: return Swift.min(Swift.max(x, 0), 6)
-        case .sigmoid: return sigmoidf(x)
-        case .tanh: return Foundation.tanh(x)
-        case .silu: return x * sigmoidf(x)
-        case .gelu: return 0.5 * x * (1 + Foundation.erf(x * 0.7071067811865476))
-        case .geluTanh:
-            return 0.5 * x * (1 + Foundation.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
-        case .erf: return Foundation.erf(x)
-        case .leakyRelu: return x >= 0 ? x : a * x
+        case .sign: return zero.replacing(with: 1, where: x .> 0).replacing(with: -1, where: x .< 0)
+        case .relu: return x.replacing(with: 0, where: x .< 0)
+        case .relu6: return x.replacing(with: 0, where: x .< 0).replacing(with: 6, where: x .> 6)
+        case .sigmoid: return sigmoid16(x)
+        case .tanh: return tanh16(x)
+        case .silu: return x * sigmoid16(x)
+        case .gelu: return 0.5 * x * (1 + lanewise(x * 0.7071067811865476) { Foundation.erf($0) })
+        case .geluTanh: return 0.5 * x * (1 + tanh16(0.7978845608028654 * (x + 0.044715 * x * x * x)))
+        case .erf: return lanewise(x) { Foundation.erf($0) }
+        case .leakyRelu: return x.replacing(with: a * x, where: x .< 0)
         case .affine: return a * x + b
-        case .clamp: return Swift.min(Swift.max(x, a), b)
-        case .powScalar: return Foundation.pow(x, a)
+        case .clamp: return x.replacing(with: a, where: x .< a).replacing(with: b, where: x .> b)
+        case .powScalar: return lanewise(x) { Foundation.pow($0, a) }
         case .reciprocal: return a / x
         }
     }
 
     /// dy/dx at x (the derivative op multiplies it by the cotangent).
-    @inline(__always) func derivative(_ x: Float, _ a: Float, _ b: Float) -> Float {
+    @inline(__always) func derivative(_ x: SIMD16<Float>, _ a: Float, _ b: Float) -> SIMD16<Float> {
+        let zero = SIMD16<Float>(), one = SIMD16<Float>(repeating: 1)
         switch self {
-        case .neg: return -1
-        case .exp: return Foundation.exp(x)
+        case .neg: return -one
+        case .exp: return exp16(x)
         case .log: return 1 / x
         case .sqrt: return 0.5 / x.squareRoot()
         case .rsqrt: return -0.5 / (x * x.squareRoot())
-        case .abs: return x > 0 ? 1 : (x < 0 ? -1 : 0)
-        case .sin: return Foundation.cos(x)
-        case .cos: return -Foundation.sin(x)
+        case .abs: return zero.replacing(with: 1, where: x .> 0).replacing(with: -1, where: x .< 0)
+        case .sin: return lanewise(x) { Foundation.cos($0) }
+        case .cos: return -lanewise(x) { Foundation.sin($0) }
         case .square: return 2 * x
-        case .sign: return 0
-        case .relu: return x > 0 ? 1 : 0
-        case .relu6: return x > 0 && x < 6 ? 1 : 0
-        case .sigmoid: let s = sigmoidf(x); return s * (1 - s)
-        case .tanh: let t = Foundation.tanh(x); return 1 - t * t
-        case .silu: let s = sigmoidf(x); return s * (1 + x * (1 - s))
-        case .gelu: return 0.5 * (1 + Foundation.erf(x * 0.7071067811865476)) + x * normalPDF(x)
+        case .sign: return zero
+        case .relu: return zero.replacing(with: 1, where: x .> 0)
+        case .relu6: return zero.replacing(with: 1, where: x .> 0 .& x .< 6)
+        case .sigmoid: let s = sigmoid16(x); return s * (1 - s)
+        case .tanh: let t = tanh16(x); return 1 - t * t
+        case .silu: let s = sigmoid16(x); return s * (1 + x * (1 - s))
+        case .gelu:
+            let cdf = 0.5 * (1 + lanewise(x * 0.7071067811865476) { Foundation.erf($0) })
+            return cdf + x * 0.3989422804014327 * exp16(-0.5 * x * x)
         case .geluTanh:
-            let k: Float = 0.7978845608028654
-            let inner = k * (x + 0.044715 * x * x * x)
-            let t = Foundation.tanh(inner)
-            return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * 0.044715 * x * x)
-        case .erf: return 1.1283791670955126 * Foundation.exp(-x * x)
-        case .leakyRelu: return x >= 0 ? 1 : a
-        case .affine: return a
-        case .clamp: return x >= a && x <= b ? 1 : 0
-        case .powScalar: return a == 0 ? 0 : a * Foundation.pow(x, a - 1)
+            let k: Float = 0.7978845608028654, cubic: Float = 0.044715, slope: Float = 3 * 0.044715
+            let t = tanh16(k * (x + cubic * x * x * x))
+            let halfX: SIMD16<Float> = 0.5 * x, innerSlope: SIMD16<Float> = k * (1 + slope * x * x)
+            return 0.5 * (1 + t) + halfX * (1 - t * t) * innerSlope
+        case .erf: return 1.1283791670955126 * exp16(-x * x)
+        case .leakyRelu: return one.replacing(with: a, where: x .< 0)
+        case .affine: return SIMD16(repeating: a)
+        case .clamp: return zero.replacing(with: 1, where: x .>= a .& x .<= b)
+        case .powScalar: return a == 0 ? zero : a * lanewise(x) { Foundation.pow($0, a - 1) }
         case .reciprocal: return -a / (x * x)
+        }
+    }
+
+    /// Calls `body` with `self` as a constant: each case gets its own copy of the loop in `body`, so the switch in
+    /// `apply`/`derivative` folds away instead of running per element.
+    @inline(__always) func specialised(_ body: (UnaryKind) -> Void) {
+        switch self {
+        case .neg: body(.neg)
+        case .exp: body(.exp)
+        case .log: body(.log)
+        case .sqrt: body(.sqrt)
+        case .rsqrt: body(.rsqrt)
+        case .abs: body(.abs)
+        case .sin: body(.sin)
+        case .cos: body(.cos)
+        case .square: body(.square)
+        case .sign: body(.sign)
+        case .relu: body(.relu)
+        case .relu6: body(.relu6)
+        case .sigmoid: body(.sigmoid)
+        case .tanh: body(.tanh)
+        case .silu: body(.silu)
+        case .gelu: body(.gelu)
+        case .geluTanh: body(.geluTanh)
+        case .erf: body(.erf)
+        case .leakyRelu: body(.leakyRelu)
+        case .affine: body(.affine)
+        case .clamp: body(.clamp)
+        case .powScalar: body(.powScalar)
+        case .reciprocal: body(.reciprocal)
         }
     }
 }
@@ -99,8 +131,10 @@ public struct Unary: Operation {
     public var name: String { "unary.\(kind.rawValue)" }
     public func outputShape(_ inputs: [[Int]]) throws(ShapeError) -> [Int] { inputs[0] }
     public func cpuForward(_ args: CPUArgs) {
-        let x = args.inputs[0], y = args.output, kind = kind, a = a, b = b
-        parallelFor(y.count) { r in for i in r { y[i] = kind.apply(x[i], a, b) } }
+        let x = args.inputs[0].baseAddress!, y = args.output.baseAddress!, count = args.output.count, a = a, b = b
+        kind.specialised { kind in
+            parallelFor16(count) { start, n in vectorMap(x + start, y + start, count: n) { kind.apply($0, a, b) } }
+        }
     }
     public func vjp(_ ctx: VJPContext) -> [Tensor?] {
         if kind.isPiecewiseConstant { return [nil] }
@@ -122,8 +156,13 @@ public struct UnaryBackward: Operation {
         return inputs[0]
     }
     public func cpuForward(_ args: CPUArgs) {
-        let x = args.inputs[0], dy = args.inputs[1], dx = args.output, kind = kind, a = a, b = b
-        parallelFor(dx.count) { r in for i in r { dx[i] = dy[i] * kind.derivative(x[i], a, b) } }
+        let x = args.inputs[0].baseAddress!, dy = args.inputs[1].baseAddress!, dx = args.output.baseAddress!
+        let count = args.output.count, a = a, b = b
+        kind.specialised { kind in
+            parallelFor16(count) { start, n in
+                vectorZip(x + start, 1, dy + start, 1, dx + start, count: n) { $1 * kind.derivative($0, a, b) }
+            }
+        }
     }
     public func vjp(_ ctx: VJPContext) -> [Tensor?] { noGradient(ctx) }
 }
@@ -133,23 +172,45 @@ public enum BinaryKind: String, CaseIterable, Sendable {
     /// Comparisons give 1 where true, 0 elsewhere, and pass no gradient.
     case greater, greaterEqual = "greater_equal", less, lessEqual = "less_equal", equal, notEqual = "not_equal"
 
-    @inline(__always) func apply(_ x: Float, _ y: Float) -> Float {
+    /// x ∘ y on 16 lanes (maximum and minimum pick as Swift.max and Swift.min do).
+    @inline(__always) func apply(_ x: SIMD16<Float>, _ y: SIMD16<Float>) -> SIMD16<Float> {
+        let zero = SIMD16<Float>()
         switch self {
         case .add: return x + y
         case .sub: return x - y
         case .mul: return x * y
         case .div: return x / y
-        case .pow: return Foundation.pow(x, y)
-        case .maximum: return Swift.max(x, y)
-        case .minimum: return Swift.min(x, y)
-        case .greater: return x > y ? 1 : 0
-        case .greaterEqual: return x >= y ? 1 : 0
-        case .less: return x < y ? 1 : 0
-        case .lessEqual: return x <= y ? 1 : 0
-        case .equal: return x == y ? 1 : 0
-        case .notEqual: return x != y ? 1 : 0
+        case .pow: return lanewise(x, y) { Foundation.pow($0, $1) }
+        case .maximum: return x.replacing(with: y, where: y .>= x)
+        case .minimum: return x.replacing(with: y, where: y .< x)
+        case .greater: return zero.replacing(with: 1, where: x .> y)
+        case .greaterEqual: return zero.replacing(with: 1, where: x .>= y)
+        case .less: return zero.replacing(with: 1, where: x .< y)
+        case .lessEqual: return zero.replacing(with: 1, where: x .<= y)
+        case .equal: return zero.replacing(with: 1, where: x .== y)
+        case .notEqual: return zero.replacing(with: 1, where: x .!= y)
         }
     }
+
+    /// Calls `body` with `self` as a constant, so that `apply`'s switch folds away in each copy of its loop.
+    @inline(__always) func specialised(_ body: (BinaryKind) -> Void) {
+        switch self {
+        case .add: body(.add)
+        case .sub: body(.sub)
+        case .mul: body(.mul)
+        case .div: body(.div)
+        case .pow: body(.pow)
+        case .maximum: body(.maximum)
+        case .minimum: body(.minimum)
+        case .greater: body(.greater)
+        case .greaterEqual: body(.greaterEqual)
+        case .less: body(.less)
+        case .lessEqual: body(.lessEqual)
+        case .equal: body(.equal)
+        case .notEqual: body(.notEqual)
+        }
+    }
+
     var isComparison: Bool {
         switch self { case .greater, .greaterEqual, .less, .lessEqual, .equal, .notEqual: return true; default: return false }
     }
@@ -163,19 +224,22 @@ public struct Binary: Operation {
     public var name: String { "binary.\(kind.rawValue)" }
     public func outputShape(_ inputs: [[Int]]) throws(ShapeError) -> [Int] { try Shape.broadcast(inputs[0], inputs[1]) }
     public func cpuForward(_ args: CPUArgs) {
-        let x = args.inputs[0], y = args.inputs[1], z = args.output, kind = kind
+        let x = args.inputs[0].baseAddress!, y = args.inputs[1].baseAddress!, z = args.output.baseAddress!
         if args.inputShapes[0] == args.inputShapes[1] {
-            parallelFor(z.count) { r in for i in r { z[i] = kind.apply(x[i], y[i]) } }
+            let count = args.output.count
+            kind.specialised { kind in
+                parallelFor16(count) { start, n in vectorZip(x + start, 1, y + start, 1, z + start, count: n, kind.apply) }
+            }
             return
         }
         let walk = BroadcastWalk(output: args.outputShape, operands: args.inputShapes)
         let n = walk.rowLength, sx = walk.innerStride(0), sy = walk.innerStride(1)
-        parallelFor(walk.rowCount, grain: max(1, 4096 / n)) { rows in
-            for row in rows {
-                let o = walk.offsets(ofRow: row)
-                var ix = o[0], iy = o[1]
-                let base = row * n
-                for j in 0..<n { z[base + j] = kind.apply(x[ix], y[iy]); ix += sx; iy += sy }
+        kind.specialised { kind in
+            parallelFor(walk.rowCount, grain: max(1, 4096 / n)) { rows in
+                for row in rows {
+                    let o = walk.offsets(ofRow: row)
+                    vectorZip(x + o[0], sx, y + o[1], sy, z + row * n, count: n, kind.apply)
+                }
             }
         }
     }
