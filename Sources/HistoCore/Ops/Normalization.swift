@@ -127,7 +127,7 @@ public enum NormActivation: String, Hashable, Sendable {
                                  into y: UnsafeMutablePointer<Float>) {
         switch self {
         case .identity: for i in 0..<n { y[i] = (x[i] - mean) * scale + shift }
-        case .silu: for i in 0..<n { y[i] = UnaryKind.silu.apply((x[i] - mean) * scale + shift, 0, 0) }
+        case .silu: vectorMap(x, y, count: n) { UnaryKind.silu.apply(($0 - mean) * scale + shift, 0, 0) }
         }
     }
 
@@ -138,7 +138,7 @@ public enum NormActivation: String, Hashable, Sendable {
         switch self {
         case .identity: return dy
         case .silu:
-            for i in 0..<n { scratch[i] = dy[i] * UnaryKind.silu.derivative((x[i] - mean) * scale + shift, 0, 0) }
+            vectorZip(x, 1, dy, 1, scratch, count: n) { x, dy in dy * UnaryKind.silu.derivative((x - mean) * scale + shift, 0, 0) }
             return UnsafePointer(scratch)
         }
     }
