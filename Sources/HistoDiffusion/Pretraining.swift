@@ -62,6 +62,13 @@ public struct DiffusionPretraining {
         return options
     }
 
+    /// The EMA of `model`'s weights that pretraining samples from and saves, warmed up as LDM's `LitEma`: the
+    /// mean-teacher warm-up averages every step's weights equally for the first 1/(1 − decay) steps, and that average
+    /// of a fast-moving early trajectory samples pure noise.
+    public static func movingAverage(of model: Module, decay: Float) -> ExponentialMovingAverage {
+        ExponentialMovingAverage(tracking: model, decay: decay, warmup: .litEma)
+    }
+
     /// The loss of `model` on clean images x₀ [N, C, H, W] in [−1, 1], with t and ε drawn from `generator`.
     public func loss(_ model: some NoisePredictor, x0: Tensor, generator: RandomGenerator) -> Tensor {
         let n = x0.shape.first ?? 0

@@ -159,9 +159,7 @@ public enum Demo {
         let model = try AttentionUNet(.cpu, generator: RandomGenerator(seed: c.seed))
         let pretraining = DiffusionPretraining(.genSelfDiff)
         let optimizer = Adam([ParameterGroup(model.trainableParameters())], learningRate: 2e-4)
-        // LDM's warm-up: the mean-teacher one averages every step's weights equally for the first 1/(1 − decay)
-        // steps, and that average of a fast-moving early trajectory samples pure noise.
-        let ema = ExponentialMovingAverage(tracking: model, decay: 0.995, warmup: .litEma)
+        let ema = DiffusionPretraining.movingAverage(of: model, decay: 0.995)
         let loader = try BatchLoader(dataset: dataset, indices: indices,
                                      options: DiffusionPretraining.loaderOptions(patch: c.patch, batch: 8, seed: c.seed))
         let progress = ProgressReporter(total: c.pretrainStepCount, label: "pretrain (GenSelfDiff cpu UNet)")

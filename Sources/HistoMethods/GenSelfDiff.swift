@@ -142,17 +142,14 @@ public enum GenSelfDiffFineTuning {
         try WeightImport.load(into: model, from: path, map: pretrainedNames)
     }
 
-    /// The weights file `histodiff pretrain` leaves in its run folder: the EMA denoiser.
-    public static let pretrainedFileName = "ema.safetensors"
-
     /// The pretrained weights at `path`: the file itself, or a pretraining run folder's `ema.safetensors`.
     public static func pretrainedWeights(at path: String) throws -> String {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw EngineError.file(path: path, message: "no such pretrained checkpoint (a `histodiff pretrain` run folder or its \(pretrainedFileName))")
+            throw EngineError.file(path: path, message: "no such pretrained checkpoint (a `histodiff pretrain` run folder or its \(DiffusionRun.weightsFileName))")
         }
         guard isDirectory.boolValue else { return path }
-        let file = (path as NSString).appendingPathComponent(pretrainedFileName)
+        let file = (path as NSString).appendingPathComponent(DiffusionRun.weightsFileName)
         guard FileManager.default.fileExists(atPath: file) else {
             throw EngineError.file(path: file, message: "no EMA weights in the pretraining run folder (written when `histodiff pretrain` ends)")
         }

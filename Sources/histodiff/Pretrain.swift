@@ -38,9 +38,7 @@ struct Pretrain: ParsableCommand {
         let shadow = try pixelSpec.makeModel(generator: RandomGenerator(seed: runOptions.seed))
         let pretraining = DiffusionPretraining(recipe.configuration)
         let optimizer = Adam([ParameterGroup(network.trainableParameters())], learningRate: lr)
-        // LDM's warm-up: the mean-teacher one averages every step's weights equally for the first 1/(1 − decay)
-        // steps, and that average of a fast-moving early trajectory samples pure noise.
-        let ema = ExponentialMovingAverage(tracking: network, decay: emaDecay, warmup: .litEma)
+        let ema = DiffusionPretraining.movingAverage(of: network, decay: emaDecay)
         let noise = RandomGenerator(seed: runOptions.seed &+ 1)
         let latentNoise = RandomGenerator(seed: runOptions.seed &+ 2)
         var components: [String: any CheckpointableState] = ["optimizer": optimizer, "ema": ema, "noise": noise]
