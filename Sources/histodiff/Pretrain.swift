@@ -15,11 +15,11 @@ struct Pretrain: ParsableCommand {
     @OptionGroup var device: DeviceOptions
     @Option(help: "Model family: genselfdiff or guided.") var model = "genselfdiff"
     @Option(help: "Model preset: cpu, paper (guided also bench828k).") var preset = "cpu"
-    @Option(help: "Recipe: genselfdiff (quadratic β, P2 k=1 γ=1, loss summed over the batch) or ddpm (linear β, mean).")
+    @Option(help: "Recipe: genselfdiff (quadratic β, P2 k=1 γ=1, loss summed over the batch), ddpm (linear β, mean) or v-cosine (cosine ᾱ, v-prediction, mean, clip 1; for the cpu presets).")
     var recipe = "genselfdiff"
     @Option(help: "Patch size.") var patch = 64
     @Option(help: "Batch size.") var batch = 8
-    @Option(help: "Adam learning rate.") var lr: Float = 1e-4
+    @Option(help: "Adam learning rate (default: the recipe's: 1e-4 for genselfdiff and ddpm, 1e-3 for v-cosine).") var lr: Float?
     @Option(help: "EMA decay of the weights used for samples.") var emaDecay: Float = 0.999
     @Option(help: "Write a sample grid (DDIM, 50 steps) every N steps (0: only at the end).") var sampleEvery = 0
     @Option(help: "Images in each sample grid.") var samples = 16
@@ -37,7 +37,7 @@ struct Pretrain: ParsableCommand {
         let network = try pixelSpec.makeModel(generator: RandomGenerator(seed: runOptions.seed))
         let shadow = try pixelSpec.makeModel(generator: RandomGenerator(seed: runOptions.seed))
         let pretraining = DiffusionPretraining(recipe.configuration)
-        let optimizer = Adam([ParameterGroup(network.trainableParameters())], learningRate: lr)
+        let optimizer = Adam([ParameterGroup(network.trainableParameters())], learningRate: lr ?? recipe.learningRate)
         let ema = DiffusionPretraining.movingAverage(of: network, decay: emaDecay)
         let noise = RandomGenerator(seed: runOptions.seed &+ 1)
         let latentNoise = RandomGenerator(seed: runOptions.seed &+ 2)
@@ -81,7 +81,7 @@ struct Pretrain: ParsableCommand {
         }
 
         let outcome = try training.train { step in
-            guard let batch = try loader.next() else { return StepReport(loss: .nan, learningRate: lr, stop: true) }
+            guard let batch = try loader.next() else { return StepReport(loss: .nan, learningRate: optimizer.learningRate, stop: true) }
             let x0 = try latent?.space.encode(batch.images, drawingFrom: latentNoise, on: backend) ?? batch.images
             let (loss, norm) = try pretraining.step(network, x0: x0, optimizer: optimizer, ema: ema, generator: noise, on: backend)
             if sampleEvery > 0, (step + 1) % sampleEvery == 0 { try writeSamples(after: step + 1) }

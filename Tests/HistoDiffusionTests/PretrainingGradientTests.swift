@@ -32,23 +32,26 @@ final class PretrainingGradientTests: XCTestCase {
         XCTAssertEqual(compared, stored.tensors.keys.filter { $0.hasPrefix("test.grad.") }.count)
     }
 
-    /// A denoiser that knows x₀ predicts ε exactly, so the pretraining loss must vanish: x_t, the target and the
-    /// P2 weights of one loss use the same draws of t and ε.
+    /// A denoiser that knows x₀ predicts its target (ε or v) exactly, so the pretraining loss must vanish: x_t, the
+    /// target and the P2 weights of one loss use the same draws of t and ε.
     func testTheLossOfAnOracleDenoiserIsZero() throws {
         final class Oracle: Module, NoisePredictor {
-            let x0: Tensor, schedule: NoiseSchedule
-            init(x0: Tensor, schedule: NoiseSchedule) { self.x0 = x0; self.schedule = schedule }
+            let x0: Tensor, schedule: NoiseSchedule, target: DiffusionTarget
+            init(x0: Tensor, schedule: NoiseSchedule, target: DiffusionTarget) {
+                self.x0 = x0; self.schedule = schedule; self.target = target
+            }
             var imageChannels: Int { 3 }
             func callAsFunction(_ x: Tensor, timesteps: Tensor, context: Tensor?) -> Tensor {
-                DiffusionOps.convert(.epsilonFromX0, x, x0, table: schedule.table, timesteps: timesteps)
+                let noise = DiffusionOps.convert(.epsilonFromX0, x, x0, table: schedule.table, timesteps: timesteps)
+                return schedule.trainingTarget(target, x0: x0, noise: noise, t: timesteps)
             }
         }
         let x0 = try RandomGenerator(seed: 3).uniform([4, 3, 8, 8], -1, 1).materialized()
-        for configuration in [DiffusionPretraining.Configuration.genSelfDiff, .init()] {
+        for configuration in [DiffusionPretraining.Configuration.genSelfDiff, .init(), .vCosine] {
             let pretraining = DiffusionPretraining(configuration)
-            let oracle = Oracle(x0: x0, schedule: pretraining.schedule)
+            let oracle = Oracle(x0: x0, schedule: pretraining.schedule, target: configuration.target)
             let loss = try pretraining.loss(oracle, x0: x0, generator: RandomGenerator(seed: 9)).item()
-            XCTAssertLessThan(loss, 1e-6)
+            XCTAssertLessThan(loss, 1e-6, "\(configuration.schedule) \(configuration.target)")
         }
     }
 }
