@@ -476,25 +476,22 @@ struct ShiftedCorrelation {
     /// [taps][outputChannels][channels].
     func run(_ source: UnsafePointer<Float>, images: Int, taps a: UnsafePointer<Float>, outputChannels m: Int,
              bias: UnsafePointer<Float>?, _ out: UnsafeMutablePointer<Float>) {
-        let workers = Swift.min(images, CPUThreads.count)
-        parallelSingleThreadedGemms(workers: workers) { worker in
+        parallelSingleThreadedGemms(images) { image in
             let padded = CPUBackend.shared.pool.take(channels * paddedPlane)
             let product = CPUBackend.shared.pool.take(m * outH * paddedW)
             withExtendedLifetime((padded, product)) {
-                for image in stride(from: worker, to: images, by: workers) {
-                    padPlanes(source + image * channels * h * w, into: padded.pointer)
-                    for t in 0..<taps {
-                        gemm(false, false, m, columns, channels, a + t * m * channels, channels,
-                             padded.pointer + offset(tap: t), paddedPlane, t == 0 ? 0 : 1, product.pointer, outH * paddedW)
-                    }
-                    // Keep the first outW columns of every padded-width row.
-                    let target = out + image * m * outH * outW
-                    for c in 0..<m {
-                        let b = bias?[c] ?? 0
-                        for oy in 0..<outH {
-                            let src = product.pointer + c * outH * paddedW + oy * paddedW, dst = target + (c * outH + oy) * outW
-                            for ox in 0..<outW { dst[ox] = src[ox] + b }
-                        }
+                padPlanes(source + image * channels * h * w, into: padded.pointer)
+                for t in 0..<taps {
+                    gemm(false, false, m, columns, channels, a + t * m * channels, channels,
+                         padded.pointer + offset(tap: t), paddedPlane, t == 0 ? 0 : 1, product.pointer, outH * paddedW)
+                }
+                // Keep the first outW columns of every padded-width row.
+                let target = out + image * m * outH * outW
+                for c in 0..<m {
+                    let b = bias?[c] ?? 0
+                    for oy in 0..<outH {
+                        let src = product.pointer + c * outH * paddedW + oy * paddedW, dst = target + (c * outH + oy) * outW
+                        for ox in 0..<outW { dst[ox] = src[ox] + b }
                     }
                 }
             }
@@ -506,28 +503,26 @@ struct ShiftedCorrelation {
     /// pixels, dy laid out at the padded row width with zeros in the extra columns so that they add nothing.
     func weightGradient(_ source: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, images: Int, outputChannels m: Int,
                         _ dw: UnsafeMutablePointer<Float>) {
-        let workers = Swift.min(images, CPUThreads.count), size = taps * m * channels
-        // Each worker sums its images into its own [taps][m][channels] block.
-        let partial = CPUBackend.shared.pool.take(workers * size)
+        let size = taps * m * channels
+        // One [taps][m][channels] block per image, summed in image order afterwards (the same result however the
+        // images were spread over the cores).
+        let partial = CPUBackend.shared.pool.take(images * size)
         withExtendedLifetime(partial) {
-            parallelSingleThreadedGemms(workers: workers) { worker in
+            parallelSingleThreadedGemms(images) { image in
                 let padded = CPUBackend.shared.pool.take(channels * paddedPlane)
                 let widened = CPUBackend.shared.pool.take(m * outH * paddedW)
-                let sums = partial.pointer + worker * size
                 withExtendedLifetime((padded, widened)) {
                     widened.pointer.update(repeating: 0, count: m * outH * paddedW)
-                    for (index, image) in stride(from: worker, to: images, by: workers).enumerated() {
-                        padPlanes(source + image * channels * h * w, into: padded.pointer)
-                        for c in 0..<m {
-                            for oy in 0..<outH {
-                                (widened.pointer + (c * outH + oy) * paddedW)
-                                    .update(from: dy + ((image * m + c) * outH + oy) * outW, count: outW)
-                            }
+                    padPlanes(source + image * channels * h * w, into: padded.pointer)
+                    for c in 0..<m {
+                        for oy in 0..<outH {
+                            (widened.pointer + (c * outH + oy) * paddedW)
+                                .update(from: dy + ((image * m + c) * outH + oy) * outW, count: outW)
                         }
-                        for t in 0..<taps {
-                            gemm(false, true, m, channels, columns, widened.pointer, outH * paddedW,
-                                 padded.pointer + offset(tap: t), paddedPlane, index == 0 ? 0 : 1, sums + t * m * channels, channels)
-                        }
+                    }
+                    for t in 0..<taps {
+                        gemm(false, true, m, channels, columns, widened.pointer, outH * paddedW,
+                             padded.pointer + offset(tap: t), paddedPlane, 0, partial.pointer + image * size + t * m * channels, channels)
                     }
                 }
             }
@@ -536,7 +531,7 @@ struct ShiftedCorrelation {
                 for ci in 0..<channels {
                     for t in 0..<taps {
                         var total: Float = 0
-                        for worker in 0..<workers { total += sums[worker * size + (t * m + co) * channels + ci] }
+                        for image in 0..<images { total += sums[image * size + (t * m + co) * channels + ci] }
                         dw[(co * channels + ci) * taps + t] = total
                     }
                 }
