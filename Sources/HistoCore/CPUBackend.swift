@@ -96,6 +96,17 @@ extension Node {
     }
 }
 
+/// Runs body(item) for item < `count` spread over the cores (dynamically: a core slowed by other processes takes
+/// fewer items) with OpenBLAS single-threaded meanwhile: thin GEMMs (a UNet conv's 32–64 output channels) run
+/// faster one per core than each split by OpenBLAS across the cores. With fewer items than cores they run in
+/// turn and OpenBLAS keeps its threads. Not reentrant: the thread count is process-wide.
+public func parallelSingleThreadedGemms(_ count: Int, _ body: (Int) -> Void) {
+    if count < CPUThreads.count || CPUThreads.count == 1 { for item in 0..<count { body(item) }; return }
+    openblas_set_num_threads(1)
+    defer { openblas_set_num_threads(Int32(CPUThreads.count)) }
+    DispatchQueue.concurrentPerform(iterations: count, execute: body)
+}
+
 public enum CPUThreads {
     public static let count: Int = max(1, Int(openblas_get_num_threads()))
 }

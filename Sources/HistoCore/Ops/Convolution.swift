@@ -3,8 +3,9 @@ import Foundation
 
 // Convolutions over NCHW images: conv2d with its two backward ops, conv_transpose2d, conv1d with kernel 1.
 // CPU references pack receptive fields into a column matrix (im2col) and multiply with cblas_sgemm per image
-// and group; a 1×1 stride-1 unpadded conv uses its input as the column matrix. Convs whose per-group GEMMs
-// would be tiny (depthwise) run a direct loop over planes instead. On a device (Kernels/conv.cl) each op is one
+// and group; a 1×1 stride-1 unpadded conv uses its input as the column matrix. Stride-1 single-group convs with
+// larger kernels skip im2col: one GEMM per tap over a zero-padded copy of the image (ShiftedCorrelation). Convs
+// whose per-group GEMMs would be tiny (depthwise) run a direct loop over planes instead. On a device (Kernels/conv.cl) each op is one
 // GEMM per group whose operands the kernel gathers straight from the tensors (ConvDims.gatherGemm); ConvKernelPath
 // switches to im2col + CLBlast for comparison.
 
@@ -234,6 +235,25 @@ struct ConvDims {
     var isPointwise: Bool { kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt == 0 && pl == 0 && ho == h && wo == w }
     /// Per-group GEMMs this small (depthwise convs) lose to a direct loop over planes.
     var isDirect: Bool { cinPerGroup * coutPerGroup <= 4 }
+    /// Stride 1, one group, a kernel wider than 1×1: the tap-by-tap GEMMs of `ShiftedCorrelation` replace im2col.
+    var isShifted: Bool { sh == 1 && sw == 1 && groups == 1 && taps > 1 && !isDirect }
+    /// Zero padding below and right of the input; for stride 1 the output size fixes it exactly.
+    var pb: Int { ho - h - pt + (kh - 1) * dh }
+    var pr: Int { wo - w - pl + (kw - 1) * dw }
+
+    /// The forward (and weight gradient) as a correlation of x with the taps.
+    var shiftedForward: ShiftedCorrelation {
+        ShiftedCorrelation(channels: cin, h: h, w: w, top: pt, bottom: pb, left: pl, right: pr, kh: kh, kw: kw, dh: dh, dw: dw)
+    }
+    /// The input gradient as a correlation of dy with the flipped taps, padded by the kernel span less the forward
+    /// padding; nil where the forward padding exceeds the span (then the gradient crops dy, which im2col handles).
+    var shiftedBackwardInput: ShiftedCorrelation? {
+        let spanH = (kh - 1) * dh, spanW = (kw - 1) * dw
+        let pads = [spanH - pt, spanH - pb, spanW - pl, spanW - pr]
+        guard isShifted, pads.allSatisfy({ $0 >= 0 }) else { return nil }
+        return ShiftedCorrelation(channels: cout, h: ho, w: wo, top: pads[0], bottom: pads[1], left: pads[2], right: pads[3],
+                                  kh: kh, kw: kw, dh: dh, dw: dw)
+    }
 
     /// Outputs o < `count` whose input o·s − p + k·d lies inside 0..<size.
     @inline(__always) static func validOutputs(tap k: Int, count: Int, size: Int, stride s: Int, pad p: Int, dilation d: Int) -> Range<Int> {
@@ -260,6 +280,12 @@ struct ConvDims {
     func forward(_ x: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                  _ y: UnsafeMutablePointer<Float>) {
         if isDirect { return directForward(x, weight, bias: bias, y) }
+        if isShifted {
+            let taps = tapMatrices(weight, flippedAndTransposed: false)
+            return withExtendedLifetime(taps) {
+                shiftedForward.run(x, images: n, taps: taps.pointer, outputChannels: cout, bias: bias, y)
+            }
+        }
         let scratch = isPointwise ? nil : CPUBackend.shared.pool.take(cin * taps * outPlane)
         withExtendedLifetime(scratch) {
             for image in 0..<n {
@@ -278,6 +304,12 @@ struct ConvDims {
     func backwardInput(_ dy: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                        _ dx: UnsafeMutablePointer<Float>) {
         if isDirect { return directBackwardInput(dy, weight, bias: bias, dx) }
+        if let shifted = shiftedBackwardInput {
+            let taps = tapMatrices(weight, flippedAndTransposed: true)
+            return withExtendedLifetime(taps) {
+                shifted.run(dy, images: n, taps: taps.pointer, outputChannels: cin, bias: bias, dx)
+            }
+        }
         let scratch = isPointwise ? nil : CPUBackend.shared.pool.take(cin * taps * outPlane)
         withExtendedLifetime(scratch) {
             for image in 0..<n {
@@ -298,6 +330,7 @@ struct ConvDims {
     /// dw from x and dy, accumulated over the batch by the GEMMs (beta = 1 after the first image).
     func backwardWeight(_ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, _ dw: UnsafeMutablePointer<Float>) {
         if isDirect { return directBackwardWeight(x, dy, dw) }
+        if isShifted { return shiftedForward.weightGradient(x, dy, images: n, outputChannels: cout, dw) }
         let scratch = isPointwise ? nil : CPUBackend.shared.pool.take(cin * taps * outPlane)
         withExtendedLifetime(scratch) {
             for image in 0..<n {
@@ -309,6 +342,23 @@ struct ConvDims {
                 }
             }
         }
+    }
+
+    /// The weight as one matrix per tap, [taps][cout][cin]; flipped and transposed, [taps][cin][cout] with the taps in
+    /// reverse order (the input gradient's correlation of dy).
+    func tapMatrices(_ weight: UnsafePointer<Float>, flippedAndTransposed: Bool) -> HostBuffer {
+        let matrices = CPUBackend.shared.pool.take(taps * cout * cin), a = matrices.pointer
+        for co in 0..<cout {
+            for ci in 0..<cin {
+                let kernel = weight + (co * cin + ci) * taps
+                for t in 0..<taps {
+                    if flippedAndTransposed { a[((taps - 1 - t) * cin + ci) * cout + co] = kernel[t] } else {
+                        a[(t * cout + co) * cin + ci] = kernel[t]
+                    }
+                }
+            }
+        }
+        return matrices
     }
 
     /// im2col of one image: row (ci, ky, kx) holds the input each output position reads through that tap (0 in the padding).
@@ -400,6 +450,107 @@ struct ConvDims {
                     }
                 }
             }
+        }
+    }
+}
+
+/// A stride-1 correlation of images ([channels, h, w] each) zero-padded by top/bottom/left/right with a kernel of
+/// kh × kw taps (dilation dh, dw), computed without im2col: in a padded copy of the image, the values that tap t reads
+/// for output (oy, ox) sit at (oy·paddedW + ox) + offset(t), so over the padded row width every tap's operand is the
+/// padded image itself shifted by offset(t), a plain strided matrix. out = Σ_t A_t · shifted_t, one GEMM per tap with
+/// K = channels; the paddedW − outW extra columns per row are computed and dropped.
+struct ShiftedCorrelation {
+    let channels, h, w, top, bottom, left, right, kh, kw, dh, dw: Int
+
+    var paddedH: Int { h + top + bottom }
+    var paddedW: Int { w + left + right }
+    var paddedPlane: Int { paddedH * paddedW }
+    var outH: Int { paddedH - (kh - 1) * dh }
+    var outW: Int { paddedW - (kw - 1) * dw }
+    var taps: Int { kh * kw }
+    /// GEMM columns: the padded-width output rows up to the last kept element, so no tap reads past the padded plane.
+    var columns: Int { (outH - 1) * paddedW + outW }
+    func offset(tap t: Int) -> Int { (t / kw) * dh * paddedW + (t % kw) * dw }
+
+    /// out [images, outputChannels, outH, outW] = Σ_t taps[t] · shifted_t (+ bias per channel); `taps` holds
+    /// [taps][outputChannels][channels].
+    func run(_ source: UnsafePointer<Float>, images: Int, taps a: UnsafePointer<Float>, outputChannels m: Int,
+             bias: UnsafePointer<Float>?, _ out: UnsafeMutablePointer<Float>) {
+        parallelSingleThreadedGemms(images) { image in
+            let padded = CPUBackend.shared.pool.take(channels * paddedPlane)
+            let product = CPUBackend.shared.pool.take(m * outH * paddedW)
+            withExtendedLifetime((padded, product)) {
+                padPlanes(source + image * channels * h * w, into: padded.pointer)
+                for t in 0..<taps {
+                    gemm(false, false, m, columns, channels, a + t * m * channels, channels,
+                         padded.pointer + offset(tap: t), paddedPlane, t == 0 ? 0 : 1, product.pointer, outH * paddedW)
+                }
+                // Keep the first outW columns of every padded-width row.
+                let target = out + image * m * outH * outW
+                for c in 0..<m {
+                    let b = bias?[c] ?? 0
+                    for oy in 0..<outH {
+                        let src = product.pointer + c * outH * paddedW + oy * paddedW, dst = target + (c * outH + oy) * outW
+                        for ox in 0..<outW { dst[ox] = src[ox] + b }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The kernel's gradient dw [outputChannels, channels, kh, kw] of `run` from its source and the output
+    /// gradient dy [images, outputChannels, outH, outW]: per tap dw_t = Σ_images dy · shifted_tᵀ with K the output
+    /// pixels, dy laid out at the padded row width with zeros in the extra columns so that they add nothing.
+    func weightGradient(_ source: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, images: Int, outputChannels m: Int,
+                        _ dw: UnsafeMutablePointer<Float>) {
+        let size = taps * m * channels
+        // One [taps][m][channels] block per image, summed in image order afterwards (the same result however the
+        // images were spread over the cores).
+        let partial = CPUBackend.shared.pool.take(images * size)
+        withExtendedLifetime(partial) {
+            parallelSingleThreadedGemms(images) { image in
+                let padded = CPUBackend.shared.pool.take(channels * paddedPlane)
+                let widened = CPUBackend.shared.pool.take(m * outH * paddedW)
+                withExtendedLifetime((padded, widened)) {
+                    widened.pointer.update(repeating: 0, count: m * outH * paddedW)
+                    padPlanes(source + image * channels * h * w, into: padded.pointer)
+                    for c in 0..<m {
+                        for oy in 0..<outH {
+                            (widened.pointer + (c * outH + oy) * paddedW)
+                                .update(from: dy + ((image * m + c) * outH + oy) * outW, count: outW)
+                        }
+                    }
+                    for t in 0..<taps {
+                        gemm(false, true, m, channels, columns, widened.pointer, outH * paddedW,
+                             padded.pointer + offset(tap: t), paddedPlane, 0, partial.pointer + image * size + t * m * channels, channels)
+                    }
+                }
+            }
+            let sums = partial.pointer
+            for co in 0..<m {
+                for ci in 0..<channels {
+                    for t in 0..<taps {
+                        var total: Float = 0
+                        for image in 0..<images { total += sums[image * size + (t * m + co) * channels + ci] }
+                        dw[(co * channels + ci) * taps + t] = total
+                    }
+                }
+            }
+        }
+    }
+
+    /// Copies [channels, h, w] into [channels, paddedH, paddedW] with a zero border.
+    func padPlanes(_ source: UnsafePointer<Float>, into padded: UnsafeMutablePointer<Float>) {
+        for c in 0..<channels {
+            let plane = padded + c * paddedPlane
+            plane.update(repeating: 0, count: top * paddedW)
+            for y in 0..<h {
+                let row = plane + (top + y) * paddedW
+                row.update(repeating: 0, count: left)
+                (row + left).update(from: source + (c * h + y) * w, count: w)
+                (row + left + w).update(repeating: 0, count: right)
+            }
+            (plane + (top + h) * paddedW).update(repeating: 0, count: bottom * paddedW)
         }
     }
 }
@@ -715,6 +866,18 @@ extension HarnessCatalog {
             },
             conv("conv2d.deep_channels", [.normal([1, 66, 2, 2]), .normal([1, 66, 2, 2]), .normal([1])]) {
                 $0[0].conv2d($0[1], bias: $0[2])
+            },
+            // Stride 1, one group: the shifted-GEMM path, with an odd batch over two workers, dilation and uneven padding.
+            conv("conv2d.shifted_dilated_odd_batch", [.normal([3, 3, 6, 7]), .normal([4, 3, 3, 2]), .normal([4])]) {
+                $0[0].conv2d($0[1], bias: $0[2], padding: [1, 2, 0, 1], dilation: [2, 1])
+            },
+            // Top padding beyond the kernel span: forward and weight gradient shifted, the input gradient by im2col.
+            conv("conv2d.shifted_pad_beyond_span", [.normal([3, 3, 7, 5]), .normal([4, 3, 3, 3]), .normal([4])]) {
+                $0[0].conv2d($0[1], bias: $0[2], padding: [3, 0, 2, 1])
+            },
+            // Its forward is the shifted input-gradient correlation with a bias.
+            conv("conv_transpose2d.stride1", [.normal([3, 4, 5, 6]), .normal([4, 3, 3, 2]), .normal([3])]) {
+                $0[0].convTranspose2d($0[1], bias: $0[2], padding: [1, 0, 0, 1])
             },
             conv("conv_transpose2d.4x4_s2_p1", [.normal([2, 4, 3, 5]), .normal([4, 3, 4, 4]), .normal([3])]) {
                 $0[0].convTranspose2d($0[1], bias: $0[2], stride: [2, 2], padding: [1, 1, 1, 1])
