@@ -2,14 +2,15 @@
 // a statistics set is `per_set` planes: for group norm (groups > 0) the C/G consecutive planes of one sample's
 // group (one contiguous run), for batch norm (groups == 0) plane c of every sample (planes C apart).
 // One work-group per set. Work-items take units of NORM_VEC consecutive elements of a plane (the last unit of a
-// plane may be partial), so loads are wide and coalesced. Statistics take one pass over the set, on values taken
+// plane may be partial), so loads are wide: interleaved across work-items on GPUs (coalesced), one contiguous run
+// per work-item on CPU devices (see Cursor). Statistics take one pass over the set, on values taken
 // relative to the set's first element (so a large mean costs no precision): each work-item sums chunks of its
 // values around its running mean and merges the chunk moments with Chan's formula, then a tree of the same
 // merges in local memory combines the work-items. Normalising (or dx) is the second pass.
 #include "common.h"
-#define NORM_LOCAL 256
+#define NORM_LOCAL 64
 #define NORM_VEC 8
-#define NORM_CHUNK 8
+#define NORM_CHUNK 32
 
 typedef float8 vec;
 #define vload vload8
@@ -40,18 +41,25 @@ inline SetView channel_view(SetLayout l, int c) {
     return set_view(batch, c);
 }
 
-// A work-item's walk over units lid, lid + NORM_LOCAL, … of a set: (plane k, unit j of the plane) advance without
-// a division per unit.
-typedef struct { int u, k, j, step_k, step_j, per_plane; } Cursor;
+// A work-item's walk over its units of a set: (plane k, unit j of the plane) advance without a division per unit.
+// GPUs interleave the work-items (units lid, lid + NORM_LOCAL, …: coalesced loads); on CPU devices
+// (CPU_DEVICE, set by the backend) each work-item takes one contiguous run of units, which the driver's
+// work-item loop streams like one thread's loop.
+typedef struct { int u, end, stride, k, j, step_k, step_j, per_plane; } Cursor;
 
 inline Cursor cursor_start(SetView v) {
     int lid = get_local_id(0), per_plane = max(v.units_per_plane, 1);
-    Cursor c = { lid, lid / per_plane, lid % per_plane, NORM_LOCAL / per_plane, NORM_LOCAL % per_plane, per_plane };
+#ifdef CPU_DEVICE
+    int span = (v.units + NORM_LOCAL - 1) / NORM_LOCAL, first = lid * span, end = min(v.units, first + span), stride = 1;
+#else
+    int first = lid, end = v.units, stride = NORM_LOCAL;
+#endif
+    Cursor c = { first, end, stride, first / per_plane, first % per_plane, stride / per_plane, stride % per_plane, per_plane };
     return c;
 }
 
 inline void cursor_next(Cursor* c) {
-    c->u += NORM_LOCAL; c->k += c->step_k; c->j += c->step_j;
+    c->u += c->stride; c->k += c->step_k; c->j += c->step_j;
     if (c->j >= c->per_plane) { c->j -= c->per_plane; c->k += 1; }
 }
 
@@ -153,8 +161,8 @@ inline float set_origin(__global const float* x, SetView v) { return v.units > 0
 inline Moments set_moments(__global const float* x, SetView v, float origin,
                            __local float* la, __local float* lb, __local float* lc) {
     MomentAccumulator acc = moments_begin(origin);
-    for (Cursor c = cursor_start(v); c.u < v.units;) {
-        for (int n = 0; n < NORM_CHUNK && c.u < v.units; ++n, cursor_next(&c)) {
+    for (Cursor c = cursor_start(v); c.u < c.end;) {
+        for (int n = 0; n < NORM_CHUNK && c.u < c.end; ++n, cursor_next(&c)) {
             int width = unit_width(v, c);
             moments_add(&acc, load_unit(x + unit_at(v, c), width), width);
         }
@@ -175,7 +183,7 @@ inline void norm_forward(__global const float* x, __global const float* w, __glo
     Moments m = set_moments(x, v, origin, la, lb, lc);
     // x − mean with the mean rounded to float, as the CPU reference does.
     float mean = origin + m.mean, rstd = 1.0f / sqrt(m.m2 / m.n + eps);
-    for (Cursor c = cursor_start(v); c.u < v.units; cursor_next(&c)) {
+    for (Cursor c = cursor_start(v); c.u < c.end; cursor_next(&c)) {
         int at = unit_at(v, c), ch = unit_channel(v, c), width = unit_width(v, c);
         vec z = (load_unit(x + at, width) - mean) * (rstd * w[ch]) + b[ch];
         store_unit(y + at, width, with_silu ? silu(z) : z);
@@ -204,9 +212,9 @@ __kernel void channel_norm_backward_input(__global const float* x, int xo, __glo
     float origin = set_origin(x + xo, v);
     MomentAccumulator acc = moments_begin(origin);
     float2 total = (float2)(0.0f, 0.0f);
-    for (Cursor c = cursor_start(v); c.u < v.units;) {
+    for (Cursor c = cursor_start(v); c.u < c.end;) {
         vec g_sum = (vec)(0.0f), gx_sum = (vec)(0.0f);
-        for (int n = 0; n < NORM_CHUNK && c.u < v.units; ++n, cursor_next(&c)) {
+        for (int n = 0; n < NORM_CHUNK && c.u < c.end; ++n, cursor_next(&c)) {
             int at = unit_at(v, c), width = unit_width(v, c);
             vec xv = load_unit(x + xo + at, width), g = w[wo + unit_channel(v, c)] * load_unit(dy + dyo + at, width);
             moments_add(&acc, xv, width);
@@ -220,7 +228,7 @@ __kernel void channel_norm_backward_input(__global const float* x, int xo, __glo
     float mean = origin + m.mean, rstd = 1.0f / sqrt(m.m2 / m.n + eps);
     float2 sums = group_sum2(la, lb, total);
     float mean_term = rstd * sums.x / m.n, slope = rstd * rstd * rstd * (sums.y - m.mean * sums.x) / m.n;
-    for (Cursor c = cursor_start(v); c.u < v.units; cursor_next(&c)) {
+    for (Cursor c = cursor_start(v); c.u < c.end; cursor_next(&c)) {
         int at = unit_at(v, c), width = unit_width(v, c);
         vec g = (rstd * w[wo + unit_channel(v, c)]) * load_unit(dy + dyo + at, width);
         store_unit(dx + dxo + at, width, g - mean_term - (load_unit(x + xo + at, width) - mean) * slope);
@@ -239,9 +247,9 @@ __kernel void channel_norm_silu_backward_input(__global const float* x, int xo, 
     Moments m = set_moments(x, v, origin, la, lb, lc);
     float mean = origin + m.mean, rstd = 1.0f / sqrt(m.m2 / m.n + eps);
     float2 total = (float2)(0.0f, 0.0f);
-    for (Cursor c = cursor_start(v); c.u < v.units;) {
+    for (Cursor c = cursor_start(v); c.u < c.end;) {
         vec g_sum = (vec)(0.0f), gx_sum = (vec)(0.0f);
-        for (int n = 0; n < NORM_CHUNK && c.u < v.units; ++n, cursor_next(&c)) {
+        for (int n = 0; n < NORM_CHUNK && c.u < c.end; ++n, cursor_next(&c)) {
             int at = unit_at(v, c), ch = unit_channel(v, c), width = unit_width(v, c);
             vec d = select((vec)(0.0f), load_unit(x + at, width) - mean, lanes_below(width));
             vec g = w[ch] * silu_gradient(d * (rstd * w[ch]) + b[ch], load_unit(dy + at, width));  // 0 past the plane
@@ -252,7 +260,7 @@ __kernel void channel_norm_silu_backward_input(__global const float* x, int xo, 
     }
     float2 sums = group_sum2(la, lb, total);
     float mean_term = rstd * sums.x / m.n, slope = rstd * rstd * rstd * sums.y / m.n;
-    for (Cursor c = cursor_start(v); c.u < v.units; cursor_next(&c)) {
+    for (Cursor c = cursor_start(v); c.u < c.end; cursor_next(&c)) {
         int at = unit_at(v, c), ch = unit_channel(v, c), width = unit_width(v, c);
         vec d = load_unit(x + at, width) - mean;
         vec g = silu_gradient(d * (rstd * w[ch]) + b[ch], load_unit(dy + at, width));
@@ -283,9 +291,9 @@ inline void norm_backward_params(__global const float* x, __global const float* 
     int ch = get_group_id(0);
     SetView v = channel_view(l, ch);
     float2 total = (float2)(0.0f, 0.0f);
-    for (Cursor c = cursor_start(v); c.u < v.units;) {
+    for (Cursor c = cursor_start(v); c.u < c.end;) {
         vec dw = (vec)(0.0f), db = (vec)(0.0f);
-        for (int n = 0; n < NORM_CHUNK && c.u < v.units; ++n, cursor_next(&c)) {
+        for (int n = 0; n < NORM_CHUNK && c.u < c.end; ++n, cursor_next(&c)) {
             int at = unit_at(v, c), width = unit_width(v, c), s = l.groups > 0 ? c.k * l.groups + ch / l.per_set : ch;
             vec xhat = (load_unit(x + at, width) - stats[s]) * stats[sets + s], g = load_unit(dy + at, width);
             if (with_silu) g = silu_gradient(xhat * w[ch] + b[ch], g);  // dy is 0 past the plane

@@ -42,7 +42,9 @@ public final class OpenCLBackend: Backend {
         return try OpenCLBackend(device: device)
     }
 
-    public init(device: OpenCLDevice) throws {
+    /// `tunesCLBlast`: apply the shipped CLBlast parameters for this kind of device (`CLBlastTuning.shipped`), unless
+    /// `HISTODIFF_CLBLAST_DEFAULTS=1` asks for CLBlast's own.
+    public init(device: OpenCLDevice, tunesCLBlast: Bool = true) throws {
         self.device = device
         var status: cl_int = 0
         var id: cl_device_id? = device.id
@@ -53,6 +55,10 @@ public final class OpenCLBackend: Backend {
         let q = clCreateCommandQueue(context, device.id, cl_command_queue_properties(CL_QUEUE_PROFILING_ENABLE), &status)
         try check(status, "creating a command queue", device: device.name)
         queue = q
+        if tunesCLBlast, ProcessInfo.processInfo.environment["HISTODIFF_CLBLAST_DEFAULTS"] != "1",
+           let tuning = CLBlastTuning.entry(for: .init(device)) {
+            try tuning.apply(to: device)
+        }
     }
 
     deinit {
@@ -98,6 +104,15 @@ public final class OpenCLBackend: Backend {
                            "writing \(count) floats")
         }
         return buffer
+    }
+
+    /// Enqueues a device-side copy of `count` floats (clEnqueueCopyBuffer): the device's copy bandwidth, which
+    /// `bench` measures as the reference for memory-bound kernels.
+    public func enqueueCopy(from source: any BackendBuffer, to destination: any BackendBuffer, count: Int) throws {
+        let s = source as! CLBuffer, d = destination as! CLBuffer
+        try check(clEnqueueCopyBuffer(queue, s.mem, d.mem, 0, 0, count * 4, 0, nil, nil),
+                  "copying \(count) floats between buffers", device: device.name)
+        lastEnqueued = "buffer copy of \(count) floats"
     }
 
     // MARK: execution
@@ -231,7 +246,8 @@ public final class OpenCLBackend: Backend {
         return p
     }
 
-    /// Options that suit the device: its OpenCL C standard, no fused contraction where results must match the CPU
-    /// bit for bit is handled in the kernels (`#pragma OPENCL FP_CONTRACT OFF`).
-    var buildOptions: String { device.standardOption }
+    /// Options that suit the device: its OpenCL C standard, and `-D CPU_DEVICE` on CPU devices, whose work-item
+    /// loops stream contiguous runs better than GPU-style interleaved accesses (norm.cl). Bit-for-bit agreement
+    /// with the CPU is handled in the kernels (`#pragma OPENCL FP_CONTRACT OFF`).
+    var buildOptions: String { device.standardOption + (device.isCPU ? " -D CPU_DEVICE" : "") }
 }

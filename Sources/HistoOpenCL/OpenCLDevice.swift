@@ -11,6 +11,8 @@ public struct OpenCLDevice: CustomStringConvertible {
     public let platformName: String
     public let driverVersion: String
     public let isGPU: Bool
+    /// A CPU device (PoCL's pthread device): kernels get `-D CPU_DEVICE` and pick CPU-friendly access orders.
+    public let isCPU: Bool
     /// "OpenCL C 1.2 …" as the device reports it; kernels are built with a matching -cl-std.
     public let openCLCVersion: String
     public let extensions: Set<String>
@@ -83,6 +85,7 @@ public struct OpenCLDevice: CustomStringConvertible {
         var type: cl_device_type = 0
         clGetDeviceInfo(id, cl_device_info(CL_DEVICE_TYPE), MemoryLayout<cl_device_type>.size, &type, nil)
         isGPU = type & cl_device_type(CL_DEVICE_TYPE_GPU) != 0
+        isCPU = type & cl_device_type(CL_DEVICE_TYPE_CPU) != 0
         maxWorkGroupSize = value(cl_device_info(CL_DEVICE_MAX_WORK_GROUP_SIZE), Int.self)
         localMemoryBytes = value(cl_device_info(CL_DEVICE_LOCAL_MEM_SIZE), UInt64.self)
         computeUnits = value(cl_device_info(CL_DEVICE_MAX_COMPUTE_UNITS), UInt32.self)

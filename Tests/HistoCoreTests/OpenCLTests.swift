@@ -75,4 +75,37 @@ final class OpenCLTests: XCTestCase {
             XCTAssertEqual(cpu.map(\.bitPattern), device.map(\.bitPattern), "\(distribution)")
         }
     }
+
+    func testCLBlastTuningIsKeyedToPoCLCPUDevices() {
+        let here = CLBlastTuning.DeviceKey(platformName: "Portable Computing Language", vendor: "AuthenticAMD",
+                                           driverVersion: "3.1+debian", isCPU: true)
+        XCTAssertEqual(CLBlastTuning.entry(for: here)?.name, "PoCL CPU")
+        // PoCL on another CPU and driver version still gets the entry.
+        let otherCPU = CLBlastTuning.DeviceKey(platformName: "Portable Computing Language", vendor: "GenuineIntel",
+                                               driverVersion: "6.0", isCPU: true)
+        XCTAssertEqual(CLBlastTuning.entry(for: otherCPU)?.name, "PoCL CPU")
+        // PoCL's GPU devices, other CPU drivers and GPUs keep CLBlast's defaults.
+        var poclGPU = here
+        poclGPU.isCPU = false
+        XCTAssertNil(CLBlastTuning.entry(for: poclGPU))
+        XCTAssertNil(CLBlastTuning.entry(for: .init(platformName: "Intel(R) OpenCL", vendor: "Intel(R) Corporation",
+                                                    driverVersion: "2023.16.7", isCPU: true)))
+        XCTAssertNil(CLBlastTuning.entry(for: .init(platformName: "NVIDIA CUDA", vendor: "NVIDIA Corporation",
+                                                    driverVersion: "550.54", isCPU: false)))
+    }
+
+    /// SGEMM on the backend, which applied the shipped CLBlast parameters when it started (where its device has an
+    /// entry), against the CPU: products large enough for CLBlast's indirect Xgemm kernel, which the overrides
+    /// change, with sizes that divide no tile.
+    func testSGEMMUnderShippedCLBlastParametersMatchesCPU() throws {
+        let backend = try requireBackend()
+        print("CLBlast tuning on \(backend.device.name): \(CLBlastTuning.entry(for: .init(backend.device))?.name ?? "CLBlast defaults")")
+        for (m, n, k, batches) in [(700, 513, 390, 1), (64, 1030, 577, 3)] {
+            let a = try RandomGenerator(seed: 77).normal([batches, m, k]).materialized()
+            let b = try RandomGenerator(seed: 78).normal([batches, k, n]).materialized()
+            let cpu = try a.matmul(b).toArray(on: CPUBackend.shared), device = try a.matmul(b).toArray(on: backend)
+            let worst = zip(cpu, device).map { abs($0 - $1) }.max() ?? 0
+            XCTAssertLessThan(worst, 1e-3 * Float(k).squareRoot(), "sgemm \(m)×\(n)×\(k) batch \(batches)")
+        }
+    }
 }

@@ -19,6 +19,8 @@ struct Bench: ParsableCommand {
     @Flag(help: "Small shapes and one repetition: checks that every workload runs.") var quick = false
     @Flag(help: "After timing each workload, run it 3 more times and print CPU time per op name (ms per run).")
     var profile = false
+    @Flag(help: "Search CLBlast's Xgemm parameters on the OpenCL device (CLBlast defaults vs each candidate) and print the winner.")
+    var tuneClblast = false
     @Option(help: "Dataset folder for the loader benchmark (default: ../shared/data/monuseg-train when present).")
     var data: String?
 
@@ -26,9 +28,17 @@ struct Bench: ParsableCommand {
         OpenBLASTuning.reexecWithWidestKernelsIfNeeded()
         let machine = Machine.probe()
         print("machine: \(machine.description); fp32 peak ≈ \(Int(machine.peakGFLOPs)) GFLOP/s (estimate); OpenBLAS kernels: \(OpenBLASTuning.coreName)")
+        if tuneClblast {
+            guard let device = OpenCLDevice.choose(index: backend.split(separator: ":").last.flatMap { Int($0) }) else {
+                throw ValidationError("--tune-clblast needs an OpenCL device")
+            }
+            try CLBlastTuner.run(backend: OpenCLBackend(device: device, tunesCLBlast: false), seconds: seconds)
+            return
+        }
         let target = try BackendSelection.backend(backend)
         if let cl = target as? OpenCLBackend { print("device: \(cl.device)") }
         var results: [[String: Any]] = []
+        var copyGBs: Double?
         for workload in Workloads.all(quick: quick) where filter.map({ workload.name.contains($0) }) ?? true {
             let timing = try workload.measure(on: target, minSeconds: quick ? 0 : seconds, maxRuns: quick ? 1 : 200)
             var row: [String: Any] = ["name": workload.name, "backend": target.name,
@@ -44,6 +54,10 @@ struct Bench: ParsableCommand {
                 let gbs = workload.bytes / timing.median / 1e9
                 row["gbytes_per_s"] = gbs
                 line += String(format: "  %7.1f GB/s", gbs)
+                if workload.isCopyReference { copyGBs = gbs } else if let copyGBs {
+                    row["copy_percent"] = 100 * gbs / copyGBs
+                    line += String(format: "  %5.1f%% of copy", 100 * gbs / copyGBs)
+                }
             }
             if let peer = workload.peer {
                 let p = try peer.measure(minSeconds: quick ? 0 : seconds, maxRuns: quick ? 1 : 200)

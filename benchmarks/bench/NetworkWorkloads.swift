@@ -23,6 +23,8 @@ extension Workloads {
         return [
             .forward("conv2d 3x3 \(shape) fwd", flops: convFlops, inputs: [x, w, b], conv),
             .training("conv2d 3x3 \(shape) fwd+bwd", flops: 3 * convFlops, inputs: [x, w, b], conv),
+            // The device's copy of the group norms' tensor: their "% of copy" reference.
+            .deviceCopy("copy (device) \(n)x128x\(size)x\(size)", count: gx.count),
             .forward("group_norm 32g \(n)x128x\(size)x\(size) fwd", bytes: gnBytes, inputs: [gx, gw, gb], groupNorm),
             .training("group_norm 32g \(n)x128x\(size)x\(size) fwd+bwd", bytes: 2.5 * gnBytes, inputs: [gx, gw, gb], groupNorm),
             // One read and one write of the same tensor through the elementwise kernel, next to the group norms.

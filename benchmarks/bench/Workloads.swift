@@ -1,6 +1,7 @@
 import CBLAS
 import Dispatch
 import HistoCore
+import HistoOpenCL
 
 struct Timing { var median: Double; var min: Double; var runs: Int }
 
@@ -32,6 +33,8 @@ struct Workload {
     let flops: Double
     let bytes: Double
     let peer: Peer?
+    /// The device's copy bandwidth: later memory-bound workloads print their GB/s as a percentage of this one's.
+    var isCopyReference = false
     let run: (any Backend) throws -> Void
 
     func measure(on backend: any Backend, minSeconds: Double, maxRuns: Int) throws -> Timing {
@@ -47,6 +50,22 @@ extension Workload {
             try eval(build(), on: backend)
             try backend.synchronize()
         })
+    }
+
+    /// A device-side copy of `count` floats between two buffers (clEnqueueCopyBuffer on OpenCL, memcpy on the
+    /// CPU): one read and one write, outside the graph, as the bandwidth reference.
+    static func deviceCopy(_ name: String, count: Int) -> Workload {
+        var buffers: (source: any BackendBuffer, destination: any BackendBuffer)?
+        let host = (UnsafeMutablePointer<Float>.allocate(capacity: count), UnsafeMutablePointer<Float>.allocate(capacity: count))
+        host.0.initialize(repeating: 1, count: count)
+        return Workload(name: name, flops: 0, bytes: Double(count) * 8, peer: nil, isCopyReference: true) { backend in
+            guard let cl = backend as? OpenCLBackend else { host.1.update(from: host.0, count: count); return }
+            if buffers == nil || buffers!.source.backend !== backend {
+                buffers = (try cl.allocate(elementCount: count), try cl.allocate(elementCount: count))
+            }
+            try cl.enqueueCopy(from: buffers!.source, to: buffers!.destination, count: count)
+            try cl.synchronize()
+        }
     }
 
     /// Forward only.

@@ -327,8 +327,8 @@ public struct BatchStatistics: Operation {
     public func vjp(_ ctx: VJPContext) -> [Tensor?] { noGradient(ctx) }
 }
 
-// MARK: OpenCL (Kernels/norm.cl): one work-group of 256 work-items per statistics set (or per channel for the
-// parameter gradients), single-pass statistics with chunked Chan merges.
+// MARK: OpenCL (Kernels/norm.cl): one work-group of 64 work-items (NORM_LOCAL) per statistics set (or per channel
+// for the parameter gradients), single-pass statistics with chunked Chan merges.
 
 extension PlaneLayout {
     /// The `SetLayout` struct of Kernels/norm.cl: groups (0 for batch statistics), batch, channels, plane, per_set.
@@ -343,7 +343,7 @@ extension PlaneLayout {
 
     /// One `norm.cl` kernel with one work-group per item (set or channel).
     func launch(_ name: String, _ args: [KernelArgument], groups: Int) -> [KernelLaunch] {
-        [.kernel(file: "norm", name: name, args: args, global: [groups * 256], local: [256])]
+        [.kernel(file: "norm", name: name, args: args, global: [groups * 64], local: [64])]
     }
 }
 
