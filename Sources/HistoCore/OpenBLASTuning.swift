@@ -1,24 +1,34 @@
 import Foundation
 
-/// OpenBLAS 0.3.21 (Debian 12) identifies some AVX-512 CPUs (AMD Zen 4/5) as "Haswell" and runs its AVX2 kernels
-/// there; its SkylakeX kernels are about 1.7× faster on those machines (conv2d fwd+bwd 41 → 28 ms). The kernel set is
-/// fixed when the library loads, so an executable re-runs itself once, first thing, with `OPENBLAS_CORETYPE` set.
+/// Two OpenBLAS settings that are fixed when the library loads, so an executable re-runs itself once, first thing,
+/// with them in its environment:
+/// - OpenBLAS 0.3.21 (Debian 12) identifies some AVX-512 CPUs (AMD Zen 4/5) as "Haswell" and runs its AVX2 kernels
+///   there; its SkylakeX kernels are about 1.7× faster on those machines (conv2d fwd+bwd 41 → 28 ms):
+///   `OPENBLAS_CORETYPE=SkylakeX`.
+/// - After a multithreaded call OpenBLAS's workers spin for 2^28 cycles (~0.1 s) before sleeping, on the cores our own
+///   parallel loops (`parallelFor`, one GEMM per image) run on next: `OPENBLAS_THREAD_TIMEOUT=10` lets them sleep
+///   after ~2^10 cycles. bench828k 8×3×64² step, 2 cores, median: 422 → 354 ms.
 public enum OpenBLASTuning {
     @_silgen_name("openblas_get_corename") static func openblasCoreName() -> UnsafeMutablePointer<CChar>?
 
     /// The kernel set OpenBLAS runs ("Haswell", "SkylakeX", …).
     public static var coreName: String { openblasCoreName().map { String(cString: $0) } ?? "unknown" }
 
-    /// Replaces the process with itself under `OPENBLAS_CORETYPE=SkylakeX` when that helps; otherwise returns.
-    public static func reexecWithWidestKernelsIfNeeded() {
+    /// Replaces the process with itself under the settings above that are not set yet; returns when none is missing
+    /// (or `HISTODIFF_NO_REEXEC` is set).
+    public static func reexecWithTunedSettingsIfNeeded() {
         let environment = ProcessInfo.processInfo.environment
-        guard environment["OPENBLAS_CORETYPE"] == nil, environment["HISTODIFF_NO_REEXEC"] == nil,
-              coreName.lowercased() == "haswell",
-              let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
-              ["avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"].allSatisfy({ info.contains(" \($0)") })
-        else { return }
-        setenv("OPENBLAS_CORETYPE", "SkylakeX", 1)
-        // execv returns only on failure: then carry on with the kernels already loaded.
+        guard environment["HISTODIFF_NO_REEXEC"] == nil else { return }
+        var missing: [(name: String, value: String)] = []
+        if environment["OPENBLAS_THREAD_TIMEOUT"] == nil { missing.append(("OPENBLAS_THREAD_TIMEOUT", "10")) }
+        if environment["OPENBLAS_CORETYPE"] == nil, coreName.lowercased() == "haswell",
+           let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+           ["avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"].allSatisfy({ info.contains(" \($0)") }) {
+            missing.append(("OPENBLAS_CORETYPE", "SkylakeX"))
+        }
+        guard !missing.isEmpty else { return }
+        for setting in missing { setenv(setting.name, setting.value, 1) }
+        // execv returns only on failure: then carry on with the settings already loaded.
         _ = execv("/proc/self/exe", CommandLine.unsafeArgv)
     }
 }

@@ -11,7 +11,7 @@ struct HistoDiff: ParsableCommand {
                       Train.self, Segment.self, Eval.self, TrainAutoencoder.self])
 
     static func main() {
-        OpenBLASTuning.reexecWithWidestKernelsIfNeeded()
+        OpenBLASTuning.reexecWithTunedSettingsIfNeeded()
         do {
             var command = try parseAsRoot()
             try command.run()

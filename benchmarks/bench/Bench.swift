@@ -25,7 +25,7 @@ struct Bench: ParsableCommand {
     var data: String?
 
     func run() throws {
-        OpenBLASTuning.reexecWithWidestKernelsIfNeeded()
+        OpenBLASTuning.reexecWithTunedSettingsIfNeeded()
         let machine = Machine.probe()
         print("machine: \(machine.description); fp32 peak ≈ \(Int(machine.peakGFLOPs)) GFLOP/s (estimate); OpenBLAS kernels: \(OpenBLASTuning.coreName)")
         if tuneClblast {
