@@ -29,6 +29,26 @@ public enum ReduceKind: String, Sendable { case sum, mean, max, min }
     return (m, s)
 }
 
+/// Σ x[base + j·inner] for j < n in Float64.
+@inline(__always) func stridedSum(_ x: UnsafeBufferPointer<Float>, base: Int, n: Int, inner: Int) -> Double {
+    var acc: Double = 0
+    for j in 0..<n { acc += Double(x[base + j * inner]) }
+    return acc
+}
+
+/// Σ x[j] for j < count in Float64 over eight interleaved partial sums: one serial chain of additions would wait
+/// on each add's latency (a bias gradient sums whole planes).
+@inline(__always) func contiguousSum(_ x: UnsafePointer<Float>, count: Int) -> Double {
+    var lanes = SIMD8<Double>(), j = 0
+    while j + 8 <= count {
+        lanes += SIMD8<Double>(UnsafeRawPointer(x + j).loadUnaligned(as: SIMD8<Float>.self))
+        j += 8
+    }
+    var acc = lanes.sum()
+    while j < count { acc += Double(x[j]); j += 1 }
+    return acc
+}
+
 /// Reduction over a contiguous block of axes (the API chains blocks for scattered axes).
 public struct Reduce: Operation {
     public let kind: ReduceKind
@@ -61,8 +81,7 @@ public struct Reduce: Operation {
                 switch kind {
                 case .sum, .mean:
                     // Float64 accumulation keeps long sums (a whole image) exact enough to serve as reference.
-                    var acc: Double = 0
-                    for j in 0..<n { acc += Double(x[base + j * inner]) }
+                    let acc = inner == 1 ? contiguousSum(x.baseAddress! + base, count: n) : stridedSum(x, base: base, n: n, inner: inner)
                     y[r] = Float(acc) * scale
                 case .max:
                     var m = -Float.infinity
