@@ -286,9 +286,10 @@ struct ConvDims {
                 shiftedForward.run(x, images: n, taps: taps.pointer, outputChannels: cout, bias: bias, y)
             }
         }
-        let scratch = isPointwise ? nil : CPUBackend.shared.pool.take(cin * taps * outPlane)
-        withExtendedLifetime(scratch) {
-            for image in 0..<n {
+        // Images spread over the cores, each with its own column matrix and single-threaded GEMMs.
+        parallelSingleThreadedGemms(n) { image in
+            let scratch = isPointwise ? nil : CPUBackend.shared.pool.take(cin * taps * outPlane)
+            withExtendedLifetime(scratch) {
                 let xi = x + image * cin * inPlane, yi = y + image * cout * outPlane
                 let columns = scratch.map { pack(xi, into: $0.pointer) } ?? xi
                 if let bias { fillPlanes(yi, count: cout, size: outPlane, bias: bias) }
@@ -310,9 +311,9 @@ struct ConvDims {
                 shifted.run(dy, images: n, taps: taps.pointer, outputChannels: cin, bias: bias, dx)
             }
         }
-        let scratch = isPointwise ? nil : CPUBackend.shared.pool.take(cin * taps * outPlane)
-        withExtendedLifetime(scratch) {
-            for image in 0..<n {
+        parallelSingleThreadedGemms(n) { image in
+            let scratch = isPointwise ? nil : CPUBackend.shared.pool.take(cin * taps * outPlane)
+            withExtendedLifetime(scratch) {
                 let dyi = dy + image * cout * outPlane, dxi = dx + image * cin * inPlane
                 // Column gradients Wᵀ·dy, folded back onto the image (or, pointwise, the image itself).
                 let columns = scratch?.pointer ?? dxi
