@@ -45,10 +45,10 @@ struct AttentionDims {
         return (b * (biasHeads ?? 1) + h) * scores
     }
 
-    /// OpenBLAS threads a GEMM itself above m·n·k = 2¹⁸, and GEMMs threaded inside item-parallel loops
-    /// oversubscribe the cores (measured several times slower). So items whose GEMMs stay below that run in
-    /// parallel, and larger ones run one after another with BLAS-threaded GEMMs and row-parallel loops between.
-    var itemsInParallel: Bool { queries * keys * Swift.max(depth, valueDepth) <= 1 << 18 }
+    /// Items run in parallel with single-threaded GEMMs (parallelSingleThreadedGemms: BLAS-threaded GEMMs inside
+    /// item-parallel loops oversubscribe the cores); with fewer items than cores they run one after another with
+    /// BLAS-threaded GEMMs and row-parallel loops between.
+    var itemsInParallel: Bool { items >= CPUThreads.count }
     var chunkCount: Int { itemsInParallel ? Swift.min(items, CPUThreads.count * 4) : 1 }
     func items(ofChunk c: Int) -> Range<Int> { (c * items / chunkCount)..<((c + 1) * items / chunkCount) }
     /// Row grain of the loops between GEMMs: a single chunk (inline) when items already run in parallel.
@@ -113,15 +113,13 @@ public struct ScaledDotProductAttention: Operation {
         let q = args.inputs[0].baseAddress!, k = args.inputs[1].baseAddress!, v = args.inputs[2].baseAddress!
         let bias = s.count == 4 ? args.inputs[3].baseAddress! : nil, out = args.output.baseAddress!, scale = scale
         let n = d.queries, m = d.keys, dv = d.valueDepth
-        parallelFor(d.chunkCount, grain: 1) { chunks in
+        parallelSingleThreadedGemms(d.chunkCount) { chunk in
             let p = UnsafeMutablePointer<Float>.allocate(capacity: d.scores)
             defer { p.deallocate() }
-            for chunk in chunks {
-                for item in d.items(ofChunk: chunk) {
-                    d.probabilities(item: item, q: q, k: k, bias: bias, scale: scale, into: p)
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(dv), Int32(m), 1,
-                                p, Int32(m), v + item * m * dv, Int32(dv), 0, out + item * n * dv, Int32(dv))
-                }
+            for item in d.items(ofChunk: chunk) {
+                d.probabilities(item: item, q: q, k: k, bias: bias, scale: scale, into: p)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(dv), Int32(m), 1,
+                            p, Int32(m), v + item * m * dv, Int32(dv), 0, out + item * n * dv, Int32(dv))
             }
         }
     }
@@ -168,40 +166,38 @@ public struct ScaledDotProductAttentionBackward: Operation {
         let partials: UnsafeMutablePointer<Float>? = d.biasIsShared ? .allocate(capacity: chunks * d.biasCount) : nil
         partials?.initialize(repeating: 0, count: chunks * d.biasCount)
         defer { partials?.deallocate() }
-        parallelFor(chunks, grain: 1) { range in
+        parallelSingleThreadedGemms(chunks) { chunk in
             let p = UnsafeMutablePointer<Float>.allocate(capacity: d.scores)
             let ds = UnsafeMutablePointer<Float>.allocate(capacity: d.scores)
             defer { p.deallocate(); ds.deallocate() }
-            for chunk in range {
-                for item in d.items(ofChunk: chunk) {
-                    d.probabilities(item: item, q: q, k: k, bias: bias, scale: scale, into: p)
-                    let qi = q + item * n * depth, ki = k + item * m * depth, vi = v + item * m * dv
-                    let oi = o + item * n * dv, dOi = dO + item * n * dv
-                    // dV = Pᵀ·dO
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(m), Int32(dv), Int32(n), 1,
-                                p, Int32(m), dOi, Int32(dv), 0, dvOut + item * m * dv, Int32(dv))
-                    // dP = dO·Vᵀ, then dS = P∘(dP − rowsum(dO∘O)) in place.
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(m), Int32(dv), 1,
-                                dOi, Int32(dv), vi, Int32(dv), 0, ds, Int32(m))
-                    parallelFor(n, grain: d.rowGrain) { rows in
-                        for row in rows {
-                            var dot: Float = 0
-                            for e in 0..<dv { dot += dOi[row * dv + e] * oi[row * dv + e] }
-                            let pr = p + row * m, dsr = ds + row * m
-                            for j in 0..<m { dsr[j] = pr[j] * (dsr[j] - dot) }
-                        }
+            for item in d.items(ofChunk: chunk) {
+                d.probabilities(item: item, q: q, k: k, bias: bias, scale: scale, into: p)
+                let qi = q + item * n * depth, ki = k + item * m * depth, vi = v + item * m * dv
+                let oi = o + item * n * dv, dOi = dO + item * n * dv
+                // dV = Pᵀ·dO
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(m), Int32(dv), Int32(n), 1,
+                            p, Int32(m), dOi, Int32(dv), 0, dvOut + item * m * dv, Int32(dv))
+                // dP = dO·Vᵀ, then dS = P∘(dP − rowsum(dO∘O)) in place.
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(m), Int32(dv), 1,
+                            dOi, Int32(dv), vi, Int32(dv), 0, ds, Int32(m))
+                parallelFor(n, grain: d.rowGrain) { rows in
+                    for row in rows {
+                        var dot: Float = 0
+                        for e in 0..<dv { dot += dOi[row * dv + e] * oi[row * dv + e] }
+                        let pr = p + row * m, dsr = ds + row * m
+                        for j in 0..<m { dsr[j] = pr[j] * (dsr[j] - dot) }
                     }
-                    // dQ = scale·dS·K, dK = scale·dSᵀ·Q
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(depth), Int32(m), scale,
-                                ds, Int32(m), ki, Int32(depth), 0, dq + item * n * depth, Int32(depth))
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(m), Int32(depth), Int32(n), scale,
-                                ds, Int32(m), qi, Int32(depth), 0, dk + item * m * depth, Int32(depth))
-                    if let partials {
-                        let target = partials + chunk * d.biasCount + d.biasOffset(item: item)
-                        for i in 0..<d.scores { target[i] += ds[i] }
-                    } else if bias != nil {
-                        (dbias + d.biasOffset(item: item)).update(from: ds, count: d.scores)
-                    }
+                }
+                // dQ = scale·dS·K, dK = scale·dSᵀ·Q
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(depth), Int32(m), scale,
+                            ds, Int32(m), ki, Int32(depth), 0, dq + item * n * depth, Int32(depth))
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(m), Int32(depth), Int32(n), scale,
+                            ds, Int32(m), qi, Int32(depth), 0, dk + item * m * depth, Int32(depth))
+                if let partials {
+                    let target = partials + chunk * d.biasCount + d.biasOffset(item: item)
+                    for i in 0..<d.scores { target[i] += ds[i] }
+                } else if bias != nil {
+                    (dbias + d.biasOffset(item: item)).update(from: ds, count: d.scores)
                 }
             }
         }
