@@ -104,18 +104,25 @@ final class FeatureExtractionTests: XCTestCase {
         let cache = FeatureCache(directory: directory, tag: "weights-1")
         let firstTwo = try extract(images.slice(axis: 0, start: 0, end: 2), ids: ["a", "b"], cache: cache)
         XCTAssertTrue(FileManager.default.fileExists(atPath: directory + "/a.safetensors"))
-        XCTAssertEqual(try firstTwo.stacked().toArray(), try direct.stacked().slice(axis: 0, start: 0, end: 2).toArray())
+        // Batches of other sizes spread the GEMMs over the cores differently (one image per core, or OpenBLAS's
+        // threads for a single image), so values agree to rounding; features of other weights differ by O(1).
+        func assertSame(_ a: [Float], _ b: [Float], _ what: String, line: UInt = #line) {
+            assertClose(a, b, atol: 1e-4, rtol: 1e-5, what, line: line)
+        }
+        assertSame(try firstTwo.stacked().toArray(), try direct.stacked().slice(axis: 0, start: 0, end: 2).toArray(), "a, b computed")
 
         // Change the weights: image b comes from its file, image c is computed with the new weights.
         randomize(model, g)
         let mixed = try extract(images.slice(axis: 0, start: 1, end: 3), ids: ["b", "c"], cache: cache)
         let fresh = try extract(images)
         let mixedValues = try mixed.stacked().toArray(), half = mixedValues.count / 2
-        XCTAssertEqual(Array(mixedValues[..<half]), try direct.stacked().slice(axis: 0, start: 1, end: 2).toArray())
-        XCTAssertEqual(Array(mixedValues[half...]), try fresh.stacked().slice(axis: 0, start: 2, end: 3).toArray())
+        assertSame(Array(mixedValues[..<half]), try direct.stacked().slice(axis: 0, start: 1, end: 2).toArray(), "b from its file")
+        assertSame(Array(mixedValues[half...]), try fresh.stacked().slice(axis: 0, start: 2, end: 3).toArray(), "c computed anew")
+        XCTAssertGreaterThan(zip(mixedValues[..<half], try fresh.stacked().slice(axis: 0, start: 1, end: 2).toArray())
+            .map { abs($0 - $1) }.max() ?? 0, 0.01, "the new weights change b's features, so b did come from the file")
 
         let retagged = try extract(images.slice(axis: 0, start: 1, end: 2), ids: ["b"], cache: FeatureCache(directory: directory, tag: "weights-2"))
-        XCTAssertEqual(try retagged.stacked().toArray(), try fresh.stacked().slice(axis: 0, start: 1, end: 2).toArray())
+        assertSame(try retagged.stacked().toArray(), try fresh.stacked().slice(axis: 0, start: 1, end: 2).toArray(), "b under a new tag")
     }
 
     func testBadRequestsAreReported() throws {

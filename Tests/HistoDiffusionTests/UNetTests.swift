@@ -5,8 +5,9 @@ import HistoNN
 import HistoOpenCL
 @testable import HistoDiffusion
 
-private func assertClose(_ actual: [Float], _ expected: [Float], atol: Float, rtol: Float, _ message: String,
-                         file: StaticString = #filePath, line: UInt = #line) {
+/// Every element within atol + rtol·|expected| (shared by this target's tests).
+func assertClose(_ actual: [Float], _ expected: [Float], atol: Float, rtol: Float, _ message: String,
+                 file: StaticString = #filePath, line: UInt = #line) {
     XCTAssertEqual(actual.count, expected.count, "\(message): count", file: file, line: line)
     var worst: (index: Int, error: Float) = (0, 0)
     for (i, (a, e)) in zip(actual, expected).enumerated() {
