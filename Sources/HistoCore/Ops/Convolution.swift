@@ -280,12 +280,7 @@ struct ConvDims {
     func forward(_ x: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                  _ y: UnsafeMutablePointer<Float>) {
         if isDirect { return directForward(x, weight, bias: bias, y) }
-        if isShifted {
-            let taps = tapMatrices(weight, flippedAndTransposed: false)
-            return withExtendedLifetime(taps) {
-                shiftedForward.run(x, images: n, taps: taps.pointer, outputChannels: cout, bias: bias, y)
-            }
-        }
+        if isShifted { return correlate(shiftedForward, x, weight, flipped: false, bias: bias, y) }
         // Images spread over the cores, each with its own column matrix and single-threaded GEMMs.
         parallelSingleThreadedGemms(n) { image in
             let scratch = isPointwise ? nil : CPUBackend.shared.pool.take(cin * taps * outPlane)
@@ -305,12 +300,7 @@ struct ConvDims {
     func backwardInput(_ dy: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                        _ dx: UnsafeMutablePointer<Float>) {
         if isDirect { return directBackwardInput(dy, weight, bias: bias, dx) }
-        if let shifted = shiftedBackwardInput {
-            let taps = tapMatrices(weight, flippedAndTransposed: true)
-            return withExtendedLifetime(taps) {
-                shifted.run(dy, images: n, taps: taps.pointer, outputChannels: cin, bias: bias, dx)
-            }
-        }
+        if let shifted = shiftedBackwardInput { return correlate(shifted, dy, weight, flipped: true, bias: bias, dx) }
         parallelSingleThreadedGemms(n) { image in
             let scratch = isPointwise ? nil : CPUBackend.shared.pool.take(cin * taps * outPlane)
             withExtendedLifetime(scratch) {
@@ -342,6 +332,16 @@ struct ConvDims {
                          columns + g * groupK * outPlane, outPlane, image == 0 ? 0 : 1, dw + g * coutPerGroup * groupK, groupK)
                 }
             }
+        }
+    }
+
+    /// Runs `correlation` of `source` with the weight's taps, as they are (the forward: cout outputs) or flipped and
+    /// transposed (the input gradient: cin outputs), adding `bias` per output channel.
+    func correlate(_ correlation: ShiftedCorrelation, _ source: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
+                   flipped: Bool, bias: UnsafePointer<Float>?, _ out: UnsafeMutablePointer<Float>) {
+        let taps = tapMatrices(weight, flippedAndTransposed: flipped)
+        withExtendedLifetime(taps) {
+            correlation.run(source, images: n, taps: taps.pointer, outputChannels: flipped ? cin : cout, bias: bias, out)
         }
     }
 
