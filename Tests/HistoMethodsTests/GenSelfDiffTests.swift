@@ -8,13 +8,6 @@ import HistoNN
 @testable import HistoMethods
 
 final class GenSelfDiffTests: XCTestCase {
-    func temporaryFolder() throws -> URL {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("genselfdiff-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(at: url) }
-        return url
-    }
-
     /// The CPU-preset denoiser's state written as a safetensors file, names mapped by `rename`.
     func writeDenoiser(seed: UInt64, to url: URL, rename: (String) -> String = { $0 },
                        edit: (inout [(name: String, tensor: HostTensor)]) -> Void = { _ in }) throws -> AttentionUNet {

@@ -14,13 +14,6 @@ final class SupervisedTrainingTests: XCTestCase {
             .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/data")
     }
 
-    func temporaryFolder() throws -> URL {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("histomethods-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(at: url) }
-        return url
-    }
-
     /// Writes the `size × size` window at (`y`, `x`) of `image` (and of its mask) as `NAME.png` under `root`.
     func writeCrop(_ sample: Sample, mask: Image, y: Int, x: Int, size: Int, to root: URL) throws {
         func window(_ image: Image) throws -> Image {

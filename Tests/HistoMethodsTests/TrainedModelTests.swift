@@ -10,13 +10,6 @@ import HistoNN
 /// The command-line slice: model cards, segmenting images with a trained run, `eval --model`, and GenSelfDiff
 /// training from a pretrained checkpoint.
 final class TrainedModelTests: XCTestCase {
-    func temporaryFolder() throws -> String {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("trained-model-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(at: url) }
-        return url.path
-    }
-
     /// A run folder as `histodiff train` leaves it: the card and `best.safetensors` of a network drawn with `seed`,
     /// its BatchNorm statistics moved off their initial values by one training-mode forward.
     @discardableResult
@@ -37,7 +30,7 @@ final class TrainedModelTests: XCTestCase {
     }
 
     func testEveryArchitectureRoundTripsThroughItsCard() throws {
-        let root = try temporaryFolder()
+        let root = try temporaryFolder().path
         let x = RandomGenerator(seed: 9).uniform([1, 3, 32, 32], -1, 1)
         for architecture in ["unet", "fpn", "genselfdiff"] {
             let directory = root + "/" + architecture
@@ -58,7 +51,7 @@ final class TrainedModelTests: XCTestCase {
     }
 
     func testMissingOrUnknownCardsAreClearErrors() throws {
-        let directory = try temporaryFolder()
+        let directory = try temporaryFolder().path
         try card("unet").makeModel(generator: RandomGenerator(seed: 1)).save(to: directory + "/best.safetensors")
         XCTAssertThrowsError(try TrainedModel(path: directory)) { error in
             XCTAssertTrue("\(error)".contains(directory + "/model.json") && "\(error)".contains("no model card"), "\(error)")
@@ -75,7 +68,7 @@ final class TrainedModelTests: XCTestCase {
     }
 
     func testSegmentingWritesEveryOutputAtTheImageSize() throws {
-        let root = try temporaryFolder()
+        let root = try temporaryFolder().path
         try SyntheticHistology.makeDataset(at: root + "/data", count: 2, size: 56, seed: 1)
         try writeRun(card("unet"), seed: 3, to: root + "/run")
         let segmenter = try ImageSegmenter(model: TrainedModel(path: root + "/run"), window: SlidingWindow(tile: 32, overlap: 0.25))
@@ -99,7 +92,7 @@ final class TrainedModelTests: XCTestCase {
 
     /// The card's pixel range is what the network sees.
     func testSegmenterHonoursTheCardsPixelRange() throws {
-        let root = try temporaryFolder()
+        let root = try temporaryFolder().path
         try SyntheticHistology.makeDataset(at: root + "/data", count: 1, size: 32, seed: 2)
         let image = try PNG.read(path: root + "/data/images/synth0000.png")
         let window = try SlidingWindow(tile: 32)
@@ -126,7 +119,7 @@ final class TrainedModelTests: XCTestCase {
     /// `eval --model`: the scores are `FolderEvaluation`'s on the written masks against the dataset's; a smaller
     /// selection into the same folder scores that selection only.
     func testEvaluationScoresTheWrittenMasksAgainstTheDataset() throws {
-        let root = try temporaryFolder()
+        let root = try temporaryFolder().path
         let data = root + "/data"
         try SyntheticHistology.makeDataset(at: data, count: 4, size: 48, seed: 5)
         let dataset = try Dataset.open(path: data, requireMasks: true)
@@ -166,7 +159,7 @@ final class TrainedModelTests: XCTestCase {
 
     /// A pretrained file whose body is not the preset's fails before any training, naming the file.
     func testGenSelfDiffFromAPretrainedFileOfAnotherBodyFailsNamingTheFile() throws {
-        let root = try temporaryFolder()
+        let root = try temporaryFolder().path
         try SyntheticHistology.makeDataset(at: root + "/data", count: 4, size: 32, seed: 7)
         let dataset = try Dataset.open(path: root + "/data", requireMasks: true)
         var configuration = GenSelfDiffFineTuning.Configuration.cpu(classes: 2, labelRatio: try Ratio("100%"),
@@ -224,7 +217,7 @@ final class TrainedModelTests: XCTestCase {
     /// `train --method genselfdiff --pretrained`, `segment` and `eval --model` on a tiny synthetic dataset.
     func testCommandLineTrainsSegmentsAndEvaluatesAGenSelfDiffRun() throws {
         let tool = try commandLineTool()
-        let root = try temporaryFolder()
+        let root = try temporaryFolder().path
         let data = root + "/data", run = root + "/run"
         try SyntheticHistology.makeDataset(at: data, count: 8, size: 64, seed: 8)
         try FileManager.default.createDirectory(atPath: root + "/pretrain", withIntermediateDirectories: true)
