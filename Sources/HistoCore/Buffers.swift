@@ -25,6 +25,10 @@ public final class HostBuffer: BackendBuffer {
 /// `freshAllocations` counts the blocks that had to come from the system allocator.
 public final class HostBufferPool: @unchecked Sendable {
     private var free: [Int: [UnsafeMutablePointer<Float>]] = [:]
+    /// When each size was last taken or given back: the pool evicts the stalest sizes first, so blocks left over
+    /// from an earlier, larger job (an evaluation pass, another test) make room for the sizes in use now.
+    private var lastUse: [Int: Int] = [:]
+    private var clock = 0
     private var freeElements = 0
     private let lock = NSLock()
     /// Free memory kept for reuse, in elements, before blocks go back to the system (1 GiB).
@@ -34,6 +38,8 @@ public final class HostBufferPool: @unchecked Sendable {
     public func take(_ count: Int) -> HostBuffer {
         let n = max(count, 1)
         lock.lock()
+        clock += 1
+        lastUse[n] = clock
         let reused = free[n]?.popLast()
         if reused != nil { freeElements -= n } else { freshAllocations += 1 }
         lock.unlock()
@@ -46,21 +52,35 @@ public final class HostBufferPool: @unchecked Sendable {
     }
 
     func giveBack(_ pointer: UnsafeMutablePointer<Float>, count: Int) {
+        guard count <= retainLimit else { UnsafeMutableRawPointer(pointer).deallocate(); return }
         lock.lock()
+        clock += 1
+        lastUse[count] = clock
+        var evicted: [UnsafeMutablePointer<Float>] = []
+        while freeElements + count > retainLimit, let stalest = stalestOtherSize(than: count) {
+            let blocks = free.removeValue(forKey: stalest) ?? []
+            freeElements -= stalest * blocks.count
+            evicted += blocks
+        }
         if freeElements + count <= retainLimit {
             free[count, default: []].append(pointer)
             freeElements += count
-            lock.unlock()
         } else {
-            lock.unlock()
-            UnsafeMutableRawPointer(pointer).deallocate()
+            evicted.append(pointer)
         }
+        lock.unlock()
+        for p in evicted { UnsafeMutableRawPointer(p).deallocate() }
+    }
+
+    /// The least recently used size other than `count` that has free blocks.
+    private func stalestOtherSize(than count: Int) -> Int? {
+        free.keys.filter { $0 != count && !(free[$0]?.isEmpty ?? true) }.min { lastUse[$0, default: 0] < lastUse[$1, default: 0] }
     }
 
     /// Returns every pooled block to the system.
     public func trim() {
         lock.lock(); defer { lock.unlock() }
         for (_, blocks) in free { for p in blocks { UnsafeMutableRawPointer(p).deallocate() } }
-        free = [:]; freeElements = 0
+        free = [:]; lastUse = [:]; freeElements = 0
     }
 }

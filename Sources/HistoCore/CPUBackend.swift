@@ -1,6 +1,7 @@
 import Dispatch
 import CBLAS
 import Foundation
+import Synchronization
 
 /// The reference backend: runs every op's CPU forward on host memory. It supports every op by definition.
 public final class CPUBackend: Backend {
@@ -101,10 +102,26 @@ extension Node {
 /// faster one per core than each split by OpenBLAS across the cores. With fewer items than cores they run in
 /// turn and OpenBLAS keeps its threads. Not reentrant: the thread count is process-wide.
 public func parallelSingleThreadedGemms(_ count: Int, _ body: (Int) -> Void) {
-    if count < CPUThreads.count || CPUThreads.count == 1 { for item in 0..<count { body(item) }; return }
+    parallelSingleThreadedGemms(count, scratch: {}) { item, _ in body(item) }
+}
+
+/// The same, with one `scratch` per worker made before any item runs, in worker order: the pool then sees the same
+/// takes every call, however the items were scheduled (so a training step's buffers settle after its first step).
+public func parallelSingleThreadedGemms<Scratch>(_ count: Int, scratch makeScratch: () -> Scratch,
+                                                 _ body: (_ item: Int, _ scratch: Scratch) -> Void) {
+    let workers = count < CPUThreads.count ? 1 : CPUThreads.count
+    let scratches = (0..<min(workers, max(count, 1))).map { _ in makeScratch() }
+    if workers == 1 { for item in 0..<count { body(item, scratches[0]) }; return }
     openblas_set_num_threads(1)
     defer { openblas_set_num_threads(Int32(CPUThreads.count)) }
-    DispatchQueue.concurrentPerform(iterations: count, execute: body)
+    let nextItem = Atomic<Int>(0)
+    DispatchQueue.concurrentPerform(iterations: workers) { worker in
+        while true {
+            let item = nextItem.wrappingAdd(1, ordering: .relaxed).oldValue
+            guard item < count else { return }
+            body(item, scratches[worker])
+        }
+    }
 }
 
 public enum CPUThreads {

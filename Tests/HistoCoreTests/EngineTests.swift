@@ -73,6 +73,24 @@ final class EngineTests: XCTestCase {
         XCTAssertEqual(fresh[3], fresh[2], "step 4 allocated \(fresh[3] - fresh[2]) fresh buffers")
     }
 
+    func testPoolFullOfStaleSizesStillServesTheCurrentStepFromReuse() {
+        // Blocks left by an earlier job fill the pool to its limit; a steady loop of other sizes must push them out
+        // instead of allocating afresh every step.
+        let pool = HostBufferPool()
+        pool.retainLimit = 1000
+        do { let stale = (0..<9).map { pool.take(100 + $0) }; _ = stale }
+        var fresh: [Int] = []
+        for _ in 0..<4 {
+            let step = [pool.take(300), pool.take(200), pool.take(200)]
+            _ = step
+            fresh.append(pool.freshAllocations)
+        }
+        XCTAssertEqual(fresh[3], fresh[1], "steps 3 and 4 allocated \(fresh[3] - fresh[1]) fresh blocks")
+        let oversized = pool.take(5000)
+        _ = oversized
+        XCTAssertEqual(pool.take(300).elementCount, 300)
+    }
+
     func testPhiloxKnownAnswer() {
         // Random123 kat_vectors: philox4x32_10, counter 0, key 0.
         let w = Philox.block(counter: 0, seed: 0)

@@ -282,39 +282,36 @@ struct ConvDims {
         if isDirect { return directForward(x, weight, bias: bias, y) }
         if isShifted { return correlate(shiftedForward, x, weight, flipped: false, bias: bias, y) }
         // Images spread over the cores, each with its own column matrix and single-threaded GEMMs.
-        parallelSingleThreadedGemms(n) { image in
-            let scratch = isPointwise ? nil : CPUBackend.shared.pool.take(cin * taps * outPlane)
-            withExtendedLifetime(scratch) {
-                let xi = x + image * cin * inPlane, yi = y + image * cout * outPlane
-                let columns = scratch.map { pack(xi, into: $0.pointer) } ?? xi
-                if let bias { fillPlanes(yi, count: cout, size: outPlane, bias: bias) }
-                for g in 0..<groups {
-                    gemm(false, false, coutPerGroup, outPlane, groupK, weight + g * coutPerGroup * groupK, groupK,
-                         columns + g * groupK * outPlane, outPlane, bias == nil ? 0 : 1, yi + g * coutPerGroup * outPlane, outPlane)
-                }
+        parallelSingleThreadedGemms(n, scratch: columnScratch) { image, scratch in
+            let xi = x + image * cin * inPlane, yi = y + image * cout * outPlane
+            let columns = scratch.map { pack(xi, into: $0.pointer) } ?? xi
+            if let bias { fillPlanes(yi, count: cout, size: outPlane, bias: bias) }
+            for g in 0..<groups {
+                gemm(false, false, coutPerGroup, outPlane, groupK, weight + g * coutPerGroup * groupK, groupK,
+                     columns + g * groupK * outPlane, outPlane, bias == nil ? 0 : 1, yi + g * coutPerGroup * outPlane, outPlane)
             }
         }
     }
+
+    /// One image's column matrix (none for pointwise convs, which read the image itself).
+    func columnScratch() -> HostBuffer? { isPointwise ? nil : CPUBackend.shared.pool.take(cin * taps * outPlane) }
 
     /// dx from dy (also conv_transpose2d's forward, with its bias).
     func backwardInput(_ dy: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                        _ dx: UnsafeMutablePointer<Float>) {
         if isDirect { return directBackwardInput(dy, weight, bias: bias, dx) }
         if let shifted = shiftedBackwardInput { return correlate(shifted, dy, weight, flipped: true, bias: bias, dx) }
-        parallelSingleThreadedGemms(n) { image in
-            let scratch = isPointwise ? nil : CPUBackend.shared.pool.take(cin * taps * outPlane)
-            withExtendedLifetime(scratch) {
-                let dyi = dy + image * cout * outPlane, dxi = dx + image * cin * inPlane
-                // Column gradients Wᵀ·dy, folded back onto the image (or, pointwise, the image itself).
-                let columns = scratch?.pointer ?? dxi
-                let accumulate = scratch == nil && bias != nil
-                if accumulate { fillPlanes(dxi, count: cin, size: inPlane, bias: bias) }
-                for g in 0..<groups {
-                    gemm(true, false, groupK, outPlane, coutPerGroup, weight + g * coutPerGroup * groupK, groupK,
-                         dyi + g * coutPerGroup * outPlane, outPlane, accumulate ? 1 : 0, columns + g * groupK * outPlane, outPlane)
-                }
-                if scratch != nil { unpack(columns, into: dxi, bias: bias) }
+        parallelSingleThreadedGemms(n, scratch: columnScratch) { image, scratch in
+            let dyi = dy + image * cout * outPlane, dxi = dx + image * cin * inPlane
+            // Column gradients Wᵀ·dy, folded back onto the image (or, pointwise, the image itself).
+            let columns = scratch?.pointer ?? dxi
+            let accumulate = scratch == nil && bias != nil
+            if accumulate { fillPlanes(dxi, count: cin, size: inPlane, bias: bias) }
+            for g in 0..<groups {
+                gemm(true, false, groupK, outPlane, coutPerGroup, weight + g * coutPerGroup * groupK, groupK,
+                     dyi + g * coutPerGroup * outPlane, outPlane, accumulate ? 1 : 0, columns + g * groupK * outPlane, outPlane)
             }
+            if scratch != nil { unpack(columns, into: dxi, bias: bias) }
         }
     }
 
@@ -322,7 +319,7 @@ struct ConvDims {
     func backwardWeight(_ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, _ dw: UnsafeMutablePointer<Float>) {
         if isDirect { return directBackwardWeight(x, dy, dw) }
         if isShifted { return shiftedForward.weightGradient(x, dy, images: n, outputChannels: cout, dw) }
-        let scratch = isPointwise ? nil : CPUBackend.shared.pool.take(cin * taps * outPlane)
+        let scratch = columnScratch()
         withExtendedLifetime(scratch) {
             for image in 0..<n {
                 let xi = x + image * cin * inPlane, dyi = dy + image * cout * outPlane
@@ -473,27 +470,29 @@ struct ShiftedCorrelation {
     var columns: Int { (outH - 1) * paddedW + outW }
     func offset(tap t: Int) -> Int { (t / kw) * dh * paddedW + (t % kw) * dw }
 
+    /// One worker's zero-padded image and padded-width [m, outH, paddedW] matrix.
+    func workerScratch(outputChannels m: Int) -> (HostBuffer, HostBuffer) {
+        (CPUBackend.shared.pool.take(channels * paddedPlane), CPUBackend.shared.pool.take(m * outH * paddedW))
+    }
+
     /// out [images, outputChannels, outH, outW] = Σ_t taps[t] · shifted_t (+ bias per channel); `taps` holds
     /// [taps][outputChannels][channels].
     func run(_ source: UnsafePointer<Float>, images: Int, taps a: UnsafePointer<Float>, outputChannels m: Int,
              bias: UnsafePointer<Float>?, _ out: UnsafeMutablePointer<Float>) {
-        parallelSingleThreadedGemms(images) { image in
-            let padded = CPUBackend.shared.pool.take(channels * paddedPlane)
-            let product = CPUBackend.shared.pool.take(m * outH * paddedW)
-            withExtendedLifetime((padded, product)) {
-                padPlanes(source + image * channels * h * w, into: padded.pointer)
-                for t in 0..<taps {
-                    gemm(false, false, m, columns, channels, a + t * m * channels, channels,
-                         padded.pointer + offset(tap: t), paddedPlane, t == 0 ? 0 : 1, product.pointer, outH * paddedW)
-                }
-                // Keep the first outW columns of every padded-width row.
-                let target = out + image * m * outH * outW
-                for c in 0..<m {
-                    let b = bias?[c] ?? 0
-                    for oy in 0..<outH {
-                        let src = product.pointer + c * outH * paddedW + oy * paddedW, dst = target + (c * outH + oy) * outW
-                        for ox in 0..<outW { dst[ox] = src[ox] + b }
-                    }
+        parallelSingleThreadedGemms(images, scratch: { workerScratch(outputChannels: m) }) { image, scratch in
+            let (padded, product) = scratch
+            padPlanes(source + image * channels * h * w, into: padded.pointer)
+            for t in 0..<taps {
+                gemm(false, false, m, columns, channels, a + t * m * channels, channels,
+                     padded.pointer + offset(tap: t), paddedPlane, t == 0 ? 0 : 1, product.pointer, outH * paddedW)
+            }
+            // Keep the first outW columns of every padded-width row.
+            let target = out + image * m * outH * outW
+            for c in 0..<m {
+                let b = bias?[c] ?? 0
+                for oy in 0..<outH {
+                    let src = product.pointer + c * outH * paddedW + oy * paddedW, dst = target + (c * outH + oy) * outW
+                    for ox in 0..<outW { dst[ox] = src[ox] + b }
                 }
             }
         }
@@ -509,22 +508,19 @@ struct ShiftedCorrelation {
         // images were spread over the cores).
         let partial = CPUBackend.shared.pool.take(images * size)
         withExtendedLifetime(partial) {
-            parallelSingleThreadedGemms(images) { image in
-                let padded = CPUBackend.shared.pool.take(channels * paddedPlane)
-                let widened = CPUBackend.shared.pool.take(m * outH * paddedW)
-                withExtendedLifetime((padded, widened)) {
-                    widened.pointer.update(repeating: 0, count: m * outH * paddedW)
-                    padPlanes(source + image * channels * h * w, into: padded.pointer)
-                    for c in 0..<m {
-                        for oy in 0..<outH {
-                            (widened.pointer + (c * outH + oy) * paddedW)
-                                .update(from: dy + ((image * m + c) * outH + oy) * outW, count: outW)
-                        }
+            parallelSingleThreadedGemms(images, scratch: { workerScratch(outputChannels: m) }) { image, scratch in
+                let (padded, widened) = scratch
+                widened.pointer.update(repeating: 0, count: m * outH * paddedW)
+                padPlanes(source + image * channels * h * w, into: padded.pointer)
+                for c in 0..<m {
+                    for oy in 0..<outH {
+                        (widened.pointer + (c * outH + oy) * paddedW)
+                            .update(from: dy + ((image * m + c) * outH + oy) * outW, count: outW)
                     }
-                    for t in 0..<taps {
-                        gemm(false, true, m, channels, columns, widened.pointer, outH * paddedW,
-                             padded.pointer + offset(tap: t), paddedPlane, 0, partial.pointer + image * size + t * m * channels, channels)
-                    }
+                }
+                for t in 0..<taps {
+                    gemm(false, true, m, channels, columns, widened.pointer, outH * paddedW,
+                         padded.pointer + offset(tap: t), paddedPlane, 0, partial.pointer + image * size + t * m * channels, channels)
                 }
             }
             let sums = partial.pointer
