@@ -37,6 +37,9 @@ public struct LoaderOptions: Sendable {
     public var shuffle = true
     /// Passes over the images; nil for an endless stream. The last batch of a finite stream may be smaller.
     public var epochs: Int?
+    /// Batches at the start of the stream that are not prepared (a resumed run continues where it stopped): the
+    /// first batch is the one a fresh loader would give after this many.
+    public var skippedBatches = 0
     public var seed: UInt64 = 0
     public var range = PixelRange.minusOneToOne
     /// Batches prepared ahead of the consumer: memory holds at most this many plus the one in preparation.
@@ -96,6 +99,7 @@ public final class BatchLoader {
         func invalid(_ message: String) -> EngineError { .invalidValue(op: "BatchLoader", message: message) }
         guard options.batchSize > 0 else { throw invalid("batch size \(options.batchSize) must be positive") }
         guard options.prefetch > 0 else { throw invalid("prefetch \(options.prefetch) must be positive") }
+        guard options.skippedBatches >= 0 else { throw invalid("\(options.skippedBatches) skipped batches; must not be negative") }
         if let epochs = options.epochs, epochs <= 0 { throw invalid("\(epochs) epochs; use nil for an endless stream") }
         switch options.patches {
         case let .randomCrops(size, perImage):
@@ -191,7 +195,7 @@ private final class Producer: @unchecked Sendable {
 
     func run() {
         let total = options.epochs.map { $0 * windows.count }
-        var start = 0
+        var start = options.skippedBatches * options.batchSize
         while start < total ?? .max {
             condition.lock()
             while queue.count >= options.prefetch && !cancelled { condition.wait() }

@@ -88,8 +88,13 @@ public enum SupervisedTraining {
         /// smaller; whole images when nil): on a CPU, whole 1000² images make every epoch's validation outlast its
         /// training steps.
         public var validationCrop: Int?
-        /// Where `best.safetensors` is written; nil keeps the best weights in memory only.
+        /// Where `best.safetensors` and the resume state (`resume/`, saved after every epoch and when
+        /// `Callbacks.shouldStop` ends the run) are written; nil keeps everything in memory only.
         public var checkpointDirectory: String?
+        /// Continue from `<checkpointDirectory>/resume/` when it holds a saved state: the same weights, optimizer
+        /// state, dropout draws, batches, best epoch and history as if the run had not stopped. Without it a
+        /// directory holding a resume state is an error (nothing is overwritten by accident).
+        public var resume = false
 
         public init(labelRatio: Ratio, validationRatio: Ratio) {
             self.labelRatio = labelRatio
@@ -161,7 +166,7 @@ public enum SupervisedTraining {
     }
 
     /// Reported after every epoch's validation.
-    public struct EpochReport: Sendable {
+    public struct EpochReport: Sendable, Codable {
         /// 1-based.
         public let epoch: Int
         public let meanLoss: Float
@@ -188,7 +193,7 @@ public enum SupervisedTraining {
         }
     }
 
-    public enum StopReason: String, Sendable {
+    public enum StopReason: String, Sendable, Codable {
         case completed, earlyStopped, cancelled
     }
 
@@ -211,6 +216,7 @@ public enum SupervisedTraining {
     }
 
     public static let checkpointFileName = "best.safetensors"
+    public static let resumeDirectoryName = "resume"
 
     /// Trains `model` (default: a fresh `configuration.architecture` seeded with `configuration.seed`) on the labelled
     /// images of `split` (default: `DataSplit.make` with the configured ratios and split seed) with the configured loss.
@@ -247,6 +253,32 @@ public enum SupervisedTraining {
                     try LabelMap(mask.crop(y: y, x: x, height: height, width: width, padding: .zero)))
         }
 
+        let stepsPerEpoch = (indices.labelled.count * plan.cropsPerImage + plan.batchSize - 1) / plan.batchSize
+        let totalSteps = stepsPerEpoch * plan.maxEpochs
+        let parameters = model.trainableParameters()
+        let (optimizer, schedule) = plan.optimizer.make(for: parameters, totalSteps: totalSteps)
+
+        let loop = LoopState()
+        var components: [String: any CheckpointableState] = ["optimizer": optimizer, "loop": loop]
+        for (i, generator) in dropoutGenerators(of: model).enumerated() { components["dropout\(i)"] = generator }
+        let resumeDirectory = plan.checkpointDirectory.map { URL(fileURLWithPath: $0).appendingPathComponent(resumeDirectoryName).path }
+        if let resumeDirectory, let saved = TrainingCheckpoint.existing(resumeDirectory) {
+            guard plan.resume else {
+                throw EngineError.file(path: saved, message: "holds the saved state of an earlier run: resume it, or choose another folder to start over")
+            }
+            let restored = try TrainingCheckpoint.load(from: saved, model: model, components: components)
+            guard restored.metadata[stepsPerEpochKey] == String(stepsPerEpoch) else {
+                throw EngineError.file(path: saved, message: "was saved with \(restored.metadata[stepsPerEpochKey] ?? "?") steps per epoch, "
+                                       + "this run has \(stepsPerEpoch): resume with the options it was started with")
+            }
+        }
+        var step = (loop.epoch - 1) * stepsPerEpoch + loop.stepInEpoch
+        func saveResumeState() throws {
+            guard let resumeDirectory else { return }
+            try TrainingCheckpoint.replace(resumeDirectory, model: model, step: step, components: components,
+                                           metadata: [stepsPerEpochKey: String(stepsPerEpoch)])
+        }
+
         var options = LoaderOptions(batchSize: plan.batchSize,
                                     patches: .randomCrops(size: plan.patchSize, perImage: plan.cropsPerImage),
                                     labelled: true)
@@ -254,25 +286,20 @@ public enum SupervisedTraining {
         options.views = plan.photometric ? .strong : .weak
         options.seed = plan.seed
         options.range = plan.pixelRange
+        options.skippedBatches = step
         let loader = try BatchLoader(dataset: dataset, indices: indices.labelled, options: options)
         defer { loader.close() }
 
-        let stepsPerEpoch = (indices.labelled.count * plan.cropsPerImage + plan.batchSize - 1) / plan.batchSize
-        let totalSteps = stepsPerEpoch * plan.maxEpochs
-        let parameters = model.trainableParameters()
-        let (optimizer, schedule) = plan.optimizer.make(for: parameters, totalSteps: totalSteps)
-
-        var best = (dice: -Double.infinity, iou: -Double.infinity, epoch: 0, state: CheckpointState())
-        var checkpointPath: String?
-        var history: [EpochReport] = []
+        var checkpointPath = plan.checkpointDirectory.flatMap { directory -> String? in
+            let path = URL(fileURLWithPath: directory).appendingPathComponent(checkpointFileName).path
+            return loop.best.epoch > 0 && FileManager.default.fileExists(atPath: path) ? path : nil
+        }
         var stepTimes: [Date] = []
-        var stopReason = StopReason.completed
-        var step = 0
         model.train(true)
-        epochs: for epoch in 1...plan.maxEpochs {
+        while loop.finished == nil && loop.epoch <= plan.maxEpochs {
+            let epoch = loop.epoch
             let epochStarted = Date()
-            var lossSum: Float = 0
-            for _ in 0..<stepsPerEpoch {
+            while loop.stepInEpoch < stepsPerEpoch {
                 guard let batch = try loader.next(), let labels = batch.labels else {
                     throw EngineError.invalidValue(op: "SupervisedTraining", message: "the labelled batch stream ended")
                 }
@@ -282,7 +309,8 @@ public enum SupervisedTraining {
                 try model.commitBufferUpdates()
                 try optimizer.step(gradients)
                 step += 1
-                lossSum += value
+                loop.stepInEpoch += 1
+                loop.lossSum += value
 
                 stepTimes.append(Date())
                 if stepTimes.count > 21 { stepTimes.removeFirst() }
@@ -291,38 +319,94 @@ public enum SupervisedTraining {
                                              learningRate: optimizer.learningRate,
                                              iterationsPerSecond: window > 0 ? Double(stepTimes.count - 1) / window : 0))
                 if callbacks.shouldStop?() == true {
-                    stopReason = .cancelled
-                    break epochs
+                    // Saved where it stopped: a resumed run goes on with the next step (no finished flag).
+                    try saveResumeState()
+                    return try result(stoppedBy: .cancelled)
                 }
             }
 
             let scores = try validate(model, on: validation, tiling: plan.validationTiling)
             model.train(true)
-            let improved = scores.dice > best.dice
+            let improved = scores.dice > loop.best.dice
             if improved {
-                best = (scores.dice, scores.iou, epoch, try model.checkpointState())
+                loop.best = (scores.dice, scores.iou, epoch, try model.checkpointState())
                 if let directory = plan.checkpointDirectory {
                     checkpointPath = try save(model, in: directory, epoch: epoch, dice: scores.dice)
                 }
             }
-            let report = EpochReport(epoch: epoch, meanLoss: lossSum / Float(stepsPerEpoch), validationDice: scores.dice,
+            let report = EpochReport(epoch: epoch, meanLoss: loop.lossSum / Float(stepsPerEpoch), validationDice: scores.dice,
                                      validationIoU: scores.iou, isBest: improved,
-                                     epochsWithoutImprovement: epoch - best.epoch,
+                                     epochsWithoutImprovement: epoch - loop.best.epoch,
                                      seconds: Date().timeIntervalSince(epochStarted))
-            history.append(report)
-            callbacks.epoch?(report)
+            loop.history.append(report)
+            loop.epoch += 1
+            loop.stepInEpoch = 0
+            loop.lossSum = 0
             if let patience = plan.patience, report.epochsWithoutImprovement >= patience {
-                stopReason = .earlyStopped
-                break
+                loop.finished = .earlyStopped
+            } else if loop.epoch > plan.maxEpochs {
+                loop.finished = .completed
             }
+            try saveResumeState()
+            callbacks.epoch?(report)
+        }
+        return try result(stoppedBy: loop.finished ?? .completed)
+
+        func result(stoppedBy reason: StopReason) throws -> Result {
+            if loop.best.epoch > 0 { try model.restore(from: loop.best.state, source: "best epoch \(loop.best.epoch)") }
+            model.train(false)
+            return Result(model: model, split: split, bestValidationDice: loop.best.dice, bestValidationIoU: loop.best.iou,
+                          bestEpoch: loop.best.epoch, epochsRun: loop.history.count, steps: step,
+                          wallSeconds: Date().timeIntervalSince(started), checkpointPath: checkpointPath,
+                          stopReason: reason, history: loop.history)
+        }
+    }
+
+    static let stepsPerEpochKey = "steps_per_epoch"
+
+    /// The random generators of the model's dropout layers, each once, in module order: a resumed run draws
+    /// the same masks as an uninterrupted one.
+    static func dropoutGenerators(of model: Module) -> [RandomGenerator] {
+        var seen = Set<ObjectIdentifier>()
+        return model.modules().compactMap { ($0.module as? Dropout)?.generator }.filter { seen.insert(ObjectIdentifier($0)).inserted }
+    }
+
+    /// The loop's own part of the resume state: the position (epoch in progress, its steps done and their summed
+    /// loss), the best epoch with its weights, the epoch history, and how the run ended once it has.
+    final class LoopState: CheckpointableState {
+        var epoch = 1
+        var stepInEpoch = 0
+        var lossSum: Float = 0
+        var best = (dice: -Double.infinity, iou: -Double.infinity, epoch: 0, state: CheckpointState())
+        var history: [EpochReport] = []
+        var finished: StopReason?
+
+        func checkpointState() throws -> CheckpointState {
+            var state = CheckpointState(tensors: best.state.tensors, metadata: [
+                "epoch": String(epoch), "step_in_epoch": String(stepInEpoch), "loss_sum": String(lossSum),
+                "best_dice": String(best.dice), "best_iou": String(best.iou), "best_epoch": String(best.epoch),
+                "history": String(decoding: try JSONEncoder().encode(history), as: UTF8.self)])
+            if let finished { state.metadata["finished"] = finished.rawValue }
+            return state
         }
 
-        if best.epoch > 0 { try model.restore(from: best.state, source: "best epoch \(best.epoch)") }
-        model.train(false)
-        return Result(model: model, split: split, bestValidationDice: best.dice, bestValidationIoU: best.iou,
-                      bestEpoch: best.epoch, epochsRun: history.count, steps: step,
-                      wallSeconds: Date().timeIntervalSince(started), checkpointPath: checkpointPath,
-                      stopReason: stopReason, history: history)
+        func restore(from state: CheckpointState, source: String) throws {
+            let m = state.metadata
+            guard let epoch = m["epoch"].flatMap(Int.init), let stepInEpoch = m["step_in_epoch"].flatMap(Int.init),
+                  let lossSum = m["loss_sum"].flatMap(Float.init), let bestDice = m["best_dice"].flatMap(Double.init),
+                  let bestIoU = m["best_iou"].flatMap(Double.init), let bestEpoch = m["best_epoch"].flatMap(Int.init),
+                  let history = m["history"].flatMap({ try? JSONDecoder().decode([EpochReport].self, from: Data($0.utf8)) }) else {
+                throw EngineError.file(path: source, message: "the training loop's state is missing or malformed")
+            }
+            let finished = try m["finished"].map { text in
+                guard let reason = StopReason(rawValue: text) else {
+                    throw EngineError.file(path: source, message: "unknown end of run \"\(text)\"")
+                }
+                return reason
+            }
+            (self.epoch, self.stepInEpoch, self.lossSum, self.history, self.finished) = (epoch, stepInEpoch, lossSum, history, finished)
+            best = (bestDice, bestIoU, bestEpoch, CheckpointState(tensors: state.tensors))
+        }
     }
 
     /// Pooled Dice and IoU, averaged over the foreground classes, of `model`'s whole-image predictions (eval mode).

@@ -228,6 +228,28 @@ public enum TrainingCheckpoint {
         return (step, weights.metadata.filter { !$0.key.hasPrefix("histodiff.") })
     }
 
+    /// Saves like `save`, replacing `directory` whole: the new checkpoint is written as `<directory>.partial`, the
+    /// old one renamed to `<directory>.previous`, the new one renamed into place, then the old one removed, so a
+    /// crash at any point leaves a complete checkpoint (`existing` finds it).
+    public static func replace(_ directory: String, model: Module, step: Int,
+                               components: [String: any CheckpointableState], metadata: [String: String] = [:]) throws {
+        let partial = directory + ".partial", previous = directory + ".previous"
+        try removeIfPresent(partial)
+        try save(to: partial, model: model, step: step, components: components, metadata: metadata)
+        if FileManager.default.fileExists(atPath: directory) {
+            try removeIfPresent(previous)
+            try move(directory, to: previous)
+        }
+        try move(partial, to: directory)
+        try removeIfPresent(previous)
+    }
+
+    /// The complete checkpoint that `replace` left at `directory`: the directory itself, or `<directory>.previous`
+    /// when a crash came between its renames; nil when neither exists.
+    public static func existing(_ directory: String) -> String? {
+        [directory, directory + ".previous"].first { FileManager.default.fileExists(atPath: $0) }
+    }
+
     private static func checkComponentNames(_ names: Dictionary<String, any CheckpointableState>.Keys, directory: String) throws {
         let bad = names.filter { $0.isEmpty || $0.contains(".") || $0.contains("/") }
         guard bad.isEmpty else {
@@ -247,4 +269,17 @@ func encodeJSON<T: Encodable>(_ value: T) throws -> String {
 
 func decodeJSON<T: Decodable>(_ type: T.Type, _ text: String) throws -> T {
     try JSONDecoder().decode(type, from: Data(text.utf8))
+}
+
+private func removeIfPresent(_ path: String) throws {
+    guard FileManager.default.fileExists(atPath: path) else { return }
+    do { try FileManager.default.removeItem(atPath: path) } catch {
+        throw EngineError.file(path: path, message: "cannot be removed: \(error.localizedDescription)")
+    }
+}
+
+private func move(_ source: String, to destination: String) throws {
+    guard rename(source, destination) == 0 else {
+        throw EngineError.file(path: destination, message: "cannot rename \(source) to it: \(String(cString: strerror(errno)))")
+    }
 }

@@ -111,10 +111,10 @@ private let stopSignal = Atomic<Int32>(0)
 /// The stop handler for SIGINT and SIGTERM, installed until `restore()`. `SA_RESETHAND` puts the default action
 /// back once a signal has arrived, so a second Ctrl-C while the checkpoint is written ends the process at once
 /// (checkpoint directories are replaced whole, so that leaves the previous checkpoint intact).
-private struct StopSignalHandlers {
+public struct StopSignalHandlers {
     private var previous: [(signal: Int32, action: sigaction)] = []
 
-    init() {
+    public init() {
         stopSignal.store(0, ordering: .relaxed)
         for signal in [SIGINT, SIGTERM] {
             var action = sigaction()
@@ -132,7 +132,7 @@ private struct StopSignalHandlers {
         }
     }
 
-    func restore() {
+    public func restore() {
         for (signal, action) in previous {
             var old = action
             sigaction(signal, &old, nil)
@@ -141,10 +141,11 @@ private struct StopSignalHandlers {
     }
 
     /// The pending stop signal, 0 when none.
-    var pending: Int32 { stopSignal.load(ordering: .relaxed) }
+    public var pending: Int32 { stopSignal.load(ordering: .relaxed) }
 }
 
-private func signalName(_ signal: Int32) -> String {
+/// `SIGINT`, `SIGTERM`.
+public func signalName(_ signal: Int32) -> String {
     switch signal {
     case SIGINT: return "SIGINT"
     case SIGTERM: return "SIGTERM"
@@ -248,9 +249,8 @@ public enum TrainingOutcome: Equatable {
 /// - `best/`: the checkpoint after the step with the best value so far of `Options.best`'s column;
 /// - `metrics.csv`: columns `step,loss,lr,seconds` and `Options.columns`, one row per step (`MetricsLog`).
 ///
-/// A checkpoint directory is replaced whole: the new one is written as `<name>.partial`, the old one renamed to
-/// `<name>.previous`, the new one renamed into place, then the old one removed, so a crash at any point leaves a
-/// complete checkpoint (`resume` takes `<name>.previous` when `<name>` is missing).
+/// A checkpoint directory is replaced whole (`TrainingCheckpoint.replace`), so a crash at any point leaves a
+/// complete checkpoint.
 ///
 /// Resumed runs repeat uninterrupted ones bit for bit when a step's randomness comes from the checkpointed
 /// components (random generators, optimizer state) and from the step index `train` passes, and learning rates
@@ -351,9 +351,7 @@ public final class TrainingRun {
     /// The directory of the best checkpoint, nil when none was saved.
     public var bestCheckpoint: String? { existingCheckpoint(Self.bestDirectoryName) }
 
-    private func existingCheckpoint(_ name: String) -> String? {
-        [path(name), path(name) + ".previous"].first { FileManager.default.fileExists(atPath: $0) }
-    }
+    private func existingCheckpoint(_ name: String) -> String? { TrainingCheckpoint.existing(path(name)) }
 
     /// Restores `model` and `components` from the latest checkpoint and returns the step to continue from (the
     /// steps it had completed); 0, changing nothing, when the directory holds no checkpoint. A checkpoint of a
@@ -464,36 +462,15 @@ public final class TrainingRun {
     }
 
     /// Saves the model and components at the current step into the checkpoint directory `name`, replacing it
-    /// whole (see the type's documentation).
+    /// whole (`TrainingCheckpoint.replace`).
     private func saveCheckpoint(named name: String, seconds: Double) throws {
-        let final = path(name), partial = final + ".partial", previous = final + ".previous"
         var metadata = options.metadata
         metadata[Self.secondsKey] = String(seconds)
         if let best {
             metadata[Self.bestValueKey] = String(best.value)
             metadata[Self.bestStepKey] = String(best.step)
         }
-        try removeIfPresent(partial)
-        try TrainingCheckpoint.save(to: partial, model: model, step: step, components: components, metadata: metadata)
-        if FileManager.default.fileExists(atPath: final) {
-            try removeIfPresent(previous)
-            try move(final, to: previous)
-        }
-        try move(partial, to: final)
-        try removeIfPresent(previous)
-    }
-}
-
-private func removeIfPresent(_ path: String) throws {
-    guard FileManager.default.fileExists(atPath: path) else { return }
-    do { try FileManager.default.removeItem(atPath: path) } catch {
-        throw EngineError.file(path: path, message: "cannot be removed: \(error.localizedDescription)")
-    }
-}
-
-private func move(_ source: String, to destination: String) throws {
-    guard rename(source, destination) == 0 else {
-        throw EngineError.file(path: destination, message: "cannot rename \(source) to it: \(String(cString: strerror(errno)))")
+        try TrainingCheckpoint.replace(path(name), model: model, step: step, components: components, metadata: metadata)
     }
 }
 

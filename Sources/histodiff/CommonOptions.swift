@@ -31,14 +31,6 @@ enum RunFiles {
         let image = try Charts.lossCurve(steps: series.map(\.step), values: series.map(\.value))
         try PNG.write(image, to: directory + "/loss_curve.png")
     }
-
-    /// A loader whose stream is advanced past the batches of the steps already done, so that a resumed run sees
-    /// the same batches as an uninterrupted one.
-    static func loader(_ dataset: Dataset, indices: [Int], options: LoaderOptions, skipping done: Int) throws -> BatchLoader {
-        let loader = try BatchLoader(dataset: dataset, indices: indices, options: options)
-        for _ in 0..<done { _ = try loader.next() }
-        return loader
-    }
 }
 
 extension TrainingOutcome {

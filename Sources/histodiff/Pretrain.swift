@@ -61,7 +61,7 @@ struct Pretrain: ParsableCommand {
         let done = try training.resume()
 
         let dataset = try Dataset.open(path: data)
-        let loaderOptions = DiffusionPretraining.loaderOptions(patch: patch, batch: batch, seed: runOptions.seed)
+        var loaderOptions = DiffusionPretraining.loaderOptions(patch: patch, batch: batch, seed: runOptions.seed)
         var latent: (space: LatentSpace, settings: DiffusionModelSpec.Latent)?
         if let autoencoder {
             latent = try latentSpace(autoencoder, posterior: posterior, previous: previous?.latent,
@@ -72,7 +72,9 @@ struct Pretrain: ParsableCommand {
         let diffusion = try DiffusionRun(spec: spec, model: shadow, latentSpace: latent?.space)
         try diffusion.checkImageSize(height: patch, width: patch, "--patch")
         try spec.write(toDirectory: runOptions.out)
-        let loader = try RunFiles.loader(dataset, indices: Array(0..<dataset.count), options: loaderOptions, skipping: done)
+        // A resumed run sees the batches an uninterrupted one would.
+        loaderOptions.skippedBatches = done
+        let loader = try BatchLoader(dataset: dataset, indices: Array(0..<dataset.count), options: loaderOptions)
 
         func writeSamples(after step: Int) throws {
             try ema.copy(to: shadow)

@@ -33,6 +33,8 @@ struct Train: ParsableCommand {
     @Option(help: "Early-stopping patience in epochs (0: never stop early).") var patience: Int?
     @Option(help: "Adam learning rate (genselfdiff keeps the recipe's betas 0.5/0.999).") var lr: Float?
     @Option(help: "Seed of the split, the weights and the batches.") var seed: UInt64 = 0
+    @Flag(help: "Continue the run stopped in --out (by Ctrl-C or SIGTERM) where it stopped; give the options it was started with.")
+    var resume = false
 
     func validate() throws {
         guard ["cpu", "paper"].contains(preset) else { throw ValidationError("unknown preset '\(preset)' (cpu, paper)") }
@@ -49,6 +51,8 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
+        let signals = StopSignalHandlers()
+        defer { signals.restore() }
         let labelRatio = try Ratio(labels), validationRatio = try Ratio(validation)
         let dataset = try Dataset.open(path: data, requireMasks: true)
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
@@ -65,7 +69,7 @@ struct Train: ParsableCommand {
                   ?? "training from random initialisation (no --pretrained)")
             card = ModelCard(architecture: "genselfdiff", preset: preset, classes: 2, pixelRange: configuration.pixelRange)
             result = try GenSelfDiffFineTuning.run(configuration, dataset: dataset, pretrained: weights,
-                                                   callbacks: callbacks(label: "genselfdiff \(preset)"))
+                                                   callbacks: callbacks(label: "genselfdiff \(preset)", signals: signals))
         } else {
             let arch = self.arch ?? "unet"
             guard case .supervised(let architecture) = try ModelCard.network(architecture: arch, preset: preset, classes: 2) else {
@@ -84,10 +88,17 @@ struct Train: ParsableCommand {
             }
             configuration.loss = loss
             card = ModelCard(architecture: arch, preset: preset, classes: 2, pixelRange: configuration.pixelRange)
-            result = try SupervisedTraining.run(configuration, dataset: dataset, callbacks: callbacks(label: "supervised \(arch)"))
+            result = try SupervisedTraining.run(configuration, dataset: dataset,
+                                                callbacks: callbacks(label: "supervised \(arch)", signals: signals))
         }
         try card.write(to: out)
         try result.split.write(to: (out as NSString).appendingPathComponent("split.json"))
+        if result.stopReason == .cancelled {
+            print("stopped by \(signalName(signals.pending)) after step \(result.steps) (epoch \(result.epochsRun + 1) in progress); "
+                  + "state saved in \((out as NSString).appendingPathComponent(SupervisedTraining.resumeDirectoryName)); "
+                  + "rerun the same command with --resume")
+            throw ExitCode(130)
+        }
         print(String(format: "best validation Dice %.4f (IoU %.4f) at epoch %d of %d, %.0f s; weights %@",
                      result.bestValidationDice, result.bestValidationIoU, result.bestEpoch, result.epochsRun,
                      result.wallSeconds, result.checkpointPath ?? "not written"))
@@ -98,14 +109,16 @@ struct Train: ParsableCommand {
         plan.seed = seed
         plan.splitSeed = seed
         plan.checkpointDirectory = out
+        plan.resume = resume
         if let patch { plan.patchSize = patch }
         if let batch { plan.batchSize = batch }
         if let epochs { plan.maxEpochs = epochs }
         if let patience { plan.patience = patience == 0 ? nil : patience }
     }
 
-    /// Progress over the run's optimizer steps (loss, it/s, ETA) and a line per epoch with its validation scores.
-    func callbacks(label: String) -> SupervisedTraining.Callbacks {
+    /// Progress over the run's optimizer steps (loss, it/s, ETA), a line per epoch with its validation scores, and
+    /// a stop after the step during which SIGINT or SIGTERM arrived.
+    func callbacks(label: String, signals: StopSignalHandlers) -> SupervisedTraining.Callbacks {
         var progress: ProgressReporter?
         return SupervisedTraining.Callbacks(step: { step in
             // The total is known from the first step; timing starts there.
@@ -117,6 +130,6 @@ struct Train: ParsableCommand {
                               report.meanLoss, report.validationDice, report.validationIoU, report.seconds,
                               report.isBest ? " (best)" : "")
             progress?.message(line)
-        })
+        }, shouldStop: { signals.pending != 0 })
     }
 }

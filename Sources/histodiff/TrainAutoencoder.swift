@@ -40,7 +40,8 @@ struct TrainAutoencoder: ParsableCommand {
         let dataset = try Dataset.open(path: data)
         var loaderOptions = LoaderOptions(batchSize: batch, patches: .randomCrops(size: patch, perImage: 1), labelled: false)
         loaderOptions.seed = runOptions.seed
-        let loader = try RunFiles.loader(dataset, indices: Array(0..<dataset.count), options: loaderOptions, skipping: done)
+        loaderOptions.skippedBatches = done  // a resumed run sees the batches an uninterrupted one would
+        let loader = try BatchLoader(dataset: dataset, indices: Array(0..<dataset.count), options: loaderOptions)
         let stepOptions = AutoencoderTraining.Options(steps: 1, klWeight: klWeight, reconstruction: l2 ? .l2 : .l1)
         let outcome = try training.train { _ in
             guard let images = try loader.next()?.images else { return StepReport(loss: .nan, learningRate: lr, stop: true) }

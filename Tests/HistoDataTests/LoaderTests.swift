@@ -87,6 +87,17 @@ final class LoaderTests: XCTestCase {
             orders.append(names)
         }
         XCTAssertEqual(Set(orders).count, 3, "each epoch has its own order")
+
+        // A resumed stream (batches skipped, not prepared) continues with the batches an uninterrupted one gives.
+        var resumed = fast
+        resumed.skippedBatches = 7
+        let continued = try BatchLoader(dataset: dataset, indices: [0, 1, 2, 3, 4], options: resumed)
+        for x in first[7...] {
+            let y = try XCTUnwrap(try continued.next())
+            XCTAssertEqual(x.items, y.items)
+            XCTAssertEqual(try x.images.toArray(), try y.images.toArray())
+            XCTAssertEqual(try x.strongImages?.toArray(), try y.strongImages?.toArray())
+        }
         XCTAssertTrue(items.allSatisfy { (0...(30 - 12)).contains($0.y) && (0...(40 - 12)).contains($0.x) })
         XCTAssertGreaterThan(Set(items.map { [$0.y, $0.x] }).count, 25, "random windows")
 

@@ -136,6 +136,55 @@ final class SupervisedTrainingTests: XCTestCase {
         XCTAssertEqual(result.bestEpoch, 0)
     }
 
+    /// A run stopped mid-epoch and resumed ends with the weights, history and best epoch of an uninterrupted run
+    /// (same batches, dropout masks and optimizer state); a stopped run is not overwritten without `resume`, and
+    /// resuming a finished run returns its result without training.
+    func testStoppedRunResumesToTheUninterruptedResult() throws {
+        let dataset = try syntheticDataset(count: 4, size: 32)
+        func configuration(_ folder: URL, resume: Bool = false) throws -> SupervisedTraining.Configuration {
+            // The U-Net has dropout in its encoder, so the dropout draws must resume too.
+            var configuration = SupervisedTraining.Configuration(
+                architecture: .unet(.init(classes: 2, width: 4)), labelRatio: try Ratio("100%"), validationRatio: try Ratio("1/4"))
+            configuration.patchSize = 32
+            configuration.batchSize = 2
+            configuration.cropsPerImage = 2
+            configuration.maxEpochs = 3
+            configuration.patience = nil
+            configuration.checkpointDirectory = folder.path
+            configuration.resume = resume
+            return configuration
+        }
+        let whole = try SupervisedTraining.run(configuration(temporaryFolder()), dataset: dataset)
+        XCTAssertEqual(whole.steps, 9)
+
+        let folder = try temporaryFolder()
+        var steps = 0
+        let stopped = try SupervisedTraining.run(configuration(folder), dataset: dataset, callbacks: .init(
+            step: { _ in steps += 1 }, shouldStop: { steps == 4 }))  // the first step of epoch 2
+        XCTAssertEqual(stopped.stopReason, .cancelled)
+        XCTAssertEqual(stopped.epochsRun, 1)
+        XCTAssertThrowsError(try SupervisedTraining.run(configuration(folder), dataset: dataset)) { error in
+            XCTAssert("\(error)".contains("resume it"), "\(error)")
+        }
+        var resumedSteps: [Int] = []
+        let resumed = try SupervisedTraining.run(configuration(folder, resume: true), dataset: dataset, callbacks: .init(
+            step: { resumedSteps.append($0.step) }))
+        XCTAssertEqual(resumedSteps, Array(5...9))
+        XCTAssertEqual(resumed.stopReason, .completed)
+        XCTAssertEqual(resumed.steps, whole.steps)
+        XCTAssertEqual(resumed.history.map(\.meanLoss), whole.history.map(\.meanLoss))
+        XCTAssertEqual(resumed.history.map(\.validationDice), whole.history.map(\.validationDice))
+        XCTAssertEqual(resumed.bestEpoch, whole.bestEpoch)
+        let resumedWeights = try resumed.model.checkpointState().tensors, wholeWeights = try whole.model.checkpointState().tensors
+        XCTAssertEqual(Set(resumedWeights.keys), Set(wholeWeights.keys))
+        XCTAssertEqual(wholeWeights.keys.filter { resumedWeights[$0] != wholeWeights[$0] }.sorted(), [], "tensors that differ")
+
+        let again = try SupervisedTraining.run(configuration(folder, resume: true), dataset: dataset, callbacks: .init(
+            step: { _ in XCTFail("a finished run trained again") }))
+        XCTAssertEqual(again.history.map(\.validationDice), whole.history.map(\.validationDice))
+        XCTAssertEqual(again.bestValidationDice, whole.bestValidationDice)
+    }
+
     func testPatienceStopsAfterEpochsWithoutImprovement() throws {
         let dataset = try syntheticDataset(count: 4, size: 32)
         var configuration = SupervisedTraining.Configuration(
