@@ -96,6 +96,14 @@ final class SupervisedTrainingTests: XCTestCase {
         XCTAssertEqual(try SupervisedTraining.validate(reloaded, on: held).dice, result.bestValidationDice, accuracy: 1e-9)
     }
 
+    /// A width-4 U-Net trained on every labelled image (a quarter held back) in 32² crops.
+    func tinyUNetOn32PixelImages() throws -> SupervisedTraining.Configuration {
+        var configuration = SupervisedTraining.Configuration(
+            architecture: .unet(.init(classes: 2, width: 4)), labelRatio: try Ratio("100%"), validationRatio: try Ratio("1/4"))
+        configuration.patchSize = 32
+        return configuration
+    }
+
     /// A synthetic dataset: noisy images with bright squares, masks marking the squares.
     func syntheticDataset(count: Int, size: Int) throws -> Dataset {
         let root = try temporaryFolder()
@@ -143,9 +151,7 @@ final class SupervisedTrainingTests: XCTestCase {
         let dataset = try syntheticDataset(count: 4, size: 32)
         func configuration(_ folder: URL, resume: Bool = false) throws -> SupervisedTraining.Configuration {
             // The U-Net has dropout in its encoder, so the dropout draws must resume too.
-            var configuration = SupervisedTraining.Configuration(
-                architecture: .unet(.init(classes: 2, width: 4)), labelRatio: try Ratio("100%"), validationRatio: try Ratio("1/4"))
-            configuration.patchSize = 32
+            var configuration = try tinyUNetOn32PixelImages()
             configuration.batchSize = 2
             configuration.cropsPerImage = 2
             configuration.maxEpochs = 3
@@ -187,9 +193,7 @@ final class SupervisedTrainingTests: XCTestCase {
 
     func testPatienceStopsAfterEpochsWithoutImprovement() throws {
         let dataset = try syntheticDataset(count: 4, size: 32)
-        var configuration = SupervisedTraining.Configuration(
-            architecture: .unet(.init(classes: 2, width: 4)), labelRatio: try Ratio("100%"), validationRatio: try Ratio("1/4"))
-        configuration.patchSize = 32
+        var configuration = try tinyUNetOn32PixelImages()
         configuration.batchSize = 3
         configuration.maxEpochs = 50
         configuration.patience = 2
@@ -206,9 +210,7 @@ final class SupervisedTrainingTests: XCTestCase {
     /// images (here 12×12 of 32×32, the centre starting at row and column 10).
     func testValidationScoresTheCentredCrop() throws {
         let dataset = try syntheticDataset(count: 4, size: 32)
-        var configuration = SupervisedTraining.Configuration(
-            architecture: .unet(.init(classes: 2, width: 4)), labelRatio: try Ratio("100%"), validationRatio: try Ratio("1/4"))
-        configuration.patchSize = 32
+        var configuration = try tinyUNetOn32PixelImages()
         configuration.batchSize = 2
         configuration.maxEpochs = 1
         configuration.validationCrop = 12
