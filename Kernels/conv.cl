@@ -5,7 +5,10 @@
 //   backward input    C [Cin/g × N·H·W]          = wᵀ · dy read back through the taps: a gather, no scatter-add
 //   backward weight   C [Cout/g × Cin/g·kh·kw]   = dy · columns of xᵀ         (k runs over N × Ho × Wo)
 // conv_gemm_tiled stages TILE_K-deep slices of A and B in local memory and gives each work-item a WORK_M × WORK_N
-// block of C; conv_gemm_direct (one work-item per output) serves per-group GEMMs too small to tile (depthwise convs).
+// block of C; conv_gemm_image, for GEMMs whose columns are whole image rows (forward, input gradient), is the same on
+// GPUs and reads register blocks straight from the tensors on CPU devices; conv_gemm_direct (one work-item per
+// output) serves per-group GEMMs too small to tile (depthwise convs). Products accumulate by fma(): common.h turns off
+// contraction, and a separate multiply and add cost PoCL twice the instructions.
 // Long reductions are cut into slices summed by separate work-groups into partial results that conv_sum_slices adds
 // in a fixed order: deterministic, no atomics. The im2col kernels serve the alternative path that hands the GEMMs
 // to CLBlast (HISTODIFF_CONV=im2col).
@@ -116,14 +119,21 @@ inline void decode_slice(__local SliceTable* t, const GatherGemm* p, int k0, int
     }
 }
 
-__kernel __attribute__((reqd_work_group_size(GROUP_N, GROUP_M, 1)))
-void conv_gemm_tiled(__global const float* a, int ao, __global const float* b, int bo,
-                     __global const float* bias, int biaso, int has_bias,
-                     __global float* c, int co, GatherGemm p) {
-    __local float a_tile[TILE_K][TILE_M + 1];
-    __local float b_tile[TILE_K][TILE_N + 1];
-    __local ColumnTable columns;
-    __local SliceTable slice_table;
+// The local-memory tiles are declared by the calling kernel (OpenCL C allows __local variables only at kernel scope).
+typedef struct {
+    float a[TILE_K][TILE_M + 1];
+    float b[TILE_K][TILE_N + 1];
+    ColumnTable columns;
+    SliceTable slice_table;
+} GemmTiles;
+
+inline void gemm_tiled(__global const float* a, int ao, __global const float* b, int bo,
+                       __global const float* bias, int biaso, int has_bias,
+                       __global float* c, int co, GatherGemm p, __local GemmTiles* tiles) {
+    __local float (*a_tile)[TILE_M + 1] = tiles->a;
+    __local float (*b_tile)[TILE_N + 1] = tiles->b;
+    __local ColumnTable* columns = &tiles->columns;
+    __local SliceTable* slice_table = &tiles->slice_table;
     const int lx = get_local_id(0), ly = get_local_id(1), lid = ly * GROUP_N + lx;
     const int j0 = get_group_id(0) * TILE_N, m0 = get_group_id(1) * TILE_M;
     const int g = get_group_id(2) % p.groups, slice = get_group_id(2) / p.groups;
@@ -135,10 +145,10 @@ void conv_gemm_tiled(__global const float* a, int ao, __global const float* b, i
     for (int s = lid; s < TILE_N; s += GROUP_SIZE) {
         int j = j0 + s;
         AxisPoint q = axis_point(&p.jmap, j);
-        columns.off[s] = q.off; columns.y[s] = q.y; columns.x[s] = q.x; columns.c[s] = q.second;
-        if (s % RUN == 0) columns.flat[s / RUN] = j + RUN <= p.n && j % p.jmap.last + RUN <= p.jmap.last;
+        columns->off[s] = q.off; columns->y[s] = q.y; columns->x[s] = q.x; columns->c[s] = q.second;
+        if (s % RUN == 0) columns->flat[s / RUN] = j + RUN <= p.n && j % p.jmap.last + RUN <= p.jmap.last;
     }
-    decode_slice(&slice_table, &p, k_begin, k_end, lid);
+    decode_slice(slice_table, &p, k_begin, k_end, lid);
     barrier(CLK_LOCAL_MEM_FENCE);
 
     float16 acc0 = 0.0f, acc1 = 0.0f, acc2 = 0.0f, acc3 = 0.0f;
@@ -147,21 +157,21 @@ void conv_gemm_tiled(__global const float* a, int ao, __global const float* b, i
             int e = lid + r * GROUP_SIZE, kk = e % (TILE_K / RUN) * RUN, mm = e / (TILE_K / RUN);
             bool row = m0 + mm < p.m;
             __global const float* src = a + a_base + (m0 + mm) * p.a_m;
-            if (row && slice_table.a_flat[kk / RUN]) {
-                for (int t = 0; t < RUN; ++t) a_tile[kk + t][mm] = src[slice_table.a[kk] + t];
+            if (row && slice_table->a_flat[kk / RUN]) {
+                for (int t = 0; t < RUN; ++t) a_tile[kk + t][mm] = src[slice_table->a[kk] + t];
             } else {
                 for (int t = 0; t < RUN; ++t)
-                    a_tile[kk + t][mm] = row && k0 + kk + t < k_end ? src[slice_table.a[kk + t]] : 0.0f;
+                    a_tile[kk + t][mm] = row && k0 + kk + t < k_end ? src[slice_table->a[kk + t]] : 0.0f;
             }
         }
         for (int r = 0; r < TILE_K * TILE_N / RUN / GROUP_SIZE; ++r) {
             int e = lid + r * GROUP_SIZE;
             int kk = b_along_k ? e % (TILE_K / RUN) * RUN : e / (TILE_N / RUN);
             int jj = b_along_k ? e / (TILE_K / RUN) : e % (TILE_N / RUN) * RUN;
-            int y = columns.y[jj] + slice_table.y[kk], x = columns.x[jj] + slice_table.x[kk];
-            bool flat = b_along_k ? slice_table.flat[kk / RUN] && j0 + jj < p.n : columns.flat[jj / RUN] && k0 + kk < k_end;
+            int y = columns->y[jj] + slice_table->y[kk], x = columns->x[jj] + slice_table->x[kk];
+            bool flat = b_along_k ? slice_table->flat[kk / RUN] && j0 + jj < p.n : columns->flat[jj / RUN] && k0 + kk < k_end;
             if (flat && p.sy == 1 && p.sx == 1 && y >= 0 && y < p.rows && x >= 0 && x + (RUN - 1) * b_step < p.cols) {
-                __global const float* src = b + b_base + columns.off[jj] + slice_table.off[kk] + y * p.cols + x;
+                __global const float* src = b + b_base + columns->off[jj] + slice_table->off[kk] + y * p.cols + x;
                 if (b_along_k) {
                     for (int t = 0; t < RUN; ++t) b_tile[kk + t][jj] = src[t * b_step];
                 } else {
@@ -171,8 +181,8 @@ void conv_gemm_tiled(__global const float* a, int ao, __global const float* b, i
                 for (int t = 0; t < RUN; ++t) {
                     int tk = b_along_k ? kk + t : kk, tj = b_along_k ? jj : jj + t;
                     b_tile[tk][tj] = j0 + tj < p.n && k0 + tk < k_end
-                        ? gather_b(b, &p, b_base + columns.off[tj] + slice_table.off[tk], columns.y[tj] + slice_table.y[tk],
-                                   columns.x[tj] + slice_table.x[tk])
+                        ? gather_b(b, &p, b_base + columns->off[tj] + slice_table->off[tk], columns->y[tj] + slice_table->y[tk],
+                                   columns->x[tj] + slice_table->x[tk])
                         : 0.0f;
                 }
             }
@@ -181,13 +191,13 @@ void conv_gemm_tiled(__global const float* a, int ao, __global const float* b, i
         for (int kk = 0; kk < TILE_K; ++kk) {
             __local const float* ar = &a_tile[kk][ly * WORK_M];
             float16 bv = vload16(0, &b_tile[kk][lx * WORK_N]);
-            acc0 += ar[0] * bv;
-            acc1 += ar[1] * bv;
-            acc2 += ar[2] * bv;
-            acc3 += ar[3] * bv;
+            acc0 = fma(ar[0], bv, acc0);
+            acc1 = fma(ar[1], bv, acc1);
+            acc2 = fma(ar[2], bv, acc2);
+            acc3 = fma(ar[3], bv, acc3);
         }
         // The slice table is read only while staging: decode the next one now.
-        decode_slice(&slice_table, &p, k0 + TILE_K, k_end, lid);
+        decode_slice(slice_table, &p, k0 + TILE_K, k_end, lid);
         barrier(CLK_LOCAL_MEM_FENCE);
     }
 
@@ -201,9 +211,178 @@ void conv_gemm_tiled(__global const float* a, int ao, __global const float* b, i
         float add = has_bias && slice == 0 ? bias[biaso + g * p.m + m] : 0.0f;
         for (int j = 0; j < WORK_N; ++j) {
             int jj = lx * WORK_N + j;
-            if (j0 + jj < p.n) out[m * p.c_m + columns.c[jj]] = values[j] + add;
+            if (j0 + jj < p.n) out[m * p.c_m + columns->c[jj]] = values[j] + add;
         }
     }
+}
+
+__kernel __attribute__((reqd_work_group_size(GROUP_N, GROUP_M, 1)))
+void conv_gemm_tiled(__global const float* a, int ao, __global const float* b, int bo,
+                     __global const float* bias, int biaso, int has_bias,
+                     __global float* c, int co, GatherGemm p) {
+    __local GemmTiles tiles;
+    gemm_tiled(a, ao, b, bo, bias, biaso, has_bias, c, co, p, &tiles);
+}
+
+#ifdef CPU_DEVICE
+// ---- conv_gemm_image on CPU devices: register blocks read straight from the tensors ----
+// The launch is conv_gemm_tiled's (a TILE_M × TILE_N tile of C per work-group of GROUP_SIZE work-items), but the
+// driver runs a work-group as a loop over its work-items, so local memory only adds copies: the first
+// IMAGE_ITEMS work-items each own IMAGE_M rows × IMAGE_N columns of the tile and the rest have nothing to do. A block
+// keeps 16 float16 accumulators in registers (AVX-512 has 32) and each k step reads IMAGE_M weights and two 16-wide
+// runs of B, so that multiply-adds, not loads, set the pace. Columns are image pixels: 16 of them in one image row
+// are consecutive floats of B at every k, read by one vector load (shifted and masked at the image's left and right
+// edges); other runs (row ends, strides) gather their elements one by one.
+#define IMAGE_M 8
+#define IMAGE_RUNS 2
+#define IMAGE_N (16 * IMAGE_RUNS)
+#define IMAGE_ITEMS ((TILE_M / IMAGE_M) * (TILE_N / IMAGE_N))
+
+// Elements x … x + 15 of an image row of `cols` ≥ 16 floats, 0 outside it, from loads inside the row. Most convs
+// pad by 1, so a run reaches one element past either edge: one load moved by a lane; wider reaches go element by element.
+inline float16 load_row_masked(__global const float* row, int x, int cols) {
+    if (x == -1) {
+        float16 v = vload16(0, row);
+        return (float16)(0.0f, v.s0123, v.s4567, v.s89ab, v.scde);
+    }
+    if (x == cols - 15) {
+        float16 v = vload16(0, row + cols - 16);
+        return (float16)(v.s1234, v.s5678, v.s9abc, v.sdef, 0.0f);
+    }
+    float v[16];
+    for (int t = 0; t < 16; ++t) v[t] = x + t >= 0 && x + t < cols ? row[x + t] : 0.0f;
+    return vload16(0, v);
+}
+
+// Elements x … x + 15 of row y of the B plane at base, 0 outside the plane (B unstrided, cols ≥ 16).
+__attribute__((always_inline)) inline float16 load_row(__global const float* b, const GatherGemm* p, int base, int y, int x) {
+    if (y < 0 || y >= p->rows) return (float16)(0.0f);
+    __global const float* row = b + base + y * p->cols;
+    return x >= 0 && x + 16 <= p->cols ? vload16(0, row + x) : load_row_masked(row, x, p->cols);
+}
+
+// A run of 16 columns j, …, j + 15: `whole` when they are consecutive pixels of one image row (then B along the run,
+// and C, are consecutive floats); its first column's offset, position and C offset, and each column's for gathers.
+typedef struct {
+    bool whole;
+    int off, y, x, c;
+    int offs[16], ys[16], xs[16], cs[16];
+    int count;   // columns below n
+} ColumnRun;
+
+inline void column_run(ColumnRun* r, const GatherGemm* p, int j) {
+    r->count = clamp(p->n - j, 0, 16);
+    for (int t = 0; t < 16; ++t) {
+        AxisPoint q = axis_point(&p->jmap, min(j + t, p->n - 1));
+        r->offs[t] = q.off; r->ys[t] = q.y; r->xs[t] = q.x; r->cs[t] = q.second;
+    }
+    r->off = r->offs[0]; r->y = r->ys[0]; r->x = r->xs[0]; r->c = r->cs[0];
+    r->whole = r->count == 16 && j % p->jmap.last + 16 <= p->jmap.last && p->jmap.x_c == 1 && p->jmap.second_c == 1
+               && p->sy == 1 && p->sx == 1 && p->cols >= 16;
+}
+
+// B along a run at reduction point kp; `whole` is the run's (a constant at each call, so that the loop over k
+// compiles without the gather when every run of the block is whole).
+__attribute__((always_inline)) inline float16 load_run(__global const float* b, const GatherGemm* p, const ColumnRun* r,
+                                                       int base, AxisPoint kp, bool whole) {
+    if (whole) return load_row(b, p, base + r->off + kp.off, r->y + kp.y, r->x + kp.x);
+    float v[16];
+    for (int t = 0; t < 16; ++t)
+        v[t] = t < r->count ? gather_b(b, p, base + r->offs[t] + kp.off, r->ys[t] + kp.y, r->xs[t] + kp.x) : 0.0f;
+    return vload16(0, v);
+}
+
+inline void store_run(__global float* out, const ColumnRun* r, float16 v) {
+    if (r->whole) { vstore16(v, 0, out + r->c); return; }
+    float values[16];
+    vstore16(v, 0, values);
+    for (int t = 0; t < r->count; ++t) out[r->cs[t]] = values[t];
+}
+
+// acc[i][r] += Σ over k in [k_begin, k_end) of A(row i, k) · B(k, run r). Row i is at a_rows + a_offsets[i].
+__attribute__((always_inline)) inline void accumulate_block(float16 acc[IMAGE_M][IMAGE_RUNS], __global const float* b,
+                                                            const GatherGemm* p, const ColumnRun* runs, int b_base,
+                                                            __global const float* a_rows, const int* a_offsets,
+                                                            int k_begin, int k_end, bool whole) {
+    // Walk k as its nested coordinates: no division per step.
+    int kc = k_begin % p->kmap.last, kb = (k_begin / p->kmap.last) % p->kmap.mid, ka = k_begin / p->kmap.last / p->kmap.mid;
+    AxisPoint kp = axis_at(&p->kmap, ka, kb, kc);
+    for (int k = k_begin; k < k_end; ++k) {
+        float16 bv[IMAGE_RUNS];
+#pragma unroll
+        for (int r = 0; r < IMAGE_RUNS; ++r) bv[r] = load_run(b, p, &runs[r], b_base, kp, whole);
+        __global const float* a_col = a_rows + kp.second;
+#pragma unroll
+        for (int i = 0; i < IMAGE_M; ++i) {
+            float16 av = (float16)(a_col[a_offsets[i]]);
+#pragma unroll
+            for (int r = 0; r < IMAGE_RUNS; ++r) acc[i][r] = fma(av, bv[r], acc[i][r]);
+        }
+        if (++kc == p->kmap.last) {
+            kc = 0;
+            if (++kb == p->kmap.mid) { kb = 0; ++ka; }
+            kp = axis_at(&p->kmap, ka, kb, kc);
+        } else {
+            kp.x += p->kmap.x_c;
+            kp.second += p->kmap.second_c;
+        }
+    }
+}
+
+inline void gemm_image_blocks(__global const float* a, int ao, __global const float* b, int bo,
+                              __global const float* bias, int biaso, int has_bias,
+                              __global float* c, int co, GatherGemm p) {
+    const int lid = get_local_id(1) * GROUP_N + get_local_id(0);
+    // Consecutive work-items share their columns (and the B they read) and step through the tile's rows.
+    const int m0 = get_group_id(1) * TILE_M + lid % (TILE_M / IMAGE_M) * IMAGE_M;
+    const int j0 = get_group_id(0) * TILE_N + lid / (TILE_M / IMAGE_M) * IMAGE_N;
+    if (lid >= IMAGE_ITEMS || m0 >= p.m || j0 >= p.n) return;
+    const int g = get_group_id(2) % p.groups, slice = get_group_id(2) / p.groups;
+    const int k_begin = slice * p.k_chunk, k_end = min(k_begin + p.k_chunk, p.k);
+    ColumnRun runs[IMAGE_RUNS];
+    bool whole = true;
+    for (int r = 0; r < IMAGE_RUNS; ++r) {
+        column_run(&runs[r], &p, j0 + 16 * r);
+        whole = whole && runs[r].whole;
+    }
+    // A block that ends past m reads its last row again for the missing ones (their results are not stored).
+    __global const float* a_rows = a + ao + g * p.a_group + m0 * p.a_m;
+    int a_offsets[IMAGE_M];
+#pragma unroll
+    for (int i = 0; i < IMAGE_M; ++i) a_offsets[i] = min(i, p.m - 1 - m0) * p.a_m;
+
+    float16 acc[IMAGE_M][IMAGE_RUNS];
+#pragma unroll
+    for (int i = 0; i < IMAGE_M; ++i)
+#pragma unroll
+        for (int r = 0; r < IMAGE_RUNS; ++r) acc[i][r] = 0.0f;
+    if (whole) accumulate_block(acc, b, &p, runs, bo + g * p.b_group, a_rows, a_offsets, k_begin, k_end, true);
+    else accumulate_block(acc, b, &p, runs, bo + g * p.b_group, a_rows, a_offsets, k_begin, k_end, false);
+
+    __global float* out = c + co + slice * p.c_split + g * p.c_group;
+#pragma unroll
+    for (int i = 0; i < IMAGE_M; ++i) {
+        int m = m0 + i;
+        if (m >= p.m) break;
+        float add = has_bias && slice == 0 ? bias[biaso + g * p.m + m] : 0.0f;
+        for (int r = 0; r < IMAGE_RUNS; ++r) store_run(out + m * p.c_m, &runs[r], acc[i][r] + add);
+    }
+}
+
+#endif
+
+// ---- conv_gemm_image: the GEMMs whose columns are image pixels (forward, input gradient), launched like
+// conv_gemm_tiled; GPUs run the tiled GEMM, CPU devices the register blocks above.
+__kernel __attribute__((reqd_work_group_size(GROUP_N, GROUP_M, 1)))
+void conv_gemm_image(__global const float* a, int ao, __global const float* b, int bo,
+                     __global const float* bias, int biaso, int has_bias,
+                     __global float* c, int co, GatherGemm p) {
+#ifdef CPU_DEVICE
+    gemm_image_blocks(a, ao, b, bo, bias, biaso, has_bias, c, co, p);
+#else
+    __local GemmTiles tiles;
+    gemm_tiled(a, ao, b, bo, bias, biaso, has_bias, c, co, p, &tiles);
+#endif
 }
 
 // ---- conv_gemm_direct: one work-item per element of C (range n × m × groups·slices) ----

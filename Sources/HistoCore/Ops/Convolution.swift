@@ -680,9 +680,11 @@ extension ConvDims {
         return gatherLaunches(kind, bias: bias)
     }
 
-    /// conv_gemm_tiled (or, for tiny per-group GEMMs, conv_gemm_direct). When the output alone gives the device too
-    /// little parallel work (weight gradients: few outputs, each a sum over the whole batch) the reduction is cut into
-    /// slices whose partial results conv_sum_slices adds in a fixed order.
+    /// conv_gemm_tiled, or conv_gemm_image (the same launch) for the GEMMs whose columns are whole rows of image pixels,
+    /// which CPU devices run as register blocks read straight from the tensors; for tiny per-group GEMMs
+    /// conv_gemm_direct. When the output alone gives the device too little parallel work (weight gradients: few
+    /// outputs, each a sum over the whole batch) the reduction is cut into slices whose partial results
+    /// conv_sum_slices adds in a fixed order.
     func gatherLaunches(_ kind: ConvGemmKind, bias: Bool) -> [KernelLaunch] {
         let gemm = gatherGemm(kind)
         // conv_gemm_tiled's TILE_M = TILE_N = 64 and its work-group of GROUP_N × GROUP_M = 4 × 16 (Kernels/conv.cl).
@@ -698,9 +700,13 @@ extension ConvDims {
         // Without a bias the kernel ignores its bias argument; input 1 fills the slot.
         let args: [KernelArgument] = [.input(1), .input(0), .input(bias ? 2 : 1), .int(bias ? 1 : 0), target,
                                       gemm.descriptor(kChunk: chunk)]
+        // conv_gemm_image reads 16 neighbouring pixels of an image row (unstrided, at least 16 wide) as one vector: the
+        // rows must split into whole runs of 16, else it gathers element by element, slower than conv_gemm_tiled.
+        let imageRows = kind != .backwardWeight && gemm.j.xC == 1 && gemm.sx == 1 && gemm.sy == 1 && gemm.j.last % 16 == 0
+            && gemm.cols >= 16
         let main: KernelLaunch = isDirect
             ? .kernel(file: "conv", name: "conv_gemm_direct", args: args, global: [gemm.n, gemm.m, groups * sliceCount])
-            : .kernel(file: "conv", name: "conv_gemm_tiled", args: args,
+            : .kernel(file: "conv", name: imageRows ? "conv_gemm_image" : "conv_gemm_tiled", args: args,
                       global: [tiles * group[0], tileRows * group[1], groups * sliceCount], local: group + [1])
         guard sliceCount > 1 else { return [main] }
         return [main, elementwiseLaunch("conv", "conv_sum_slices", [target, .output, .int(Int32(sliceCount))], count: gemm.outputCount)]
@@ -853,6 +859,14 @@ extension HarnessCatalog {
             },
             conv("conv2d.no_bias", [.normal([2, 3, 6, 5]), .normal([4, 3, 3, 3])]) {
                 $0[0].conv2d($0[1], stride: 2, padding: 0)
+            },
+            // Image rows in whole 16-pixel runs (conv_gemm_image on CPU devices): a last run past the 48 columns, rows
+            // that end a block of 8 early, padding 1 (one lane past either edge) and, below, 2 with groups.
+            conv("conv2d.image_rows", [.normal([1, 3, 3, 16]), .normal([10, 3, 3, 3]), .normal([10])]) {
+                $0[0].conv2d($0[1], bias: $0[2], stride: 1, padding: 1)
+            },
+            conv("conv2d.image_rows_pad2_groups", [.normal([1, 4, 3, 32]), .normal([6, 2, 5, 5]), .normal([6])]) {
+                $0[0].conv2d($0[1], bias: $0[2], stride: 1, padding: 2, groups: 2)
             },
             // Several 64-wide tiles, partial edge tiles and reductions cut into slices on the device.
             conv("conv2d.tiles_split", [.normal([2, 2, 9, 8]), .normal([3, 2, 3, 3]), .normal([3])]) {
