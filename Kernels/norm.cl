@@ -2,8 +2,8 @@
 // a statistics set is `per_set` planes: for group norm (groups > 0) the C/G consecutive planes of one sample's
 // group (one contiguous run), for batch norm (groups == 0) plane c of every sample (planes C apart).
 // One work-group per set. Work-items take units of NORM_VEC consecutive elements of a plane (the last unit of a
-// plane may be partial), so loads are wide: interleaved across work-items on GPUs (coalesced), one contiguous share
-// per work-item on CPU devices, walked as runs of units inside one plane (see Run). Statistics take one pass over the set, on values taken
+// plane may be partial), so loads are wide: interleaved across work-items on GPUs (coalesced), all of them in
+// work-item 0 on CPU devices, walked as runs of units inside one plane (see Run). Statistics take one pass over the set, on values taken
 // relative to the set's first element (so a large mean costs no precision): each work-item sums chunks of its
 // values around its running mean and merges the chunk moments with Chan's formula, then a tree of the same
 // merges in local memory combines the work-items. Normalising (or dx) is the second pass.
@@ -11,9 +11,6 @@
 #define NORM_LOCAL 64
 #define NORM_VEC 8
 #define NORM_CHUNK 32
-// Units per work-item at least on CPU devices: small sets leave work-items idle rather than spread thin, since
-// each work-item's share costs a fixed setup (divisions, a flush, its part of the merges) besides its loads.
-#define NORM_CPU_SHARE 256
 
 typedef float8 vec;
 #define vload vload8
@@ -47,14 +44,15 @@ inline SetView channel_view(SetLayout l, int c) {
 // A work-item's walk over its units of a set as runs: units [j, j + units) of plane k, the last one partial
 // (`tail` elements) when it ends the plane and the plane is not a multiple of NORM_VEC. Loops take a run's `full`
 // units with the constant width NORM_VEC (no masks, no per-unit index bookkeeping), then its partial unit.
-// GPUs interleave the work-items (units lid, lid + NORM_LOCAL, …: coalesced loads), so a run is one unit; on CPU
-// devices (CPU_DEVICE, set by the backend) each work-item takes one contiguous share of units, which the driver's
-// work-item loop streams like one thread's loop, and a run is the share's part in one plane.
+// GPUs interleave the work-items (units lid, lid + NORM_LOCAL, …: coalesced loads), so a run is one unit. On CPU
+// devices (CPU_DEVICE, set by the backend) a work-group runs as a loop over its work-items on one core, so
+// splitting a set between them buys no parallelism, only per-work-item setup: work-item 0 walks the whole set,
+// a run being one plane.
 typedef struct { int u, end, k, j, units, full, tail, step_k, step_j, per_plane, plane_tail; } Run;
 
 inline void run_measure(Run* r) {
 #ifdef CPU_DEVICE
-    r->units = min(r->per_plane - r->j, r->end - r->u);
+    r->units = r->per_plane;
 #else
     r->units = 1;
 #endif
@@ -66,8 +64,7 @@ inline void run_measure(Run* r) {
 inline Run run_start(SetView v) {
     int lid = get_local_id(0), per_plane = max(v.units_per_plane, 1);
 #ifdef CPU_DEVICE
-    int span = max((v.units + NORM_LOCAL - 1) / NORM_LOCAL, NORM_CPU_SHARE);
-    int first = lid * span, end = min(v.units, first + span), stride = 1;
+    int first = lid == 0 ? 0 : v.units, end = v.units, stride = 1;
 #else
     int first = lid, end = v.units, stride = NORM_LOCAL;
 #endif
@@ -79,8 +76,7 @@ inline Run run_start(SetView v) {
 
 inline void run_next(Run* r) {
 #ifdef CPU_DEVICE
-    // A CPU run ends at its plane's end or at the share's end.
-    r->u += r->units; r->k += 1; r->j = 0;
+    r->u += r->units; r->k += 1;  // a CPU run is a whole plane
 #else
     r->u += NORM_LOCAL; r->k += r->step_k; r->j += r->step_j;
     if (r->j >= r->per_plane) { r->j -= r->per_plane; r->k += 1; }

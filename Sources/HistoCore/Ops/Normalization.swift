@@ -483,8 +483,8 @@ extension HarnessCatalog {
             HarnessCase("group_norm_silu.wide", [.normal([2, 2, 17, 17]), .normal([2]), .normal([2])]) {
                 ($0[0] + 3).groupNorm(groups: 1, weight: $0[1], bias: $0[2], activation: .silu)
             },
-            // Sets of more than 256 vector units (several work-items each on CPU OpenCL devices), planes of 1155
-            // elements (partial units, runs crossing planes, unaligned rows), a shifted mean.
+            // Planes of 1155 elements (partial units, rows not aligned for streaming stores) in sets of several
+            // chunks of the OpenCL kernels' sums, and a shifted mean.
             HarnessCase("group_norm_silu.large", [.normal([1, 2, 33, 35]), .normal([2]), .normal([2])]) {
                 ($0[0] + 3).groupNorm(groups: 1, weight: $0[1], bias: $0[2], activation: .silu)
             },
