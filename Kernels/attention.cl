@@ -5,9 +5,9 @@
 // and outputs wider than ATT_DEPTH are split into column chunks along the third range dimension (each chunk
 // recomputes its logits). Work-items compute on float8 vectors; a tile that feeds dot products with the
 // work-item's row is stored transposed, so that lanes run along the block's rows and no sums across lanes are
-// needed. The backward pass recomputes P = exp(logits − lse) blockwise from q, k, the bias and the per-row
-// log-sum-exp of a statistics pass; the bias gradient is gathered per bias element, so broadcast sums need no
-// atomics and are deterministic.
+// needed. The backward pass recomputes P blockwise from q, k and the bias: the dq pass with an online softmax,
+// leaving each row's log-sum-exp for the dk/dv and bias passes, which take P = exp(logits − lse); the bias
+// gradient is gathered per bias element, so broadcast sums need no atomics and are deterministic.
 #include "common.h"
 #define ATT_ROWS 64
 #define ATT_BLOCK 32
@@ -80,21 +80,37 @@ inline void load_tile_transposed(__global const float* src, int rows, int width,
     }
 }
 
+// The tile loops below sum into copies of their accumulators, fully unrolled, so that the sums stay in registers
+// across the loop: the caller's arrays live across barriers, which on CPU devices keeps them in memory.
+
 // s[t] += row[col0 …] · block row t, from a transposed tile.
 inline void dot_tile(__global const float* row, int col0, int width, __local const vec* tile, vec* s) {
-    vec r[ATT_VECS];
+    vec r[ATT_VECS], sum[ATT_BLOCK_VECS];
     for (int i = 0; i < ATT_VECS; ++i) r[i] = load_vec(row + col0 + i * ATT_LANES, width - col0 - i * ATT_LANES);
     const float* rd = (const float*)r;
+#pragma unroll
+    for (int i = 0; i < ATT_BLOCK_VECS; ++i) sum[i] = s[i];
     for (int d = 0; d < ATT_DEPTH; ++d) {
-        for (int i = 0; i < ATT_BLOCK_VECS; ++i) s[i] += rd[d] * tile[d * ATT_BLOCK_VECS + i];
+        float x = rd[d];
+#pragma unroll
+        for (int i = 0; i < ATT_BLOCK_VECS; ++i) sum[i] += x * tile[d * ATT_BLOCK_VECS + i];
     }
+#pragma unroll
+    for (int i = 0; i < ATT_BLOCK_VECS; ++i) s[i] = sum[i];
 }
 
 // acc += Σ_t w[t]·tile[t] (tile in row order).
 inline void weighted_tile(const float* w, __local const vec* tile, vec* acc) {
+    vec sum[ATT_VECS];
+#pragma unroll
+    for (int i = 0; i < ATT_VECS; ++i) sum[i] = acc[i];
     for (int t = 0; t < ATT_BLOCK; ++t) {
-        for (int i = 0; i < ATT_VECS; ++i) acc[i] += w[t] * tile[t * ATT_VECS + i];
+        float x = w[t];
+#pragma unroll
+        for (int i = 0; i < ATT_VECS; ++i) sum[i] += x * tile[t * ATT_VECS + i];
     }
+#pragma unroll
+    for (int i = 0; i < ATT_VECS; ++i) acc[i] = sum[i];
 }
 
 // s[t] += row · src[t] over the column chunks of a row-major [rows, width] block other than `last`, each staged
@@ -180,55 +196,22 @@ __kernel void attention_forward(__global const float* q, int qo, __global const 
     }
 }
 
-// Per query row r of item i: stats[i·N + r] = log Σ exp(logits) and stats[B·H·N + i·N + r] = Σ dO·O (the row
-// term of dS = P∘(dP − rowsum(dO∘O))). Range [N↑, B·H].
-__kernel void attention_row_statistics(__global const float* q, int qo, __global const float* k, int ko,
-                                       __global const float* bias, int bo, __global const float* o, int oo,
-                                       __global const float* dout, int doo, __global float* stats, int so,
-                                       AttentionShape a, float scale) {
-    __local vec ktile[ATT_TILE_VECS];
-    int lid = get_local_id(0), row0 = get_group_id(0) * ATT_ROWS, item = get_global_id(1);
-    int row = min(row0 + lid, a.queries - 1), r = item * a.queries + row;
-    int last = chunk_count(a.depth) - 1, has_bias = a.bias_batch > 0;
-    __global const float* qrow = q + qo + r * a.depth;
-    __global const float* kitem = k + ko + item * a.keys * a.depth;
-    __global const float* brow = bias + bo + (has_bias ? bias_offset(a, item) + row * a.keys : 0);
-    float top = -INFINITY, sum = 0.0f;
-    vec s[ATT_BLOCK_VECS];
-    for (int j0 = 0; j0 < a.keys; j0 += ATT_BLOCK) {
-        int count = min(ATT_BLOCK, a.keys - j0);
-        __global const float* kblock = kitem + j0 * a.depth;
-        zero(s, ATT_BLOCK_VECS);
-        dot_leading_chunks(qrow, kblock, count, a.depth, last, ktile, s);
-        barrier(CLK_LOCAL_MEM_FENCE);
-        load_tile_transposed(kblock, count, a.depth, last * ATT_DEPTH, ktile);
-        barrier(CLK_LOCAL_MEM_FENCE);
-        dot_tile(qrow, last * ATT_DEPTH, a.depth, ktile, s);
-        logits(s, scale, has_bias, brow + j0, count);
-        online_softmax(s, &top, &sum);
-    }
-    if (row0 + lid >= a.queries) return;
-    vec dot = (vec)(0.0f);
-    for (int c = 0; c < a.value_depth; c += ATT_LANES) {
-        int at = r * a.value_depth + c;
-        dot += load_vec(dout + doo + at, a.value_depth - c) * load_vec(o + oo + at, a.value_depth - c);
-    }
-    stats[so + r] = top + log(sum);
-    stats[so + a.batch * a.heads * a.queries + r] = lane_sum(dot);
-}
-
 // dS of a block for this work-item's query row from its logits s and dP = dO·vᵀ (in dp): P∘(dP − rowsum(dO∘O)),
 // with P = exp(s − lse).
 inline void score_gradient(vec* s, const vec* dp, float lse, float rowdot) {
     for (int i = 0; i < ATT_BLOCK_VECS; ++i) s[i] = exp(s[i] - lse) * (dp[i] - rowdot);
 }
 
-// dq = scale·dS·K, columns chunk·ATT_DEPTH … of D; dS of each key block recomputed from the row statistics.
-// Range [N↑, B·H, chunks(D)].
+// dq = scale·dS·K, columns chunk·ATT_DEPTH … of D, with dS = P∘(dP − rowsum(dO∘O)) and dP = dO·vᵀ: P comes
+// from an online softmax over the key blocks (what was accumulated is rescaled when the running maximum grows, and
+// divided by the sum of exponentials at the end), so no statistics pass is needed. The kernel leaves the row
+// statistics for the key and bias gradients: stats[i·N + r] = log Σ exp(logits) and stats[B·H·N + i·N + r] =
+// Σ dO·O. Range [N↑, B·H, chunks(D)].
 __kernel void attention_backward_query(__global const float* q, int qo, __global const float* k, int ko,
-                                       __global const float* v, int vo, __global const float* dout, int doo,
-                                       __global const float* bias, int bo, __global const float* stats, int so,
-                                       __global float* grads, int go, AttentionShape a, float scale) {
+                                       __global const float* v, int vo, __global const float* o, int oo,
+                                       __global const float* dout, int doo, __global const float* bias, int bo,
+                                       __global float* stats, int so, __global float* grads, int go,
+                                       AttentionShape a, float scale) {
     __local vec ktile[ATT_TILE_VECS], vtile[ATT_TILE_VECS], kchunk[ATT_TILE_VECS];
     int lid = get_local_id(0), row0 = get_group_id(0) * ATT_ROWS, item = get_global_id(1), chunk = get_global_id(2);
     int row = min(row0 + lid, a.queries - 1), r = item * a.queries + row;
@@ -238,7 +221,11 @@ __kernel void attention_backward_query(__global const float* q, int qo, __global
     __global const float* kitem = k + ko + item * a.keys * a.depth;
     __global const float* vitem = v + vo + item * a.keys * a.value_depth;
     __global const float* brow = bias + bo + (has_bias ? bias_offset(a, item) + row * a.keys : 0);
-    float lse = stats[so + r], rowdot = stats[so + a.batch * a.heads * a.queries + r];
+    vec dot = (vec)(0.0f);
+    for (int c = 0; c < a.value_depth; c += ATT_LANES) {
+        dot += load_vec(orow + c, a.value_depth - c) * load_vec(o + oo + r * a.value_depth + c, a.value_depth - c);
+    }
+    float rowdot = lane_sum(dot), top = -INFINITY, sum = 0.0f;
     vec acc[ATT_VECS], s[ATT_BLOCK_VECS], dp[ATT_BLOCK_VECS];
     zero(acc, ATT_VECS);
     for (int j0 = 0; j0 < a.keys; j0 += ATT_BLOCK) {
@@ -257,13 +244,19 @@ __kernel void attention_backward_query(__global const float* q, int qo, __global
         dot_tile(qrow, chunk * ATT_DEPTH, a.depth, ktile, s);
         dot_tile(orow, v_last * ATT_DEPTH, a.value_depth, vtile, dp);
         logits(s, scale, has_bias, brow + j0, count);
-        score_gradient(s, dp, lse, rowdot);
+        float alpha = online_softmax(s, &top, &sum);
+        for (int i = 0; i < ATT_VECS; ++i) acc[i] *= alpha;
+        for (int i = 0; i < ATT_BLOCK_VECS; ++i) s[i] *= dp[i] - rowdot;
         weighted_tile((float*)s, kchunk, acc);
     }
     if (row0 + lid >= a.queries) return;
+    if (chunk == 0) {
+        stats[so + r] = top + log(sum);
+        stats[so + a.batch * a.heads * a.queries + r] = rowdot;
+    }
     for (int i = 0; i < ATT_VECS; ++i) {
         int c = chunk * ATT_DEPTH + i * ATT_LANES;
-        store_vec(grads + go + r * a.depth + c, a.depth - c, scale * acc[i]);
+        store_vec(grads + go + r * a.depth + c, a.depth - c, scale * acc[i] / sum);
     }
 }
 

@@ -305,8 +305,8 @@ extension ScaledDotProductAttention: DeviceOperation {
 }
 
 extension ScaledDotProductAttentionBackward: DeviceOperation {
-    /// Row statistics (log-sum-exp, rowsum(dO∘O)) into a scratch buffer, then dq per query block, dk and dv per key
-    /// block, and the bias gradient gathered per bias element.
+    /// dq per query block (leaving the row statistics, log-sum-exp and rowsum(dO∘O), in a scratch buffer), then dk
+    /// and dv per key block, and the bias gradient gathered per bias element.
     public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
         let s = inputShapes
         let d = try! AttentionDims(q: s[0], k: s[1], v: s[2], bias: s.count == 6 ? s[5] : nil)
@@ -317,9 +317,8 @@ extension ScaledDotProductAttentionBackward: DeviceOperation {
         let dbiasStart = dvStart + d.items * d.keys * d.valueDepth
         let tail: [KernelArgument] = [d.kernelDescriptor, .float(scale)]
         var list: [KernelLaunch] = [
-            AttentionDims.launch("attention_row_statistics", [.input(0), .input(1), bias, .input(3), .input(4), stats] + tail,
-                                 rows: d.queries, d.items),
-            AttentionDims.launch("attention_backward_query", inputs + tail, rows: d.queries, d.items, AttentionDims.chunks(d.depth)),
+            AttentionDims.launch("attention_backward_query", [.input(0), .input(1), .input(2), .input(3), .input(4), bias, stats, .output] + tail,
+                                 rows: d.queries, d.items, AttentionDims.chunks(d.depth)),
             AttentionDims.launch("attention_backward_key", inputs + [.int(Int32(dkStart)), .int(Int32(dvStart))] + tail,
                                  rows: d.keys, d.items, AttentionDims.chunks(Swift.max(d.depth, d.valueDepth))),
         ]

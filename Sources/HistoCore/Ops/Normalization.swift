@@ -483,6 +483,14 @@ extension HarnessCatalog {
             HarnessCase("group_norm_silu.wide", [.normal([2, 2, 17, 17]), .normal([2]), .normal([2])]) {
                 ($0[0] + 3).groupNorm(groups: 1, weight: $0[1], bias: $0[2], activation: .silu)
             },
+            // Planes of 1155 elements (partial units, rows not aligned for streaming stores) in sets of several
+            // chunks of the OpenCL kernels' sums, and a shifted mean.
+            HarnessCase("group_norm_silu.large", [.normal([1, 2, 33, 35]), .normal([2]), .normal([2])]) {
+                ($0[0] + 3).groupNorm(groups: 1, weight: $0[1], bias: $0[2], activation: .silu)
+            },
+            HarnessCase("batch_norm.train.large", [.normal([3, 2, 30, 31]), .normal([2]), .normal([2])]) {
+                $0[0].batchNormTraining(weight: $0[1], bias: $0[2])
+            },
             HarnessCase("batch_norm.train", [.normal([3, 4, 2, 3]), .normal([4]), .normal([4])]) {
                 $0[0].batchNormTraining(weight: $0[1], bias: $0[2])
             },
