@@ -7,8 +7,10 @@ import PackageDescription
 // own, so results stay identical to the kernels' (see Philox.swift).
 #if arch(x86_64)
 let cpuFlags = ["-target-cpu", "haswell"]
+let avx512Flags = ["-target-cpu", "skylake-avx512"]
 #else
 let cpuFlags: [String] = []
+let avx512Flags: [String] = []
 #endif
 let numeric: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"] + cpuFlags, .when(configuration: .release))]
 
@@ -34,7 +36,10 @@ let package = Package(
         .systemLibrary(name: "CPNG", path: "Sources/CPNG"),
 
         // Tensors, ops (shape rule + CPU reference + VJP + harness cases), graph executor, autodiff, CPU backend.
-        .target(name: "HistoCore", dependencies: ["CBLAS"], swiftSettings: numeric),
+        .target(name: "HistoCore", dependencies: ["CBLAS", "HistoAVX512"], swiftSettings: numeric),
+        // GEMM kernels for AVX-512 CPUs, compiled for them and called only after a runtime check.
+        .target(name: "HistoAVX512", dependencies: ["CBLAS"],
+                swiftSettings: [.unsafeFlags(["-Ounchecked"] + avx512Flags, .when(configuration: .release))]),
         // The generic op harness: parity against the CPU reference, finite differences, golden fixtures, perf.
         .target(name: "OpHarness", dependencies: ["HistoCore"], swiftSettings: numeric),
         // The OpenCL backend: device discovery, program cache, kernel launches, CLBlast GEMM. Kernels/ is embedded.
@@ -66,7 +71,7 @@ let package = Package(
             path: "benchmarks/bench",
             swiftSettings: numeric),
 
-        .testTarget(name: "HistoCoreTests", dependencies: ["HistoCore", "OpHarness", "HistoOpenCL"],
+        .testTarget(name: "HistoCoreTests", dependencies: ["HistoCore", "OpHarness", "HistoOpenCL", "HistoAVX512", "CBLAS"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "HistoNNTests", dependencies: ["HistoCore", "HistoNN", "HistoData", "HistoOpenCL"],
                     resources: [.copy("Fixtures")]),

@@ -1,4 +1,5 @@
 import Foundation
+import HistoAVX512
 
 /// Two OpenBLAS settings that are fixed when the library loads, so an executable re-runs itself once, first thing,
 /// with them in its environment:
@@ -21,9 +22,7 @@ public enum OpenBLASTuning {
         guard environment["HISTODIFF_NO_REEXEC"] == nil else { return }
         var missing: [(name: String, value: String)] = []
         if environment["OPENBLAS_THREAD_TIMEOUT"] == nil { missing.append(("OPENBLAS_THREAD_TIMEOUT", "10")) }
-        if environment["OPENBLAS_CORETYPE"] == nil, coreName.lowercased() == "haswell",
-           let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
-           ["avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"].allSatisfy({ info.contains(" \($0)") }) {
+        if environment["OPENBLAS_CORETYPE"] == nil, coreName.lowercased() == "haswell", AVX512GEMM.isSupported {
             missing.append(("OPENBLAS_CORETYPE", "SkylakeX"))
         }
         guard !missing.isEmpty else { return }
