@@ -5,9 +5,9 @@ import Foundation
 // Convolution.swift: one GEMM per kernel tap, M = output channels, N or K = the pixels of an image). This module is
 // compiled for Skylake-AVX512 (Package.swift) and only called after `AVX512GEMM.isSupported` said yes. The kernels
 // read the operands where they lie (no packing): the tap's operand is a strided view into a padded image.
-// Measured single-threaded on Zen 5 (64×4176×64 NN, 64×64×4208 NT, tools-free C-style timing): NN 210–220 GFLOP/s
-// against OpenBLAS's 101 (Haswell kernels) and 157 (SkylakeX); NT 110–120 against 95 and 152. Block edges and
-// the K tail go through OpenBLAS.
+// Measured single-threaded on Zen 5 (a standalone timing of the conv tap shapes 64×4176×64 A·B and 64×64×4208
+// A·Bᵀ): A·B 210–220 GFLOP/s against OpenBLAS's 101 (Haswell kernels) and 157 (SkylakeX); A·Bᵀ 128 against 98
+// and 152. Block edges and the K tail go through OpenBLAS.
 
 public enum AVX512GEMM {
     /// The CPU and the OS support AVX-512 F/BW/VL/DQ/CD (Linux: the kernel lists the flags only when it saves the
@@ -45,7 +45,7 @@ public enum AVX512GEMM {
                                           _ c: UnsafeMutablePointer<Float>, _ ldc: Int, parallel: Bool) {
         let m4 = m / 4 * 4, n4 = n / 4 * 4, k16 = k / 16 * 16
         // K in chunks, so that the four rows of A stay in L1 while a row of blocks runs.
-        let chunk = 512
+        let chunk = 1024
         forEach(m4 / 4, parallel: parallel) { row in
             let i0 = row * 4
             for p0 in stride(from: 0, to: k16, by: chunk) {

@@ -588,7 +588,7 @@ struct ShiftedCorrelation {
 }
 
 /// When `gemm` uses HistoAVX512 (see there). Single-threaded on Zen 5, conv tap shapes: A·B 210–220 GFLOP/s against
-/// OpenBLAS's 101 (Haswell kernels) / 157 (SkylakeX kernels); A·Bᵀ over 4208 pixels 110–120 against 95 / 152.
+/// OpenBLAS's 101 (Haswell kernels) / 157 (SkylakeX kernels); A·Bᵀ over 4208 pixels 128 against 98 / 152.
 enum OwnGemm {
     static let enabled = AVX512GEMM.isSupported && ProcessInfo.processInfo.environment["HISTODIFF_GEMM"] != "openblas"
     static let transposedToo = !["skylakex", "cooperlake", "sapphirerapids"].contains(OpenBLASTuning.coreName.lowercased())
