@@ -1,7 +1,7 @@
 import CBLAS
 import Foundation
 
-// Single-threaded SGEMM kernels for AVX-512 CPUs, for the products of stride-1 convolutions (Sources/HistoCore/Ops/
+// SGEMM kernels for AVX-512 CPUs, for the products of stride-1 convolutions (Sources/HistoCore/Ops/
 // Convolution.swift: one GEMM per kernel tap, M = output channels, N or K = the pixels of an image). This module is
 // compiled for Skylake-AVX512 (Package.swift) and only called after `AVX512GEMM.isSupported` said yes. The kernels
 // read the operands where they lie (no packing): the tap's operand is a strided view into a padded image.

@@ -74,7 +74,7 @@ public final class HostBufferPool: @unchecked Sendable {
 
     /// The least recently used size other than `count` that has free blocks.
     private func stalestOtherSize(than count: Int) -> Int? {
-        free.keys.filter { $0 != count && !(free[$0]?.isEmpty ?? true) }.min { lastUse[$0, default: 0] < lastUse[$1, default: 0] }
+        free.filter { $0.key != count && !$0.value.isEmpty }.keys.min { lastUse[$0, default: 0] < lastUse[$1, default: 0] }
     }
 
     /// Returns every pooled block to the system.

@@ -109,8 +109,9 @@ public func parallelSingleThreadedGemms(_ count: Int, _ body: (Int) -> Void) {
 /// takes every call, however the items were scheduled (so a training step's buffers settle after its first step).
 public func parallelSingleThreadedGemms<Scratch>(_ count: Int, scratch makeScratch: () -> Scratch,
                                                  _ body: (_ item: Int, _ scratch: Scratch) -> Void) {
+    guard count > 0 else { return }
     let workers = count < CPUThreads.count ? 1 : CPUThreads.count
-    let scratches = (0..<min(workers, max(count, 1))).map { _ in makeScratch() }
+    let scratches = (0..<workers).map { _ in makeScratch() }
     if workers == 1 { for item in 0..<count { body(item, scratches[0]) }; return }
     openblas_set_num_threads(1)
     defer { openblas_set_num_threads(Int32(CPUThreads.count)) }

@@ -272,7 +272,7 @@ public enum SupervisedTraining {
                                        + "this run has \(stepsPerEpoch): resume with the options it was started with")
             }
         }
-        var step = (loop.epoch - 1) * stepsPerEpoch + loop.stepInEpoch
+        var step: Int { (loop.epoch - 1) * stepsPerEpoch + loop.stepInEpoch }
         func saveResumeState() throws {
             guard let resumeDirectory else { return }
             try TrainingCheckpoint.replace(resumeDirectory, model: model, step: step, components: components,
@@ -308,7 +308,6 @@ public enum SupervisedTraining {
                                                           alongside: model.pendingBufferUpdates())
                 try model.commitBufferUpdates()
                 try optimizer.step(gradients)
-                step += 1
                 loop.stepInEpoch += 1
                 loop.lossSum += value
 
@@ -385,7 +384,7 @@ public enum SupervisedTraining {
             var state = CheckpointState(tensors: best.state.tensors, metadata: [
                 "epoch": String(epoch), "step_in_epoch": String(stepInEpoch), "loss_sum": String(lossSum),
                 "best_dice": String(best.dice), "best_iou": String(best.iou), "best_epoch": String(best.epoch),
-                "history": String(decoding: try JSONEncoder().encode(history), as: UTF8.self)])
+                "history": try encodeJSON(history)])
             if let finished { state.metadata["finished"] = finished.rawValue }
             return state
         }
@@ -395,7 +394,7 @@ public enum SupervisedTraining {
             guard let epoch = m["epoch"].flatMap(Int.init), let stepInEpoch = m["step_in_epoch"].flatMap(Int.init),
                   let lossSum = m["loss_sum"].flatMap(Float.init), let bestDice = m["best_dice"].flatMap(Double.init),
                   let bestIoU = m["best_iou"].flatMap(Double.init), let bestEpoch = m["best_epoch"].flatMap(Int.init),
-                  let history = m["history"].flatMap({ try? JSONDecoder().decode([EpochReport].self, from: Data($0.utf8)) }) else {
+                  let history = m["history"].flatMap({ try? decodeJSON([EpochReport].self, $0) }) else {
                 throw EngineError.file(path: source, message: "the training loop's state is missing or malformed")
             }
             let finished = try m["finished"].map { text in

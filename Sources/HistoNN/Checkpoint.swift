@@ -261,13 +261,15 @@ public enum TrainingCheckpoint {
 
 // MARK: - JSON helpers for metadata values
 
-func encodeJSON<T: Encodable>(_ value: T) throws -> String {
+/// `value` as JSON text (keys sorted), for a checkpoint's string metadata.
+public func encodeJSON<T: Encodable>(_ value: T) throws -> String {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys]
     return String(decoding: try encoder.encode(value), as: UTF8.self)
 }
 
-func decodeJSON<T: Decodable>(_ type: T.Type, _ text: String) throws -> T {
+/// A `T` from JSON metadata text.
+public func decodeJSON<T: Decodable>(_ type: T.Type, _ text: String) throws -> T {
     try JSONDecoder().decode(type, from: Data(text.utf8))
 }
 

@@ -34,7 +34,8 @@ public struct CLBlastTuning: Sendable {
 
     /// Measured with `bench --tune-clblast --seconds 0.3` on PoCL 3.1 (pthread, 2 shared cores of an AMD EPYC,
     /// AVX-512), the best total over both shapes of the first 17 candidates (the search was cut short): SGEMM 1024³
-    /// 118.6 ms against 652 ms with CLBlast's defaults, the im2col product 512 ms against 653 ms.
+    /// 118.6 ms against 652 ms with CLBlast's defaults, the im2col product 512 ms against 653 ms (cores busy with other
+    /// work; on idle cores SGEMM 1024³ 20.7 ms against 71.0 ms).
     /// No local-memory staging (SA = SB = 0): on a CPU the caches do that.
     static let pocl = CLBlastTuning(name: "PoCL CPU", kernels: ["Xgemm": xgemm(mwg: 64, nwg: 128, kwg: 32, mdimc: 8, ndimc: 8, vwm: 8, vwn: 8)],
                                     matches: { $0.isPoCLCPU })

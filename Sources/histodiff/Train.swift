@@ -97,7 +97,7 @@ struct Train: ParsableCommand {
             print("stopped by \(signalName(signals.pending)) after step \(result.steps) (epoch \(result.epochsRun + 1) in progress); "
                   + "state saved in \((out as NSString).appendingPathComponent(SupervisedTraining.resumeDirectoryName)); "
                   + "rerun the same command with --resume")
-            throw ExitCode(130)
+            throw TrainingOutcome.interrupted(signal: signals.pending).exitCode
         }
         print(String(format: "best validation Dice %.4f (IoU %.4f) at epoch %d of %d, %.0f s; weights %@",
                      result.bestValidationDice, result.bestValidationIoU, result.bestEpoch, result.epochsRun,

@@ -511,12 +511,12 @@ struct ShiftedCorrelation {
         withExtendedLifetime(partial) {
             parallelSingleThreadedGemms(images, scratch: { workerScratch(outputChannels: m) }) { image, scratch in
                 let (padded, widened) = scratch
-                widened.pointer.update(repeating: 0, count: m * outH * paddedW)
                 padPlanes(source + image * channels * h * w, into: padded.pointer)
                 for c in 0..<m {
                     for oy in 0..<outH {
-                        (widened.pointer + (c * outH + oy) * paddedW)
-                            .update(from: dy + ((image * m + c) * outH + oy) * outW, count: outW)
+                        let row = widened.pointer + (c * outH + oy) * paddedW
+                        row.update(from: dy + ((image * m + c) * outH + oy) * outW, count: outW)
+                        (row + outW).update(repeating: 0, count: paddedW - outW)
                     }
                 }
                 for t in 0..<taps {
