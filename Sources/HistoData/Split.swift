@@ -1,17 +1,28 @@
 import Foundation
 import HistoCore
 
-/// A share of a set of images, written as a fraction ("1/8", "1/32") or a percentage ("12.5%", "5%"); the text is
-/// kept as written so that files and logs show what was asked for.
+/// How a share of n images becomes a whole number (DTSeg floors, Ciampi ceils; the default rounds to nearest).
+public enum Rounding: String, Equatable, Sendable, CaseIterable, Codable {
+    case nearest, floor, ceil
+}
+
+/// A share of a set of images, written as a fraction ("1/8", "1/32"), a percentage ("12.5%", "5%") or a count of
+/// images ("5"); the text is kept as written so that files and logs show what was asked for.
 public struct Ratio: Equatable, Sendable, CustomStringConvertible {
-    /// In (0, 1].
+    /// In (0, 1]; for a count, 0 (see `fixedCount`).
     public let value: Double
+    /// The number of images a count ("5") names; nil for a fraction or percentage.
+    public let fixedCount: Int?
     public let description: String
 
     public init(_ text: String) throws {
         let written = text.trimmingCharacters(in: .whitespaces)
         func invalid(_ why: String) -> EngineError { .invalidValue(op: "Ratio", message: "'\(text)' \(why)") }
-        if written.hasSuffix("%") {
+        fixedCount = Int(written)
+        if let count = fixedCount {
+            guard count > 0 else { throw invalid("is a count of images and must be at least 1") }
+            value = 0
+        } else if written.hasSuffix("%") {
             guard let percent = Double(written.dropLast().trimmingCharacters(in: .whitespaces)), percent.isFinite else {
                 throw invalid("is not a percentage like 12.5%")
             }
@@ -26,13 +37,24 @@ public struct Ratio: Equatable, Sendable, CustomStringConvertible {
             guard numerator > 0, denominator >= numerator else { throw invalid("must lie in (0, 1]: 0 < numerator ≤ denominator") }
             value = Double(numerator) / Double(denominator)
         } else {
-            throw invalid("is not a ratio: write a fraction like 1/8 or a percentage like 12.5%")
+            throw invalid("is not a ratio: write a fraction like 1/8, a percentage like 12.5% or a count like 5")
         }
         description = written
     }
 
-    /// The number of items out of `total` this ratio selects: rounded to nearest, at least 1.
-    public func count(of total: Int) -> Int { max(1, Int((value * Double(total)).rounded())) }
+    /// The number of items out of `total` this share selects: the share of `total` rounded as asked, at least 1;
+    /// a count as given (the caller checks it against `total`).
+    public func count(of total: Int, rounding: Rounding = .nearest) -> Int {
+        if let fixedCount { return fixedCount }
+        let exact = value * Double(total)
+        // A share written as 1/8 of 40 is exactly 5: keep float noise from pushing ceil/floor off it.
+        let snapped = (exact - exact.rounded()).magnitude < 1e-9 ? exact.rounded() : exact
+        switch rounding {
+        case .nearest: return max(1, Int(snapped.rounded()))
+        case .floor: return max(1, Int(snapped.rounded(.down)))
+        case .ceil: return max(1, Int(snapped.rounded(.up)))
+        }
+    }
 }
 
 /// Which images of a dataset play which role: labelled and unlabelled training images, and validation images. Split
@@ -46,6 +68,8 @@ public struct Ratio: Equatable, Sendable, CustomStringConvertible {
 public struct DataSplit: Equatable, Sendable {
     public let seed: UInt64
     public let labelRatio: Ratio
+    /// How `labelRatio` of the training images was rounded.
+    public let rounding: Rounding
     /// nil when every image with a mask is used for training.
     public let validationRatio: Ratio?
     /// Image names of each role, sorted.
@@ -60,7 +84,10 @@ public struct DataSplit: Equatable, Sendable {
         public let validation: [Int]
     }
 
-    public static func make(dataset: Dataset, labelRatio: Ratio, validationRatio: Ratio?, seed: UInt64) throws -> DataSplit {
+    /// With `validationFollowsLabels` only the label share of the validation images (rounded alike) is kept for
+    /// validation, as DTSeg validates on the labelled share of its validation set; the others are left out.
+    public static func make(dataset: Dataset, labelRatio: Ratio, validationRatio: Ratio?, seed: UInt64,
+                            rounding: Rounding = .nearest, validationFollowsLabels: Bool = false) throws -> DataSplit {
         let masked = dataset.items.filter { $0.maskPath != nil }.map(\.name)
         func invalid(_ message: String) -> EngineError { .invalidValue(op: "DataSplit", message: message) }
         let validationCount = validationRatio?.count(of: masked.count) ?? 0
@@ -70,12 +97,18 @@ public struct DataSplit: Equatable, Sendable {
         var stream = PhiloxStream(seed: seed)
         let order = stream.permutation(masked.count).map { masked[$0] }
         let training = order.dropFirst(validationCount)
-        let labelledCount = labelRatio.count(of: training.count)
+        let labelledCount = labelRatio.count(of: training.count, rounding: rounding)
+        guard labelledCount <= training.count else {
+            throw invalid("\(labelledCount) labelled images asked for, but only \(training.count) images with masks are left for training")
+        }
+        let validation = order.prefix(validationCount)
+        let keptValidation = validationFollowsLabels && labelRatio.fixedCount == nil
+            ? validation.prefix(min(validation.count, labelRatio.count(of: validation.count, rounding: rounding))) : validation
         let unmasked = dataset.items.filter { $0.maskPath == nil }.map(\.name)
-        return DataSplit(seed: seed, labelRatio: labelRatio, validationRatio: validationRatio,
+        return DataSplit(seed: seed, labelRatio: labelRatio, rounding: rounding, validationRatio: validationRatio,
                          labelled: training.prefix(labelledCount).sorted(),
                          unlabelled: (training.dropFirst(labelledCount) + unmasked).sorted(),
-                         validation: order.prefix(validationCount).sorted())
+                         validation: keptValidation.sorted())
     }
 
     /// The indices of each role's images in `dataset`. Throws, listing them, when names are not in the dataset,
@@ -98,7 +131,7 @@ public struct DataSplit: Equatable, Sendable {
     public func write(to path: String) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        let file = File(seed: seed, labelRatio: labelRatio.description, validationRatio: validationRatio?.description,
+        let file = File(seed: seed, labelRatio: labelRatio.description, rounding: rounding, validationRatio: validationRatio?.description,
                         labelled: labelled, unlabelled: unlabelled, validation: validation)
         do { try encoder.encode(file).write(to: URL(fileURLWithPath: path)) } catch {
             throw EngineError.file(path: path, message: "cannot write the split: \(error.localizedDescription)")
@@ -118,7 +151,7 @@ public struct DataSplit: Equatable, Sendable {
         }
         let split: DataSplit
         do {
-            split = DataSplit(seed: file.seed, labelRatio: try Ratio(file.labelRatio),
+            split = DataSplit(seed: file.seed, labelRatio: try Ratio(file.labelRatio), rounding: file.rounding ?? .nearest,
                               validationRatio: try file.validationRatio.map(Ratio.init),
                               labelled: file.labelled.sorted(), unlabelled: file.unlabelled.sorted(), validation: file.validation.sorted())
         } catch { throw EngineError.file(path: path, message: "\(error)") }
@@ -132,6 +165,8 @@ public struct DataSplit: Equatable, Sendable {
     private struct File: Codable {
         let seed: UInt64
         let labelRatio: String
+        /// Absent in files written before rounding could be chosen (they rounded to nearest).
+        let rounding: Rounding?
         let validationRatio: String?
         let labelled: [String]
         let unlabelled: [String]

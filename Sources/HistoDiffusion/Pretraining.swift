@@ -108,7 +108,7 @@ public struct DiffusionPretraining {
                                                  wrt: model.trainableParameters(), on: backend)
         let norm = configuration.clipNorm.map { gradients.clipByGlobalNorm($0) } ?? gradients.globalNorm
         try optimizer.step(gradients)
-        try ema?.update(from: model)
+        try ema?.update(from: model, on: backend)
         return (loss, norm)
     }
 }

@@ -91,31 +91,19 @@ public enum Demo {
         // 2. Methods on the labelled subset, scored against the held-back masks.
         try writeHeldBackMasks(dataset: dataset, split: split, c)
         let crops = try cropsPerImage(dataset: dataset, labelled: indices.labelled, c)
-        func sized(_ plan: inout SupervisedTraining.Plan) {
-            plan.patchSize = c.patch
-            plan.cropsPerImage = crops
-            plan.maxEpochs = c.epochCount
-            plan.seed = c.seed
-            plan.validationCrop = c.validationCrop
-        }
         var results: [MethodResult] = []
-        let supervised = try timed {
-            var configuration = SupervisedTraining.Configuration.cpu(classes: 2, labelRatio: try Ratio(c.labelRatio),
-                                                                     validationRatio: try Ratio(c.validationRatio))
-            sized(&configuration.plan)
-            return try SupervisedTraining.run(configuration, dataset: dataset, split: split,
-                                              callbacks: progress("supervised U-Net")).model
-        }
+        let supervised = try timed { try train("supervised", folder: "supervised-unet", crops: crops, dataset: dataset, split: split, c) }
         results.append(try evaluate("supervised U-Net", supervised.value, seconds: supervised.seconds,
                                     dataset: dataset, split: split, c))
         let genSelfDiff = try timed {
-            try fineTuneGenSelfDiff(dataset: dataset, split: split, pretrained: pretrained, c, sized: sized)
+            try train("genselfdiff", folder: "genselfdiff-pretrained", options: ["pretrained": pretrained], crops: crops, dataset: dataset, split: split, c)
         }
-        results.append(try evaluate("GenSelfDiff (pretrained)", genSelfDiff.value, seconds: genSelfDiff.seconds + pretrainSeconds,
-                                    dataset: dataset, split: split, c))
+        results.append(try evaluate("GenSelfDiff (pretrained)", genSelfDiff.value,
+                                    seconds: genSelfDiff.seconds + pretrainSeconds, dataset: dataset, split: split, c))
         if c.includeRandomInit {
-            let random = try timed { try fineTuneGenSelfDiff(dataset: dataset, split: split, pretrained: nil, c, sized: sized) }
-            results.append(try evaluate("GenSelfDiff (random init)", random.value, seconds: random.seconds, dataset: dataset, split: split, c))
+            let random = try timed { try train("genselfdiff", folder: "genselfdiff-random-init", crops: crops, dataset: dataset, split: split, c) }
+            results.append(try evaluate("GenSelfDiff (random init)", random.value, seconds: random.seconds,
+                                        dataset: dataset, split: split, c))
         }
 
         let report = self.report(results, dataPath: dataPath, split: split, crops: crops, c)
@@ -140,19 +128,6 @@ public enum Demo {
             return total + image.width * image.height
         }
         return max(4, area / max(labelled.count, 1) / (c.patch * c.patch * 4))
-    }
-
-    /// A progress line over a method's optimizer steps and a log line per epoch.
-    static func progress(_ method: String) -> SupervisedTraining.Callbacks {
-        var reporter: ProgressReporter?
-        return SupervisedTraining.Callbacks(step: { p in
-            // Rates count from the first finished step.
-            if reporter == nil { reporter = ProgressReporter(total: p.totalSteps, label: method, startStep: p.step) }
-            reporter?.update(step: p.step, values: [("epoch", Double(p.epoch)), ("loss", Double(p.loss))])
-        }, epoch: { e in
-            reporter?.message(String(format: "epoch %d, loss %.4f, validation Dice %.4f%@ (%.0f s)", e.epoch, e.meanLoss,
-                                     e.validationDice, e.isBest ? " (best)" : "", e.seconds))
-        })
     }
 
     static func pretrain(dataset: Dataset, indices: [Int], to path: String, _ c: Configuration, log: (String) -> Void) throws {
@@ -262,16 +237,22 @@ extension Planes {
 }
 
 extension Demo {
-    /// GenSelfDiff fine-tuning of the pretrained denoiser (all weights but the head) on the labelled images.
-    static func fineTuneGenSelfDiff(dataset: Dataset, split: DataSplit, pretrained: String?, _ c: Configuration,
-                                    sized: (inout SupervisedTraining.Plan) -> Void) throws -> any SegmentationModel {
-        var configuration = GenSelfDiffFineTuning.Configuration.cpu(classes: 2, labelRatio: try Ratio(c.labelRatio),
-                                                                    validationRatio: try Ratio(c.validationRatio))
-        sized(&configuration.plan)
-        // Short demo runs need a larger step than the paper's 1e-4 (which assumes 150 epochs of 256² patches).
-        configuration.optimizer = .adam(learningRate: 2e-3, beta1: 0.5, beta2: 0.999, weightDecay: 0)
-        let method = pretrained == nil ? "GenSelfDiff (random init)" : "GenSelfDiff (pretrained)"
-        return try GenSelfDiffFineTuning.run(configuration, dataset: dataset, split: split, pretrained: pretrained,
-                                             callbacks: progress(method)).model
+    /// Trains `method` (preset `cpu`, the demo's crops, epochs and split) in `<output>/runs/<folder>` through the
+    /// shared trainer; a rerun of the demo resumes or reuses that run.
+    static func train(_ method: String, folder: String, options: [String: String] = [:], crops: Int,
+                      dataset: Dataset, split: DataSplit, _ c: Configuration) throws -> any SegmentationModel {
+        var request = TrainingRequest(method: method, data: "", directory: c.output + "/runs/" + folder)
+        request.methodOptions = options
+        request.labels = c.labelRatio
+        request.validation = c.validationRatio
+        request.seed = c.seed
+        request.patch = c.patch
+        request.cropsPerImage = crops
+        request.epochs = c.epochCount
+        request.validationCrop = c.validationCrop
+        request.backend = c.backend
+        // Short demo runs of GenSelfDiff need a larger step than the paper's 1e-4 (which assumes 150 epochs of 256²).
+        if method == "genselfdiff" { request.learningRate = 2e-3 }
+        return try MethodTraining.run(request, dataset: dataset, split: split).model
     }
 }

@@ -50,68 +50,84 @@ public final class GenSelfDiffSegmenter: Module, SegmentationModel {
     public func probabilities(_ x: Tensor) -> Tensor { callAsFunction(x).softmax(axis: 1) }
 }
 
-/// GenSelfDiff-HIS fine-tuning (SPEC §2): the segmentation network, initialised from a DDPM-pretrained denoiser
-/// except for its head (or at random, the "without pretraining" comparison), trained end to end at t = 0 with
-/// L = L_SS + λ·L_FL by `SupervisedTraining.train` (random crops, validation Dice, best checkpoint, callbacks).
+/// GenSelfDiff-HIS fine-tuning (SPEC §2, docs/methods/genselfdiff.md): the segmentation network, initialised from
+/// a DDPM-pretrained denoiser except for its head (or at random, the "without pretraining" comparison), trained end
+/// to end at t = 0 with L = L_SS + λ·L_FL on the labelled crops.
 ///
 /// Decisions (SPEC §9 item 5):
 /// - Input range: the reference feeds [0, 1] at fine-tuning although its denoiser was pretrained on [−1, 1]; the
 ///   plan's `pixelRange` defaults to [−1, 1], the range the pretrained weights saw (`.zeroToOne` reproduces the code).
 /// - The logs in the losses take ε = 1e-7 (the code has none).
-/// - The kept epoch is the best validation Dice (the shared loop's rule), not the best validation loss.
+/// - The kept epoch is the best validation Dice (the shared trainer's rule), not the best validation loss.
 /// - Training windows are random crops (`cropsPerImage` per image and epoch) instead of the reference's stride-64
 ///   patch grid; the blur kernel spans ±3σ instead of 3 × 3.
-public enum GenSelfDiffFineTuning {
-    /// The network, λ and the plan (data, crops, optimizer, epochs, validation, checkpoint), whose fields read and
-    /// write through the configuration (`configuration.patchSize = 64`).
-    @dynamicMemberLookup
-    public struct Configuration: Sendable {
-        /// A segmentation configuration (`softmaxOutput`); a pretrained denoiser must have the same body (dim,
-        /// multipliers, widths), only its head may differ.
-        public var network: AttentionUNet.Configuration
-        /// λ in L_SS + λ·L_FL.
-        public var focalWeight: Float = 1
-        public var plan: SupervisedTraining.Plan
+public final class GenSelfDiffMethod: TrainingMethod {
+    public let network: OptimizedNetwork
+    public let segmenter: GenSelfDiffSegmenter
+    /// λ in L_SS + λ·L_FL.
+    public let focalWeight: Float
 
-        /// The paper's recipe with `network`: Adam lr 1e-4, β (0.5, 0.999); batch 8 of 256² crops (8 per image and
-        /// epoch); 150 epochs without early stopping; `GenSelfDiffFineTuning.augmentation`; λ = 1; inputs in [−1, 1].
-        public init(network: AttentionUNet.Configuration, labelRatio: Ratio, validationRatio: Ratio) {
-            self.network = network
-            plan = SupervisedTraining.Plan(labelRatio: labelRatio, validationRatio: validationRatio)
+    /// A `GenSelfDiffSegmenter` of `configuration` seeded with the plan's seed, loaded from the denoiser weights at
+    /// `pretrained` (all but the head; see `GenSelfDiffFineTuning.loadPretrained`) when given.
+    public init(configuration: AttentionUNet.Configuration, pretrained: String?, focalWeight: Float = 1,
+                setup: MethodSetup) throws {
+        segmenter = try GenSelfDiffSegmenter(configuration, generator: RandomGenerator(seed: setup.plan.seed))
+        if let pretrained { try GenSelfDiffFineTuning.loadPretrained(into: segmenter, from: pretrained) }
+        network = OptimizedNetwork(segmenter, recipe: setup.plan.optimizer, totalSteps: setup.totalSteps)
+        self.focalWeight = focalWeight
+    }
+
+    public var lossTerms: [String] { ["loss"] }
+    public var dataNeeds: DataNeeds { DataNeeds() }
+    public var evaluatedModel: any SegmentationModel { segmenter }
+    public var components: [String: any CheckpointableState] { ["optimizer": network.optimizer] }
+    public var learningRate: Float { network.optimizer.learningRate }
+
+    public func step(_ batch: MethodBatch, context: StepContext) throws -> [String: Float] {
+        segmenter.train(true)
+        let loss = GenSelfDiffFineTuning.loss(probabilities: segmenter.probabilities(batch.labelled.images),
+                                              labels: batch.labelled.labels!, focalWeight: focalWeight)
+        return try OptimizedNetwork.minimise(loss, named: "loss", networks: [network], on: context.backend)
+    }
+
+    /// `genselfdiff`. Both presets: Adam lr 1e-4, β (0.5, 0.999), batch 8, the reference's augmentation on the
+    /// strong view, λ = 1, inputs in [−1, 1]. `paper`: the 31.27M-parameter network on 256² crops (8 per image and
+    /// epoch), 150 epochs without early stopping. `cpu`: the `cpuSegmentation` network (dim 16, multipliers 1, 2, 4)
+    /// on 64² crops, 4 per image, 40 epochs, patience 10.
+    public static let registration = RegisteredMethod(
+        name: "genselfdiff",
+        paper: "GenSelfDiff-HIS fine-tuning, L_SS + L_FL (paper 001)",
+        defaults: "cpu: dim-16 Attention U-Net 64² batch 8 Adam 1e-4 (0.5, 0.999) 40 epochs; paper: 256², 150 epochs",
+        options: [MethodOption(name: "pretrained", help: "a `histodiff pretrain` run folder or its ema.safetensors "
+                               + "(same preset); random initialisation without it")],
+        plan: { preset, plan, _ in
             plan.batchSize = 8
-            plan.maxEpochs = 150
-            plan.patience = nil
             plan.optimizer = .adam(learningRate: 1e-4, beta1: 0.5, beta2: 0.999)
             plan.augmentation = GenSelfDiffFineTuning.augmentation
             plan.photometric = true
-        }
+            if preset == "cpu" {
+                plan.patchSize = 64
+                plan.cropsPerImage = 4
+                plan.length = .epochs(40)
+                plan.patience = 10
+            } else {
+                plan.length = .epochs(150)
+                plan.patience = nil
+            }
+        },
+        card: { preset, _, classes, plan in
+            ModelCard(architecture: "genselfdiff", preset: preset, classes: classes, pixelRange: plan.pixelRange)
+        },
+        make: { preset, options, setup in
+            let configuration: AttentionUNet.Configuration = preset == "paper"
+                ? .genSelfDiffSegmentation(classes: setup.classes) : .cpuSegmentation(classes: setup.classes)
+            let weights = try options["pretrained"].map(GenSelfDiffFineTuning.pretrainedWeights(at:))
+            return try GenSelfDiffMethod(configuration: configuration, pretrained: weights, setup: setup)
+        })
+}
 
-        public subscript<Value>(dynamicMember field: WritableKeyPath<SupervisedTraining.Plan, Value>) -> Value {
-            get { plan[keyPath: field] }
-            set { plan[keyPath: field] = newValue }
-        }
-
-        /// The paper: the 31.27M-parameter network (`.genSelfDiffSegmentation`) and recipe.
-        public static func paper(classes: Int, labelRatio: Ratio, validationRatio: Ratio) -> Configuration {
-            Configuration(network: .genSelfDiffSegmentation(classes: classes), labelRatio: labelRatio,
-                          validationRatio: validationRatio)
-        }
-
-        /// For a 2-core CPU: the `cpuSegmentation` network (dim 16, multipliers 1, 2, 4) on 64² crops, 4 per image and
-        /// epoch, batch 8, 40 epochs, patience 10; otherwise the paper's recipe.
-        public static func cpu(classes: Int, labelRatio: Ratio, validationRatio: Ratio) -> Configuration {
-            var configuration = Configuration(network: .cpuSegmentation(classes: classes), labelRatio: labelRatio,
-                                              validationRatio: validationRatio)
-            configuration.patchSize = 64
-            configuration.cropsPerImage = 4
-            configuration.maxEpochs = 40
-            configuration.patience = 10
-            return configuration
-        }
-    }
-
-    public typealias Result = SupervisedTraining.Result
-
+/// The pieces of GenSelfDiff fine-tuning that are not the step: the augmentation, the loss, the pretrained weights.
+public enum GenSelfDiffFineTuning {
     /// The reference's fine-tuning augmentation: horizontal and vertical flips with p 0.5 each; with p 0.3 colour
     /// jitter of brightness ±50% and contrast ±40%; with p 0.3 a Gaussian blur, σ uniform in [1, 2]. Nothing else.
     public static let augmentation: Augmentation = {
@@ -161,19 +177,5 @@ public enum GenSelfDiffFineTuning {
     public static func loss(probabilities: Tensor, labels: Tensor, focalWeight: Float = 1) -> Tensor {
         Loss.structuralSimilarity(probabilities: probabilities, labels: labels)
             + focalWeight * Loss.focal(probabilities: probabilities, labels: labels)
-    }
-
-    /// Fine-tunes a `GenSelfDiffSegmenter` of `configuration.network`, seeded with `configuration.seed` and loaded
-    /// from `pretrained` (all but the head; see `loadPretrained(into:from:)`) when given, on the labelled images of
-    /// `split` (default: `DataSplit.make` with the configured ratios and split seed). The result's model is that
-    /// segmenter with the best epoch's weights.
-    public static func run(_ configuration: Configuration, dataset: Dataset, split: DataSplit? = nil, pretrained: String? = nil,
-                           callbacks: SupervisedTraining.Callbacks = .init()) throws -> Result {
-        let model = try GenSelfDiffSegmenter(configuration.network, generator: RandomGenerator(seed: configuration.seed))
-        if let pretrained { try loadPretrained(into: model, from: pretrained) }
-        return try SupervisedTraining.train(model, plan: configuration.plan, dataset: dataset, split: split,
-                                            callbacks: callbacks) { images, labels in
-            loss(probabilities: model.probabilities(images), labels: labels, focalWeight: configuration.focalWeight)
-        }
     }
 }

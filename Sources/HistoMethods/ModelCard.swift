@@ -109,11 +109,11 @@ public struct TrainedModel {
     public init(path: String) throws {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw EngineError.file(path: path, message: "no such model (a run folder of `histodiff train` or its \(SupervisedTraining.checkpointFileName))")
+            throw EngineError.file(path: path, message: "no such model (a run folder of `histodiff train` or its \(TrainingRun.bestFileName))")
         }
         let folder = isDirectory.boolValue ? path : (path as NSString).deletingLastPathComponent
         directory = folder.isEmpty ? "." : folder
-        weightsPath = isDirectory.boolValue ? (path as NSString).appendingPathComponent(SupervisedTraining.checkpointFileName) : path
+        weightsPath = isDirectory.boolValue ? (path as NSString).appendingPathComponent(TrainingRun.bestFileName) : path
         card = try ModelCard.read(from: directory)
         network = try card.makeModel(generator: RandomGenerator(seed: 0))
         try network.load(from: weightsPath)

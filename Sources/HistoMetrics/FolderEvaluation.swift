@@ -289,7 +289,8 @@ public struct FolderEvaluation: Sendable {
         return escaped + "\""
     }
 
-    private static func csvField(_ text: String) -> String {
+    /// A CSV cell: quoted, quotes doubled, when it holds a comma, a quote or a line break.
+    public static func csvField(_ text: String) -> String {
         guard text.contains(where: { $0 == "," || $0 == "\"" || $0.isNewline }) else { return text }
         return "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\""
     }

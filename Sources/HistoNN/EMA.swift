@@ -1,7 +1,11 @@
 import HistoCore
 
 /// Exponential moving average of a model's parameters (SPEC §0.6): shadow ← shadow − (1 − α)(shadow − θ),
-/// i.e. α·shadow + (1 − α)·θ, with α the effective decay of the current update. Buffers are not averaged.
+/// i.e. α·shadow + (1 − α)·θ, with α the effective decay of the current update. The update is one graph of tensor
+/// ops run on the backend the caller names, so shadows that live on a device stay there.
+///
+/// Buffers (BatchNorm running statistics) are not averaged unless a teacher asks for it (`averagesBuffers`): SSL4MIS
+/// and CDCL leave the teacher's own statistics, which its forward passes update (SPEC §5); timm's EMA averages them.
 ///
 /// The shadows are same-named parameters: either copies owned by the EMA (`init(tracking:)`, for evaluating
 /// or exporting EMA weights with `copy(to:)`) or the parameters of a teacher module of the same structure
@@ -23,19 +27,25 @@ public final class ExponentialMovingAverage: CheckpointableState {
     public private(set) var updateCount = 0
     /// The shadow parameters, named like the tracked model's `parameters()`.
     public let shadows: [(name: String, parameter: Parameter)]
+    /// The teacher's buffers, averaged like the parameters from the same-named buffers of the model (empty unless
+    /// `init(teacher:decay:warmup:averagesBuffers:)` asked for it).
+    public let bufferShadows: [(name: String, buffer: ModuleBuffer)]
 
     /// Shadows are copies of `model`'s current parameters.
     public init(tracking model: Module, decay: Float, warmup: Warmup = .none) {
         shadows = model.parameters().map { ($0.name, Parameter($0.parameter.value, requiresGrad: false, name: $0.name)) }
+        bufferShadows = []
         self.decay = decay
         self.warmup = warmup
     }
 
     /// Shadows are `teacher`'s own parameters, which `update(from:)` overwrites; they are frozen
-    /// (`requiresGrad = false`) since only the average moves them.
-    public init(teacher: Module, decay: Float, warmup: Warmup = .none) {
+    /// (`requiresGrad = false`) since only the average moves them. With `averagesBuffers` the teacher's buffers are
+    /// averaged too (checkpointed with the teacher module itself, not here).
+    public init(teacher: Module, decay: Float, warmup: Warmup = .none, averagesBuffers: Bool = false) {
         teacher.freeze()
         shadows = teacher.parameters()
+        bufferShadows = averagesBuffers ? teacher.buffers() : []
         self.decay = decay
         self.warmup = warmup
     }
@@ -49,15 +59,27 @@ public final class ExponentialMovingAverage: CheckpointableState {
         }
     }
 
-    /// Moves every shadow toward the same-named parameter of `model`.
-    public func update(from model: Module) throws {
-        let current = try matchedParameters(of: model, op: "ema.update")
-        let weight = 1 - effectiveDecay
-        for ((_, shadow), source) in zip(shadows, current) {
-            var s = try shadow.values()
-            let x = try source.values()
-            for i in 0..<s.count { s[i] = s[i] - weight * (s[i] - x[i]) }
-            shadow.assign(s)
+    /// Moves every shadow (and averaged buffer) toward the same-named tensor of `model`, in one graph run on
+    /// `backend` (the default backend when nil); each shadow then holds the run's output buffer.
+    public func update(from model: Module, on backend: (any Backend)? = nil) throws {
+        let current = try matchedParameters(of: model, op: "ema.update").map(\.value)
+        let targets: [ModuleTensor] = shadows.map(\.parameter) + bufferShadows.map(\.buffer)
+        var sources = current
+        if !bufferShadows.isEmpty {
+            let byName = Dictionary(model.buffers().map { ($0.name, $0.buffer) }, uniquingKeysWith: { a, _ in a })
+            try checkNames(expected: bufferShadows.map(\.name), found: Array(byName.keys), what: "buffers") {
+                .invalidOp(op: "ema.update", message: "the model does not match the teacher's buffers: \($0)")
+            }
+            sources += bufferShadows.map { byName[$0.name]!.value }
+        }
+        let weight = Tensor(scalar: 1 - effectiveDecay)
+        let updated = zip(targets, sources).map { target, source in target.value - weight * (target.value - source) }
+        try eval(updated, on: backend)
+        for (target, value) in zip(targets, updated) {
+            // The output buffer becomes a leaf, cut off from the update graph (a view would need a copy).
+            target.value = value.node.offset == 0
+                ? Tensor(buffer: value.node.buffer!, shape: target.shape, label: target.name)
+                : Tensor(try value.toArray(on: backend), shape: target.shape, label: target.name)
         }
         updateCount += 1
     }

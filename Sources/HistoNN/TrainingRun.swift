@@ -221,12 +221,16 @@ public struct StepReport {
     public var values: [String: Double]
     /// Ends the run after this step (early stopping); the checkpoint is saved first.
     public var stop: Bool
+    /// A line printed after this step's progress update (e.g. a validation result).
+    public var message: String?
 
-    public init(loss: Float, learningRate: Float, values: [String: Double] = [:], stop: Bool = false) {
+    public init(loss: Float, learningRate: Float, values: [String: Double] = [:], stop: Bool = false,
+                message: String? = nil) {
         self.loss = loss
         self.learningRate = learningRate
         self.values = values
         self.stop = stop
+        self.message = message
     }
 }
 
@@ -246,8 +250,12 @@ public enum TrainingOutcome: Equatable {
 /// The run directory holds:
 /// - `checkpoint/`: the latest `TrainingCheckpoint` of `model` and `components`, saved every `checkpointEvery`
 ///   steps, when the run ends and when it is interrupted;
-/// - `best/`: the checkpoint after the step with the best value so far of `Options.best`'s column;
+/// - `best.safetensors`: the model's weights and buffers after the step with the best value so far of
+///   `Options.best`'s column (metadata: that step and value), written atomically;
 /// - `metrics.csv`: columns `step,loss,lr,seconds` and `Options.columns`, one row per step (`MetricsLog`).
+///
+/// A step whose loss, or a value of one of `Options.finiteColumns`, is NaN or infinite ends the run with an error
+/// naming the step and the column; nothing is saved after it, so the last checkpoint stays the one to resume.
 ///
 /// A checkpoint directory is replaced whole (`TrainingCheckpoint.replace`), so a crash at any point leaves a
 /// complete checkpoint.
@@ -272,6 +280,8 @@ public final class TrainingRun {
         public var checkpointEvery: Int
         /// Extra columns of `metrics.csv`, after `step,loss,lr,seconds`.
         public var columns: [String] = []
+        /// Columns whose values must be finite (loss terms), besides `loss`.
+        public var finiteColumns: [String] = []
         public var best: BestCheckpoint?
         /// Saved with every checkpoint (keys must not start with `run.` or `histodiff.`).
         public var metadata: [String: String] = [:]
@@ -293,7 +303,7 @@ public final class TrainingRun {
 
     public static let metricsFileName = "metrics.csv"
     public static let checkpointDirectoryName = "checkpoint"
-    public static let bestDirectoryName = "best"
+    public static let bestFileName = "best.safetensors"
     static let secondsKey = "run.seconds", bestValueKey = "run.best_value", bestStepKey = "run.best_step"
     static let fixedColumns = ["step", "loss", "lr", "seconds"]
 
@@ -303,6 +313,8 @@ public final class TrainingRun {
     public let options: Options
     /// Steps completed: set by `resume`, advanced by `train`.
     public private(set) var step = 0
+    /// The step the latest checkpoint holds; nil when none was saved or resumed.
+    public private(set) var savedStep: Int?
     /// The best value of `options.best`'s column so far and the step after which it was measured.
     public private(set) var best: (value: Double, step: Int)?
     /// The caller's metadata saved with the checkpoint `resume` restored.
@@ -324,6 +336,8 @@ public final class TrainingRun {
         let all = Self.fixedColumns + options.columns
         let repeated = Set(all.filter { name in all.filter { $0 == name }.count > 1 }).sorted()
         if !repeated.isEmpty { problems.append("columns appear twice (step, loss, lr and seconds are always logged): \(repeated.joined(separator: ", "))") }
+        let unknownFinite = options.finiteColumns.filter { !options.columns.contains($0) }
+        if !unknownFinite.isEmpty { problems.append("finite columns \(unknownFinite) are not among the columns") }
         if let best = options.best, !options.columns.contains(best.column) {
             problems.append("the best-checkpoint column \(best.column) is not one of the columns \(options.columns)")
         }
@@ -348,8 +362,11 @@ public final class TrainingRun {
     /// The directory of the latest checkpoint, nil when the run directory holds none.
     public var latestCheckpoint: String? { existingCheckpoint(Self.checkpointDirectoryName) }
 
-    /// The directory of the best checkpoint, nil when none was saved.
-    public var bestCheckpoint: String? { existingCheckpoint(Self.bestDirectoryName) }
+    /// The best weights file, nil when none was saved.
+    public var bestWeights: String? {
+        let file = path(Self.bestFileName)
+        return FileManager.default.fileExists(atPath: file) ? file : nil
+    }
 
     private func existingCheckpoint(_ name: String) -> String? { TrainingCheckpoint.existing(path(name)) }
 
@@ -366,6 +383,7 @@ public final class TrainingRun {
                 throw EngineError.file(path: path, message: "cannot resume the run: \(message)")
             }
             step = restored.step
+            savedStep = step
             earlierSeconds = restored.metadata[Self.secondsKey].flatMap(Double.init) ?? 0
             if let value = restored.metadata[Self.bestValueKey].flatMap(Double.init),
                let bestStep = restored.metadata[Self.bestStepKey].flatMap(Int.init) {
@@ -398,13 +416,12 @@ public final class TrainingRun {
         let clock = { ProcessInfo.processInfo.systemUptime }
         let sessionStart = clock()
         var seconds: Double { earlierSeconds + clock() - sessionStart }
-        var savedStep = latestCheckpoint != nil ? step : -1  // the step the latest checkpoint holds
         var smoothed = 0.0, smoothedCount = 0
         var lastValues: [String: Double] = [:]
 
         func saveLatest() throws {
             guard savedStep != step else { return }
-            try saveCheckpoint(named: Self.checkpointDirectoryName, seconds: seconds)
+            try saveCheckpoint(seconds: seconds)
             savedStep = step
         }
         func bestNote() -> String {
@@ -427,6 +444,16 @@ public final class TrainingRun {
                 throw EngineError.invalidValue(op: "TrainingRun", message:
                     "step \(step + 1) reports values for columns that were not declared: \(undeclared.joined(separator: ", ")) (declared: \(options.columns.joined(separator: ", ")))")
             }
+            // The terms first: a NaN total is named by the term that made it.
+            let nonFinite = (options.finiteColumns.compactMap { column in report.values[column].map { (column, $0) } }
+                             + [("loss", Double(report.loss))]).first { !$0.1.isFinite }
+            if let (column, value) = nonFinite {
+                let kept = savedStep.map { "the checkpoint of step \($0) in \(path(Self.checkpointDirectoryName)) stays; " }
+                    ?? "no checkpoint was saved yet; "
+                throw EngineError.invalidValue(op: "training", message:
+                    "step \(step + 1): \(column) is \(value); the run stopped without saving it: \(kept)"
+                    + "fix the cause (a lower learning rate?) before resuming")
+            }
             step += 1
             let cells = ["\(step)", "\(report.loss)", "\(report.learningRate)", String(format: "%.3f", seconds)]
                 + options.columns.map { report.values[$0].map { "\($0)" } ?? "" }
@@ -435,7 +462,8 @@ public final class TrainingRun {
             if let criterion = options.best, let value = report.values[criterion.column], value.isFinite,
                best.map({ criterion.higherIsBetter ? value > $0.value : value < $0.value }) ?? true {
                 best = (value, step)
-                try saveCheckpoint(named: Self.bestDirectoryName, seconds: seconds)
+                try model.save(to: path(Self.bestFileName), metadata: [
+                    Self.bestStepKey: String(step), Self.bestValueKey: String(value), "run.best_column": criterion.column])
             }
 
             let beta = options.lossSmoothing
@@ -445,6 +473,7 @@ public final class TrainingRun {
             reporter.update(step: step, values: [("loss", smoothed / (1 - Foundation.pow(beta, Double(smoothedCount)))),
                                                  ("lr", Double(report.learningRate))]
                                                 + options.columns.compactMap { c in lastValues[c].map { (c, $0) } })
+            if let message = report.message { reporter.message(message) }
 
             if report.stop {
                 try saveLatest()
@@ -461,16 +490,16 @@ public final class TrainingRun {
         return .completed
     }
 
-    /// Saves the model and components at the current step into the checkpoint directory `name`, replacing it
-    /// whole (`TrainingCheckpoint.replace`).
-    private func saveCheckpoint(named name: String, seconds: Double) throws {
+    /// Saves the model and components at the current step into `checkpoint/`, replacing it whole
+    /// (`TrainingCheckpoint.replace`).
+    private func saveCheckpoint(seconds: Double) throws {
         var metadata = options.metadata
         metadata[Self.secondsKey] = String(seconds)
         if let best {
             metadata[Self.bestValueKey] = String(best.value)
             metadata[Self.bestStepKey] = String(best.step)
         }
-        try TrainingCheckpoint.replace(path(name), model: model, step: step, components: components, metadata: metadata)
+        try TrainingCheckpoint.replace(path(Self.checkpointDirectoryName), model: model, step: step, components: components, metadata: metadata)
     }
 }
 

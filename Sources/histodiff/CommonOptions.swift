@@ -22,17 +22,6 @@ struct RunOptions: ParsableArguments {
     @Option(help: "Seed for initialisation, data order, augmentation and noise.") var seed: UInt64 = 0
 }
 
-enum RunFiles {
-    /// Writes `loss_curve.png` from the run's metrics.csv.
-    static func writeLossCurve(in directory: String) throws {
-        let log = try MetricsLog.read(path: directory + "/" + TrainingRun.metricsFileName)
-        let series = try log.series("loss")
-        guard !series.isEmpty else { return }
-        let image = try Charts.lossCurve(steps: series.map(\.step), values: series.map(\.value))
-        try PNG.write(image, to: directory + "/loss_curve.png")
-    }
-}
-
 extension TrainingOutcome {
     /// Exit code for the CLI: 130 after Ctrl-C (as shells report it), 0 otherwise.
     var exitCode: ExitCode { if case .interrupted = self { return ExitCode(130) }; return .success }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import HistoCore
 
 /// The `histodiff` command line. Each subcommand lives in its own file in this folder.
@@ -8,10 +9,13 @@ struct HistoDiff: ParsableCommand {
         commandName: "histodiff",
         abstract: "Semi-supervised segmentation of nuclei and glands in H&E histopathology with diffusion models.",
         subcommands: [DemoCommand.self, Devices.self, Synth.self, Pretrain.self, SampleCommand.self, FeaturesCommand.self,
-                      Train.self, Segment.self, Eval.self, TrainAutoencoder.self])
+                      Train.self, ExperimentCommand.self, Segment.self, Eval.self, TrainAutoencoder.self])
 
     static func main() {
         OpenBLASTuning.reexecWithTunedSettingsIfNeeded()
+        // Line-buffered stdout: printed lines appear when they happen, also in a log file, in order with the
+        // progress lines on stderr.
+        setvbuf(stdout, nil, _IOLBF, 0)
         do {
             var command = try parseAsRoot()
             try command.run()

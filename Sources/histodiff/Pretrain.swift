@@ -3,6 +3,7 @@ import Foundation
 import HistoCore
 import HistoData
 import HistoDiffusion
+import HistoMethods
 import HistoNN
 
 /// `histodiff pretrain`: denoising diffusion pretraining on a folder of (unlabelled) images.
@@ -90,7 +91,7 @@ struct Pretrain: ParsableCommand {
             return StepReport(loss: loss, learningRate: optimizer.learningRate, values: ["grad_norm": Double(norm)])
         }
         try writeSamples(after: training.step)
-        try RunFiles.writeLossCurve(in: runOptions.out)
+        try MethodTrainer.writeLossCurve(in: runOptions.out)
         try ema.copy(to: shadow)
         var metadata = options.metadata
         if let latent { metadata["diffusion.latent_scale_factor"] = String(latent.settings.scaleFactor) }

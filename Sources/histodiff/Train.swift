@@ -5,131 +5,109 @@ import HistoData
 import HistoMethods
 import HistoNN
 
-/// `histodiff train`: a segmentation method on the labelled subset of a dataset, validated on held-back images.
+/// The options of one training run besides the method, the labels, the seed and the folder: shared by `train` and
+/// by `experiment` (which takes them after `--` for every run of its grid).
+struct TrainingOptions: ParsableArguments {
+    @Option(help: "Model size: cpu or paper (sets the method's recipe; see the list above).") var preset = "cpu"
+    @Option(help: "Image-only folder added as unlabelled images (repeatable).") var unlabelled: [String] = []
+    @Option(help: "How the label share is rounded: nearest, floor (DTSeg) or ceil (Ciampi).") var rounding = "nearest"
+    @Option(help: "Validation share of the images with masks.") var validation = "1/5"
+    @Flag(help: "Validate on the label share of the validation images only (DTSeg).") var validationFollowsLabels = false
+    @Option(help: "Patch size (a multiple of the network's downsampling).") var patch: Int?
+    @Option(help: "Batch size (labelled).") var batch: Int?
+    @Option(help: "Unlabelled batch size of semi-supervised methods (default: --batch).") var unlabelledBatch: Int?
+    @Option(help: "Random crops per labelled image and epoch.") var cropsPerImage: Int?
+    @Option(help: "Epochs.") var epochs: Int?
+    @Option(help: "Iterations instead of epochs (SSL4MIS counts iterations).") var iterations: Int?
+    @Option(help: "Validations without a better score before stopping (0: never stop early).") var patience: Int?
+    @Option(help: "Base learning rate of the method's optimizer.") var lr: Float?
+    @Option(help: "Validate every N steps (default: every epoch).") var validateEvery: Int?
+    @Option(help: "Save the resume checkpoint every N steps (default: every epoch).") var checkpointEvery: Int?
+    @Option(help: "Validation metric that keeps the best weights: dice, miou or jaccard-sweep.") var metric: String?
+    @Option(help: "Validate on the centred square of this side of each validation image.") var validationCrop: Int?
+    @Option(help: "A method option NAME=VALUE (repeatable; see the list above).") var option: [String] = []
+    @Option(help: "supervised: unet or fpn (same as --option arch=…).") var arch: String?
+    @Option(help: "supervised: ce, dice or ce+dice (same as --option loss=…).") var loss: String?
+    @Option(help: "genselfdiff: a `histodiff pretrain` run folder or its ema.safetensors (same as --option pretrained=…).")
+    var pretrained: String?
+    @OptionGroup var device: DeviceOptions
+
+    /// `request` with these options applied.
+    func apply(to request: inout TrainingRequest) throws {
+        guard let rounding = Rounding(rawValue: rounding) else {
+            throw ValidationError("unknown --rounding '\(rounding)' (nearest, floor, ceil)")
+        }
+        request.preset = preset
+        request.unlabelled = unlabelled
+        request.rounding = rounding
+        request.validation = validation
+        request.validationFollowsLabels = validationFollowsLabels
+        request.patch = patch
+        request.batch = batch
+        request.unlabelledBatch = unlabelledBatch
+        request.cropsPerImage = cropsPerImage
+        request.epochs = epochs
+        request.iterations = iterations
+        request.patience = patience
+        request.learningRate = lr
+        request.validateEvery = validateEvery
+        request.checkpointEvery = checkpointEvery
+        request.validationCrop = validationCrop
+        if let metric {
+            guard let value = TrainingPlan.ValidationMetric(rawValue: metric) else {
+                throw ValidationError("unknown --metric '\(metric)' (dice, miou, jaccard-sweep)")
+            }
+            request.metric = value
+        }
+        var options: [String: String] = [:]
+        for pair in option {
+            guard let equals = pair.firstIndex(of: "="), equals != pair.startIndex else {
+                throw ValidationError("--option '\(pair)' is not NAME=VALUE")
+            }
+            options[String(pair[..<equals])] = String(pair[pair.index(after: equals)...])
+        }
+        for (name, value) in [("arch", arch), ("loss", loss), ("pretrained", pretrained)] {
+            if let value { options[name] = value }
+        }
+        request.methodOptions = options
+        request.backend = try device.backend()
+    }
+}
+
+/// `histodiff train`: a segmentation method of the registry on a dataset folder, validated on held-back images.
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Train a segmentation method on a dataset folder (labelled subset by ratio, validation by image).",
+        abstract: "Train a segmentation method on a dataset folder (labelled share by ratio or count, validation by image).",
         discussion: """
-        supervised: the U-Net or ResNet-FPN with --loss. genselfdiff: GenSelfDiff fine-tuning (L_SS + L_FL) of the \
-        Attention U-Net segmenter, initialised from a diffusion pretraining run (--pretrained; every weight but the \
-        head) or at random. Options left out take the method's defaults: supervised patch 128, batch 8, 50 epochs, \
-        patience 10, Adam 1e-3; genselfdiff the preset's recipe (cpu: patch 64, batch 8, 40 epochs, patience 10; \
-        paper: patch 256, batch 8, 150 epochs, no early stopping; both Adam 1e-4 with betas 0.5/0.999).
+        Images with a mask are labelled candidates; images without one (and --unlabelled folders) are unlabelled. \
+        RUN gets best.safetensors (the kept weights), model.json, split.json and training.json at once, \
+        metrics.csv, loss_curve.png and checkpoint/. A run stopped by Ctrl-C, SIGTERM or a crash resumes when the \
+        same command is run again (the settings must match; only --device may change).
+
+        Methods:
+        \(MethodRegistry.listing)
         """)
 
-    @Option(help: "Method: supervised or genselfdiff.") var method = "supervised"
-    @Option(help: "Dataset folder with images/ and masks/.") var data: String
-    @Option(help: "Output folder: best.safetensors, model.json, split.json.") var out: String
-    @Option(help: "supervised: unet (SSL4MIS/Ciampi U-Net, the default) or fpn (ResNet-FPN).") var arch: String?
-    @Option(help: "Model size: cpu or paper.") var preset = "cpu"
-    @Option(help: "genselfdiff: the pretrained denoiser, a `histodiff pretrain` run folder or its ema.safetensors (same preset).")
-    var pretrained: String?
-    @Option(help: "Labelled fraction of the training images: 1/8, 12.5%, …") var labels = "1/8"
-    @Option(help: "Validation fraction of the images.") var validation = "1/5"
-    @Option(help: "supervised: loss ce, dice or ce+dice (the default).") var loss: String?
-    @Option(help: "Patch size.") var patch: Int?
-    @Option(help: "Batch size.") var batch: Int?
-    @Option(help: "Maximum epochs.") var epochs: Int?
-    @Option(help: "Early-stopping patience in epochs (0: never stop early).") var patience: Int?
-    @Option(help: "Adam learning rate (genselfdiff keeps the recipe's betas 0.5/0.999).") var lr: Float?
-    @Option(help: "Seed of the split, the weights and the batches.") var seed: UInt64 = 0
-    @Flag(help: "Continue the run stopped in --out (by Ctrl-C or SIGTERM) where it stopped; give the options it was started with.")
-    var resume = false
-
-    func validate() throws {
-        guard ["cpu", "paper"].contains(preset) else { throw ValidationError("unknown preset '\(preset)' (cpu, paper)") }
-        switch method {
-        case "supervised":
-            guard pretrained == nil else { throw ValidationError("--pretrained applies to --method genselfdiff only") }
-        case "genselfdiff":
-            guard arch == nil, loss == nil else {
-                throw ValidationError("--arch and --loss apply to --method supervised only (genselfdiff trains its Attention U-Net with L_SS + L_FL)")
-            }
-        default:
-            throw ValidationError("unknown method '\(method)' (supervised, genselfdiff)")
-        }
-    }
+    @Option(help: "Method (see the list above).") var method = "supervised"
+    @Option(help: "Dataset folder with images/ and masks/ (images without a mask are unlabelled).") var data: String
+    @Option(help: "Run folder.") var out: String
+    @Option(help: "Labelled share of the training images: 1/8, 12.5%, or a count such as 5.") var labels = "1/8"
+    @Option(help: "Reuse the split of this split.json instead of making one.") var split: String?
+    @Option(help: "Seed of the split, the weights, the noise and the batches.") var seed: UInt64 = 0
+    @OptionGroup var training: TrainingOptions
 
     func run() throws {
-        let signals = StopSignalHandlers()
-        defer { signals.restore() }
-        let labelRatio = try Ratio(labels), validationRatio = try Ratio(validation)
-        let dataset = try Dataset.open(path: data, requireMasks: true)
-        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
-        let card: ModelCard
-        let result: SupervisedTraining.Result
-        if method == "genselfdiff" {
-            var configuration: GenSelfDiffFineTuning.Configuration = preset == "paper"
-                ? .paper(classes: 2, labelRatio: labelRatio, validationRatio: validationRatio)
-                : .cpu(classes: 2, labelRatio: labelRatio, validationRatio: validationRatio)
-            apply(to: &configuration.plan)
-            if let lr { configuration.optimizer = .adam(learningRate: lr, beta1: 0.5, beta2: 0.999) }
-            let weights = try pretrained.map(GenSelfDiffFineTuning.pretrainedWeights(at:))
-            print(weights.map { "initialising every weight but the head from \($0)" }
-                  ?? "training from random initialisation (no --pretrained)")
-            card = ModelCard(architecture: "genselfdiff", preset: preset, classes: 2, pixelRange: configuration.pixelRange)
-            result = try GenSelfDiffFineTuning.run(configuration, dataset: dataset, pretrained: weights,
-                                                   callbacks: callbacks(label: "genselfdiff \(preset)", signals: signals))
-        } else {
-            let arch = self.arch ?? "unet"
-            guard case .supervised(let architecture) = try ModelCard.network(architecture: arch, preset: preset, classes: 2) else {
-                throw ValidationError("--arch \(arch) is not a supervised architecture (unet, fpn)")
-            }
-            var configuration = SupervisedTraining.Configuration(architecture: architecture, labelRatio: labelRatio,
-                                                                 validationRatio: validationRatio)
-            configuration.patchSize = 128
-            configuration.batchSize = 8
-            configuration.maxEpochs = 50
-            configuration.patience = 10
-            apply(to: &configuration.plan)
-            configuration.optimizer = .adam(learningRate: lr ?? 1e-3)
-            guard let loss = SupervisedLoss(rawValue: self.loss ?? SupervisedLoss.crossEntropyDice.rawValue) else {
-                throw ValidationError("unknown loss '\(self.loss!)' (\(SupervisedLoss.allCases.map(\.rawValue).joined(separator: ", ")))")
-            }
-            configuration.loss = loss
-            card = ModelCard(architecture: arch, preset: preset, classes: 2, pixelRange: configuration.pixelRange)
-            result = try SupervisedTraining.run(configuration, dataset: dataset,
-                                                callbacks: callbacks(label: "supervised \(arch)", signals: signals))
-        }
-        try card.write(to: out)
-        try result.split.write(to: (out as NSString).appendingPathComponent("split.json"))
-        if result.stopReason == .cancelled {
-            print("stopped by \(signalName(signals.pending)) after step \(result.steps) (epoch \(result.epochsRun + 1) in progress); "
-                  + "state saved in \((out as NSString).appendingPathComponent(SupervisedTraining.resumeDirectoryName)); "
-                  + "rerun the same command with --resume")
-            throw TrainingOutcome.interrupted(signal: signals.pending).exitCode
-        }
-        print(String(format: "best validation Dice %.4f (IoU %.4f) at epoch %d of %d, %.0f s; weights %@",
-                     result.bestValidationDice, result.bestValidationIoU, result.bestEpoch, result.epochsRun,
-                     result.wallSeconds, result.checkpointPath ?? "not written"))
-    }
-
-    /// The options shared by every method, over the method's defaults.
-    func apply(to plan: inout SupervisedTraining.Plan) {
-        plan.seed = seed
-        plan.splitSeed = seed
-        plan.checkpointDirectory = out
-        plan.resume = resume
-        if let patch { plan.patchSize = patch }
-        if let batch { plan.batchSize = batch }
-        if let epochs { plan.maxEpochs = epochs }
-        if let patience { plan.patience = patience == 0 ? nil : patience }
-    }
-
-    /// Progress over the run's optimizer steps (loss, it/s, ETA), a line per epoch with its validation scores, and
-    /// a stop after the step during which SIGINT or SIGTERM arrived.
-    func callbacks(label: String, signals: StopSignalHandlers) -> SupervisedTraining.Callbacks {
-        var progress: ProgressReporter?
-        return SupervisedTraining.Callbacks(step: { step in
-            // The total is known from the first step; timing starts there.
-            let reporter = progress ?? ProgressReporter(total: step.totalSteps, label: label, startStep: step.step)
-            progress = reporter
-            reporter.update(step: step.step, values: [("epoch", Double(step.epoch)), ("loss", Double(step.loss))])
-        }, epoch: { report in
-            let line = String(format: "epoch %d: loss %.4f, validation Dice %.4f, IoU %.4f, %.0f s%@", report.epoch,
-                              report.meanLoss, report.validationDice, report.validationIoU, report.seconds,
-                              report.isBest ? " (best)" : "")
-            progress?.message(line)
-        }, shouldStop: { signals.pending != 0 })
+        var request = TrainingRequest(method: method, data: data, directory: out)
+        request.labels = labels
+        request.splitFile = split
+        request.seed = seed
+        try training.apply(to: &request)
+        let result = try MethodTraining.run(request)
+        if case .interrupted = result.outcome { throw result.outcome.exitCode }
+        let best = result.best.map {
+            String(format: "best validation score %.4f (Dice %.4f, IoU %.4f) after step %d (epoch %.4g)",
+                   $0.score, $0.dice, $0.iou, $0.step, $0.epoch)
+        } ?? "no validation yet"
+        print("\(best); \(result.steps)/\(result.totalSteps) steps; weights \(result.bestWeights ?? "not written")")
     }
 }

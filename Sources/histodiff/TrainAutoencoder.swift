@@ -3,6 +3,7 @@ import Foundation
 import HistoCore
 import HistoData
 import HistoDiffusion
+import HistoMethods
 import HistoNN
 
 /// `histodiff train-autoencoder`: the KL autoencoder (f4, 3 latent channels) of latent diffusion.
@@ -50,7 +51,7 @@ struct TrainAutoencoder: ParsableCommand {
             return StepReport(loss: record.loss, learningRate: record.learningRate,
                               values: ["reconstruction": Double(record.reconstruction), "kl": Double(record.kl)])
         }
-        try RunFiles.writeLossCurve(in: runOptions.out)
+        try MethodTrainer.writeLossCurve(in: runOptions.out)
         print("autoencoder run in \(runOptions.out): model in checkpoint/model.safetensors, loss curve in loss_curve.png")
         throw outcome.exitCode
     }

@@ -1,6 +1,6 @@
 import Foundation
 import HistoCore
-import HistoData
+@testable import HistoData
 import XCTest
 
 final class ChartTests: XCTestCase {
@@ -130,5 +130,91 @@ final class ChartTests: XCTestCase {
             }
         }
         XCTAssertNoThrow(try Charts.lossCurve(steps: [7], values: [0.5]), "one point")
+    }
+
+    func testLineChartDrawsEachPointWhereItsAxesPlaceIt() throws {
+        var options = Charts.LineChartOptions()
+        options.width = 640
+        options.height = 420
+        options.logScaleX = true
+        options.xTitle = "labelled share"
+        options.yTitle = "Dice (%)"
+        options.xTicks = [(1.0 / 32, "1/32"), (1.0 / 8, "1/8"), (0.5, "1/2")].map { Charts.AxisTick($0.0, $0.1) }
+        let (red, blue) = (RGB(220, 20, 20), RGB(20, 20, 220))
+        let rising = Charts.LineSeries(name: "rising", points: [
+            Charts.LinePoint(x: 0.5, y: 80, low: 76, high: 84),  // out of order: lines join points in order of x
+            Charts.LinePoint(x: 1.0 / 32, y: 60),
+            Charts.LinePoint(x: 1.0 / 8, y: 70, low: .nan, high: 72),  // an undefined bar is not drawn
+        ], color: red)
+        let flat = Charts.LineSeries(name: "flat", points: [
+            Charts.LinePoint(x: 1.0 / 8, y: 65), Charts.LinePoint(x: .nan, y: 1),  // a point without x is left out
+        ], color: blue)
+        let chart = try Charts.lineChart([rising, flat], options: options)
+        let image = chart.image
+        XCTAssertEqual([image.width, image.height, image.channels, image.bitDepth], [640, 420, 3, 8])
+
+        for (series, colour) in [(rising, red), (flat, blue)] {
+            for point in series.points where point.x.isFinite {
+                let (x, y) = chart.pixel(x: point.x, y: point.y)
+                XCTAssertEqual(pixel(image, x, y), rgb(colour), "\(series.name) at (\(point.x), \(point.y))")
+            }
+        }
+        // Log x: shares a factor 4 apart lie equally far apart; larger y is higher up.
+        let (a, b, c) = (chart.pixel(x: 1.0 / 32, y: 60), chart.pixel(x: 1.0 / 8, y: 70), chart.pixel(x: 0.5, y: 80))
+        XCTAssertEqual(Double(b.x - a.x), Double(c.x - b.x), accuracy: 1)
+        XCTAssert(a.y > b.y && b.y > c.y, "rows \(a.y), \(b.y), \(c.y)")
+        // The error bar of (0.5, 80) spans rows 84…76 at its column and stops there; (1/8, 70) has none.
+        let top = chart.pixel(x: 0.5, y: 84), bottom = chart.pixel(x: 0.5, y: 76)
+        XCTAssertEqual(rows(of: red, in: image, column: top.x).filter { $0 < c.y - 10 }.min(), top.y)
+        XCTAssertEqual(rows(of: red, in: image, column: bottom.x).filter { $0 > c.y + 10 }.max(), bottom.y)
+        XCTAssertEqual(rows(of: red, in: image, column: b.x).filter { $0 < b.y - 10 }, [], "no bar above (1/8, 70)")
+        // The legend stands right of the data, one row per series.
+        for colour in [red, blue] {
+            XCTAssert(columns(of: colour, in: image).contains { $0 > c.x + 20 }, "legend swatch of \(colour)")
+        }
+        XCTAssert(columns(of: options.textColor, in: image).contains { $0 > c.x + 40 }, "legend names")
+    }
+
+    func testLineChartDodgesSeriesAndKeepsCategoriesInOrder() throws {
+        var options = Charts.LineChartOptions()
+        options.xTicks = ["five", "ten"].enumerated().map { Charts.AxisTick(Double($0.offset), $0.element) }
+        options.dodge = 10
+        let points = [Charts.LinePoint(x: 0, y: 1), Charts.LinePoint(x: 1, y: 2)]
+        let series = (0..<2).map { Charts.LineSeries(name: "s\($0)", points: points) }
+        let chart = try Charts.lineChart(series, options: options)
+        let centre = chart.pixel(x: 0, y: 1)
+        XCTAssertEqual(pixel(chart.image, centre.x - 5, centre.y), rgb(Charts.palette[0]), "series 0 shifted left")
+        XCTAssertEqual(pixel(chart.image, centre.x + 5, centre.y), rgb(Charts.palette[1]), "series 1 shifted right")
+        XCTAssertLessThan(centre.x, chart.pixel(x: 1, y: 1).x)
+    }
+
+    func testRoundTicksCoverTheDataInStepsOfOneTwoOrFive() {
+        func ticks(_ values: [Double]) -> [String] { Charts.roundTicks(covering: values).map(\.label) }
+        XCTAssertEqual(ticks([70.1, 81.3]), ["70", "75", "80", "85"])
+        XCTAssertEqual(ticks([0.123, 0.171]), ["0.12", "0.13", "0.14", "0.15", "0.16", "0.17", "0.18"])
+        XCTAssertEqual(ticks([-3, 12]), ["-5", "0", "5", "10", "15"])
+        XCTAssertEqual(ticks([80, 80]), ["76", "78", "80", "82", "84"], "one value is widened by 5%")
+        XCTAssertEqual(ticks([0.3, 0.5]), ["0.30", "0.35", "0.40", "0.45", "0.50"],
+                       "0.3 / 0.05 = 5.999… still starts at 0.30")
+    }
+
+    func testLineChartInputErrors() {
+        var options = Charts.LineChartOptions()
+        let point = Charts.LineSeries(name: "a", points: [Charts.LinePoint(x: 1, y: 1)])
+        let undefined = Charts.LineSeries(name: "a", points: [Charts.LinePoint(x: 1, y: .nan)])
+        XCTAssertThrowsError(try Charts.lineChart([undefined])) {
+            XCTAssertTrue("\($0)".contains("none of the 1 series has a point with finite x and y"), "\($0)")
+        }
+        options.logScaleX = true
+        options.xTicks = [Charts.AxisTick(0, "none")]
+        XCTAssertThrowsError(try Charts.lineChart([point], options: options)) {
+            XCTAssertTrue("\($0)".contains("x = 0 cannot be placed on a log scale"), "\($0)")
+        }
+        options = Charts.LineChartOptions()
+        options.width = 60
+        XCTAssertThrowsError(try Charts.lineChart([point], options: options)) {
+            XCTAssertTrue("\($0)".contains("60×500 pixels leave no room"), "\($0)")
+        }
+        XCTAssertNoThrow(try Charts.lineChart([point]), "one point")
     }
 }

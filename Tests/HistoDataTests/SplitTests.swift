@@ -11,7 +11,7 @@ final class SplitTests: XCTestCase {
             XCTAssertEqual(ratio.value, value, accuracy: 1e-12, text)
             XCTAssertEqual(ratio.description, text.trimmingCharacters(in: .whitespaces))
         }
-        for bad in ["", "abc", "0%", "-5%", "120%", "x%", "1/0", "0/8", "3/2", "1/8/2", "0.125", "1 /", "nan%"] {
+        for bad in ["", "abc", "0%", "-5%", "120%", "x%", "1/0", "0/8", "3/2", "1/8/2", "0.125", "1 /", "nan%", "-3"] {
             XCTAssertThrowsError(try Ratio(bad), bad) { error in
                 XCTAssertTrue("\(error)".contains("'\(bad)'"), "\(error)")
             }
@@ -20,6 +20,36 @@ final class SplitTests: XCTestCase {
         XCTAssertEqual(try Ratio("1/8").count(of: 24), 3)
         XCTAssertEqual(try Ratio("12.5%").count(of: 20), 3, "2.5 rounds up")
         XCTAssertEqual(try Ratio("20%").count(of: 30), 6)
+    }
+
+    /// A share is rounded as asked (DTSeg floors, Ciampi ceils), exact shares are not pushed off by float noise,
+    /// and a plain number is a count of images.
+    func testCountsAndRounding() throws {
+        let eighth = try Ratio("1/8"), tenth = try Ratio("10%")
+        XCTAssertEqual([Rounding.nearest, .floor, .ceil].map { eighth.count(of: 37, rounding: $0) }, [5, 4, 5])
+        XCTAssertEqual([Rounding.nearest, .floor, .ceil].map { eighth.count(of: 20, rounding: $0) }, [3, 2, 3])
+        XCTAssertEqual([Rounding.nearest, .floor, .ceil].map { tenth.count(of: 30, rounding: $0) }, [3, 3, 3],
+                       "0.1 × 30 is 3.0000000000000004 in doubles; ceil must still give 3")
+        XCTAssertEqual(eighth.count(of: 3, rounding: .floor), 1, "at least one image")
+        let five = try Ratio("5")
+        XCTAssertEqual(five.fixedCount, 5)
+        XCTAssertEqual(five.count(of: 40, rounding: .floor), 5)
+        XCTAssertThrowsError(try Ratio("0")) { XCTAssertTrue("\($0)".contains("at least 1"), "\($0)") }
+    }
+
+    func testSplitWithACountRoundingAndValidationFollowingTheLabels() throws {
+        let dataset = try Support.syntheticDataset(self, count: 20, unmasked: 2, width: 6, height: 5)
+        let counted = try DataSplit.make(dataset: dataset, labelRatio: try Ratio("3"), validationRatio: try Ratio("1/4"), seed: 1)
+        XCTAssertEqual(counted.labelled.count, 3)
+        XCTAssertEqual(counted.unlabelled.count, 15 - 3 + 2)
+        let floored = try DataSplit.make(dataset: dataset, labelRatio: try Ratio("1/4"), validationRatio: try Ratio("1/4"),
+                                         seed: 1, rounding: .floor, validationFollowsLabels: true)
+        XCTAssertEqual(floored.labelled.count, 3, "15 / 4 = 3.75 floors to 3")
+        XCTAssertEqual(floored.validation.count, 1, "5 validation images / 4 = 1.25 floors to 1")
+        XCTAssertEqual(floored.rounding, .floor)
+        XCTAssertTrue(Set(counted.validation).isSuperset(of: floored.validation))
+        XCTAssertThrowsError(try DataSplit.make(dataset: dataset, labelRatio: try Ratio("16"), validationRatio: try Ratio("1/4"),
+                                                seed: 1)) { XCTAssertTrue("\($0)".contains("16 labelled images"), "\($0)") }
     }
 
     /// The host stream is the engine's Philox stream: the same numbers as RandomGenerator's draws.
@@ -83,7 +113,8 @@ final class SplitTests: XCTestCase {
         XCTAssertEqual(try DataSplit.read(path: path, dataset: dataset), split)
 
         let json = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any])
-        XCTAssertEqual(Set(json.keys), ["seed", "labelRatio", "validationRatio", "labelled", "unlabelled", "validation"])
+        XCTAssertEqual(Set(json.keys), ["seed", "labelRatio", "rounding", "validationRatio", "labelled", "unlabelled",
+                                        "validation"])
         XCTAssertEqual(json["labelRatio"] as? String, "12.5%")
         XCTAssertEqual(json["labelled"] as? [String], split.labelled)
 

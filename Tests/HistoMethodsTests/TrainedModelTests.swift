@@ -20,7 +20,7 @@ final class TrainedModelTests: XCTestCase {
         try model.commitBufferUpdates()
         model.train(false)
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        try model.save(to: directory + "/" + SupervisedTraining.checkpointFileName)
+        try model.save(to: directory + "/" + TrainingRun.bestFileName)
         try card.write(to: directory)
         return model
     }
@@ -161,11 +161,11 @@ final class TrainedModelTests: XCTestCase {
     func testGenSelfDiffFromAPretrainedFileOfAnotherBodyFailsNamingTheFile() throws {
         let root = try temporaryFolder().path
         try SyntheticHistology.makeDataset(at: root + "/data", count: 4, size: 32, seed: 7)
-        let dataset = try Dataset.open(path: root + "/data", requireMasks: true)
-        var configuration = GenSelfDiffFineTuning.Configuration.cpu(classes: 2, labelRatio: try Ratio("100%"),
-                                                                    validationRatio: try Ratio("1/4"))
-        configuration.patchSize = 32
-        configuration.checkpointDirectory = root + "/run"
+        var request = TrainingRequest(method: "genselfdiff", data: root + "/data", directory: root + "/run")
+        request.labels = "100%"
+        request.validation = "1/4"
+        request.patch = 32
+        request.progress = .none
         let bodies: [(String, Module)] = [
             ("guided", try GuidedUNet(.cpu, generator: RandomGenerator(seed: 1))),
             ("narrow", try AttentionUNet(AttentionUNet.Configuration(dim: 8, dimMults: [1, 2]), generator: RandomGenerator(seed: 1))),
@@ -176,7 +176,8 @@ final class TrainedModelTests: XCTestCase {
             try denoiser.save(to: pretrainRun + "/ema.safetensors")
             let weights = try GenSelfDiffFineTuning.pretrainedWeights(at: pretrainRun)
             XCTAssertEqual(weights, pretrainRun + "/ema.safetensors")
-            XCTAssertThrowsError(try GenSelfDiffFineTuning.run(configuration, dataset: dataset, pretrained: weights)) { error in
+            request.methodOptions = ["pretrained": pretrainRun]
+            XCTAssertThrowsError(try MethodTraining.run(request)) { error in
                 XCTAssertTrue("\(error)".contains(weights) && "\(error)".contains("cannot be imported"), "\(name): \(error)")
             }
         }
@@ -232,7 +233,8 @@ final class TrainedModelTests: XCTestCase {
 
         let train = try launch(tool, ["train", "--out", run, "--pretrained", root + "/pretrain"] + common)
         XCTAssertEqual(train.status, 0, train.output)
-        XCTAssertTrue(train.output.contains("from \(root)/pretrain/ema.safetensors"), train.output)
+        XCTAssertTrue(try String(contentsOfFile: run + "/training.json", encoding: .utf8)
+            .contains("\"option.pretrained\" : \"\(root)/pretrain\""), train.output)
         XCTAssertTrue(train.output.contains("epoch 1: loss"), train.output)
         XCTAssertEqual(try ModelCard.read(from: run), ModelCard(architecture: "genselfdiff", preset: "cpu", classes: 2,
                                                                  pixelRange: .minusOneToOne))
@@ -254,5 +256,38 @@ final class TrainedModelTests: XCTestCase {
         let mixed = try launch(tool, ["eval", "--model", run, "--pred", root, "--gt", root])
         XCTAssertNotEqual(mixed.status, 0)
         XCTAssertTrue(mixed.output.contains("cannot be combined with --model"), mixed.output)
+    }
+
+    /// `histodiff train` killed with SIGKILL after its first checkpoint: the same command again resumes from that
+    /// checkpoint, says so, and finishes with one metrics row per step.
+    func testTrainKilledWithSigkillResumesFromItsLastCheckpoint() throws {
+        let tool = try commandLineTool()
+        let root = try temporaryFolder().path
+        try SyntheticHistology.makeDataset(at: root + "/data", count: 8, size: 32, seed: 9)
+        let arguments = ["train", "--method", "supervised", "--data", root + "/data", "--out", root + "/run",
+                         "--labels", "100%", "--validation", "1/4", "--patch", "32", "--batch", "2", "--crops-per-image", "2", "--epochs", "6",
+                         "--checkpoint-every", "1", "--patience", "0"]
+        let process = Process()
+        process.executableURL = tool
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let deadline = Date().addingTimeInterval(120)
+        while TrainingCheckpoint.existing(root + "/run/checkpoint") == nil && process.isRunning && Date() < deadline {
+            usleep(20_000)
+        }
+        XCTAssertTrue(process.isRunning, "the run ended before it could be killed")
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationReason, .uncaughtSignal)
+        let saved = try XCTUnwrap(TrainingCheckpoint.existing(root + "/run/checkpoint"))
+        let step = try XCTUnwrap(SafeTensors.read(saved + "/" + TrainingCheckpoint.weightsFileName).metadata["histodiff.step"])
+
+        let rerun = try launch(tool, arguments)
+        XCTAssertEqual(rerun.status, 0, rerun.output)
+        XCTAssertTrue(rerun.output.contains("resuming from step \(step) of 36") || Int(step)! >= 36, rerun.output)
+        let steps = try MetricsLog.read(path: root + "/run/metrics.csv").rows.map { Int($0[0]!) }
+        XCTAssertEqual(steps, Array(1...36))
     }
 }

@@ -89,6 +89,39 @@ final class MemoryReuseTests: XCTestCase {
 }
 
 final class BackendTrainingParityTests: XCTestCase {
+    /// The EMA update runs as tensor ops on the backend it is given: on OpenCL the shadows then live in device
+    /// buffers, and the values equal the CPU's bit for bit (elementwise sub/mul, no contraction). With
+    /// `averagesBuffers` the teacher's BatchNorm statistics are averaged too; without, they stay as they are.
+    func testEMAUpdateOnTheDeviceMatchesTheCPU() throws {
+        guard let device = try OpenCLBackend.make() else { throw XCTSkip("no OpenCL device on this machine") }
+        func teacherState(on backend: any Backend, averagesBuffers: Bool) throws -> [String: HostTensor] {
+            let student = Sequential(Conv2d(3, 4, kernel: 3, padding: 1, generator: RandomGenerator(seed: 1)),
+                                     BatchNorm2d(4))
+            let teacher = Sequential(Conv2d(3, 4, kernel: 3, padding: 1, generator: RandomGenerator(seed: 2)),
+                                     BatchNorm2d(4))
+            let ema = ExponentialMovingAverage(teacher: teacher, decay: 0.9, warmup: .meanTeacher,
+                                               averagesBuffers: averagesBuffers)
+            for step in 0..<3 {
+                _ = student(RandomGenerator(seed: UInt64(step)).normal([2, 3, 8, 8]))  // moves the student's BN stats
+                try student.commitBufferUpdates()
+                for (_, p) in student.parameters() { p.assign(try p.values().map { $0 + 0.25 }) }
+                try ema.update(from: student, on: backend)
+            }
+            if backend !== CPUBackend.shared {
+                XCTAssertTrue(ema.shadows.allSatisfy { $0.parameter.value.node.buffer?.backend === backend },
+                              "shadows stay in device buffers")
+            }
+            return try teacher.checkpointState().tensors
+        }
+        for averagesBuffers in [false, true] {
+            let cpu = try teacherState(on: CPUBackend.shared, averagesBuffers: averagesBuffers)
+            let opencl = try teacherState(on: device, averagesBuffers: averagesBuffers)
+            XCTAssertEqual(cpu, opencl, "averagesBuffers \(averagesBuffers)")
+            let mean = try XCTUnwrap(cpu["1.running_mean"]).values
+            XCTAssertEqual(mean.allSatisfy { $0 == 0 }, !averagesBuffers, "running mean \(mean)")
+        }
+    }
+
     /// Three Adam steps of the UNet-style block give the same losses on OpenCL (PoCL in CI) as on the CPU.
     func testUNetStepLossesMatchBetweenBackends() throws {
         guard let device = try OpenCLBackend.make() else { throw XCTSkip("no OpenCL device on this machine") }

@@ -228,16 +228,40 @@ final class TrainingRunTests: XCTestCase {
         XCTAssertTrue(second.output.text.contains("best val_dice 0.7 after step 4"), second.output.text)
 
         let reloaded = try trainer(try temporaryDirectory(), seed: 3)
-        let best = try XCTUnwrap(second.run.bestCheckpoint)
-        XCTAssertEqual(best, dir + "/best")
-        let (step, _) = try TrainingCheckpoint.load(from: best, model: reloaded.model,
-                                                    components: ["optimizer": reloaded.optimizer, "dropout": reloaded.dropoutGenerator])
-        XCTAssertEqual(step, 4)
+        let best = try XCTUnwrap(second.run.bestWeights)
+        XCTAssertEqual(best, dir + "/best.safetensors")
+        try reloaded.model.load(from: best)
+        XCTAssertEqual(try SafeTensors.read(best).metadata["run.best_step"], "4")
         XCTAssertEqual(try reloaded.parameterBits(), bestAfterStep4)
         let scoresLogged = try MetricsLog.read(path: metricsPath(dir)).series("val_dice")
         XCTAssertEqual(scoresLogged.map(\.step), [2, 4, 6, 8])
         XCTAssertEqual(scoresLogged.map(\.value), scores)
-        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir).sorted(), ["best", "checkpoint", "metrics.csv"])
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir).sorted(), ["best.safetensors", "checkpoint", "metrics.csv"])
+    }
+
+    /// A NaN loss or a NaN value of a finite column ends the run naming the step and the column; the checkpoint
+    /// stays the last good one.
+    func testNonFiniteLossEndsTheRunKeepingTheLastCheckpoint() throws {
+        for (column, poison) in [("loss", { (report: inout StepReport) in report.loss = .infinity }),
+                                 ("term", { (report: inout StepReport) in report.values["term"] = .nan })] {
+            let dir = try temporaryDirectory()
+            let trainer = try Trainer(directory: dir, initSeed: 1, checkpointEvery: 2) {
+                $0.columns = ["term"]
+                $0.finiteColumns = ["term"]
+            }
+            XCTAssertThrowsError(try trainer.run.train { index in
+                var report = try trainer.step(index)
+                report.values["term"] = 1
+                if index == 4 { poison(&report) }
+                return report
+            }) { error in
+                XCTAssertTrue("\(error)".contains("step 5: \(column) is"), "\(error)")
+                XCTAssertTrue("\(error)".contains("the checkpoint of step 4"), "\(error)")
+            }
+            XCTAssertEqual(trainer.run.savedStep, 4)
+            let checkpoint = try XCTUnwrap(trainer.run.latestCheckpoint)
+            XCTAssertEqual(try SafeTensors.read(checkpoint + "/model.safetensors").metadata["histodiff.step"], "4")
+        }
     }
 
     func testEarlyStopSavesTheCheckpoint() throws {

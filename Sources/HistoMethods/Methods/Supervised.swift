@@ -1,0 +1,90 @@
+import HistoCore
+import HistoData
+import HistoNN
+
+/// The supervised loss on logits [N, K, H, W] and class ids [N, H, W].
+public enum SupervisedLoss: String, Equatable, Sendable, CaseIterable {
+    case crossEntropy = "ce"
+    /// Soft Dice of softmax(logits), in the configured variant.
+    case dice
+    /// ½(CE + Dice): SSL4MIS's supervised loss.
+    case crossEntropyDice = "ce+dice"
+
+    public func value(logits: Tensor, labels: Tensor, diceVariant: Loss.DiceVariant = .ssl4mis) -> Tensor {
+        let dice = { Loss.dice(probabilities: logits.softmax(axis: 1), labels: labels, variant: diceVariant) }
+        switch self {
+        case .crossEntropy: return Loss.crossEntropy(logits: logits, labels: labels)
+        case .dice: return dice()
+        case .crossEntropyDice: return 0.5 * (Loss.crossEntropy(logits: logits, labels: labels) + dice())
+        }
+    }
+}
+
+/// Supervised-only training (SPEC §8 "SupOnly"; with 100% of the labels the fully supervised baseline): a
+/// segmentation network trained on the labelled crops alone with `loss`. docs/methods/supervised.md.
+public final class SupervisedMethod: TrainingMethod {
+    public let network: OptimizedNetwork
+    public let loss: SupervisedLoss
+    public let diceVariant: Loss.DiceVariant
+
+    public init(_ model: any SegmentationModel, loss: SupervisedLoss, diceVariant: Loss.DiceVariant = .ssl4mis,
+                setup: MethodSetup) {
+        network = OptimizedNetwork(model, recipe: setup.plan.optimizer, totalSteps: setup.totalSteps)
+        self.loss = loss
+        self.diceVariant = diceVariant
+    }
+
+    public var lossTerms: [String] { ["loss"] }
+    public var dataNeeds: DataNeeds { DataNeeds() }
+    public var evaluatedModel: any SegmentationModel { network.model }
+    public var components: [String: any CheckpointableState] { ["optimizer": network.optimizer] }
+    public var learningRate: Float { network.optimizer.learningRate }
+
+    public func step(_ batch: MethodBatch, context: StepContext) throws -> [String: Float] {
+        network.model.train(true)
+        let logits = network.model(batch.labelled.images)
+        return try OptimizedNetwork.minimise(loss.value(logits: logits, labels: batch.labelled.labels!,
+                                                        diceVariant: diceVariant),
+                                             named: "loss", networks: [network], on: context.backend)
+    }
+
+    /// `supervised`: the U-Net (`arch=unet`, SSL4MIS/Ciampi) or ResNet-FPN (`arch=fpn`, DTSeg's baseline).
+    /// Preset `cpu`: the half-width U-Net on 128² crops, batch 8, 4 crops per image, Adam 1e-3, ½(CE + Dice),
+    /// 50 epochs, patience 10. Preset `paper`: SSL4MIS — 256² crops, batch 24, SGD 0.01 poly, 200 epochs, patience
+    /// 30; with `arch=fpn` DTSeg's recipe (toolbelt Dice, Lookahead-RAdam 1e-3, photometric augmentation).
+    public static let registration = RegisteredMethod(
+        name: "supervised",
+        paper: "supervised-only baseline (SSL4MIS U-Net; DTSeg ResNet-FPN)",
+        defaults: "cpu: U-Net/2 128² batch 8 Adam 1e-3 ½(CE+Dice) 50 epochs; paper: 256² batch 24 SGD 0.01 poly",
+        options: [MethodOption(name: "arch", help: "unet (default) or fpn", allowed: ["unet", "fpn"]),
+                  MethodOption(name: "loss", help: "ce, dice or ce+dice (default; dice for fpn)",
+                               allowed: SupervisedLoss.allCases.map(\.rawValue))],
+        plan: { preset, plan, options in
+            switch preset {
+            case "cpu":
+                plan.patchSize = 128
+                plan.batchSize = 8
+                plan.cropsPerImage = 4
+                plan.length = .epochs(50)
+                plan.patience = 10
+                plan.optimizer = .adam()
+            default:
+                if options["arch"] == "fpn" {
+                    plan.optimizer = .lookaheadRAdam()
+                    plan.photometric = true
+                }
+            }
+        },
+        card: { preset, options, classes, plan in
+            ModelCard(architecture: options["arch"] ?? "unet", preset: preset, classes: classes,
+                      pixelRange: plan.pixelRange)
+        },
+        make: { preset, options, setup in
+            let card = ModelCard(architecture: options["arch"] ?? "unet", preset: preset, classes: setup.classes,
+                                 pixelRange: setup.plan.pixelRange)
+            let fpn = options["arch"] == "fpn"
+            let loss = SupervisedLoss(rawValue: options["loss"] ?? (fpn ? "dice" : "ce+dice"))!
+            let model = try card.makeModel(generator: RandomGenerator(seed: setup.plan.seed))
+            return SupervisedMethod(model, loss: loss, diceVariant: fpn ? .toolbelt : .ssl4mis, setup: setup)
+        })
+}

@@ -1,0 +1,138 @@
+import HistoCore
+import HistoData
+import HistoNN
+
+/// What a method trains on in one step: a labelled batch and, when the method asks for one, an unlabelled batch.
+public struct MethodBatch {
+    /// `images` [N, 3, S, S] (and `strongImages` when the labelled views are `.weakAndStrong`), `labels` [N, S, S].
+    public let labelled: Batch
+    /// From the unlabelled images of the split (images without masks included), when `DataNeeds.unlabelled` is set.
+    public let unlabelled: Batch?
+}
+
+/// Where training stands when a step runs, for ramps and schedules.
+public struct StepContext {
+    /// Optimizer steps done before this one (0 for the first): the position of learning-rate schedules.
+    public let step: Int
+    public let totalSteps: Int
+    public let stepsPerEpoch: Int
+    /// The backend the step's graphs run on.
+    public let backend: any Backend
+
+    /// The epoch in progress, from 0.
+    public var epoch: Int { step / stepsPerEpoch }
+    /// Epochs of the whole run (the last one may be partial for an iteration-based plan).
+    public var totalEpochs: Int { (totalSteps + stepsPerEpoch - 1) / stepsPerEpoch }
+}
+
+/// The batches a method wants.
+public struct DataNeeds: Equatable, Sendable {
+    /// Views of the labelled batch.
+    public var labelledViews: BatchViews
+    /// Views of the unlabelled batch; nil: no unlabelled stream.
+    public var unlabelledViews: BatchViews?
+
+    public init(labelledViews: BatchViews = .weak, unlabelledViews: BatchViews? = nil) {
+        self.labelledViews = labelledViews
+        self.unlabelledViews = unlabelledViews
+    }
+}
+
+/// A training method: its networks, optimizers and teachers, and one training step. The `MethodTrainer` owns
+/// everything around the step (data, epochs, validation, checkpoints, resume, progress, metrics); a method is one
+/// file with its networks and this conformance, registered by name in `MethodRegistry`.
+public protocol TrainingMethod: AnyObject {
+    /// The names of the loss terms `step` returns, in the order `metrics.csv` logs them; the first is the total
+    /// that is minimised (logged as `loss`).
+    var lossTerms: [String] { get }
+    var dataNeeds: DataNeeds { get }
+    /// The network that is validated, kept at its best validation score (`best.safetensors`) and segments
+    /// afterwards: the student, the EMA teacher for mean teachers, one of two students for CPS.
+    var evaluatedModel: any SegmentationModel { get }
+    /// Everything besides `evaluatedModel` that a checkpoint holds so that a resumed run repeats an uninterrupted
+    /// one: other networks, optimizers, EMA state, random generators. Names are non-empty without `.` or `/`.
+    /// Dropout generators inside these modules (and `evaluatedModel`) are saved by the trainer.
+    var components: [String: any CheckpointableState] { get }
+    /// The learning rate of the main optimizer at the last step (logged).
+    var learningRate: Float { get }
+    /// One optimizer step (of every optimizer the method has); returns the value of every `lossTerms` name.
+    func step(_ batch: MethodBatch, context: StepContext) throws -> [String: Float]
+}
+
+/// The optimizer and learning-rate rule of a network.
+public enum OptimizerRecipe: Equatable, Sendable {
+    /// SSL4MIS: SGD with momentum and weight decay on every parameter, lr·(1 − step/total)^power over the run.
+    case sgdPoly(learningRate: Float = 0.01, momentum: Float = 0.9, weightDecay: Float = 1e-4, power: Float = 0.9)
+    /// Adam (weight decay added to the gradient), constant learning rate.
+    case adam(learningRate: Float = 1e-3, beta1: Float = 0.9, beta2: Float = 0.999, weightDecay: Float = 0)
+    /// DTSeg's FPN baseline (SPEC §1): Lookahead (k 6, α 0.5) around RAdam with decoupled weight decay on weights
+    /// of rank > 1, constant learning rate.
+    case lookaheadRAdam(learningRate: Float = 1e-3, weightDecay: Float = 1e-5)
+
+    public var learningRate: Float {
+        switch self {
+        case let .sgdPoly(lr, _, _, _), let .adam(lr, _, _, _), let .lookaheadRAdam(lr, _): return lr
+        }
+    }
+
+    /// The same recipe with another base learning rate.
+    public func with(learningRate lr: Float) -> OptimizerRecipe {
+        switch self {
+        case let .sgdPoly(_, momentum, weightDecay, power): return .sgdPoly(learningRate: lr, momentum: momentum,
+                                                                            weightDecay: weightDecay, power: power)
+        case let .adam(_, beta1, beta2, weightDecay): return .adam(learningRate: lr, beta1: beta1, beta2: beta2,
+                                                                   weightDecay: weightDecay)
+        case let .lookaheadRAdam(_, weightDecay): return .lookaheadRAdam(learningRate: lr, weightDecay: weightDecay)
+        }
+    }
+
+    public func make(for parameters: [Parameter], totalSteps: Int) -> (any Optimizer, any LearningRateSchedule) {
+        switch self {
+        case let .sgdPoly(lr, momentum, weightDecay, power):
+            return (SGD([ParameterGroup(parameters, weightDecay: weightDecay)], learningRate: lr, momentum: momentum),
+                    PolySchedule(base: lr, totalSteps: totalSteps, power: power))
+        case let .adam(lr, beta1, beta2, weightDecay):
+            return (Adam([ParameterGroup(parameters, weightDecay: weightDecay)], learningRate: lr, beta1: beta1,
+                         beta2: beta2), ConstantSchedule(lr))
+        case let .lookaheadRAdam(lr, weightDecay):
+            let radam = RAdam(ParameterGroup.weightDecaySplit(parameters, weightDecay: weightDecay), learningRate: lr,
+                              decoupledWeightDecay: true)
+            return (Lookahead(radam, k: 6, alpha: 0.5, slowStart: .firstSync), ConstantSchedule(lr))
+        }
+    }
+}
+
+/// A network with its optimizer and learning-rate schedule: the unit most methods train (CPS has two).
+public final class OptimizedNetwork {
+    public let model: any SegmentationModel
+    public let parameters: [Parameter]
+    public let optimizer: any Optimizer
+    public let schedule: any LearningRateSchedule
+
+    public init(_ model: any SegmentationModel, recipe: OptimizerRecipe, totalSteps: Int) {
+        self.model = model
+        parameters = model.trainableParameters()
+        (optimizer, schedule) = recipe.make(for: parameters, totalSteps: totalSteps)
+    }
+
+    /// Takes one optimizer step on each network of `networks` to minimise `total`, whose gradients reach each
+    /// network's parameters: one backward graph, evaluated with `terms` and the networks' BatchNorm updates in
+    /// a single run on `backend`. Returns the values of `terms`, by name, with the total under `totalName`.
+    public static func minimise(_ total: Tensor, named totalName: String, terms: [String: Tensor] = [:],
+                                networks: [OptimizedNetwork], alongside: [Tensor] = [],
+                                on backend: any Backend) throws -> [String: Float] {
+        let names = terms.keys.sorted()
+        let updates = networks.flatMap { $0.model.pendingBufferUpdates() }
+        let (value, gradients) = try Gradients.of(total, wrt: networks.flatMap(\.parameters),
+                                                  alongside: names.map { terms[$0]! } + updates + alongside,
+                                                  on: backend)
+        var values = [totalName: value]
+        for name in names { values[name] = try terms[name]!.item(on: backend) }
+        for network in networks {
+            try network.model.commitBufferUpdates(on: backend)
+            network.optimizer.learningRate = network.schedule.learningRate(at: network.optimizer.stepCount)
+            try network.optimizer.step(gradients)
+        }
+        return values
+    }
+}

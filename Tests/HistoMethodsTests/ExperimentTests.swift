@@ -1,0 +1,82 @@
+import Foundation
+import XCTest
+import HistoCore
+import HistoData
+@testable import HistoMethods
+
+/// `histodiff experiment`'s runner on generated data: the grid, shards, skipping finished runs, the report files.
+final class ExperimentTests: XCTestCase {
+    func testShardsCoverTheGridExactlyOnce() {
+        var plan = ExperimentPlan(methods: ["a", "b"], labels: ["1/8", "1/4"], seeds: [0, 1], data: "", directory: "")
+        plan.baseline = "a"
+        let grid = Experiment.grid(plan)
+        XCTAssertEqual(grid.count, 8)
+        let shards = (1...3).map { Experiment.shard(grid, index: $0, count: 3) }
+        XCTAssertEqual(shards.map(\.count), [3, 3, 2])
+        XCTAssertEqual(shards.flatMap { $0 }.map(\.folder).sorted(), grid.map(\.folder).sorted())
+        XCTAssertEqual(Set(grid.map(\.folder)).count, 8, "every run has its own folder")
+        XCTAssertEqual(grid[0].folder, "a/labels-1_8/seed-0")
+    }
+
+    /// 2 methods × 2 label shares × 2 seeds with one tiny epoch each: shard 1/3 trains its three runs only, a plain
+    /// run trains the other five and writes every report file, a rerun trains nothing.
+    func testTwoMethodsTwoSharesTwoSeedsRunShardedThenAggregate() throws {
+        let root = try temporaryFolder().path
+        try SyntheticHistology.makeDataset(at: root + "/data", count: 10, size: 32, seed: 5)
+        var plan = ExperimentPlan(methods: ["supervised", "genselfdiff"], labels: ["1/4", "1/2"], seeds: [0, 1],
+                                  data: root + "/data", directory: root + "/experiment")
+        plan.baseline = "supervised"
+        plan.configure = { request in
+            request.patch = 32
+            request.batch = 2
+            request.cropsPerImage = 1
+            request.epochs = 1
+            request.validation = "1/5"
+            request.progress = .none
+        }
+        var log: [String] = []
+        plan.shard = (1, 3)
+        var scores = try Experiment.run(plan) { log.append($0) }
+        XCTAssertEqual(scores.count, 3, log.joined(separator: "\n"))
+        XCTAssertTrue(log.last!.contains("3 of 8 runs scored"), log.joined(separator: "\n"))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: root + "/experiment/results.json"))
+
+        plan.shard = nil
+        log = []
+        scores = try Experiment.run(plan) { log.append($0) }
+        XCTAssertEqual(scores.count, 8)
+        XCTAssertEqual(log.filter { $0.hasSuffix("done, skipped") }.count, 3, log.joined(separator: "\n"))
+        for file in ["results.md", "results.csv", "results.json", "results.png"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: root + "/experiment/" + file), file)
+        }
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: root + "/experiment/results.json")))
+        let rows = try XCTUnwrap((json as? [String: Any])?["rows"] as? [[String: Any]])
+        XCTAssertEqual(rows.count, 4)
+        XCTAssertEqual(rows.map { $0["method"] as? String }, ["supervised", "supervised", "genselfdiff", "genselfdiff"])
+        XCTAssertNil(rows[0]["p_vs_baseline"], "no test of the baseline against itself")
+        XCTAssertNotNil(rows[2]["p_vs_baseline"])
+
+        log = []
+        let modified = try FileManager.default.attributesOfItem(atPath: root + "/experiment/runs/supervised/labels-1_4/seed-0/best.safetensors")[.modificationDate] as? Date
+        _ = try Experiment.run(plan) { log.append($0) }
+        XCTAssertEqual(log.filter { $0.hasSuffix("done, skipped") }.count, 8, log.joined(separator: "\n"))
+        XCTAssertEqual(try FileManager.default.attributesOfItem(atPath: root + "/experiment/runs/supervised/labels-1_4/seed-0/best.safetensors")[.modificationDate] as? Date,
+                       modified, "a rerun trains nothing")
+    }
+
+    func testBadGridsAreRefusedNamingTheOption() throws {
+        let base = ExperimentPlan(methods: ["supervised"], labels: ["1/8"], seeds: [0], data: "/nonexistent", directory: "/tmp/x")
+        var plan = base
+        plan.methods = ["nope"]
+        XCTAssertThrowsError(try Experiment.run(plan) { _ in }) { XCTAssertTrue("\($0)".contains("unknown method 'nope'"), "\($0)") }
+        plan = base
+        plan.baseline = "genselfdiff"
+        XCTAssertThrowsError(try Experiment.run(plan) { _ in }) { XCTAssertTrue("\($0)".contains("--baseline"), "\($0)") }
+        plan = base
+        plan.shard = (4, 3)
+        XCTAssertThrowsError(try Experiment.run(plan) { _ in }) { XCTAssertTrue("\($0)".contains("--shard"), "\($0)") }
+        plan = base
+        plan.seeds = [0, 0]
+        XCTAssertThrowsError(try Experiment.run(plan) { _ in }) { XCTAssertTrue("\($0)".contains("twice"), "\($0)") }
+    }
+}
