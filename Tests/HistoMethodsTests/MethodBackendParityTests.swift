@@ -1,0 +1,60 @@
+import Foundation
+import XCTest
+import HistoCore
+import HistoData
+import HistoNN
+import HistoOpenCL
+@testable import HistoMethods
+
+/// Every registered method takes one training step on OpenCL (PoCL in CI) that matches the CPU reference: the same
+/// loss terms and the same evaluated weights afterwards, with no op falling back to the CPU.
+final class MethodBackendParityTests: XCTestCase {
+    func testOneStepOfEveryMethodMatchesTheCPUWithoutFallbacks() throws {
+        guard let device = try OpenCLBackend.make() else { throw XCTSkip("no OpenCL device on this machine") }
+        let root = try temporaryFolder().path
+        try SyntheticHistology.makeDataset(at: root, count: 4, size: 32, seed: 3)
+        let dataset = try Dataset.open(path: root)
+        func batch(_ views: BatchViews, labelled: Bool) throws -> Batch {
+            var options = LoaderOptions(batchSize: 2, patches: .randomCrops(size: 32, perImage: 1), labelled: labelled)
+            options.views = views
+            options.seed = 5
+            let loader = try BatchLoader(dataset: dataset, indices: [0, 1], options: options)
+            defer { loader.close() }
+            return try XCTUnwrap(try loader.next())
+        }
+        FallbackReport.shared.printsFirstOccurrence = false
+        for registered in MethodRegistry.methods {
+            var request = TrainingRequest(method: registered.name, data: root, directory: root)
+            request.patch = 32
+            var plan = try MethodTraining.plan(for: request)
+            // SGD moves each weight by its gradient, so equal weights mean equal gradients; Adam's first step is
+            // ±lr wherever a gradient is ~0 (conv biases before BatchNorm), whose sign is rounding noise.
+            plan.optimizer = .sgdPoly(learningRate: 0.01)
+            let setup = MethodSetup(plan: plan, classes: 2, totalSteps: 10, stepsPerEpoch: 5)
+            var outcomes: [(values: [String: Float], weights: [String: HostTensor])] = []
+            for backend in [CPUBackend.shared as any Backend, device] {
+                let method = try registered.make("cpu", [:], setup)
+                let needs = method.dataNeeds
+                let step = MethodBatch(labelled: try batch(needs.labelledViews, labelled: true),
+                                       unlabelled: try needs.unlabelledViews.map { try batch($0, labelled: false) })
+                FallbackReport.shared.reset()
+                let values = try method.step(step, context: StepContext(step: 0, totalSteps: 10, stepsPerEpoch: 5,
+                                                                        backend: backend))
+                XCTAssertEqual(FallbackReport.shared.counts, [:], "\(registered.name) on \(backend.name): CPU fallbacks")
+                outcomes.append((values, try method.evaluatedModel.checkpointState().tensors))
+            }
+            let (cpu, opencl) = (outcomes[0], outcomes[1])
+            XCTAssertEqual(Set(cpu.values.keys), Set(opencl.values.keys))
+            for (term, value) in cpu.values {
+                XCTAssertEqual(value, opencl.values[term]!, accuracy: 1e-4 * max(1, abs(value)), "\(registered.name) \(term)")
+            }
+            var worst = (name: "", difference: Float(0))
+            for (name, tensor) in cpu.weights {
+                for (a, b) in zip(tensor.values, opencl.weights[name]!.values) where abs(a - b) > worst.difference {
+                    worst = (name, abs(a - b))
+                }
+            }
+            XCTAssertLessThan(worst.difference, 1e-4, "\(registered.name): largest weight difference at \(worst.name)")
+        }
+    }
+}
