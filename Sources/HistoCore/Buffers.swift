@@ -34,6 +34,15 @@ public final class HostBufferPool: @unchecked Sendable {
     /// Free memory kept for reuse, in elements, before blocks go back to the system (1 GiB).
     public var retainLimit = 1 << 28
     public private(set) var freshAllocations = 0
+    /// Elements held by live buffers now, and the most held at once since `resetPeak()`: what a computation
+    /// needs at its peak, for checks that memory follows the tile rather than the image.
+    public private(set) var liveElements = 0
+    public private(set) var peakLiveElements = 0
+
+    public func resetPeak() {
+        lock.lock(); defer { lock.unlock() }
+        peakLiveElements = liveElements
+    }
 
     public func take(_ count: Int) -> HostBuffer {
         let n = max(count, 1)
@@ -42,6 +51,8 @@ public final class HostBufferPool: @unchecked Sendable {
         lastUse[n] = clock
         let reused = free[n]?.popLast()
         if reused != nil { freeElements -= n } else { freshAllocations += 1 }
+        liveElements += n
+        peakLiveElements = max(peakLiveElements, liveElements)
         lock.unlock()
         let pointer = reused ?? {
             // 64-byte alignment suits AVX-512 loads and OpenBLAS.
@@ -52,8 +63,13 @@ public final class HostBufferPool: @unchecked Sendable {
     }
 
     func giveBack(_ pointer: UnsafeMutablePointer<Float>, count: Int) {
-        guard count <= retainLimit else { UnsafeMutableRawPointer(pointer).deallocate(); return }
         lock.lock()
+        liveElements -= count
+        guard count <= retainLimit else {
+            lock.unlock()
+            UnsafeMutableRawPointer(pointer).deallocate()
+            return
+        }
         clock += 1
         lastUse[count] = clock
         var evicted: [UnsafeMutablePointer<Float>] = []

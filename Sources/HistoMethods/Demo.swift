@@ -220,21 +220,6 @@ public enum Demo {
     }
 }
 
-extension Planes {
-    /// Softmax over the channel axis of logits [K, H, W].
-    func softmaxOverChannels() throws -> Planes {
-        let plane = height * width
-        var out = values
-        for p in 0..<plane {
-            var m = -Float.infinity
-            for k in 0..<channels { m = max(m, values[k * plane + p]) }
-            var s: Float = 0
-            for k in 0..<channels { let e = Foundation.exp(values[k * plane + p] - m); out[k * plane + p] = e; s += e }
-            for k in 0..<channels { out[k * plane + p] /= s }
-        }
-        return try Planes(channels: channels, height: height, width: width, values: out)
-    }
-}
 
 extension Demo {
     /// Trains `method` (preset `cpu`, the demo's crops, epochs and split) in `<output>/runs/<folder>` through the

@@ -44,13 +44,14 @@ extension SegmentationModel {
     /// Class logits [K, H, W] of one image [C, H, W] by whole-image inference: without `tiling`, one forward pass
     /// of the image extended by reflection at the bottom and right to multiples of `inputMultiple` (the models are
     /// fully convolutional), cropped back to H × W; with `tiling`, reflect-padded tiles stitched together.
-    /// Runs in the model's current mode: call `train(false)` first for evaluation.
-    public func logits(of image: Planes, tiling: InferenceTiling? = nil) throws -> Planes {
+    /// Runs in the model's current mode: call `train(false)` first for evaluation. Graphs run on `backend` (the
+    /// default backend when nil).
+    public func logits(of image: Planes, tiling: InferenceTiling? = nil, on backend: (any Backend)? = nil) throws -> Planes {
         let multiple = inputMultiple
         guard let tiling else {
             let height = roundUp(image.height, multiple), width = roundUp(image.width, multiple)
             let padded = try image.crop(y: 0, x: 0, height: height, width: width, padding: .reflect)
-            let output = try callAsFunction(padded.tensor().unsqueeze(0)).toArray()
+            let output = try callAsFunction(padded.tensor().unsqueeze(0)).toArray(on: backend)
             return try Planes(channels: classes, height: height, width: width, values: output)
                 .crop(y: 0, x: 0, height: image.height, width: image.width, padding: .zero)
         }
@@ -61,7 +62,7 @@ extension SegmentationModel {
         let outputs = try tiles.map { tile in
             Patch(y: tile.y, x: tile.x, planes: try Planes(
                 channels: classes, height: tiling.size, width: tiling.size,
-                values: try callAsFunction(tile.planes.tensor().unsqueeze(0)).toArray()))
+                values: try callAsFunction(tile.planes.tensor().unsqueeze(0)).toArray(on: backend)))
         }
         return try Planes.stitch(outputs, height: image.height, width: image.width)
     }

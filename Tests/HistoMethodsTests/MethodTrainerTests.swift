@@ -237,6 +237,27 @@ final class MethodTrainerTests: XCTestCase {
         }) { error in XCTAssertTrue("\(error)".contains("validation crop 0"), "\(error)") }
     }
 
+    /// Validation goes through tiles: the engine memory it needs at its peak is that of a tile, whatever the
+    /// image's size (a 2048² image needs no more than a 256² one, where whole-image inference needed 64 times more).
+    func testValidationMemoryFollowsTheTileNotTheImage() throws {
+        let model = tinyUNet()
+        model.train(false)
+        let tiling = InferenceTiling(size: 64, stride: 64)
+        func peak(side: Int) throws -> Int {
+            let image = try Planes(channels: 3, height: side, width: side,
+                                   values: try RandomGenerator(seed: 1).uniform([3 * side * side], -1, 1).toArray())
+            let truth = try LabelMap(width: side, height: side, labels: [Int32](repeating: 1, count: side * side))
+            let pool = CPUBackend.shared.pool
+            pool.resetPeak()
+            let before = pool.liveElements
+            _ = try MethodTrainer.validate(model, on: [(image, truth)], tiling: tiling)
+            return pool.peakLiveElements - before
+        }
+        let small = try peak(side: 256), large = try peak(side: 2048)
+        XCTAssertGreaterThan(small, 0)
+        XCTAssertLessThan(large, 2 * small, "peak engine elements: \(large) for 2048², \(small) for 256²")
+    }
+
     func testConfigurationErrorsNameTheProblem() throws {
         let dataset = try syntheticDataset(count: 3, size: 32)
         var plan = try tinyPlan()

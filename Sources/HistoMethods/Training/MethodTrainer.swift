@@ -272,7 +272,7 @@ public enum MethodTrainer {
                 report.values["epoch"] = Double(done) / Double(stepsPerEpoch)
                 if done % validateEvery == 0 || done == totalSteps {
                     let scores = try validate(model, on: validation, tiling: tiling, metric: plan.metric,
-                                              backend: session.backend)
+                                              on: session.backend)
                     let record = loop.record(step: done, epoch: Double(done) / Double(stepsPerEpoch), scores: scores)
                     report.values["val_dice"] = scores.dice
                     report.values["val_iou"] = scores.iou
@@ -303,16 +303,17 @@ public enum MethodTrainer {
     /// predictions (eval mode; the model's mode is restored afterwards).
     public static func validate(_ model: any SegmentationModel, on images: [(image: Planes, truth: LabelMap)],
                                 tiling: InferenceTiling, metric: TrainingPlan.ValidationMetric = .dice,
-                                backend: any Backend = CPUBackend.shared) throws -> (dice: Double, iou: Double, score: Double) {
+                                on backend: (any Backend)? = nil) throws -> (dice: Double, iou: Double, score: Double) {
         let wasTraining = model.isTraining
         model.train(false)
         defer { model.train(wasTraining) }
         var matrices: [ConfusionMatrix] = []
         var sweep = try ThresholdSweep()
         for (image, truth) in images {
-            let logits = try model.logits(of: image, tiling: tiling)
-            let prediction = try LabelMap(try Planes(channels: 1, height: logits.height, width: logits.width,
-                                                     values: try logits.tensor().argmax(axis: 0).toArray(on: backend)))
+            let logits = try model.logits(of: image, tiling: tiling, on: backend)
+            // The argmax on the host: an image-sized tensor would tie memory to the image, not the tile.
+            let prediction = try LabelMap(width: logits.width, height: logits.height,
+                                          labels: SegmentationOutputs.labels(logits).map(Int32.init))
             matrices.append(try ConfusionMatrix(prediction: prediction, truth: truth, classes: model.classes))
             if metric == .jaccardSweep {
                 let probabilities = try logits.softmaxOverChannels()
