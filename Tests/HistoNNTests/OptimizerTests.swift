@@ -149,6 +149,20 @@ final class OptimizerTests: XCTestCase {
         XCTAssertEqual(PolySchedule(base: 1, totalSteps: 4, power: 1, minimum: 0.2).learningRate(at: 2), 0.6, accuracy: 1e-7)
     }
 
+    /// SPEC §0.5's ramps against numpy (`np.exp(-5 * (1 - np.clip(c, 0, L) / L) ** 2)`, `min(c / L, 1)`, and the
+    /// sigmoid ramp shifted to start at `start`).
+    func testRampsMatchTheirFormulas() {
+        let sigmoid = Ramp.sigmoid(length: 200)
+        assertClose([0, 50, 100, 200, 300].map { Float(sigmoid.value(at: $0)) },
+                    [0.006737947, 0.060054668, 0.286504797, 1, 1], atol: 1e-7, rtol: 0, "sigmoid")
+        assertClose([-1, 0, 10, 40, 50].map { Float(Ramp.linear(length: 40).value(at: $0)) }, [0, 0, 0.25, 1, 1],
+                    atol: 0, rtol: 0, "linear")
+        assertClose([0, 4.9, 5, 10, 15, 30].map { Float(Ramp.gaussian(start: 5, length: 10).value(at: $0)) },
+                    [0, 0, 0.006737947, 0.286504797, 1, 1], atol: 1e-7, rtol: 0, "gaussian")
+        XCTAssertEqual(Ramp.sigmoid(length: 0).value(at: 0), 1, "a zero-length ramp is already up")
+        XCTAssertEqual(Ramp.constant.value(at: -5), 1)
+    }
+
     func testEMAWarmupAndUpdate() throws {
         let model = Sequential(Linear(1, 1, bias: false, generator: RandomGenerator(seed: 1)))
         let weight = (model.layers[0] as! Linear).weight
