@@ -60,16 +60,26 @@ public struct Dataset: Sendable {
     /// cannot be read, a missing mask when `requireMasks`, a mask or instance map that cannot be read, is not
     /// one-channel or differs in size from its image, mask values outside `classes`, a mask or instance map
     /// without an image. A missing folder or one without PNG images is an error too.
-    public static func open(path root: String, requireMasks: Bool = false, classes: MaskClasses = .binary) throws -> Dataset {
+    ///
+    /// `ignoringMasks` opens the images alone, as unlabelled data (diffusion pretraining): `masks/` and
+    /// `instances/` are not read, so their problems do not matter. `decodingImages` decodes every image instead of
+    /// reading its header only, so that a damaged file (truncated, bad checksum) is found before a run starts rather
+    /// than when the image is first drawn.
+    public static func open(path root: String, requireMasks: Bool = false, classes: MaskClasses = .binary,
+                            ignoringMasks: Bool = false, decodingImages: Bool = false) throws -> Dataset {
         if case let .ids(count) = classes, count < 2 {
             throw EngineError.file(path: root, message: "\(count) mask classes declared; a segmentation needs at least 2")
+        }
+        if requireMasks && ignoringMasks {
+            throw EngineError.file(path: root, message: "masks cannot be both required and ignored")
         }
         guard isDirectory(root) else { throw EngineError.file(path: root, message: "no such dataset folder") }
         let root = URL(fileURLWithPath: root).standardizedFileURL.path
         let layered = isDirectory(root + "/images")
         let imageFolder = layered ? root + "/images" : root
-        let maskFolder = layered && isDirectory(root + "/masks") ? root + "/masks" : nil
-        let instanceFolder = layered && isDirectory(root + "/instances") ? root + "/instances" : nil
+        let labelled = layered && !ignoringMasks
+        let maskFolder = labelled && isDirectory(root + "/masks") ? root + "/masks" : nil
+        let instanceFolder = labelled && isDirectory(root + "/instances") ? root + "/instances" : nil
 
         let imageNames = try pngNames(in: imageFolder)
         guard !imageNames.isEmpty else { throw EngineError.file(path: imageFolder, message: "no PNG images in the folder") }
@@ -104,7 +114,10 @@ public struct Dataset: Sendable {
         for name in imageNames {
             let imagePath = "\(imageFolder)/\(name).png"
             let header: PNG.Header
-            do { header = try PNG.readHeader(path: imagePath) } catch { note(error, path: imagePath); continue }
+            do {
+                header = try PNG.readHeader(path: imagePath)
+                if decodingImages { _ = try PNG.read(path: imagePath) }
+            } catch { note(error, path: imagePath); continue }
             var maskPath: String?
             if let maskFolder, maskNames.contains(name) {
                 let path = "\(maskFolder)/\(name).png"
@@ -132,6 +145,18 @@ public struct Dataset: Sendable {
             throw EngineError.file(path: root, message: "invalid dataset, \(header):\n" + problems.map { "  " + $0 }.joined(separator: "\n"))
         }
         return Dataset(root: root, classes: classes, items: items)
+    }
+
+    /// Throws when a `size × size` patch fits in no image (each is smaller along a side): its crops would be mostly
+    /// padding, and a huge size would exhaust memory. The message names the largest image and the largest patch
+    /// that fits it.
+    public func checkPatchFits(_ size: Int) throws {
+        guard let largest = items.max(by: { min($0.width, $0.height) < min($1.width, $1.height) }) else { return }
+        let fitting = min(largest.width, largest.height)
+        guard size > fitting else { return }
+        throw EngineError.file(path: root, message: "a patch of \(size)×\(size) is larger than every image (the "
+                               + "largest, \(largest.name), is \(largest.width)×\(largest.height)); "
+                               + "use a patch of at most \(fitting)")
     }
 
     /// Decodes item `index`: its image, mask (class ids) and instance map.

@@ -1,4 +1,5 @@
 import CPNG
+import Foundation
 import HistoCore
 
 /// PNG files through libpng's simplified `png_image_*` API, which reports failures in the `png_image` struct
@@ -91,6 +92,11 @@ public enum PNG {
         convenience init(reading path: String) throws {
             self.init()
             if png_image_begin_read_from_file(image, path) == 0 || failed {
+                // libpng reports a folder as a "Read Error".
+                var isFolder: ObjCBool = false
+                if FileManager.default.fileExists(atPath: path, isDirectory: &isFolder), isFolder.boolValue {
+                    throw EngineError.file(path: path, message: "is a directory, not a PNG image")
+                }
                 throw EngineError.file(path: path, message: "cannot read PNG: \(message)")
             }
         }

@@ -185,7 +185,7 @@ public struct FeatureExtractor {
             let raw = try rawMaps(subset, context: subContext, on: backend)
             var hostMaps: [String: HostTensor] = [:]
             for (k, key) in keys.enumerated() { hostMaps[key] = try HostTensor(raw[k]) }
-            try FileManager.default.createDirectory(atPath: cache.directory, withIntermediateDirectories: true)
+            try FileSystem.createFolder(cache.directory, purpose: "feature cache")
             for (row, i) in missing.enumerated() {
                 let perImage = keys.map { key in (name: key, tensor: Self.row(row, of: hostMaps[key]!)) }
                 try SafeTensors.write(perImage, metadata: ["signature": signature], to: cache.path(for: ids[i]))

@@ -175,10 +175,10 @@ extension DiffusionRun {
         }
         let white = RGB(255, 255, 255)
         let gridFolder = (gridPath as NSString).deletingLastPathComponent
-        if !gridFolder.isEmpty { try FileManager.default.createDirectory(atPath: gridFolder, withIntermediateDirectories: true) }
+        if !gridFolder.isEmpty { try FileSystem.createFolder(gridFolder, purpose: "sample grid") }
         try PNG.write(Charts.imageGrid(planes, padding: 2, range: .minusOneToOne, paddingColor: white), to: gridPath)
         if let individualDirectory {
-            try FileManager.default.createDirectory(atPath: individualDirectory, withIntermediateDirectories: true)
+            try FileSystem.createFolder(individualDirectory, purpose: "samples")
             for (index, image) in planes.enumerated() {
                 let path = (individualDirectory as NSString).appendingPathComponent(String(format: "sample_%03d.png", index))
                 try PNG.write(Charts.imageGrid([image], columns: 1, padding: 0, range: .minusOneToOne, paddingColor: white), to: path)

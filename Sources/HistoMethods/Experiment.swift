@@ -147,7 +147,7 @@ public enum Experiment {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         let path = folder + "/" + scoreFileName
         do { try encoder.encode(score).write(to: URL(fileURLWithPath: path), options: .atomic) } catch {
-            throw EngineError.file(path: path, message: "cannot be written: \(error.localizedDescription)")
+            throw EngineError.file(path: path, message: "cannot be written: \(FileSystem.reason(of: error))")
         }
         return score
     }

@@ -90,12 +90,7 @@ public enum ExperimentReport {
     public static func write(_ runs: [ExperimentRunScore], methods: [String], labels: [String], baseline: String?,
                              to directory: String) throws -> [Row] {
         let rows = try aggregate(runs, methods: methods, labels: labels, baseline: baseline)
-        do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        } catch {
-            throw EngineError.file(path: directory,
-                                   message: "cannot create the report folder: \(error.localizedDescription)")
-        }
+        try FileSystem.createFolder(directory, purpose: "report")
         let sortedRuns = runs.sorted {
             order(of: $0, methods: methods, labels: labels) < order(of: $1, methods: methods, labels: labels)
         }

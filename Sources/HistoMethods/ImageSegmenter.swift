@@ -23,17 +23,32 @@ public struct ImageSegmenter {
         self.backend = backend
     }
 
-    /// Class probabilities [K, H, W] of `image`, which the network sees in the pixel range of its card.
+    /// The window for an image of `height × width`: the tile shrunk, along each axis where it is larger than the
+    /// image, to the image's side rounded up to the network's input multiple. A larger tile would only add padding,
+    /// and the memory of a tile grows with its area (`--tile 100000` on a 128² image asked for 26 GB).
+    public func window(height: Int, width: Int) throws -> SlidingWindow {
+        let multiple = model.network.inputMultiple
+        func fitted(_ tile: Int, _ side: Int) -> Int { min(tile, (side + multiple - 1) / multiple * multiple) }
+        let tileHeight = fitted(window.tileHeight, height), tileWidth = fitted(window.tileWidth, width)
+        guard tileHeight != window.tileHeight || tileWidth != window.tileWidth else { return window }
+        return try SlidingWindow(tileHeight: tileHeight, tileWidth: tileWidth, overlap: window.overlap,
+                                 blending: window.blending, batchSize: window.batchSize, padding: window.padding)
+    }
+
+    /// Class probabilities [K, H, W] of `image`, which the network sees in the pixel range of its card, through
+    /// the window fitted to the image (`window(height:width:)`).
     public func probabilities(of image: Image) throws -> Planes {
         let network = model.network
-        return try window.infer(image.colorPlanes(range: try model.card.range), on: backend) { network($0).softmax(axis: 1) }
+        return try window(height: image.height, width: image.width)
+            .infer(image.colorPlanes(range: try model.card.range), on: backend) { network($0).softmax(axis: 1) }
     }
 
     /// Segments the PNG images at `paths` and writes `masks/NAME.png`, `probabilities/NAME.png` and
     /// `overlays/NAME.png` under `directory`, NAME being the file name without its extension; two images of one
-    /// name are an error. `progress` is called after each image with the number done and its name. Returns the names.
+    /// name are an error. `progress` is called after each image with the number done and its name; `notice` is told,
+    /// once per image size, when the tile is larger than the image and shrunk to fit it. Returns the names.
     @discardableResult
-    public func segment(_ paths: [String], to directory: String,
+    public func segment(_ paths: [String], to directory: String, notice: ((String) -> Void)? = nil,
                         progress: ((_ done: Int, _ name: String) -> Void)? = nil) throws -> [String] {
         let names = paths.map { (($0 as NSString).lastPathComponent as NSString).deletingPathExtension }
         let repeated = Dictionary(grouping: zip(names, paths), by: \.0).filter { $0.value.count > 1 }
@@ -42,13 +57,16 @@ public struct ImageSegmenter {
             throw EngineError.invalidValue(op: "ImageSegmenter", message:
                 "images share a name, so their outputs would overwrite each other: " + list.joined(separator: "; "))
         }
-        do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        } catch {
-            throw EngineError.file(path: directory, message: "cannot create the output folder: \(error.localizedDescription)")
-        }
+        try FileSystem.createFolder(directory, purpose: "output")
+        var announced: Set<[Int]> = []
         for (done, (path, name)) in zip(paths, names).enumerated() {
             let image = try PNG.read(path: path)
+            let fitted = try window(height: image.height, width: image.width)
+            if fitted != window, announced.insert([image.height, image.width]).inserted {
+                notice?("tile \(window.tileWidth)×\(window.tileHeight) is larger than \(path) "
+                        + "(\(image.width)×\(image.height)); using \(fitted.tileWidth)×\(fitted.tileHeight), "
+                        + "the image rounded up to a multiple of \(model.network.inputMultiple)")
+            }
             try SegmentationOutputs.write(image: image, probabilities: try probabilities(of: image), to: directory, name: name)
             progress?(done + 1, name)
         }

@@ -19,7 +19,7 @@ public enum SegmentationOutputs {
         let (h, w) = (probabilities.height, probabilities.width)
         let labels = labels(probabilities)
         for folder in ["masks", "probabilities", "overlays"] {
-            try FileManager.default.createDirectory(atPath: directory + "/" + folder, withIntermediateDirectories: true)
+            try FileSystem.createFolder(directory + "/" + folder, purpose: "output")
         }
         try PNG.write(Image(width: w, height: h, channels: 1, bitDepth: 8,
                             samples: labels.map { $0 > 0 ? 255 : 0 }), to: directory + "/masks/" + name + ".png")

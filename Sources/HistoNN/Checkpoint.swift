@@ -45,9 +45,15 @@ extension Module: CheckpointableState {
 
     public func restore(from state: CheckpointState, source: String) throws { try load(state.tensors, source: source) }
 
-    /// Writes parameters and buffers to a safetensors file (atomically).
+    /// Writes parameters and buffers to a safetensors file (atomically). Weights holding NaN or infinity are never
+    /// written: that throws `EngineError.file(path:…)` naming the tensor, and a file already at `path` stays.
     public func save(to path: String, metadata: [String: String] = [:]) throws {
         let tensors = try stateTensors().map { ($0.name, try HostTensor($0.tensor.value)) }
+        if let problem = nonFiniteProblem(tensors) {
+            let kept = FileManager.default.fileExists(atPath: path) ? "the file already there is kept"
+                : "nothing was written"
+            throw EngineError.file(path: path, message: "not saved: \(problem); \(kept)")
+        }
         try SafeTensors.write(tensors, metadata: metadata, to: path)
     }
 
@@ -140,18 +146,15 @@ public enum TrainingCheckpoint {
     static let stepKey = "histodiff.step", idKey = "histodiff.checkpoint_id", componentsKey = "histodiff.components"
 
     /// Saves `model` and `components` (names must be non-empty and free of `.` and `/`) into `directory`,
-    /// creating it if needed.
+    /// creating it if needed. A model or component tensor holding NaN or infinity is never saved: that throws
+    /// `EngineError.file(path: directory, …)` naming the step, the tensor and its component before anything is
+    /// written (`replace` then keeps the previous checkpoint).
     public static func save(to directory: String, model: Module, step: Int,
                             components: [String: any CheckpointableState], metadata: [String: String] = [:]) throws {
         try checkComponentNames(components.keys, directory: directory)
         let reserved = metadata.keys.filter { $0.hasPrefix("histodiff.") }
         guard reserved.isEmpty else {
             throw EngineError.file(path: directory, message: "metadata keys \(reserved.sorted().joined(separator: ", ")) are reserved")
-        }
-        do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        } catch {
-            throw EngineError.file(path: directory, message: "cannot create the checkpoint directory: \(error.localizedDescription)")
         }
         let id = UUID().uuidString
         let stamp = [stepKey: String(step), idKey: id]
@@ -166,6 +169,10 @@ public enum TrainingCheckpoint {
         }
         let modelState = try model.checkpointState()
         let weights = modelState.tensors.keys.sorted().map { ($0, modelState.tensors[$0]!) }
+        if let problem = nonFiniteProblem(weights, component: "model") ?? nonFiniteProblem(stateTensors) {
+            throw EngineError.file(path: directory, message: "checkpoint of step \(step) not saved: \(problem)")
+        }
+        try FileSystem.createFolder(directory, purpose: "checkpoint")
 
         let directoryURL = URL(fileURLWithPath: directory)
         try SafeTensors.write(stateTensors, metadata: stateMetadata, to: directoryURL.appendingPathComponent(stateFileName).path)
@@ -231,11 +238,19 @@ public enum TrainingCheckpoint {
     /// Saves like `save`, replacing `directory` whole: the new checkpoint is written as `<directory>.partial`, the
     /// old one renamed to `<directory>.previous`, the new one renamed into place, then the old one removed, so a
     /// crash at any point leaves a complete checkpoint (`existing` finds it).
+    /// A tensor with NaN or infinity is not saved (see `save`): the error says which, and that the last good
+    /// checkpoint stays where resuming finds it.
     public static func replace(_ directory: String, model: Module, step: Int,
                                components: [String: any CheckpointableState], metadata: [String: String] = [:]) throws {
         let partial = directory + ".partial", previous = directory + ".previous"
         try removeIfPresent(partial)
-        try save(to: partial, model: model, step: step, components: components, metadata: metadata)
+        do {
+            try save(to: partial, model: model, step: step, components: components, metadata: metadata)
+        } catch let EngineError.file(path, message) where path == partial {
+            let kept = existing(directory).map { "the last good checkpoint \($0) is kept" }
+                ?? "there is no earlier checkpoint"
+            throw EngineError.file(path: directory, message: "\(message); \(kept)")
+        }
         if FileManager.default.fileExists(atPath: directory) {
             try removeIfPresent(previous)
             try move(directory, to: previous)
@@ -257,6 +272,29 @@ public enum TrainingCheckpoint {
                 "component names must be non-empty without '.' or '/': \(bad.sorted().joined(separator: ", "))")
         }
     }
+}
+
+// MARK: - non-finite weights
+
+/// What is wrong with the first tensor holding NaN or infinity, nil when every value is finite: "model tensor
+/// encoder.weight holds 3 NaN and 1 infinite of 432 values". Names `component/tensor` are shown as the
+/// component's tensor.
+func nonFiniteProblem(_ tensors: [(name: String, tensor: HostTensor)], component: String? = nil) -> String? {
+    for (name, tensor) in tensors where !tensor.values.allSatisfy(\.isFinite) {
+        let nan = tensor.values.lazy.filter(\.isNaN).count
+        let infinite = tensor.values.lazy.filter(\.isInfinite).count
+        let counts = [nan > 0 ? "\(nan) NaN" : nil, infinite > 0 ? "\(infinite) infinite" : nil].compactMap { $0 }
+        let owner: String
+        if let component {
+            owner = "\(component) tensor \(name)"
+        } else if let slash = name.firstIndex(of: "/") {
+            owner = "\(name[..<slash]) tensor \(name[name.index(after: slash)...])"
+        } else {
+            owner = "tensor \(name)"
+        }
+        return "\(owner) holds \(counts.joined(separator: " and ")) of \(tensor.values.count) values"
+    }
+    return nil
 }
 
 // MARK: - JSON helpers for metadata values

@@ -74,7 +74,9 @@ public class ElementwiseOptimizer: Optimizer {
         self.learningRate = learningRate
         self.rule = rule
         var problems = rule.problems
-        if !(learningRate >= 0) { problems.append("learning rate \(learningRate) is negative") }
+        if !(learningRate >= 0 && learningRate.isFinite) {
+            problems.append("learning rate \(learningRate) is not a finite number ≥ 0")
+        }
         for (i, g) in groups.enumerated() {
             if !(g.weightDecay >= 0) { problems.append("group \(i) has negative weight decay \(g.weightDecay)") }
             if !(g.learningRateScale >= 0) { problems.append("group \(i) has negative learning-rate scale \(g.learningRateScale)") }

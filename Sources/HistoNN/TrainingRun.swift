@@ -346,11 +346,7 @@ public final class TrainingRun {
         guard problems.isEmpty else {
             throw EngineError.invalidValue(op: "TrainingRun", message: problems.joined(separator: "; "))
         }
-        do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        } catch {
-            throw EngineError.file(path: directory, message: "cannot create the run directory: \(error.localizedDescription)")
-        }
+        try FileSystem.createFolder(directory, purpose: "run")
         self.directory = directory
         self.model = model
         self.components = components

@@ -26,6 +26,10 @@ struct FeaturesCommand: ParsableCommand {
     @Argument(help: "PNG images; sides must be multiples of the model's downsampling.") var images: [String]
     @OptionGroup var device: DeviceOptions
 
+    func validate() throws {
+        if let size { try OptionCheck.positive(size, "--size") }
+    }
+
     func run() throws {
         let blockNames = blocks.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
         let steps = try timesteps.split(separator: ",").map { text -> Int in
@@ -39,7 +43,6 @@ struct FeaturesCommand: ParsableCommand {
         guard repeated.isEmpty else {
             throw ValidationError("images with the same file name would write the same feature file: \(repeated.sorted().joined(separator: ", "))")
         }
-        if let size, size < 1 { throw ValidationError("--size \(size) must be positive") }
         let backend = try device.backend()
         let diffusion = try DiffusionRun.load(model)
         let extractor = try diffusion.featureExtractor(blocks: blockNames, timesteps: steps, noisedSeed: noised ? seed : nil,
@@ -52,7 +55,7 @@ struct FeaturesCommand: ParsableCommand {
         }
         let metadata = ["model": weights, "timesteps": steps.map(String.init).joined(separator: ","),
                         "input": noised ? "noised, seed \(seed)" : "clean"]
-        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        try FileSystem.createFolder(out, purpose: "output")
         let progress = ProgressReporter(total: images.count, label: "features")
         for (index, (path, name)) in zip(images, names).enumerated() {
             let image = try PNG.read(path: path)

@@ -20,7 +20,15 @@ struct HistoDiff: ParsableCommand {
             var command = try parseAsRoot()
             try command.run()
         } catch {
-            exit(withError: error)
+            exit(withError: FileSystem.describe(error).map(CommandError.init) ?? error)
         }
     }
+}
+
+/// An error the command line shows as its text alone, without the usage that a `ValidationError` adds: refusals
+/// found while a command runs, and Foundation's file errors as "PATH: REASON" (`FileSystem.describe`) instead of
+/// their `Error Domain=NSCocoaErrorDomain … UserInfo={…}` dump.
+struct CommandError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }

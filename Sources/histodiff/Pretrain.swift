@@ -28,17 +28,32 @@ struct Pretrain: ParsableCommand {
     var autoencoder: String?
     @Option(help: "Latents to train on: sample (a posterior draw, as LDM) or mean.") var latent = "sample"
 
+    func validate() throws {
+        try OptionCheck.positive(patch, "--patch")
+        try OptionCheck.positive(batch, "--batch")
+        if let lr { try OptionCheck.positive(lr, "--lr") }
+        try OptionCheck.fraction(emaDecay, "--ema-decay")
+        try OptionCheck.nonNegative(sampleEvery, "--sample-every", zero: "only at the end")
+        try OptionCheck.positive(samples, "--samples")
+    }
+
     func run() throws {
         guard let recipe = DiffusionRecipe(rawValue: recipe) else {
             throw ValidationError("unknown recipe '\(recipe)' (\(DiffusionRecipe.allCases.map(\.rawValue).joined(separator: ", ")))")
         }
         guard let posterior = LatentSpace.Posterior(rawValue: latent) else { throw ValidationError("unknown --latent '\(latent)' (sample, mean)") }
+        let lock = try runOptions.lockRunFolder()
+        defer { lock.release() }
+        // Masks are not read. Every image is decoded now, so that a damaged one stops the run before it starts.
+        let dataset = try Dataset.open(path: data, ignoringMasks: true, decodingImages: true)
+        try dataset.checkPatchFits(patch)
         let backend = try device.backend()
         let pixelSpec = DiffusionModelSpec(family: model, preset: preset, recipe: recipe)
         let network = try pixelSpec.makeModel(generator: RandomGenerator(seed: runOptions.seed))
         let shadow = try pixelSpec.makeModel(generator: RandomGenerator(seed: runOptions.seed))
         let pretraining = DiffusionPretraining(recipe.configuration)
-        let optimizer = Adam([ParameterGroup(network.trainableParameters())], learningRate: lr ?? recipe.learningRate)
+        let learningRate = lr ?? recipe.learningRate
+        let optimizer = Adam([ParameterGroup(network.trainableParameters())], learningRate: learningRate)
         let ema = DiffusionPretraining.movingAverage(of: network, decay: emaDecay)
         let noise = RandomGenerator(seed: runOptions.seed &+ 1)
         let latentNoise = RandomGenerator(seed: runOptions.seed &+ 2)
@@ -47,7 +62,13 @@ struct Pretrain: ParsableCommand {
         var options = TrainingRun.Options(totalSteps: runOptions.steps, checkpointEvery: runOptions.checkpointEvery)
         options.columns = ["grad_norm"]
         options.label = "pretrain \(model)"
+        let recorded = RecordedOptions(
+            values: ["--patch": String(patch), "--batch": String(batch), "--lr": String(learningRate),
+                     "--ema-decay": String(emaDecay), "--seed": String(runOptions.seed)],
+            changeable: "--steps may grow; --checkpoint-every, --sample-every, --samples and --device may change, "
+                + "as they do not change what a step computes")
         options.metadata = ["diffusion.family": model, "diffusion.preset": preset, "diffusion.recipe": recipe.rawValue]
+            .merging(try recorded.metadata()) { a, _ in a }
         let training = try TrainingRun(directory: runOptions.out, model: network, components: components, options: options)
         // A run resumes with the model, recipe and latent space it was started with.
         let specPath = (runOptions.out as NSString).appendingPathComponent(DiffusionModelSpec.fileName)
@@ -55,17 +76,27 @@ struct Pretrain: ParsableCommand {
         let previous = try resuming ? DiffusionModelSpec.read(specPath) : nil
         if let previous, previous.family != model || previous.preset != preset || previous.recipe != recipe
             || (previous.latent == nil) != (autoencoder == nil) || (previous.latent.map { $0.posterior != posterior } ?? false) {
-            throw ValidationError("\(runOptions.out) holds a run of \(previous.family)/\(previous.preset), recipe \(previous.recipe.rawValue), "
+            throw CommandError("\(runOptions.out) holds a run of \(previous.family)/\(previous.preset), "
+                               + "recipe \(previous.recipe.rawValue), "
                                   + (previous.latent.map { "on \($0.posterior.rawValue) latents of \($0.source)" } ?? "on pixels")
                                   + "; resume it with the options it was started with, or choose another --out")
         }
+        // A resumed latent run keeps its copy of the autoencoder (and its scale factor), so that it trains on the
+        // same latents.
+        let autoencoderCopy = (runOptions.out as NSString).appendingPathComponent(DiffusionRun.autoencoderFileName)
+        let frozen = try autoencoder.map {
+            try AutoencoderKL.load(from: previous?.latent != nil ? autoencoderCopy : $0)
+        }
+        try checkMemory(network, pretraining: pretraining, autoencoder: frozen)
         let done = try training.resume()
+        try recorded.checkResumed(from: training.resumedMetadata, run: runOptions.out)
+        try runOptions.announceResume(done: done)
 
-        let dataset = try Dataset.open(path: data)
         var loaderOptions = DiffusionPretraining.loaderOptions(patch: patch, batch: batch, seed: runOptions.seed)
         var latent: (space: LatentSpace, settings: DiffusionModelSpec.Latent)?
-        if let autoencoder {
-            latent = try latentSpace(autoencoder, posterior: posterior, previous: previous?.latent,
+        if let autoencoder, let frozen {
+            latent = try latentSpace(frozen, source: autoencoder, copy: autoencoderCopy, posterior: posterior,
+                                     previous: previous?.latent,
                                      firstBatch: { try BatchLoader(dataset: dataset, indices: Array(0..<dataset.count), options: loaderOptions).next() },
                                      on: backend)
         }
@@ -100,23 +131,38 @@ struct Pretrain: ParsableCommand {
         throw outcome.exitCode
     }
 
-    /// The latent space of a run on `autoencoder`'s latents. A fresh run copies the autoencoder into the run folder
-    /// and sets the scale factor to 1/std of the first batch's latents (LDM's scale_by_std); a resumed run keeps
-    /// its copy and factor, so that it trains on the same latents.
-    func latentSpace(_ autoencoder: String, posterior: LatentSpace.Posterior, previous: DiffusionModelSpec.Latent?,
-                     firstBatch: () throws -> Batch?, on backend: any Backend) throws -> (space: LatentSpace, settings: DiffusionModelSpec.Latent) {
-        let copy = (runOptions.out as NSString).appendingPathComponent(DiffusionRun.autoencoderFileName)
+    /// Refuses a step too large for this machine's memory before anything is allocated (`StepMemoryEstimate`):
+    /// the loss of one batch is recorded, not run, on a shape-only input of the model's input size (the latents'
+    /// for a latent run), in evaluation mode so that recording draws no dropout numbers. The weights are counted
+    /// six times: weights, gradients, Adam's two moments, the EMA and the copy samples are drawn with. The frozen
+    /// autoencoder's encoding is not counted.
+    func checkMemory(_ network: any FeatureExtractingModel, pretraining: DiffusionPretraining,
+                     autoencoder: AutoencoderKL?) throws {
+        let factor = autoencoder?.configuration.downsamplingFactor ?? 1
+        let input = StepMemoryEstimate.input(shape: [batch, network.imageChannels, patch / factor, patch / factor])
+        network.train(false)
+        let loss = pretraining.loss(network, x0: input, generator: RandomGenerator(seed: 0))
+        try StepMemoryEstimate(model: network, extraWeightCopies: 2, batch: batch, loss: loss)
+            .check(patch: patch, patchMultiple: network.inputMultiple * factor)
+    }
+
+    /// The latent space of a run on `autoencoder`'s latents (loaded from `source`, or from the run's `copy` when
+    /// resumed). A fresh run saves the autoencoder to `copy` and sets the scale factor to 1/std of the first batch's
+    /// latents (LDM's scale_by_std); a resumed run keeps its factor, so that it trains on the same latents.
+    func latentSpace(_ autoencoder: AutoencoderKL, source: String, copy: String, posterior: LatentSpace.Posterior,
+                     previous: DiffusionModelSpec.Latent?, firstBatch: () throws -> Batch?,
+                     on backend: any Backend) throws -> (space: LatentSpace, settings: DiffusionModelSpec.Latent) {
         if let previous {
-            let space = LatentSpace(autoencoder: try AutoencoderKL.load(from: copy), scaleFactor: previous.scaleFactor, posterior: posterior)
+            let space = LatentSpace(autoencoder: autoencoder, scaleFactor: previous.scaleFactor, posterior: posterior)
             return (space, previous)
         }
-        let frozen = try AutoencoderKL.load(from: autoencoder)
         guard let first = try firstBatch() else { throw ValidationError("\(data) holds no images") }
-        let space = try LatentSpace.fitted(autoencoder: frozen, firstBatch: first.images, posterior: posterior,
+        let space = try LatentSpace.fitted(autoencoder: autoencoder, firstBatch: first.images, posterior: posterior,
                                            generator: RandomGenerator(seed: runOptions.seed &+ 3), on: backend)
-        try frozen.saveWithPreset(to: copy)
-        let source = AutoencoderKL.weightsFile(autoencoder)
-        print("latent diffusion on \(source) (copied to \(copy)): scale factor \(space.scaleFactor), 1/std of the first batch's latents")
-        return (space, DiffusionModelSpec.Latent(scaleFactor: space.scaleFactor, posterior: posterior, source: source))
+        try autoencoder.saveWithPreset(to: copy)
+        let weights = AutoencoderKL.weightsFile(source)
+        print("latent diffusion on \(weights) (copied to \(copy)): scale factor \(space.scaleFactor), "
+                 + "1/std of the first batch's latents")
+        return (space, DiffusionModelSpec.Latent(scaleFactor: space.scaleFactor, posterior: posterior, source: weights))
     }
 }

@@ -21,6 +21,13 @@ struct SampleCommand: ParsableCommand {
     @Option(help: "Folder for one PNG per sample (sample_000.png, …).") var individual: String?
     @OptionGroup var device: DeviceOptions
 
+    func validate() throws {
+        try OptionCheck.positive(steps, "--steps")
+        try OptionCheck.nonNegative(eta, "--eta")
+        try OptionCheck.positive(count, "--count")
+        try OptionCheck.positive(size, "--size")
+    }
+
     func run() throws {
         let choice: SamplerChoice
         switch sampler {

@@ -14,10 +14,16 @@ struct Segment: ParsableCommand {
     @OptionGroup var window: WindowOptions
     @OptionGroup var device: DeviceOptions
 
+    func validate() throws {
+        guard !images.isEmpty else { throw ValidationError("no images given: name at least one PNG image") }
+    }
+
     func run() throws {
         let segmenter = try ImageSegmenter(model: TrainedModel(path: model), window: window.window(), backend: device.backend())
         let progress = ProgressReporter(total: images.count, label: "segment")
-        try segmenter.segment(images, to: out) { done, _ in progress.update(step: done) }
+        try segmenter.segment(images, to: out, notice: { progress.message($0) }) { done, _ in
+            progress.update(step: done)
+        }
         progress.message("\(progress.summary(step: images.count)); masks, probabilities and overlays in \(out)")
     }
 }

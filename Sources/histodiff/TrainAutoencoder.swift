@@ -22,11 +22,23 @@ struct TrainAutoencoder: ParsableCommand {
     @Option(help: "KL weight β.") var klWeight: Float = 1e-6
     @Flag(help: "L2 instead of L1 reconstruction.") var l2 = false
 
+    func validate() throws {
+        try OptionCheck.positive(patch, "--patch")
+        try OptionCheck.positive(batch, "--batch")
+        try OptionCheck.positive(lr, "--lr")
+        try OptionCheck.nonNegative(klWeight, "--kl-weight")
+    }
+
     func run() throws {
-        let backend = try device.backend()
         guard let configuration = AutoencoderKL.Configuration.presets[preset] else {
             throw ValidationError("unknown preset '\(preset)' (\(AutoencoderKL.Configuration.presets.keys.sorted().joined(separator: ", ")))")
         }
+        let lock = try runOptions.lockRunFolder()
+        defer { lock.release() }
+        // Masks are not read. Every image is decoded now, so that a damaged one stops the run before it starts.
+        let dataset = try Dataset.open(path: data, ignoringMasks: true, decodingImages: true)
+        try dataset.checkPatchFits(patch)
+        let backend = try device.backend()
         let model = try AutoencoderKL(configuration, generator: RandomGenerator(seed: runOptions.seed))
         let optimizer = Adam([ParameterGroup(model.trainableParameters())], learningRate: lr, beta1: 0.5, beta2: 0.9)
         let noise = RandomGenerator(seed: runOptions.seed &+ 1)
@@ -35,10 +47,17 @@ struct TrainAutoencoder: ParsableCommand {
         options.label = "autoencoder"
         // Names the preset in the checkpoint's weights, so that `pretrain --autoencoder RUN` can rebuild the network.
         options.metadata = [AutoencoderKL.presetMetadataKey: preset]
+        let recorded = RecordedOptions(
+            values: ["--preset": preset, "--patch": String(patch), "--batch": String(batch), "--lr": String(lr),
+                     "--kl-weight": String(klWeight), "--l2": String(l2), "--seed": String(runOptions.seed)],
+            changeable: "--steps may grow; --checkpoint-every and --device may change, as they do not change what a "
+                + "step computes")
+        options.metadata.merge(try recorded.metadata()) { a, _ in a }
         let training = try TrainingRun(directory: runOptions.out, model: model,
                                        components: ["optimizer": optimizer, "noise": noise], options: options)
         let done = try training.resume()
-        let dataset = try Dataset.open(path: data)
+        try recorded.checkResumed(from: training.resumedMetadata, run: runOptions.out)
+        try runOptions.announceResume(done: done)
         var loaderOptions = LoaderOptions(batchSize: batch, patches: .randomCrops(size: patch, perImage: 1), labelled: false)
         loaderOptions.seed = runOptions.seed
         loaderOptions.skippedBatches = done  // a resumed run sees the batches an uninterrupted one would

@@ -10,6 +10,11 @@ struct WindowOptions: ParsableArguments {
 
     var given: Bool { tile != nil || overlap != nil || blending != nil }
 
+    func validate() throws {
+        if let tile { try OptionCheck.positive(tile, "--tile") }
+        if let overlap { try OptionCheck.fraction(overlap, "--overlap") }
+    }
+
     func window() throws -> SlidingWindow {
         let weights: SlidingWindow.Blending
         switch blending ?? "gaussian" {

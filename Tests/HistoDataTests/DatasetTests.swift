@@ -86,6 +86,43 @@ final class DatasetTests: XCTestCase {
         XCTAssertFalse(message.contains("ok.png"), message)
     }
 
+    /// Unlabelled use (pretraining) reads the images alone: masks of any kind do not matter; decoding every image up
+    /// front finds a damaged file that a header read misses.
+    func testMasksCanBeIgnoredAndImagesDecodedUpFront() throws {
+        let root = try Support.temporaryFolder(self)
+        try write(try rgb(6, 4), root, "images", "a")
+        let valid = try write(try rgb(64, 64, seed: 3), root, "images", "b")
+        try write(try gray(5, 4) { _ in 0 }, root, "masks", "a")
+        try write(try gray(6, 4) { _ in 0 }, root, "masks", "orphan")
+        XCTAssertNotNil(Support.fileError { _ = try Dataset.open(path: root.path) })
+        let unlabelled = try Dataset.open(path: root.path, ignoringMasks: true, decodingImages: true)
+        XCTAssertEqual(unlabelled.items.map(\.name), ["a", "b"])
+        XCTAssertEqual(unlabelled.items.map(\.maskPath), [nil, nil])
+        XCTAssertNotNil(Support.fileError {
+            _ = try Dataset.open(path: root.path, requireMasks: true, ignoringMasks: true)
+        })
+
+        // Cut in the image data: the header still reads.
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: valid))
+        try bytes.prefix(bytes.count - 40).write(to: URL(fileURLWithPath: valid))
+        XCTAssertNoThrow(try Dataset.open(path: root.path, ignoringMasks: true))
+        let error = Support.fileError {
+            _ = try Dataset.open(path: root.path, ignoringMasks: true, decodingImages: true)
+        }
+        XCTAssertTrue(error?.message.contains("images/b.png: cannot read PNG") ?? false, error?.message ?? "")
+    }
+
+    func testAPatchLargerThanEveryImageIsRefusedNamingTheLargest() throws {
+        let root = try Support.temporaryFolder(self)
+        try write(try rgb(30, 12), root, "images", "wide")
+        try write(try rgb(20, 20), root, "images", "square")
+        let dataset = try Dataset.open(path: root.path)
+        XCTAssertNoThrow(try dataset.checkPatchFits(20))
+        let error = Support.fileError { try dataset.checkPatchFits(21) }
+        XCTAssertEqual(error?.message, "a patch of 21×21 is larger than every image (the largest, square, is 20×20); "
+                       + "use a patch of at most 20")
+    }
+
     func testMasksOptionalUnlessRequired() throws {
         let root = try Support.temporaryFolder(self)
         try write(try rgb(4, 4), root, "images", "p")

@@ -94,6 +94,9 @@ final class PNGTests: XCTestCase {
             XCTAssertTrue(EngineError.file(path: path, message: error?.message ?? "").description.contains(name))
         }
         XCTAssertNotNil(Support.fileError { _ = try PNG.readHeader(path: folder.appendingPathComponent("text.png").path) })
+        let error = Support.fileError { _ = try PNG.read(path: folder.path) }
+        XCTAssertEqual(error?.path, folder.path)
+        XCTAssertEqual(error?.message, "is a directory, not a PNG image")
     }
 
     /// Every read path (8/16-bit, alpha, palette) fails cleanly, with libpng's message, wherever the file is cut.

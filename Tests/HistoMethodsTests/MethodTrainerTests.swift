@@ -303,6 +303,21 @@ final class MethodTrainerTests: XCTestCase {
         XCTAssertEqual(try MetricsLog.read(path: folder.path + "/metrics.csv").rows.count, 3, "steps 1-3 logged, not 4")
     }
 
+    /// A second run on a folder in use stops naming the holder; the folder is free again once the run ends.
+    func testOneRunPerFolder() throws {
+        let dataset = try syntheticDataset(count: 4, size: 32)
+        let folder = try temporaryFolder()
+        let holder = try RunLock.acquire(directory: folder.path)
+        XCTAssertThrowsError(try MethodTrainer.train(plan: try tinyPlan(epochs: 1), dataset: dataset, session: session(folder)) { setup in
+            SupervisedMethod(self.tinyUNet(), loss: .dice, setup: setup)
+        }) { error in XCTAssertTrue("\(error)".contains("is in use by the run of process \(getpid())"), "\(error)") }
+        holder.release()
+        _ = try MethodTrainer.train(plan: try tinyPlan(epochs: 1), dataset: dataset, session: session(folder)) { setup in
+            SupervisedMethod(self.tinyUNet(), loss: .dice, setup: setup)
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: folder.path + "/" + RunLock.fileName), "released at the end")
+    }
+
     /// A folder holding a run resumes only with the settings it was started with, naming those that differ.
     func testResumeWithOtherSettingsIsRefused() throws {
         let dataset = try syntheticDataset(count: 4, size: 32)

@@ -1,5 +1,8 @@
 import Foundation
 import XCTest
+import HistoNN
+import HistoCore
+@testable import HistoMethods
 
 extension XCTestCase {
     /// A fresh folder under the temporary directory, removed when the test ends.
@@ -8,5 +11,45 @@ extension XCTestCase {
         try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
         addTeardownBlock { try? FileManager.default.removeItem(at: url) }
         return url
+    }
+
+    /// A run folder as `histodiff train` leaves it: the card and `best.safetensors` of a network drawn with `seed`,
+    /// its BatchNorm statistics moved off their initial values by one training-mode forward.
+    @discardableResult
+    func writeRun(_ card: ModelCard, seed: UInt64, to directory: String) throws -> any SegmentationModel {
+        let model = try card.makeModel(generator: RandomGenerator(seed: seed))
+        model.train(true)
+        try model(RandomGenerator(seed: seed &+ 1).uniform([2, 3, 32, 32], -1, 1)).eval()
+        try model.commitBufferUpdates()
+        model.train(false)
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try model.save(to: directory + "/" + TrainingRun.bestFileName)
+        try card.write(to: directory)
+        return model
+    }
+
+    /// The built `histodiff` beside the test bundle (both are products of one build).
+    func commandLineTool() throws -> URL {
+        // The bundle is the build folder itself on Linux, a .xctest folder inside it on macOS.
+        let bundle = Bundle(for: Self.self).bundleURL
+        let tool = (bundle.pathExtension == "xctest" ? bundle.deletingLastPathComponent() : bundle).appendingPathComponent("histodiff")
+        guard FileManager.default.isExecutableFile(atPath: tool.path) else {
+            throw XCTSkip("\(tool.path) is not built (swift build -c release builds it)")
+        }
+        return tool
+    }
+
+    /// Runs the tool; its exit status and what it wrote to standard output and error.
+    func launch(_ tool: URL, _ arguments: [String]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = tool
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return (process.terminationStatus, output)
     }
 }

@@ -217,6 +217,10 @@ public enum MethodTrainer {
         options.progress = session.progress
         options.resumeHint = session.resumeHint
         let run = try TrainingRun(directory: session.directory, model: model, components: components, options: options)
+        // One run per folder: a second run on it stops here, naming the first (released when this returns).
+        let lock = try RunLock.acquire(directory: session.directory)
+        defer { lock.release() }
+        if let notice = lock.takenOver { message(session, notice) }
 
         let settings = plan.settings.merging(session.methodSettings) { _, method in method }
         let settingsPath = (session.directory as NSString).appendingPathComponent(settingsFileName)
@@ -377,7 +381,7 @@ public enum MethodTrainer {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         do { try encoder.encode(value).write(to: URL(fileURLWithPath: path), options: .atomic) } catch {
-            throw EngineError.file(path: path, message: "cannot be written: \(error.localizedDescription)")
+            throw EngineError.file(path: path, message: "cannot be written: \(FileSystem.reason(of: error))")
         }
     }
 
