@@ -35,8 +35,6 @@ public final class NoisyMeanTeacher {
             .clamp(min: -Self.noiseBound, max: Self.noiseBound)
         return model(images + perturbation).softmax(axis: 1)
     }
-
-    public var components: [String: any CheckpointableState] { ["ema": ema, "noise": noise] }
 }
 
 /// How a mean teacher's unlabelled loss compares the student with the teacher.
@@ -78,7 +76,7 @@ public final class MeanTeacherMethod: TrainingMethod {
     public var dataNeeds: DataNeeds { DataNeeds(labelledViews: .weak, unlabelledViews: .weak) }
     public var evaluatedModel: any SegmentationModel { teacher.model }
     public var components: [String: any CheckpointableState] {
-        teacher.components.merging(["student": student.model, "optimizer": student.optimizer]) { _, new in new }
+        ["student": student.model, "optimizer": student.optimizer, "ema": teacher.ema, "noise": teacher.noise]
     }
     public var learningRate: Float { student.optimizer.learningRate }
 
