@@ -1,0 +1,126 @@
+import HistoCore
+import HistoData
+import HistoNN
+
+/// The consistency weight of the SSL4MIS family (SPEC §0.5, §8): λ(it) = λ_max·r(⌊it/150⌋, 200) with r the sigmoid
+/// ramp, which climbs in 200 stairs of 150 iterations to λ_max at iteration 30000, the end of an SSL4MIS run. With
+/// `length` standing for those 30000 iterations, λ(it) = λ_max·r(⌊200·it/length⌋, 200): the same stairs for any run
+/// length, so a short CPU run ramps over its own steps (with `length` 30000 it is SSL4MIS's formula exactly).
+public struct ConsistencyRamp: Equatable, Sendable {
+    public static let stairs = 200
+    /// λ_max: SSL4MIS `--consistency` 0.1.
+    public var maximum: Float
+    /// Iterations until the weight reaches `maximum`.
+    public var length: Int
+
+    public init(maximum: Float, length: Int) {
+        self.maximum = maximum
+        self.length = length
+    }
+
+    public func weight(at step: Int) -> Float {
+        let stair = step * Self.stairs / Swift.max(length, 1)
+        return maximum * Float(Ramp.sigmoid(length: Double(Self.stairs)).value(at: Double(stair)))
+    }
+}
+
+/// What the SSL4MIS-family methods (MT, UAMT, EM) share: the presets, the ramp options, the network and the student's
+/// forward pass. docs/methods/mt.md describes the presets.
+enum SemiSupervisedRecipe {
+    static let options = [
+        MethodOption(name: "arch", help: "unet (default) or fpn", allowed: ["unet", "fpn"]),
+        MethodOption(name: "lambda", help: "λ_max, the unlabelled loss weight at the end of the ramp (default 0.1)"),
+        MethodOption(name: "ramp", help: "iterations of the sigmoid ramp-up of λ (default: the planned run; "
+                     + "SSL4MIS 30000)"),
+    ]
+
+    /// Preset `cpu`: supervised's cpu plan (the half-width U-Net on 128² crops, batch 8 + 8 unlabelled, 4 crops per
+    /// image, Adam 1e-3, 50 epochs, patience 10), so that the baselines compare on equal terms. Preset `paper`:
+    /// SSL4MIS — 256² crops, batch 24 + 24, SGD 0.01 poly, 30000 iterations, validation every 200 iterations and
+    /// no early stop (SSL4MIS keeps the best validation of the whole run).
+    static func plan(_ preset: String, _ plan: inout TrainingPlan) {
+        switch preset {
+        case "cpu":
+            plan.patchSize = 128
+            plan.batchSize = 8
+            plan.cropsPerImage = 4
+            plan.length = .epochs(50)
+            plan.patience = 10
+            plan.optimizer = .adam()
+        default:
+            plan.patchSize = 256
+            plan.batchSize = 24
+            plan.length = .iterations(30000)
+            plan.validateEvery = 200
+            plan.checkpointEvery = 200
+            plan.patience = nil
+            plan.optimizer = .sgdPoly()
+        }
+    }
+
+    /// The presets in one line, for `defaults`.
+    static let presetSummary = "cpu: U-Net/2 128² batch 8+8 Adam 1e-3 50 epochs; paper: 256² batch 24+24 SGD 0.01 "
+        + "poly 30000 iterations; λ 0.1 sigmoid ramp over the run"
+
+    /// A method of the family: its presets, card and the shared options before `options`.
+    static func registration(name: String, paper: String, defaults: String, options: [MethodOption],
+                             make: @escaping @Sendable (_ preset: String, _ options: [String: String],
+                                                        _ setup: MethodSetup) throws -> any TrainingMethod)
+        -> RegisteredMethod {
+        RegisteredMethod(name: name, paper: paper, defaults: defaults, options: Self.options + options,
+                         plan: { preset, plan, _ in Self.plan(preset, &plan) },
+                         card: { preset, options, classes, plan in
+                             card(preset, options, classes: classes, plan: plan)
+                         },
+                         make: make)
+    }
+
+    static func card(_ preset: String, _ options: [String: String], classes: Int, plan: TrainingPlan) -> ModelCard {
+        ModelCard(architecture: options["arch"] ?? "unet", preset: preset, classes: classes,
+                  pixelRange: plan.pixelRange)
+    }
+
+    /// A fresh network of the card; weights and dropout draws come from `seed`.
+    static func model(_ preset: String, _ options: [String: String], setup: MethodSetup,
+                      seed: UInt64) throws -> any SegmentationModel {
+        try card(preset, options, classes: setup.classes, plan: setup.plan)
+            .makeModel(generator: RandomGenerator(seed: seed))
+    }
+
+    static func ramp(_ options: [String: String], method: String, setup: MethodSetup) throws -> ConsistencyRamp {
+        let maximum = try number(options, "lambda", method: method, default: 0.1,
+                                 requirement: "a number ≥ 0") { $0 >= 0 }
+        let length = try count(options, "ramp", method: method, default: setup.totalSteps)
+        return ConsistencyRamp(maximum: Float(maximum), length: length)
+    }
+
+    /// The value of the option `name` that counts something (a whole number ≥ 1), `fallback` when not given.
+    static func count(_ options: [String: String], _ name: String, method: String,
+                      default fallback: Int) throws -> Int {
+        Int(try number(options, name, method: method, default: Double(fallback), requirement: "a whole number ≥ 1") {
+            $0 >= 1 && $0 == $0.rounded() && $0 <= Double(Int32.max)
+        })
+    }
+
+    /// The value of the numeric option `name` (`fallback` when not given); throws naming the option when its text
+    /// is not a finite number that `isValid` accepts.
+    static func number(_ options: [String: String], _ name: String, method: String, default fallback: Double,
+                       requirement: String, isValid: (Double) -> Bool) throws -> Double {
+        guard let text = options[name] else { return fallback }
+        guard let value = Double(text), value.isFinite, isValid(value) else {
+            throw EngineError.invalidValue(op: "--method \(method)", message:
+                "option \(name)=\(text) must be \(requirement)")
+        }
+        return value
+    }
+
+    /// The student's logits of the labelled and the unlabelled images, from one forward pass over both (SSL4MIS's
+    /// `model(volume_batch)`: BatchNorm's statistics span the two).
+    static func studentLogits(_ model: any SegmentationModel,
+                              _ batch: MethodBatch) -> (labelled: Tensor, unlabelled: Tensor) {
+        let labelled = batch.labelled.images, unlabelled = batch.unlabelled!.images
+        let logits = model(Tensor.concat([labelled, unlabelled], axis: 0))
+        let parts = logits.split(axis: 0, sizes: [labelled.shape[0], unlabelled.shape[0]])
+        return (parts[0], parts[1])
+    }
+}
