@@ -64,7 +64,9 @@ public struct RegisteredMethod: Sendable {
 
 /// Every method `histodiff train` and `histodiff experiment` can run, by name.
 public enum MethodRegistry {
-    public static let methods: [RegisteredMethod] = [SupervisedMethod.registration, GenSelfDiffMethod.registration]
+    public static let methods: [RegisteredMethod] = [
+        SupervisedMethod.registration, GenSelfDiffMethod.registration, CrossPseudoSupervisionMethod.registration,
+        CrossConsistencyTrainingMethod.registration, UncertaintyRectifiedPyramidMethod.registration]
     public static let presets = ["cpu", "paper"]
 
     public static func method(named name: String) throws -> RegisteredMethod {
