@@ -77,7 +77,7 @@ let package = Package(
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "HistoDiffusionTests", dependencies: ["HistoCore", "HistoNN", "HistoData", "HistoDiffusion", "HistoOpenCL"],
                     resources: [.copy("Fixtures")]),
-        .testTarget(name: "HistoMethodsTests", dependencies: ["HistoCore", "HistoNN", "HistoData", "HistoMetrics", "HistoDiffusion", "HistoMethods"],
+        .testTarget(name: "HistoMethodsTests", dependencies: ["HistoCore", "HistoNN", "HistoData", "HistoMetrics", "HistoDiffusion", "HistoMethods", "HistoOpenCL"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "HistoDataTests", dependencies: ["HistoCore", "HistoData"],
                     resources: [.copy("Fixtures")]),
