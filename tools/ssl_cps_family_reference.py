@@ -101,7 +101,9 @@ class Encoder(nn.Module):
         self.in_conv = EncoderBlock(3, c[0])
         for level in range(1, 5):
             setattr(self, f"down{level}", nn.Module())
-            getattr(self, f"down{level}").maxpool_conv = nn.Sequential(nn.MaxPool2d(2), EncoderBlock(c[level - 1], c[level]))
+            down = nn.Module()
+            down.maxpool_conv = nn.Sequential(nn.MaxPool2d(2), EncoderBlock(c[level - 1], c[level]))
+            setattr(self, f"down{level}", down)
 
     def forward(self, x):
         features = [self.in_conv(x)]

@@ -79,7 +79,8 @@ public final class SegmentationUNet: Module, SegmentationModel {
         let dropout = configuration.dropout.count == 5 ? configuration.dropout : [Float](repeating: 0, count: 5)
         encoder = Encoder(inputChannels: configuration.inputChannels, channels: c, dropout: dropout, generator: generator)
         mainDecoder = Decoder(channels: c, upsampling: configuration.upsampling,
-                              activation: SegmentationUNet.decoderActivation(configuration.variant), generator: generator)
+                              activation: SegmentationUNet.decoderActivation(configuration.variant),
+                              generator: generator)
         outConv = SegmentationUNet.head(configuration, generator: generator)
         super.init()
         SegmentationUNet.initialize(self, variant: configuration.variant, generator: generator)

@@ -20,13 +20,15 @@ public enum FeaturePerturbation: Equatable, Sendable {
     public func apply(_ x: Tensor, generator: RandomGenerator) -> Tensor {
         switch self {
         case .noise(let range):
-            guard x.rank == 4 else { return .invalid("feature_noise", "expects [N, C, H, W], got \(describe(x.shape))") }
+            guard x.rank == 4 else { return .invalid("feature_noise", "expects [N, C, H, W], not \(describe(x.shape))") }
             // x·u + x, in the reference's order of operations.
             return x * generator.uniform(Array(x.shape.dropFirst()), -range, range).unsqueeze(0) + x
         case .dropout(let p):
             return x.dropout(p, generator: generator)
         case .featureDropout(let bounds):
-            guard x.rank == 4 else { return .invalid("feature_dropout", "expects [N, C, H, W], got \(describe(x.shape))") }
+            guard x.rank == 4 else {
+                return .invalid("feature_dropout", "expects [N, C, H, W], not \(describe(x.shape))")
+            }
             let attention = x.mean(axes: [1], keepDims: true)
             let threshold = attention.max(axes: [2, 3], keepDims: true)
                 * generator.uniform([1], bounds.lowerBound, bounds.upperBound)
@@ -114,7 +116,9 @@ public final class CrossConsistencyUNet: ExtendedUNet {
     /// The main logits and each auxiliary decoder's, all [N, K, H, W]. The auxiliary branches are perturbed in
     /// either mode, as in the reference (they only serve training).
     public func outputs(_ x: Tensor) -> (main: Tensor, auxiliary: [Tensor]) {
-        if let rejection = backbone.rejection(of: x) { return (rejection, auxiliaryPerturbations.map { _ in rejection }) }
+        if let rejection = backbone.rejection(of: x) {
+            return (rejection, auxiliaryPerturbations.map { _ in rejection })
+        }
         let features = backbone.encoder(x)
         let main = backbone.outConv(backbone.mainDecoder(features))
         let auxiliaryOutputs = zip(auxiliary.decoders, auxiliaryPerturbations).map { decoder, kind in

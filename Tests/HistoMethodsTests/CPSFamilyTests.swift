@@ -39,9 +39,9 @@ final class CPSFamilyTests: XCTestCase {
 
         var batch: MethodBatch {
             func input(_ name: String) -> Tensor { tensors["input.\(name)"]!.tensor }
-            return MethodBatch(labelled: Batch(images: input("labelled"), strongImages: nil, labels: input("labels"),
-                                               items: []),
-                               unlabelled: Batch(images: input("unlabelled"), strongImages: nil, labels: nil, items: []))
+            return MethodBatch(
+                labelled: Batch(images: input("labelled"), strongImages: nil, labels: input("labels"), items: []),
+                unlabelled: Batch(images: input("unlabelled"), strongImages: nil, labels: nil, items: []))
         }
 
         func context(on backend: any Backend) -> StepContext {
@@ -104,7 +104,7 @@ final class CPSFamilyTests: XCTestCase {
         var compared = 0, usedAllowance: Float = 0
         for (prefix, module) in networks {
             let before = initial(prefix), wanted = expected(prefix), tensors = try module.checkpointState().tensors
-            XCTAssertEqual(tensors.count, wanted.count, "\(label): tensors of \(prefix.isEmpty ? "the network" : prefix)")
+            XCTAssertEqual(tensors.count, wanted.count, "\(label): tensors of network \(prefix)")
             for (name, actual) in tensors {
                 let start = try XCTUnwrap(before[name], "\(label): no initial \(prefix)\(name)").values
                 let reference = try XCTUnwrap(wanted[name], "\(label): no expected \(prefix)\(name)").values
@@ -168,36 +168,103 @@ final class CPSFamilyTests: XCTestCase {
         }
     }
 
-    /// Each method trains a few steps through the registry (`histodiff train --method …`) on synthetic data with
-    /// finite loss terms, and the run folder segments: its card rebuilds the evaluated network from best.safetensors.
+    /// A short `histodiff train --method NAME` on 32² crops: 2 labelled images, 2 crops each, batches of 2 + 2,
+    /// 2 epochs of 2 steps.
+    func shortRequest(_ method: String, _ dataset: Dataset, in folder: URL) -> TrainingRequest {
+        var request = TrainingRequest(method: method, data: dataset.root, directory: folder.path)
+        request.labels = "2"
+        request.validation = "2"
+        request.patch = 32
+        request.batch = 2
+        request.cropsPerImage = 2
+        request.epochs = 2
+        request.progress = .none
+        return request
+    }
+
+    /// Each method trains through the registry (`histodiff train --method …`) on synthetic data with finite loss
+    /// terms, and the run folder segments: its card rebuilds the evaluated network from best.safetensors.
     func testShortRunsThroughTheRegistryFinishAndSegment() throws {
         let dataset = try syntheticDataset(count: 6, size: 32, unlabelled: 3)
         for name in ["cps", "cct", "urpc"] {
             let folder = try temporaryFolder()
-            var request = TrainingRequest(method: name, data: dataset.root, directory: folder.path)
-            request.labels = "2"
-            request.validation = "2"
-            request.patch = 32
-            request.batch = 2
-            request.cropsPerImage = 2
-            request.epochs = 2
-            request.progress = .none
-            let result = try MethodTraining.run(request, dataset: dataset)
+            let result = try MethodTraining.run(shortRequest(name, dataset, in: folder), dataset: dataset)
             XCTAssertEqual(result.outcome, .completed, name)
-            XCTAssertEqual(result.steps, 4, "\(name): 2 labelled images × 2 crops / batch 2 × 2 epochs")
+            XCTAssertEqual(result.steps, 4, name)
             let log = try MetricsLog.read(path: folder.appendingPathComponent("metrics.csv").path)
-            let registered = try MethodRegistry.method(named: name)
-            let method = try registered.make("cpu", [:], MethodSetup(plan: try MethodTraining.plan(for: request),
-                                                                     classes: 2, totalSteps: 4, stepsPerEpoch: 2))
-            for term in ["loss"] + method.lossTerms.dropFirst() {
+            // step, loss, lr, seconds, epoch, the method's other terms, the validation scores.
+            let terms = log.columns.filter { !["step", "lr", "seconds", "epoch"].contains($0) && !$0.hasPrefix("val_") }
+            XCTAssert(terms.contains("loss") && terms.contains("consistency_weight"), "\(name): \(log.columns)")
+            for term in terms {
                 let series = try log.series(term)
                 XCTAssertEqual(series.count, 4, "\(name) \(term)")
                 XCTAssert(series.allSatisfy { $0.value.isFinite }, "\(name) \(term): \(series.map(\.value))")
             }
             let trained = try TrainedModel(path: folder.path)
             XCTAssertEqual(trained.card.architecture, "unet", name)
-            let logits = try trained.network.logits(of: try dataset.sample(at: 0).image.colorPlanes(range: .minusOneToOne))
-            XCTAssert(logits.values.allSatisfy(\.isFinite), name)
+            let image = try dataset.sample(at: 0).image.colorPlanes(range: .minusOneToOne)
+            XCTAssert(try trained.network.logits(of: image).values.allSatisfy(\.isFinite), name)
+        }
+    }
+
+    /// Delegates to a method, raising SIGINT during step `stopAt`: the trainer saves after that step and stops.
+    final class InterruptedMethod: TrainingMethod {
+        let inner: any TrainingMethod
+        let stopAt: Int?
+
+        init(_ inner: any TrainingMethod, stopAt: Int?) {
+            self.inner = inner
+            self.stopAt = stopAt
+        }
+
+        var lossTerms: [String] { inner.lossTerms }
+        var dataNeeds: DataNeeds { inner.dataNeeds }
+        var evaluatedModel: any SegmentationModel { inner.evaluatedModel }
+        var components: [String: any CheckpointableState] { inner.components }
+        var learningRate: Float { inner.learningRate }
+
+        func step(_ batch: MethodBatch, context: StepContext) throws -> [String: Float] {
+            if context.step == stopAt { raise(SIGINT) }
+            return try inner.step(batch, context: context)
+        }
+    }
+
+    /// A run interrupted after its first step and resumed ends as an uninterrupted one, bit for bit: the second
+    /// network, the auxiliary decoders or side heads, the optimizers and the perturbation and dropout draws are all
+    /// in the checkpoint.
+    func testInterruptedRunsResumeBitForBit() throws {
+        let dataset = try syntheticDataset(count: 6, size: 32, unlabelled: 3)
+        for name in ["cps", "cct", "urpc"] {
+            func train(in folder: URL, stopAt: Int?) throws -> (TrainingResult, any TrainingMethod) {
+                let request = shortRequest(name, dataset, in: folder)
+                var session = TrainingSession(directory: folder.path)
+                session.progress = .none
+                var method: (any TrainingMethod)?
+                let result = try MethodTrainer.train(plan: try MethodTraining.plan(for: request), dataset: dataset,
+                                                     session: session) { setup in
+                    method = try MethodRegistry.method(named: name).make("cpu", [:], setup)
+                    return InterruptedMethod(method!, stopAt: stopAt)
+                }
+                return (result, method!)
+            }
+            let (whole, wholeMethod) = try train(in: try temporaryFolder(), stopAt: nil)
+            let folder = try temporaryFolder()
+            let (stopped, _) = try train(in: folder, stopAt: 0)
+            XCTAssertEqual(stopped.outcome, .interrupted(signal: SIGINT), name)
+            XCTAssertEqual(stopped.steps, 1, name)
+            let (resumed, resumedMethod) = try train(in: folder, stopAt: nil)
+            XCTAssertEqual(resumed.outcome, .completed, name)
+            XCTAssertEqual(resumed.history, whole.history, name)
+            var states = [("evaluated", wholeMethod.evaluatedModel as CheckpointableState,
+                           resumedMethod.evaluatedModel as CheckpointableState)]
+            for key in wholeMethod.components.keys.sorted() {
+                states.append((key, wholeMethod.components[key]!, try XCTUnwrap(resumedMethod.components[key])))
+            }
+            for (key, a, b) in states {
+                let x = try a.checkpointState(), y = try b.checkpointState()
+                XCTAssertEqual(x.tensors.keys.filter { x.tensors[$0] != y.tensors[$0] }.sorted(), [], "\(name) \(key)")
+                XCTAssertEqual(x.metadata, y.metadata, "\(name) \(key)")
+            }
         }
     }
 

@@ -85,7 +85,8 @@ struct JointBatch {
 
     init(_ batch: MethodBatch) throws {
         guard let labels = batch.labelled.labels, let unlabelled = batch.unlabelled else {
-            throw EngineError.invalidValue(op: "training", message: "the method needs a labelled and an unlabelled batch")
+            throw EngineError.invalidValue(op: "training", message:
+                "the method needs a labelled and an unlabelled batch")
         }
         images = Tensor.concat([batch.labelled.images, unlabelled.images], axis: 0)
         self.labels = labels

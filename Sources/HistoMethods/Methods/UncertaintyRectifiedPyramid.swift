@@ -66,8 +66,10 @@ public final class UncertaintyRectifiedPyramidMethod: TrainingMethod {
         card: { preset, _, classes, plan in SemiSupervisedRecipe.card(preset: preset, classes: classes, plan: plan) },
         make: { preset, options, setup in
             let card = SemiSupervisedRecipe.card(preset: preset, classes: setup.classes, plan: setup.plan)
-            let unet = PyramidUNet(try SemiSupervisedRecipe.backbone(card), generator: RandomGenerator(seed: setup.plan.seed),
+            let unet = PyramidUNet(try SemiSupervisedRecipe.backbone(card),
+                                   generator: RandomGenerator(seed: setup.plan.seed),
                                    perturbations: RandomGenerator(seed: setup.plan.seed &+ 1))
-            return UncertaintyRectifiedPyramidMethod(unet, weight: try SemiSupervisedRecipe.weight(options), setup: setup)
+            return UncertaintyRectifiedPyramidMethod(unet, weight: try SemiSupervisedRecipe.weight(options),
+                                                     setup: setup)
         })
 }
