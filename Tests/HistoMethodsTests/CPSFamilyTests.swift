@@ -27,7 +27,9 @@ final class CPSFamilyTests: XCTestCase {
         }
 
         var perturbations: RandomGenerator { RandomGenerator(seed: UInt64(setting("perturbation_seed"))) }
-        var weight: ConsistencyWeight { ConsistencyWeight(maximum: setting("lambda_max")) }
+        var ramp: ConsistencyRamp {
+            ConsistencyRamp(maximum: setting("lambda_max"), length: Int(setting("total_steps")))
+        }
 
         var setup: MethodSetup {
             get throws {
@@ -66,7 +68,7 @@ final class CPSFamilyTests: XCTestCase {
         let second = SegmentationUNet(reference.configuration, generator: RandomGenerator(seed: 1))
         let method = CrossPseudoSupervisionMethod(first: first, second: second,
                                                   secondLearningRate: reference.setting("second_learning_rate"),
-                                                  weight: reference.weight, pseudoSupervisesLabelled: false,
+                                                  ramp: reference.ramp, pseudoSupervisesLabelled: false,
                                                   setup: try reference.setup)
         return try loaded(method, [("net1.", first), ("net2.", second)], "cps", reference)
     }
@@ -74,7 +76,7 @@ final class CPSFamilyTests: XCTestCase {
     static func cct(_ reference: Reference) throws -> Built {
         let unet = CrossConsistencyUNet(reference.configuration, generator: RandomGenerator(seed: 0),
                                         perturbations: reference.perturbations)
-        let method = CrossConsistencyTrainingMethod(unet, weight: reference.weight, supervisesAuxiliary: true,
+        let method = CrossConsistencyTrainingMethod(unet, ramp: reference.ramp, supervisesAuxiliary: true,
                                                     setup: try reference.setup)
         return try loaded(method, [("", unet)], "cct", reference)
     }
@@ -82,7 +84,7 @@ final class CPSFamilyTests: XCTestCase {
     static func urpc(_ reference: Reference) throws -> Built {
         let unet = PyramidUNet(reference.configuration, generator: RandomGenerator(seed: 0),
                                perturbations: reference.perturbations)
-        let method = UncertaintyRectifiedPyramidMethod(unet, weight: reference.weight, setup: try reference.setup)
+        let method = UncertaintyRectifiedPyramidMethod(unet, ramp: reference.ramp, setup: try reference.setup)
         return try loaded(method, [("", unet)], "urpc", reference)
     }
 
@@ -268,15 +270,15 @@ final class CPSFamilyTests: XCTestCase {
         }
     }
 
-    /// The ramp: SSL4MIS's 0.1·r(⌊it/150⌋, 200) at 30 000 iterations, stretched to other run lengths.
-    func testConsistencyWeightFollowsSSL4MISRamp() {
-        let weight = ConsistencyWeight(maximum: 0.1)
+    /// The ramp: SSL4MIS's 0.1·r(⌊it/150⌋, 200) over 30 000 iterations, stretched to other run lengths.
+    func testConsistencyRampFollowsSSL4MIS() {
+        let ramp = ConsistencyRamp(maximum: 0.1, length: 30_000)
         for iteration in [0, 149, 150, 7_777, 15_000, 29_999] {
             let stair = Double(iteration / 150)
             let expected = 0.1 * Foundation.exp(-5 * (1 - stair / 200) * (1 - stair / 200))
-            XCTAssertEqual(Double(weight.value(step: iteration, totalSteps: 30_000)), expected, accuracy: 1e-7)
+            XCTAssertEqual(Double(ramp.weight(at: iteration)), expected, accuracy: 1e-7)
         }
-        XCTAssertEqual(weight.value(step: 250, totalSteps: 500), weight.value(step: 15_000, totalSteps: 30_000))
-        XCTAssertEqual(weight.value(step: 499, totalSteps: 500), 0.1, accuracy: 1e-4)
+        XCTAssertEqual(ConsistencyRamp(maximum: 0.1, length: 500).weight(at: 250), ramp.weight(at: 15_000))
+        XCTAssertEqual(ConsistencyRamp(maximum: 0.1, length: 500).weight(at: 499), 0.1, accuracy: 1e-4)
     }
 }

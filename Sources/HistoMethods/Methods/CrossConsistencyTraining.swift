@@ -10,18 +10,18 @@ import HistoNN
 /// - Consistency on the unlabelled images: mean over the auxiliary decoders of mean((softmax main − softmax aux)²).
 ///   The main prediction is not detached, as in SSL4MIS (the CCT paper stops its gradient): the consistency
 ///   trains the main decoder too.
-/// - Loss = supervised + λ(step)·consistency, with SSL4MIS's ramped λ (`ConsistencyWeight`).
+/// - Loss = supervised + λ(it)·consistency, with SSL4MIS's ramped λ (`ConsistencyRamp`).
 /// The evaluated network is the backbone (encoder, main decoder and head). docs/methods/cct.md.
 public final class CrossConsistencyTrainingMethod: TrainingMethod {
     public let network: OptimizedNetwork
     public let unet: CrossConsistencyUNet
-    public let weight: ConsistencyWeight
+    public let ramp: ConsistencyRamp
     public let supervisesAuxiliary: Bool
 
-    public init(_ unet: CrossConsistencyUNet, weight: ConsistencyWeight, supervisesAuxiliary: Bool, setup: MethodSetup) {
+    public init(_ unet: CrossConsistencyUNet, ramp: ConsistencyRamp, supervisesAuxiliary: Bool, setup: MethodSetup) {
         network = OptimizedNetwork(unet, recipe: setup.plan.optimizer, totalSteps: setup.totalSteps)
         self.unet = unet
-        self.weight = weight
+        self.ramp = ramp
         self.supervisesAuxiliary = supervisesAuxiliary
     }
 
@@ -43,7 +43,7 @@ public final class CrossConsistencyTrainingMethod: TrainingMethod {
         let consistency = auxiliary.map { output in
             (mainProbabilities - joint.unlabelled(output).softmax(axis: 1)).square().mean()
         }.averaged()
-        let lambda = weight.value(at: context)
+        let lambda = ramp.weight(at: context.step)
         var values = try OptimizedNetwork.minimise(supervised + lambda * consistency, named: "loss",
                                                    terms: ["supervised": supervised, "consistency": consistency],
                                                    networks: [network], on: context.backend)
@@ -52,23 +52,17 @@ public final class CrossConsistencyTrainingMethod: TrainingMethod {
     }
 
     /// `cct`: the preset's `unet` with three auxiliary decoders (feature noise, dropout, feature dropout), weights
-    /// and dropout from seed `seed`, perturbations from seed `seed + 1`. Presets as in `SemiSupervisedRecipe`.
-    public static let registration = RegisteredMethod(
-        name: "cct",
-        paper: "cross-consistency training (Ouali et al. 2020; SSL4MIS UNet_CCT)",
-        defaults: "cpu: U-Net/2 + 3 auxiliary decoders 128² batch 8+8 Adam 1e-3 50 epochs; paper: 256² 24+24 SGD 0.01 "
-            + "poly 30k iterations; λ 0.1 SSL4MIS ramp",
-        options: [SemiSupervisedRecipe.weightOption,
-                  MethodOption(name: "supervise", help: "all decoders (default, SSL4MIS) or the main one (the paper)",
-                               allowed: ["all", "main"])],
-        plan: { preset, plan, options in try SemiSupervisedRecipe.plan(preset: preset, plan: &plan, options: options) },
-        card: { preset, _, classes, plan in SemiSupervisedRecipe.card(preset: preset, classes: classes, plan: plan) },
-        make: { preset, options, setup in
-            let card = SemiSupervisedRecipe.card(preset: preset, classes: setup.classes, plan: setup.plan)
-            let unet = CrossConsistencyUNet(try SemiSupervisedRecipe.backbone(card),
-                                            generator: RandomGenerator(seed: setup.plan.seed),
-                                            perturbations: RandomGenerator(seed: setup.plan.seed &+ 1))
-            return CrossConsistencyTrainingMethod(unet, weight: try SemiSupervisedRecipe.weight(options),
-                                                  supervisesAuxiliary: options["supervise"] != "main", setup: setup)
-        })
+    /// and dropout from seed `seed`, perturbations from seed `seed + 1`; the family's presets and ramp.
+    public static let registration = SemiSupervisedRecipe.unetRegistration(
+        name: "cct", paper: "cross-consistency training (Ouali et al. 2020), SSL4MIS UNet_CCT",
+        defaults: SemiSupervisedRecipe.presetSummary + "; 3 auxiliary decoders, all supervised",
+        options: [MethodOption(name: "supervise", help: "all decoders (default, SSL4MIS) or the main one (the paper)",
+                               allowed: ["all", "main"])]
+    ) { configuration, options, setup in
+        let unet = CrossConsistencyUNet(configuration, generator: RandomGenerator(seed: setup.plan.seed),
+                                        perturbations: RandomGenerator(seed: setup.plan.seed &+ 1))
+        return CrossConsistencyTrainingMethod(unet, ramp: try SemiSupervisedRecipe.ramp(options, method: "cct",
+                                                                                        setup: setup),
+                                              supervisesAuxiliary: options["supervise"] != "main", setup: setup)
+    }
 }

@@ -7,23 +7,23 @@ import HistoNN
 /// differently, each with its own optimizer, see the same joint batch. Each is supervised on the labelled images,
 /// L_sup,i = ½(CE + Dice), and learns from the other's hard labels on the unlabelled images,
 /// L_cps,i = CE(logits_i, argmax logits_j) (the argmax carries no gradient). The step minimises
-/// L_sup,1 + L_sup,2 + λ(step)·(L_cps,1 + L_cps,2) with SSL4MIS's ramped λ (`ConsistencyWeight`). The original CPS
+/// L_sup,1 + L_sup,2 + λ(it)·(L_cps,1 + L_cps,2) with SSL4MIS's ramped λ (`ConsistencyRamp`). The original CPS
 /// applies the pseudo-supervision to the labelled images as well (`pseudoSupervisesLabelled`).
 /// Network 1 is the evaluated one. docs/methods/cps.md.
 public final class CrossPseudoSupervisionMethod: TrainingMethod {
     public let first: OptimizedNetwork
     public let second: OptimizedNetwork
-    public let weight: ConsistencyWeight
+    public let ramp: ConsistencyRamp
     public let pseudoSupervisesLabelled: Bool
 
     /// The first network trains with the plan's optimizer, the second with the same recipe at `secondLearningRate`
     /// (DTSeg's version: 0.02).
     public init(first: any SegmentationModel, second: any SegmentationModel, secondLearningRate: Float,
-                weight: ConsistencyWeight, pseudoSupervisesLabelled: Bool, setup: MethodSetup) {
+                ramp: ConsistencyRamp, pseudoSupervisesLabelled: Bool, setup: MethodSetup) {
         self.first = OptimizedNetwork(first, recipe: setup.plan.optimizer, totalSteps: setup.totalSteps)
         self.second = OptimizedNetwork(second, recipe: setup.plan.optimizer.with(learningRate: secondLearningRate),
                                        totalSteps: setup.totalSteps)
-        self.weight = weight
+        self.ramp = ramp
         self.pseudoSupervisesLabelled = pseudoSupervisesLabelled
     }
 
@@ -48,7 +48,7 @@ public final class CrossPseudoSupervisionMethod: TrainingMethod {
         // argmax of the logits = argmax of SSL4MIS's softmax; it has no gradient, like the reference's detach.
         let pseudo1 = Loss.crossEntropy(logits: scores1, labels: scores2.argmax(axis: 1))
         let pseudo2 = Loss.crossEntropy(logits: scores2, labels: scores1.argmax(axis: 1))
-        let lambda = weight.value(at: context)
+        let lambda = ramp.weight(at: context.step)
         var values = try OptimizedNetwork.minimise(
             supervised1 + supervised2 + lambda * (pseudo1 + pseudo2), named: "loss",
             terms: ["supervised_1": supervised1, "supervised_2": supervised2, "pseudo_supervision_1": pseudo1,
@@ -58,31 +58,26 @@ public final class CrossPseudoSupervisionMethod: TrainingMethod {
         return values
     }
 
-    /// `cps`: two `unet`s of the preset, weights and dropout drawn from seeds `seed` and `seed + 1`. Presets as in
-    /// `SemiSupervisedRecipe`; the second network's learning rate is 0.02 in `paper` (DTSeg) and the first's in
-    /// `cpu`, or `lr2`.
-    public static let registration = RegisteredMethod(
-        name: "cps",
-        paper: "cross pseudo supervision (Chen et al. 2021; SSL4MIS, DTSeg's lr₂ = 0.02)",
-        defaults: "cpu: two U-Net/2 128² batch 8+8 Adam 1e-3 50 epochs; paper: 256² 24+24 SGD 0.01 poly (lr₂ 0.02) "
-            + "30k iterations; λ 0.1 SSL4MIS ramp",
-        options: [SemiSupervisedRecipe.weightOption,
-                  MethodOption(name: "lr2", help: "the second network's learning rate (paper 0.02, cpu the first's)"),
+    /// `cps`: two networks of the preset (`arch`), weights and dropout drawn from seeds `seed` and `seed + 1`; the
+    /// family's presets and ramp (`SemiSupervisedRecipe`). Network 2's learning rate is 0.02 in `paper` (DTSeg) and
+    /// network 1's in `cpu`, or `lr2`.
+    public static let registration = SemiSupervisedRecipe.registration(
+        name: "cps", paper: "cross pseudo supervision (Chen et al. 2021), SSL4MIS version with DTSeg's lr₂ = 0.02",
+        defaults: SemiSupervisedRecipe.presetSummary + "; network 2 at lr 0.02 in paper, network 1 is evaluated",
+        options: [MethodOption(name: "lr2", help: "network 2's learning rate (paper 0.02, cpu network 1's)"),
                   MethodOption(name: "pseudo", help: "unlabelled (default, SSL4MIS) or all images (the original CPS)",
-                               allowed: ["unlabelled", "all"])],
-        plan: { preset, plan, options in
-            try SemiSupervisedRecipe.plan(preset: preset, plan: &plan, options: options)
-            _ = try SemiSupervisedRecipe.positive(options, "lr2")
-        },
-        card: { preset, _, classes, plan in SemiSupervisedRecipe.card(preset: preset, classes: classes, plan: plan) },
-        make: { preset, options, setup in
-            let card = SemiSupervisedRecipe.card(preset: preset, classes: setup.classes, plan: setup.plan)
-            let secondLearningRate = try SemiSupervisedRecipe.positive(options, "lr2")
-                ?? (preset == "paper" ? 0.02 : setup.plan.optimizer.learningRate)
-            return CrossPseudoSupervisionMethod(
-                first: try card.makeModel(generator: RandomGenerator(seed: setup.plan.seed)),
-                second: try card.makeModel(generator: RandomGenerator(seed: setup.plan.seed &+ 1)),
-                secondLearningRate: secondLearningRate, weight: try SemiSupervisedRecipe.weight(options),
-                pseudoSupervisesLabelled: options["pseudo"] == "all", setup: setup)
-        })
+                               allowed: ["unlabelled", "all"])]
+    ) { preset, options, setup in
+        let seed = setup.plan.seed
+        let firstLearningRate = Double(setup.plan.optimizer.learningRate)
+        let secondLearningRate = try SemiSupervisedRecipe.number(
+            options, "lr2", method: "cps", default: preset == "paper" ? 0.02 : firstLearningRate,
+            requirement: "a positive number") { $0 > 0 }
+        return CrossPseudoSupervisionMethod(
+            first: try SemiSupervisedRecipe.model(preset, options, setup: setup, seed: seed),
+            second: try SemiSupervisedRecipe.model(preset, options, setup: setup, seed: seed &+ 1),
+            secondLearningRate: Float(secondLearningRate),
+            ramp: try SemiSupervisedRecipe.ramp(options, method: "cps", setup: setup),
+            pseudoSupervisesLabelled: options["pseudo"] == "all", setup: setup)
+    }
 }

@@ -2,19 +2,43 @@ import HistoCore
 import HistoData
 import HistoNN
 
-/// What the SSL4MIS-family baselines of SPEC §8 share here (CPS, CCT, URPC): the presets, the backbone and its
-/// card, the consistency weight and the joint labelled + unlabelled batch.
-///
-/// - `paper`: SSL4MIS — SGD lr 0.01 (momentum 0.9, weight decay 1e-4) with poly decay (power 0.9), 30 000
-///   iterations of 24 labelled + 24 unlabelled 256² crops, validation every 200 iterations keeping the best, no
-///   early stop; the width-16 `unet`.
-/// - `cpu`: like `supervised`'s cpu preset — the half-width `unet`, 128² crops, 8 labelled + 8 unlabelled, 4 crops
-///   per labelled image and epoch, Adam 1e-3, 50 epochs, patience 10.
-enum SemiSupervisedRecipe {
-    static let weightOption = MethodOption(name: "lambda", help: "the largest consistency weight λ (default 0.1)")
+/// The consistency weight of the SSL4MIS family (SPEC §0.5, §8): λ(it) = λ_max·r(⌊it/150⌋, 200) with r the sigmoid
+/// ramp, which climbs in 200 stairs of 150 iterations to λ_max at iteration 30000, the end of an SSL4MIS run. With
+/// `length` standing for those 30000 iterations, λ(it) = λ_max·r(⌊200·it/length⌋, 200): the same stairs for any run
+/// length, so a short CPU run ramps over its own steps (with `length` 30000 it is SSL4MIS's formula exactly).
+public struct ConsistencyRamp: Equatable, Sendable {
+    public static let stairs = 200
+    /// λ_max: SSL4MIS `--consistency` 0.1.
+    public var maximum: Float
+    /// Iterations until the weight reaches `maximum`.
+    public var length: Int
 
-    static func plan(preset: String, plan: inout TrainingPlan, options: [String: String]) throws {
-        _ = try weight(options)
+    public init(maximum: Float, length: Int) {
+        self.maximum = maximum
+        self.length = length
+    }
+
+    public func weight(at step: Int) -> Float {
+        let stair = step * Self.stairs / Swift.max(length, 1)
+        return maximum * Float(Ramp.sigmoid(length: Double(Self.stairs)).value(at: Double(stair)))
+    }
+}
+
+/// What the SSL4MIS-family methods (MT, UAMT, EM) share: the presets, the ramp options, the network and the student's
+/// forward pass. docs/methods/mt.md describes the presets.
+enum SemiSupervisedRecipe {
+    static let options = [
+        MethodOption(name: "arch", help: "unet (default) or fpn", allowed: ["unet", "fpn"]),
+        MethodOption(name: "lambda", help: "λ_max, the unlabelled loss weight at the end of the ramp (default 0.1)"),
+        MethodOption(name: "ramp", help: "iterations of the sigmoid ramp-up of λ (default: the planned run; "
+                     + "SSL4MIS 30000)"),
+    ]
+
+    /// Preset `cpu`: supervised's cpu plan (the half-width U-Net on 128² crops, batch 8 + 8 unlabelled, 4 crops per
+    /// image, Adam 1e-3, 50 epochs, patience 10), so that the baselines compare on equal terms. Preset `paper`:
+    /// SSL4MIS — 256² crops, batch 24 + 24, SGD 0.01 poly, 30000 iterations, validation every 200 iterations and
+    /// no early stop (SSL4MIS keeps the best validation of the whole run).
+    static func plan(_ preset: String, _ plan: inout TrainingPlan) {
         switch preset {
         case "cpu":
             plan.patchSize = 128
@@ -24,88 +48,79 @@ enum SemiSupervisedRecipe {
             plan.patience = 10
             plan.optimizer = .adam()
         default:
-            plan.length = .iterations(30_000)
+            plan.patchSize = 256
+            plan.batchSize = 24
+            plan.length = .iterations(30000)
             plan.validateEvery = 200
+            plan.checkpointEvery = 200
             plan.patience = nil
+            plan.optimizer = .sgdPoly()
         }
     }
 
-    /// The card of the evaluated network: the `unet` of the preset.
-    static func card(preset: String, classes: Int, plan: TrainingPlan) -> ModelCard {
-        ModelCard(architecture: "unet", preset: preset, classes: classes, pixelRange: plan.pixelRange)
+    /// The presets in one line, for `defaults`.
+    static let presetSummary = "cpu: U-Net/2 128² batch 8+8 Adam 1e-3 50 epochs; paper: 256² batch 24+24 SGD 0.01 "
+        + "poly 30000 iterations; λ 0.1 sigmoid ramp over the run"
+
+    /// A method of the family: its presets, card and the shared options before `options`.
+    static func registration(name: String, paper: String, defaults: String, options: [MethodOption],
+                             make: @escaping @Sendable (_ preset: String, _ options: [String: String],
+                                                        _ setup: MethodSetup) throws -> any TrainingMethod)
+        -> RegisteredMethod {
+        RegisteredMethod(name: name, paper: paper, defaults: defaults, options: Self.options + options,
+                         plan: { preset, plan, _ in Self.plan(preset, &plan) },
+                         card: { preset, options, classes, plan in
+                             card(preset, options, classes: classes, plan: plan)
+                         },
+                         make: make)
     }
 
-    /// The configuration of the card's U-Net.
-    static func backbone(_ card: ModelCard) throws -> SegmentationUNet.Configuration {
-        guard case .supervised(.unet(let configuration)) = try card.network else {
-            throw EngineError.invalidValue(op: "ModelCard", message: "\(card.architecture) is not a U-Net")
-        }
-        return configuration
+    static func card(_ preset: String, _ options: [String: String], classes: Int, plan: TrainingPlan) -> ModelCard {
+        ModelCard(architecture: options["arch"] ?? "unet", preset: preset, classes: classes,
+                  pixelRange: plan.pixelRange)
     }
 
-    static func weight(_ options: [String: String]) throws -> ConsistencyWeight {
-        ConsistencyWeight(maximum: try positive(options, "lambda") ?? 0.1)
+    /// A fresh network of the card; weights and dropout draws come from `seed`.
+    static func model(_ preset: String, _ options: [String: String], setup: MethodSetup,
+                      seed: UInt64) throws -> any SegmentationModel {
+        try card(preset, options, classes: setup.classes, plan: setup.plan)
+            .makeModel(generator: RandomGenerator(seed: seed))
     }
 
-    /// The option `name` as a positive finite number; nil when it is not given.
-    static func positive(_ options: [String: String], _ name: String) throws -> Float? {
-        guard let text = options[name] else { return nil }
-        guard let value = Float(text), value.isFinite, value > 0 else {
-            throw EngineError.invalidValue(op: "--option", message: "\(name)=\(text) is not a positive number")
+    static func ramp(_ options: [String: String], method: String, setup: MethodSetup) throws -> ConsistencyRamp {
+        let maximum = try number(options, "lambda", method: method, default: 0.1,
+                                 requirement: "a number ≥ 0") { $0 >= 0 }
+        let length = try count(options, "ramp", method: method, default: setup.totalSteps)
+        return ConsistencyRamp(maximum: Float(maximum), length: length)
+    }
+
+    /// The value of the option `name` that counts something (a whole number ≥ 1), `fallback` when not given.
+    static func count(_ options: [String: String], _ name: String, method: String,
+                      default fallback: Int) throws -> Int {
+        Int(try number(options, name, method: method, default: Double(fallback), requirement: "a whole number ≥ 1") {
+            $0 >= 1 && $0 == $0.rounded() && $0 <= Double(Int32.max)
+        })
+    }
+
+    /// The value of the numeric option `name` (`fallback` when not given); throws naming the option when its text
+    /// is not a finite number that `isValid` accepts.
+    static func number(_ options: [String: String], _ name: String, method: String, default fallback: Double,
+                       requirement: String, isValid: (Double) -> Bool) throws -> Double {
+        guard let text = options[name] else { return fallback }
+        guard let value = Double(text), value.isFinite, isValid(value) else {
+            throw EngineError.invalidValue(op: "--method \(method)", message:
+                "option \(name)=\(text) must be \(requirement)")
         }
         return value
     }
-}
 
-/// SSL4MIS's weight of the unlabelled loss (SPEC §8): λ(it) = λ_max·r(⌊it/150⌋, 200) with r the sigmoid ramp of
-/// SPEC §0.5, which rises over its 30 000 iterations in 200 stairs. A run of another length rises the same way over
-/// its own length: λ(step) = λ_max·r(⌊200·step/total⌋, 200), equal to SSL4MIS's at 30 000 steps.
-public struct ConsistencyWeight: Equatable, Sendable {
-    public static let stairs = 200
-    public var maximum: Float
-
-    public init(maximum: Float) { self.maximum = maximum }
-
-    public func value(step: Int, totalSteps: Int) -> Float {
-        let stair = step * Self.stairs / max(totalSteps, 1)
-        return maximum * Float(Ramp.sigmoid(length: Double(Self.stairs)).value(at: Double(stair)))
+    /// The student's logits of the labelled and the unlabelled images, from one forward pass over both (SSL4MIS's
+    /// `model(volume_batch)`: BatchNorm's statistics span the two).
+    static func studentLogits(_ model: any SegmentationModel,
+                              _ batch: MethodBatch) -> (labelled: Tensor, unlabelled: Tensor) {
+        let labelled = batch.labelled.images, unlabelled = batch.unlabelled!.images
+        let logits = model(Tensor.concat([labelled, unlabelled], axis: 0))
+        let parts = logits.split(axis: 0, sizes: [labelled.shape[0], unlabelled.shape[0]])
+        return (parts[0], parts[1])
     }
-
-    public func value(at context: StepContext) -> Float { value(step: context.step, totalSteps: context.totalSteps) }
-}
-
-/// The labelled and unlabelled images of a step in one batch, labelled first, as SSL4MIS feeds its networks: one
-/// forward pass, whose BatchNorm statistics cover both.
-struct JointBatch {
-    let images: Tensor
-    /// Class ids of the labelled images.
-    let labels: Tensor
-    let labelledCount: Int
-    let count: Int
-
-    init(_ batch: MethodBatch) throws {
-        guard let labels = batch.labelled.labels, let unlabelled = batch.unlabelled else {
-            throw EngineError.invalidValue(op: "training", message:
-                "the method needs a labelled and an unlabelled batch")
-        }
-        images = Tensor.concat([batch.labelled.images, unlabelled.images], axis: 0)
-        self.labels = labels
-        labelledCount = batch.labelled.images.shape[0]
-        count = labelledCount + unlabelled.images.shape[0]
-    }
-
-    /// The labelled images' rows of a per-image tensor of the joint batch.
-    func labelled(_ x: Tensor) -> Tensor { x.slice(axis: 0, start: 0, end: labelledCount) }
-    /// The unlabelled images' rows.
-    func unlabelled(_ x: Tensor) -> Tensor { x.slice(axis: 0, start: labelledCount, end: count) }
-
-    /// ½(CE + Dice) of the labelled rows of `logits` (SSL4MIS's supervised loss).
-    func supervisedLoss(_ logits: Tensor) -> Tensor {
-        SupervisedLoss.crossEntropyDice.value(logits: labelled(logits), labels: labels)
-    }
-}
-
-extension Array where Element == Tensor {
-    /// The elementwise mean of equally shaped tensors (loss terms, predictions); the array must not be empty.
-    func averaged() -> Tensor { dropFirst().reduce(self[0], +) / Float(count) }
 }

@@ -11,17 +11,17 @@ import HistoNN
 ///   L_s = mean((p̄ − p_s)²·e^{−v_s}) / (mean(e^{−v_s}) + 1e-8) + mean(v_s); the consistency is the mean of L_s.
 ///   Nothing is detached (p̄ and v_s carry gradients, as in the reference). log p_s is the log-softmax of the
 ///   logits (the reference's log of the softmax, without its −inf where a probability underflows).
-/// - Loss = supervised + λ(step)·consistency, with SSL4MIS's ramped λ (`ConsistencyWeight`).
+/// - Loss = supervised + λ(it)·consistency, with SSL4MIS's ramped λ (`ConsistencyRamp`).
 /// The evaluated network is the backbone (its main output). docs/methods/urpc.md.
 public final class UncertaintyRectifiedPyramidMethod: TrainingMethod {
     public let network: OptimizedNetwork
     public let unet: PyramidUNet
-    public let weight: ConsistencyWeight
+    public let ramp: ConsistencyRamp
 
-    public init(_ unet: PyramidUNet, weight: ConsistencyWeight, setup: MethodSetup) {
+    public init(_ unet: PyramidUNet, ramp: ConsistencyRamp, setup: MethodSetup) {
         network = OptimizedNetwork(unet, recipe: setup.plan.optimizer, totalSteps: setup.totalSteps)
         self.unet = unet
-        self.weight = weight
+        self.ramp = ramp
     }
 
     public var lossTerms: [String] { ["loss", "supervised", "consistency", "consistency_weight"] }
@@ -46,7 +46,7 @@ public final class UncertaintyRectifiedPyramidMethod: TrainingMethod {
             let confidence = (-variance).exp()
             return ((mean - p).square() * confidence).mean() / (confidence.mean() + 1e-8) + variance.mean()
         }.averaged()
-        let lambda = weight.value(at: context)
+        let lambda = ramp.weight(at: context.step)
         var values = try OptimizedNetwork.minimise(supervised + lambda * consistency, named: "loss",
                                                    terms: ["supervised": supervised, "consistency": consistency],
                                                    networks: [network], on: context.backend)
@@ -55,21 +55,15 @@ public final class UncertaintyRectifiedPyramidMethod: TrainingMethod {
     }
 
     /// `urpc`: the preset's `unet` with deep-supervision heads, weights and dropout from seed `seed`, side-output
-    /// perturbations from seed `seed + 1`. Presets as in `SemiSupervisedRecipe`.
-    public static let registration = RegisteredMethod(
-        name: "urpc",
-        paper: "uncertainty rectified pyramid consistency (Luo et al. 2021; SSL4MIS UNet_URPC)",
-        defaults: "cpu: U-Net/2 + 3 deep-supervision heads 128² batch 8+8 Adam 1e-3 50 epochs; paper: 256² 24+24 SGD "
-            + "0.01 poly 30k iterations; λ 0.1 SSL4MIS ramp",
-        options: [SemiSupervisedRecipe.weightOption],
-        plan: { preset, plan, options in try SemiSupervisedRecipe.plan(preset: preset, plan: &plan, options: options) },
-        card: { preset, _, classes, plan in SemiSupervisedRecipe.card(preset: preset, classes: classes, plan: plan) },
-        make: { preset, options, setup in
-            let card = SemiSupervisedRecipe.card(preset: preset, classes: setup.classes, plan: setup.plan)
-            let unet = PyramidUNet(try SemiSupervisedRecipe.backbone(card),
-                                   generator: RandomGenerator(seed: setup.plan.seed),
-                                   perturbations: RandomGenerator(seed: setup.plan.seed &+ 1))
-            return UncertaintyRectifiedPyramidMethod(unet, weight: try SemiSupervisedRecipe.weight(options),
-                                                     setup: setup)
-        })
+    /// perturbations from seed `seed + 1`; the family's presets and ramp.
+    public static let registration = SemiSupervisedRecipe.unetRegistration(
+        name: "urpc", paper: "uncertainty rectified pyramid consistency (Luo et al. 2021), SSL4MIS UNet_URPC",
+        defaults: SemiSupervisedRecipe.presetSummary + "; 3 deep-supervision heads", options: []
+    ) { configuration, options, setup in
+        let unet = PyramidUNet(configuration, generator: RandomGenerator(seed: setup.plan.seed),
+                               perturbations: RandomGenerator(seed: setup.plan.seed &+ 1))
+        return UncertaintyRectifiedPyramidMethod(unet, ramp: try SemiSupervisedRecipe.ramp(options, method: "urpc",
+                                                                                          setup: setup),
+                                                 setup: setup)
+    }
 }
