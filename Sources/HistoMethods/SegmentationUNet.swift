@@ -75,23 +75,34 @@ public final class SegmentationUNet: Module, SegmentationModel {
     public init(_ configuration: Configuration, generator: RandomGenerator) {
         self.configuration = configuration
         let c = configuration.channels
-        // A dropout list of the wrong length is reported at the first forward (see callAsFunction).
+        // A dropout list of the wrong length is reported at the first forward (see rejection(of:)).
         let dropout = configuration.dropout.count == 5 ? configuration.dropout : [Float](repeating: 0, count: 5)
         encoder = Encoder(inputChannels: configuration.inputChannels, channels: c, dropout: dropout, generator: generator)
-        let activation: Activation.Kind = configuration.variant == .ciampi ? .relu : .leakyRelu(slope: 0.01)
-        mainDecoder = Decoder(channels: c, upsampling: configuration.upsampling, activation: activation, generator: generator)
+        mainDecoder = Decoder(channels: c, upsampling: configuration.upsampling,
+                              activation: SegmentationUNet.decoderActivation(configuration.variant),
+                              generator: generator)
+        outConv = SegmentationUNet.head(configuration, generator: generator)
+        super.init()
+        SegmentationUNet.initialize(self, variant: configuration.variant, generator: generator)
+    }
+
+    /// The activation of the decoder blocks: ReLU (Ciampi) or LeakyReLU (SSL4MIS).
+    static func decoderActivation(_ variant: Variant) -> Activation.Kind {
+        variant == .ciampi ? .relu : .leakyRelu(slope: 0.01)
+    }
+
+    /// The head `out_conv` of the variant: the main output's, and that of each CCT auxiliary decoder.
+    static func head(_ configuration: Configuration, generator: RandomGenerator) -> any UnaryLayer {
+        let w = configuration.channels[0]
         switch configuration.variant {
         case .ciampi:
-            let w = c[0]
-            outConv = Sequential(
+            return Sequential(
                 Conv2d(w, 4 * w, kernel: 3, padding: 1, generator: generator), Activation(.relu), Dropout(0.5, generator: generator),
                 Conv2d(4 * w, 2 * w, kernel: 3, padding: 1, generator: generator), Activation(.relu), Dropout(0.5, generator: generator),
                 Conv2d(2 * w, configuration.classes, kernel: 3, padding: 1, generator: generator))
         case .ssl4mis:
-            outConv = Conv2d(c[0], configuration.classes, kernel: 3, padding: 1, generator: generator)
+            return Conv2d(w, configuration.classes, kernel: 3, padding: 1, generator: generator)
         }
-        super.init()
-        if configuration.variant == .ciampi { kaimingInitialize(generator: generator) }
     }
 
     public override func members() -> [(key: String, member: ModuleMember)] {
@@ -99,18 +110,26 @@ public final class SegmentationUNet: Module, SegmentationModel {
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
+        if let rejection = rejection(of: x) { return rejection }
+        return outConv(mainDecoder(encoder(x)))
+    }
+
+    /// nil when the network takes `x`; otherwise the invalid tensor that reports why at evaluation.
+    func rejection(of x: Tensor) -> Tensor? {
         guard configuration.dropout.count == 5 else {
             return .invalid("unet", "dropout has \(configuration.dropout.count) probabilities; the encoder has 5 levels")
         }
         guard x.rank == 4, x.shape[2] % inputMultiple == 0, x.shape[3] % inputMultiple == 0 else {
             return .invalid("unet", "input \(describe(x.shape)) must be [N, C, H, W] with H and W multiples of \(inputMultiple)")
         }
-        return outConv(mainDecoder(encoder(x)))
+        return nil
     }
 
-    /// The Ciampi code's `init_weights(net, 'kaiming')`.
-    private func kaimingInitialize(generator: RandomGenerator) {
-        for (_, module) in modules() {
+    /// The variant's initialisation of `network` (this network, or modules trained with it): Ciampi's
+    /// `init_weights(net, 'kaiming')`; SSL4MIS keeps the layers' PyTorch-default initialisation.
+    static func initialize(_ network: Module, variant: Variant, generator: RandomGenerator) {
+        guard variant == .ciampi else { return }
+        for (_, module) in network.modules() {
             switch module {
             case let conv as Conv2d:
                 reinitialize(conv.weight, Initializer.kaimingNormal(conv.weight.shape, generator: generator))
@@ -227,10 +246,18 @@ public final class SegmentationUNet: Module, SegmentationModel {
             ups.enumerated().map { ("up\($0.offset + 1)", .module($0.element)) }
         }
 
-        func callAsFunction(_ features: [Tensor]) -> Tensor {
+        func callAsFunction(_ features: [Tensor]) -> Tensor { levels(features).last! }
+
+        /// The output of each up block, deepest first (channels c₃, c₂, c₁, c₀ at 1/8 … 1/1 of the input): URPC's
+        /// deep-supervision heads read the first three.
+        func levels(_ features: [Tensor]) -> [Tensor] {
+            var outputs: [Tensor] = []
             var x = features[4]
-            for (i, up) in ups.enumerated() { x = up(x, skip: features[3 - i]) }
-            return x
+            for (i, up) in ups.enumerated() {
+                x = up(x, skip: features[3 - i])
+                outputs.append(x)
+            }
+            return outputs
         }
     }
 }

@@ -67,6 +67,8 @@ public enum MethodRegistry {
     public static let methods: [RegisteredMethod] = [
         SupervisedMethod.registration, GenSelfDiffMethod.registration, MeanTeacherMethod.registration,
         UncertaintyAwareMeanTeacher.registration, EntropyMinimisationMethod.registration,
+        CrossPseudoSupervisionMethod.registration, CrossConsistencyTrainingMethod.registration,
+        UncertaintyRectifiedPyramidMethod.registration,
     ]
     public static let presets = ["cpu", "paper"]
 
