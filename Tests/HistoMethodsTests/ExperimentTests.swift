@@ -64,6 +64,26 @@ final class ExperimentTests: XCTestCase {
                        modified, "a rerun trains nothing")
     }
 
+    /// `histodiff experiment` with standard output and error in one pipe (as `> log 2>&1`): its own lines appear
+    /// when they happen, between the training's progress lines, not all at exit (block buffering).
+    func testCommandLineLinesAppearInTheOrderTheyHappen() throws {
+        let tool = try commandLineTool()
+        let root = try temporaryFolder().path
+        try SyntheticHistology.makeDataset(at: root + "/data", count: 6, size: 32, seed: 4)
+        let run = try launch(tool, ["experiment", "--methods", "supervised", "--labels", "1/2", "--seeds", "0",
+                                    "--data", root + "/data", "--out", root + "/experiment", "--",
+                                    "--patch", "32", "--batch", "2", "--epochs", "1", "--crops-per-image", "1"])
+        XCTAssertEqual(run.status, 0, run.output)
+        let lines = run.output.split(separator: "\n").map(String.init)
+        let start = try XCTUnwrap(lines.firstIndex { $0.hasPrefix("[1/1] supervised labels 1/2 seed 0") }, run.output)
+        let firstStep = try XCTUnwrap(lines.firstIndex { $0.contains("step 1/") }, run.output)
+        let scored = try XCTUnwrap(lines.firstIndex { $0.contains("supervised labels 1/2 seed 0: Dice") }, run.output)
+        let finished = try XCTUnwrap(lines.firstIndex { $0.contains("finished") }, run.output)
+        XCTAssertLessThan(start, firstStep, run.output)
+        XCTAssertLessThan(finished, scored, run.output)
+        XCTAssertTrue(lines.last!.hasPrefix("results: "), run.output)
+    }
+
     func testBadGridsAreRefusedNamingTheOption() throws {
         let base = ExperimentPlan(methods: ["supervised"], labels: ["1/8"], seeds: [0], data: "/nonexistent", directory: "/tmp/x")
         var plan = base
