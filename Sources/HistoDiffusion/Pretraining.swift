@@ -100,6 +100,27 @@ public struct DiffusionPretraining {
                                     batchReduction: configuration.batchReduction)
     }
 
+    /// The pretraining loop of `histodiff pretrain` and the demo, on `run` (progress, `metrics.csv` with the
+    /// gradient norm, checkpoints, resume, signals): one `step` per batch of `loader`, whose images `encode` maps to
+    /// the x₀ the model learns (latents; the images themselves when nil); `afterStep` gets the steps done.
+    public func train(_ model: some NoisePredictor, run: TrainingRun, loader: BatchLoader, optimizer: any Optimizer,
+                      ema: ExponentialMovingAverage?, noise: RandomGenerator, on backend: (any Backend)? = nil,
+                      encode: ((Tensor) throws -> Tensor)? = nil,
+                      afterStep: ((Int) throws -> Void)? = nil) throws -> TrainingOutcome {
+        try run.train { step in
+            guard let batch = try loader.next() else {
+                return StepReport(loss: .nan, learningRate: optimizer.learningRate, stop: true)
+            }
+            let x0 = try encode?(batch.images) ?? batch.images
+            let (loss, norm) = try self.step(model, x0: x0, optimizer: optimizer, ema: ema, generator: noise, on: backend)
+            try afterStep?(step + 1)
+            return StepReport(loss: loss, learningRate: optimizer.learningRate, values: [Self.gradientNormColumn: Double(norm)])
+        }
+    }
+
+    /// The `metrics.csv` column `train` logs the gradient norm in (declare it in the run's options).
+    public static let gradientNormColumn = "grad_norm"
+
     /// One optimizer step; updates `ema` (when given) after it. Returns the loss and the gradient norm.
     public func step(_ model: some NoisePredictor, x0: Tensor, optimizer: any Optimizer, ema: ExponentialMovingAverage?,
                      generator: RandomGenerator, on backend: (any Backend)? = nil) throws -> (loss: Float, gradientNorm: Float) {

@@ -130,23 +130,28 @@ public enum Demo {
         return max(4, area / max(labelled.count, 1) / (c.patch * c.patch * 4))
     }
 
+    /// Pretrains in `<output>/runs/pretrain` through the loop of `histodiff pretrain` (checkpoints, resume) and
+    /// writes the EMA weights to `path`.
     static func pretrain(dataset: Dataset, indices: [Int], to path: String, _ c: Configuration, log: (String) -> Void) throws {
         let model = try AttentionUNet(.cpu, generator: RandomGenerator(seed: c.seed))
         let pretraining = DiffusionPretraining(.genSelfDiff)
         let optimizer = Adam([ParameterGroup(model.trainableParameters())], learningRate: 2e-4)
         let ema = DiffusionPretraining.movingAverage(of: model, decay: 0.995)
-        let loader = try BatchLoader(dataset: dataset, indices: indices,
-                                     options: DiffusionPretraining.loaderOptions(patch: c.patch, batch: 8, seed: c.seed))
-        let progress = ProgressReporter(total: c.pretrainStepCount, label: "pretrain (GenSelfDiff cpu UNet)")
         let noise = RandomGenerator(seed: c.seed &+ 1)
-        for step in 1...c.pretrainStepCount {
-            guard let batch = try loader.next() else { break }
-            let (loss, _) = try pretraining.step(model, x0: batch.images, optimizer: optimizer, ema: ema, generator: noise, on: c.backend)
-            progress.update(step: step, values: [("loss", Double(loss))])
-        }
+        var options = TrainingRun.Options(totalSteps: c.pretrainStepCount, checkpointEvery: 50)
+        options.columns = [DiffusionPretraining.gradientNormColumn]
+        options.label = "pretrain (GenSelfDiff cpu UNet)"
+        let run = try TrainingRun(directory: c.output + "/runs/pretrain", model: model,
+                                  components: ["optimizer": optimizer, "ema": ema, "noise": noise], options: options)
+        var loaderOptions = DiffusionPretraining.loaderOptions(patch: c.patch, batch: 8, seed: c.seed)
+        loaderOptions.skippedBatches = try run.resume()
+        let loader = try BatchLoader(dataset: dataset, indices: indices, options: loaderOptions)
+        let outcome = try pretraining.train(model, run: run, loader: loader, optimizer: optimizer, ema: ema, noise: noise,
+                                            on: c.backend)
+        if case let .interrupted(signal) = outcome { throw TrainingInterrupted(signal: signal) }
         try ema.copy(to: model)
         try model.save(to: path)
-        log("pretraining: \(progress.summary(step: c.pretrainStepCount)); EMA weights in \(path)")
+        log("pretraining: \(run.step) steps in \(c.output)/runs/pretrain; EMA weights in \(path)")
     }
 
     /// Whole-image predictions of `model` on the held-back images, written as masks and overlays, then scored.
@@ -238,6 +243,8 @@ extension Demo {
         request.backend = c.backend
         // Short demo runs of GenSelfDiff need a larger step than the paper's 1e-4 (which assumes 150 epochs of 256²).
         if method == "genselfdiff" { request.learningRate = 2e-3 }
-        return try MethodTraining.run(request, dataset: dataset, split: split).model
+        let result = try MethodTraining.run(request, dataset: dataset, split: split)
+        if case let .interrupted(signal) = result.outcome { throw TrainingInterrupted(signal: signal) }
+        return result.model
     }
 }

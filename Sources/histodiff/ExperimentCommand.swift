@@ -1,7 +1,6 @@
 import ArgumentParser
 import Foundation
 import HistoMethods
-import HistoNN
 
 /// `histodiff experiment`: the papers' protocol — methods × label shares × seeds on one dataset, each run scored the
 /// same way, aggregated into results.md/csv/json/png (the work is `HistoMethods.Experiment`).
@@ -66,9 +65,7 @@ struct ExperimentCommand: ParsableCommand {
             }
         }
         plan.configure = { request in try options[request.method]!.apply(to: &request) }
-        do { try Experiment.run(plan) } catch let stop as TrainingInterrupted {
-            throw TrainingOutcome.interrupted(signal: stop.signal).exitCode
-        }
+        try Experiment.run(plan)
     }
 
     func list(_ text: String) -> [String] {

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import HistoCore
+import HistoMethods
+import HistoNN
 
 /// The `histodiff` command line. Each subcommand lives in its own file in this folder.
 @main
@@ -19,6 +21,9 @@ struct HistoDiff: ParsableCommand {
         do {
             var command = try parseAsRoot()
             try command.run()
+        } catch let stop as TrainingInterrupted {
+            // A run stopped by a signal after saving (the experiment's or the demo's): exit as the signal would.
+            exit(withError: TrainingOutcome.interrupted(signal: stop.signal).exitCode)
         } catch {
             exit(withError: FileSystem.describe(error).map(CommandError.init) ?? error)
         }

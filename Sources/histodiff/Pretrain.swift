@@ -60,7 +60,7 @@ struct Pretrain: ParsableCommand {
         var components: [String: any CheckpointableState] = ["optimizer": optimizer, "ema": ema, "noise": noise]
         if autoencoder != nil { components["latent_noise"] = latentNoise }
         var options = TrainingRun.Options(totalSteps: runOptions.steps, checkpointEvery: runOptions.checkpointEvery)
-        options.columns = ["grad_norm"]
+        options.columns = [DiffusionPretraining.gradientNormColumn]
         options.label = "pretrain \(model)"
         let recorded = RecordedOptions(
             values: ["--patch": String(patch), "--batch": String(batch), "--lr": String(learningRate),
@@ -114,13 +114,10 @@ struct Pretrain: ParsableCommand {
                                        grid: runOptions.out + String(format: "/samples_%06d.png", step), on: backend)
         }
 
-        let outcome = try training.train { step in
-            guard let batch = try loader.next() else { return StepReport(loss: .nan, learningRate: optimizer.learningRate, stop: true) }
-            let x0 = try latent?.space.encode(batch.images, drawingFrom: latentNoise, on: backend) ?? batch.images
-            let (loss, norm) = try pretraining.step(network, x0: x0, optimizer: optimizer, ema: ema, generator: noise, on: backend)
-            if sampleEvery > 0, (step + 1) % sampleEvery == 0 { try writeSamples(after: step + 1) }
-            return StepReport(loss: loss, learningRate: optimizer.learningRate, values: ["grad_norm": Double(norm)])
-        }
+        let outcome = try pretraining.train(
+            network, run: training, loader: loader, optimizer: optimizer, ema: ema, noise: noise, on: backend,
+            encode: latent.map { latent in { try latent.space.encode($0, drawingFrom: latentNoise, on: backend) } },
+            afterStep: { done in if sampleEvery > 0, done % sampleEvery == 0 { try writeSamples(after: done) } })
         try writeSamples(after: training.step)
         try MethodTrainer.writeLossCurve(in: runOptions.out)
         try ema.copy(to: shadow)
