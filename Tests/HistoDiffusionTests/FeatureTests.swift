@@ -72,7 +72,11 @@ final class FeatureExtractionTests: XCTestCase {
         for block in blocks {
             let batch = try first.block(block).toArray()
             XCTAssertEqual(batch, try again.block(block).toArray(), block)
-            XCTAssertEqual(Array(batch[(batch.count / 2)...]), try single.block(block).toArray(), block)
+            // Alone or in a batch, the convolutions may split their GEMMs differently over the cores: equal to
+            // rounding, not bit for bit (the same noise either way, which a wrong draw would break by far more).
+            let alone = try single.block(block).toArray()
+            let largest = zip(batch[(batch.count / 2)...], alone).map { abs($0 - $1) / max(1, abs($1)) }.max() ?? 0
+            XCTAssertLessThan(largest, 1e-5, block)
         }
         XCTAssertTrue(try first.maps["mid_block2"]![0].toArray() != clean.maps["mid_block2"]![0].toArray())
         XCTAssertEqual(first.block("downs.1.2").shape, [2, 64, 8, 8])

@@ -135,7 +135,8 @@ final class CommandLineReliabilityTests: XCTestCase {
         assertRefused(try launch(tool, ["segment", "--model", root + "/model", file, "--out", file]),
                       ["Error: \(file): is a file, not a folder; choose another output folder"])
         // Foundation's own errors (here `train` creating its folder) reach the user through the central formatter.
-        let train = try launch(tool, ["train", "--data", data, "--out", file + "/run", "--epochs", "1"])
+        let train = try launch(tool, ["train", "--data", data, "--out", file + "/run", "--epochs", "1",
+                                      "--patch", "32"])
         assertRefused(train, ["\(file)/run: ", "Not a directory"])
         XCTAssertFalse(train.output.contains("Domain="), train.output)
         XCTAssertEqual(train.output.split(separator: "\n").filter { $0.hasPrefix("Error:") }.count, 1, train.output)

@@ -247,6 +247,16 @@ final class MethodTrainerTests: XCTestCase {
         XCTAssertThrowsError(try MethodTrainer.train(plan: plan, dataset: dataset, session: session()) { setup in
             SupervisedMethod(SegmentationUNet(.cpu(classes: 3), generator: RandomGenerator(seed: 0)), loss: .dice, setup: setup)
         }) { error in XCTAssertTrue("\(error)".contains("3 classes") && "\(error)".contains("has 2"), "\(error)") }
+        plan.patchSize = 64
+        XCTAssertThrowsError(try MethodTrainer.train(plan: plan, dataset: dataset, session: session()) { setup in
+            SupervisedMethod(self.tinyUNet(), loss: .dice, setup: setup)
+        }) { error in XCTAssertTrue("\(error)".contains("use a patch of at most 32"), "\(error)") }
+        plan.patchSize = 32
+        plan.batchSize = 1 << 20
+        XCTAssertThrowsError(try MethodTrainer.train(plan: plan, dataset: dataset, session: session()) { setup in
+            SupervisedMethod(self.tinyUNet(), loss: .dice, setup: setup)
+        }) { error in XCTAssertTrue("\(error)".contains("the largest batch that fits is"), "\(error)") }
+        plan.batchSize = 2
         plan.optimizer = .adam(learningRate: .nan)
         XCTAssertThrowsError(try MethodTrainer.train(plan: plan, dataset: dataset, session: session()) { setup in
             SupervisedMethod(self.tinyUNet(), loss: .dice, setup: setup)

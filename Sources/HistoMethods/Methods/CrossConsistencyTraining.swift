@@ -43,12 +43,9 @@ public final class CrossConsistencyTrainingMethod: TrainingMethod {
         let consistency = auxiliary.map { output in
             (mainProbabilities - joint.unlabelled(output).softmax(axis: 1)).square().mean()
         }.averaged()
-        let lambda = ramp.weight(at: context.step)
-        var values = try OptimizedNetwork.minimise(supervised + lambda * consistency, named: "loss",
-                                                   terms: ["supervised": supervised, "consistency": consistency],
-                                                   networks: [network], on: context.backend)
-        values["consistency_weight"] = lambda
-        return values
+        return try ramp.minimise(supervised: supervised, unlabelled: consistency,
+                                 terms: ["supervised": supervised, "consistency": consistency], networks: [network],
+                                 context: context)
     }
 
     /// `cct`: the preset's `unet` with three auxiliary decoders (feature noise, dropout, feature dropout), weights

@@ -48,14 +48,11 @@ public final class CrossPseudoSupervisionMethod: TrainingMethod {
         // argmax of the logits = argmax of SSL4MIS's softmax; it has no gradient, like the reference's detach.
         let pseudo1 = Loss.crossEntropy(logits: scores1, labels: scores2.argmax(axis: 1))
         let pseudo2 = Loss.crossEntropy(logits: scores2, labels: scores1.argmax(axis: 1))
-        let lambda = ramp.weight(at: context.step)
-        var values = try OptimizedNetwork.minimise(
-            supervised1 + supervised2 + lambda * (pseudo1 + pseudo2), named: "loss",
+        return try ramp.minimise(
+            supervised: supervised1 + supervised2, unlabelled: pseudo1 + pseudo2,
             terms: ["supervised_1": supervised1, "supervised_2": supervised2, "pseudo_supervision_1": pseudo1,
                     "pseudo_supervision_2": pseudo2],
-            networks: [first, second], on: context.backend)
-        values["consistency_weight"] = lambda
-        return values
+            networks: [first, second], context: context)
     }
 
     /// `cps`: two networks of the preset (`arch`), weights and dropout drawn from seeds `seed` and `seed + 1`; the

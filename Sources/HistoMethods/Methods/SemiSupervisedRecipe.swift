@@ -22,6 +22,17 @@ public struct ConsistencyRamp: Equatable, Sendable {
         let stair = step * Self.stairs / Swift.max(length, 1)
         return maximum * Float(Ramp.sigmoid(length: Double(Self.stairs)).value(at: Double(stair)))
     }
+
+    /// Minimises supervised + λ(step)·unlabelled over `networks` in one graph run; returns the values of `terms`,
+    /// the total as `loss` and λ as `consistency_weight`.
+    func minimise(supervised: Tensor, unlabelled: Tensor, terms: [String: Tensor], networks: [OptimizedNetwork],
+                  context: StepContext) throws -> [String: Float] {
+        let lambda = weight(at: context.step)
+        var values = try OptimizedNetwork.minimise(supervised + lambda * unlabelled, named: "loss", terms: terms,
+                                                   networks: networks, on: context.backend)
+        values["consistency_weight"] = lambda
+        return values
+    }
 }
 
 /// What the SSL4MIS-family methods (MT, UAMT, EM) share: the presets, the ramp options, the network and the student's
@@ -41,12 +52,7 @@ enum SemiSupervisedRecipe {
     static func plan(_ preset: String, _ plan: inout TrainingPlan) {
         switch preset {
         case "cpu":
-            plan.patchSize = 128
-            plan.batchSize = 8
-            plan.cropsPerImage = 4
-            plan.length = .epochs(50)
-            plan.patience = 10
-            plan.optimizer = .adam()
+            SupervisedMethod.cpuPlan(&plan)
         default:
             plan.patchSize = 256
             plan.batchSize = 24

@@ -48,6 +48,17 @@ public final class SupervisedMethod: TrainingMethod {
                                              named: "loss", networks: [network], on: context.backend)
     }
 
+    /// The `cpu` preset's plan, shared by the semi-supervised baselines so that they compare on equal terms: 128²
+    /// crops, batch 8, 4 crops per image, Adam 1e-3, 50 epochs, patience 10.
+    static func cpuPlan(_ plan: inout TrainingPlan) {
+        plan.patchSize = 128
+        plan.batchSize = 8
+        plan.cropsPerImage = 4
+        plan.length = .epochs(50)
+        plan.patience = 10
+        plan.optimizer = .adam()
+    }
+
     /// `supervised`: the U-Net (`arch=unet`, SSL4MIS/Ciampi) or ResNet-FPN (`arch=fpn`, DTSeg's baseline).
     /// Preset `cpu`: the half-width U-Net on 128² crops, batch 8, 4 crops per image, Adam 1e-3, ½(CE + Dice),
     /// 50 epochs, patience 10. Preset `paper`: SSL4MIS — 256² crops, batch 24, SGD 0.01 poly, 200 epochs, patience
@@ -62,12 +73,7 @@ public final class SupervisedMethod: TrainingMethod {
         plan: { preset, plan, options in
             switch preset {
             case "cpu":
-                plan.patchSize = 128
-                plan.batchSize = 8
-                plan.cropsPerImage = 4
-                plan.length = .epochs(50)
-                plan.patience = 10
-                plan.optimizer = .adam()
+                cpuPlan(&plan)
             default:
                 if options["arch"] == "fpn" {
                     plan.optimizer = .lookaheadRAdam()

@@ -46,12 +46,9 @@ public final class UncertaintyRectifiedPyramidMethod: TrainingMethod {
             let confidence = (-variance).exp()
             return ((mean - p).square() * confidence).mean() / (confidence.mean() + 1e-8) + variance.mean()
         }.averaged()
-        let lambda = ramp.weight(at: context.step)
-        var values = try OptimizedNetwork.minimise(supervised + lambda * consistency, named: "loss",
-                                                   terms: ["supervised": supervised, "consistency": consistency],
-                                                   networks: [network], on: context.backend)
-        values["consistency_weight"] = lambda
-        return values
+        return try ramp.minimise(supervised: supervised, unlabelled: consistency,
+                                 terms: ["supervised": supervised, "consistency": consistency], networks: [network],
+                                 context: context)
     }
 
     /// `urpc`: the preset's `unet` with deep-supervision heads, weights and dropout from seed `seed`, side-output

@@ -196,6 +196,9 @@ public enum MethodTrainer {
         let model = method.evaluatedModel
         try checkModel(model, plan: plan, classes: classes, dataset: dataset)
         let needs = method.dataNeeds
+        try dataset.checkPatchFits(plan.patchSize)
+        try checkMemory(model, plan: plan, samples: plan.batchSize
+                        + (needs.unlabelledViews == nil ? 0 : plan.unlabelledBatchSize ?? plan.batchSize))
         if needs.unlabelledViews != nil && indices.unlabelled.isEmpty {
             throw EngineError.invalidValue(op: "training", message:
                 "the method trains on unlabelled images too, but the split leaves none: lower --labels or add --unlabelled folders")
@@ -455,6 +458,19 @@ public enum MethodTrainer {
             throw EngineError.invalidValue(op: "training", message:
                 "validation tiles of \(tiling.size) (stride \(tiling.stride)) must be a multiple of \(model.inputMultiple) with a positive stride")
         }
+    }
+
+    /// Refuses a plan whose step cannot fit the machine's memory, before anything is allocated: the evaluated
+    /// network's forward graph on the step's labelled and unlabelled crops, recorded on shape-only inputs
+    /// (`StepMemoryEstimate`). A lower bound for methods with several networks or passes; it stops the runs that
+    /// cannot fit instead of letting them allocate until the kernel kills them.
+    static func checkMemory(_ model: any SegmentationModel, plan: TrainingPlan, samples: Int) throws {
+        let wasTraining = model.isTraining
+        model.train(false)  // a training-mode forward would record BatchNorm updates into the model's buffers
+        defer { model.train(wasTraining) }
+        let input = StepMemoryEstimate.input(shape: [samples, 3, plan.patchSize, plan.patchSize])
+        try StepMemoryEstimate(model: model, batch: samples, loss: model(input).mean())
+            .check(patch: plan.patchSize, patchMultiple: model.inputMultiple)
     }
 
     /// The trainer's own part of the resume state: the loss summed since the last validation, the validation
