@@ -241,6 +241,9 @@ final class TrainedModelTests: XCTestCase {
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
         XCTAssertEqual(process.terminationReason, .uncaughtSignal)
+        // The folder is usable from the first checkpoint on: its card and split were written at the start.
+        XCTAssertEqual(try ModelCard.read(from: root + "/run").architecture, "unet")
+        XCTAssertNoThrow(try DataSplit.read(path: root + "/run/split.json", dataset: Dataset.open(path: root + "/data")))
         let saved = try XCTUnwrap(TrainingCheckpoint.existing(root + "/run/checkpoint"))
         let step = try XCTUnwrap(SafeTensors.read(saved + "/" + TrainingCheckpoint.weightsFileName).metadata["histodiff.step"])
 
