@@ -68,7 +68,7 @@ final class CPSFamilyTests: XCTestCase {
         let second = SegmentationUNet(reference.configuration, generator: RandomGenerator(seed: 1))
         let method = CrossPseudoSupervisionMethod(first: first, second: second,
                                                   secondLearningRate: reference.setting("second_learning_rate"),
-                                                  ramp: reference.ramp, pseudoSupervisesLabelled: false,
+                                                  recipe: .ssl4mis(reference.ramp), pseudoSupervisesLabelled: false,
                                                   setup: try reference.setup)
         return try loaded(method, [("net1.", first), ("net2.", second)], "cps", reference)
     }
@@ -76,15 +76,16 @@ final class CPSFamilyTests: XCTestCase {
     static func cct(_ reference: Reference) throws -> Built {
         let unet = CrossConsistencyUNet(reference.configuration, generator: RandomGenerator(seed: 0),
                                         perturbations: reference.perturbations)
-        let method = CrossConsistencyTrainingMethod(unet, ramp: reference.ramp, supervisesAuxiliary: true,
-                                                    setup: try reference.setup)
+        let method = CrossConsistencyTrainingMethod(unet, recipe: .ssl4mis(reference.ramp),
+                                                    supervisesAuxiliary: true, setup: try reference.setup)
         return try loaded(method, [("", unet)], "cct", reference)
     }
 
     static func urpc(_ reference: Reference) throws -> Built {
         let unet = PyramidUNet(reference.configuration, generator: RandomGenerator(seed: 0),
                                perturbations: reference.perturbations)
-        let method = UncertaintyRectifiedPyramidMethod(unet, ramp: reference.ramp, setup: try reference.setup)
+        let method = UncertaintyRectifiedPyramidMethod(unet, recipe: .ssl4mis(reference.ramp),
+                                                       setup: try reference.setup)
         return try loaded(method, [("", unet)], "urpc", reference)
     }
 

@@ -71,7 +71,8 @@ final class MeanTeacherFamilyTests: XCTestCase {
         var plan = TrainingPlan(labelRatio: try Ratio("1/2"), validationRatio: try Ratio("1/4"))
         plan.optimizer = .sgdPoly(learningRate: Float(try setting("learning_rate")))
         let setup = MethodSetup(plan: plan, classes: 2, totalSteps: totalSteps, stepsPerEpoch: 1)
-        let ramp = ConsistencyRamp(maximum: Float(try setting("lambda")), length: Int(try setting("ramp")))
+        let recipe = LossRecipe.ssl4mis(ConsistencyRamp(maximum: Float(try setting("lambda")),
+                                                        length: Int(try setting("ramp"))))
         let inputs = tensors("input")
         let batch = self.batch(labelled: inputs["labelled"]!.tensor, labels: inputs["labels"]!.tensor,
                                unlabelled: inputs["unlabelled"]!.tensor)
@@ -84,7 +85,7 @@ final class MeanTeacherFamilyTests: XCTestCase {
             var teacher: NoisyMeanTeacher?
             let method: any TrainingMethod
             if name == "em" {
-                method = EntropyMinimisationMethod(student, ramp: ramp, setup: setup)
+                method = EntropyMinimisationMethod(student, recipe: recipe, setup: setup)
             } else {
                 let mean = try NoisyMeanTeacher(TinySegmenter(generator: RandomGenerator(seed: 2)), student: student,
                                                 decay: Float(try setting("ema_decay")),
@@ -96,7 +97,7 @@ final class MeanTeacherFamilyTests: XCTestCase {
                     metadata: ["update_count": fixture.metadata["ema_updates"]!]), source: "fixture")
                 let consistency: any TeacherConsistency = name == "mt"
                     ? MeanSquaredConsistency() : UncertaintyMaskedConsistency(passes: Int(try setting("passes")))
-                method = MeanTeacherMethod(student: student, teacher: mean, consistency: consistency, ramp: ramp,
+                method = MeanTeacherMethod(student: student, teacher: mean, consistency: consistency, recipe: recipe,
                                            setup: setup)
                 teacher = mean
             }

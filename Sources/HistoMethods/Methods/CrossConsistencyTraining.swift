@@ -5,23 +5,23 @@ import HistoNN
 /// Cross-consistency training (Ouali et al., CVPR 2020; SPEC §8 "CCT"), as SSL4MIS's
 /// `train_cross_consistency_training_2D.py` trains it on `UNet_CCT` (`CrossConsistencyUNet`): a shared encoder, the
 /// main decoder and auxiliary decoders fed perturbed encoder features, all on one joint batch.
-/// - Supervised: ½(CE + Dice) on the labelled images, averaged over the main and every auxiliary output (SSL4MIS's
-///   (ΣCE + ΣDice)/8); `supervisesAuxiliary` false keeps the main output's alone (the CCT paper's).
+/// - Supervised: the recipe's loss (½(CE + Dice) by default) on the labelled images, averaged over the main and
+///   every auxiliary output (SSL4MIS's (ΣCE + ΣDice)/8); `supervisesAuxiliary` false keeps the main output's alone (the CCT paper's).
 /// - Consistency on the unlabelled images: mean over the auxiliary decoders of mean((softmax main − softmax aux)²).
 ///   The main prediction is not detached, as in SSL4MIS (the CCT paper stops its gradient): the consistency
 ///   trains the main decoder too.
-/// - Loss = supervised + λ(it)·consistency, with SSL4MIS's ramped λ (`ConsistencyRamp`).
+/// - Loss = supervised + λ·consistency, with the recipe's λ (`LossRecipe`: SSL4MIS's ramp by default).
 /// The evaluated network is the backbone (encoder, main decoder and head). docs/methods/cct.md.
 public final class CrossConsistencyTrainingMethod: TrainingMethod {
     public let network: OptimizedNetwork
     public let unet: CrossConsistencyUNet
-    public let ramp: ConsistencyRamp
+    public let recipe: LossRecipe
     public let supervisesAuxiliary: Bool
 
-    public init(_ unet: CrossConsistencyUNet, ramp: ConsistencyRamp, supervisesAuxiliary: Bool, setup: MethodSetup) {
+    public init(_ unet: CrossConsistencyUNet, recipe: LossRecipe, supervisesAuxiliary: Bool, setup: MethodSetup) {
         network = OptimizedNetwork(unet, recipe: setup.plan.optimizer, totalSteps: setup.totalSteps)
         self.unet = unet
-        self.ramp = ramp
+        self.recipe = recipe
         self.supervisesAuxiliary = supervisesAuxiliary
     }
 
@@ -38,12 +38,12 @@ public final class CrossConsistencyTrainingMethod: TrainingMethod {
         unet.train(true)
         let (main, auxiliary) = unet.outputs(joint.images)
         let supervisedOutputs = supervisesAuxiliary ? [main] + auxiliary : [main]
-        let supervised = supervisedOutputs.map(joint.supervisedLoss).averaged()
+        let supervised = supervisedOutputs.map { joint.supervisedLoss($0, recipe) }.averaged()
         let mainProbabilities = joint.unlabelled(main).softmax(axis: 1)
         let consistency = auxiliary.map { output in
             (mainProbabilities - joint.unlabelled(output).softmax(axis: 1)).square().mean()
         }.averaged()
-        return try ramp.minimise(supervised: supervised, unlabelled: consistency,
+        return try recipe.minimise(supervised: supervised, unlabelled: consistency,
                                  terms: ["supervised": supervised, "consistency": consistency], networks: [network],
                                  context: context)
     }
@@ -58,8 +58,8 @@ public final class CrossConsistencyTrainingMethod: TrainingMethod {
     ) { configuration, options, setup in
         let unet = CrossConsistencyUNet(configuration, generator: RandomGenerator(seed: setup.plan.seed),
                                         perturbations: RandomGenerator(seed: setup.plan.seed &+ 1))
-        return CrossConsistencyTrainingMethod(unet, ramp: try SemiSupervisedRecipe.ramp(options, method: "cct",
-                                                                                        setup: setup),
+        return CrossConsistencyTrainingMethod(unet, recipe: try SemiSupervisedRecipe.lossRecipe(options, method: "cct",
+                                                                                                setup: setup),
                                               supervisesAuxiliary: options["supervise"] != "main", setup: setup)
     }
 }

@@ -5,25 +5,25 @@ import HistoNN
 /// Cross pseudo supervision (Chen et al., CVPR 2021; SPEC §8 "CPS"), as SSL4MIS's
 /// `train_cross_pseudo_supervision_2D.py` trains it: two networks of the same architecture, initialised
 /// differently, each with its own optimizer, see the same joint batch. Each is supervised on the labelled images,
-/// L_sup,i = ½(CE + Dice), and learns from the other's hard labels on the unlabelled images,
-/// L_cps,i = CE(logits_i, argmax logits_j) (the argmax carries no gradient). The step minimises
-/// L_sup,1 + L_sup,2 + λ(it)·(L_cps,1 + L_cps,2) with SSL4MIS's ramped λ (`ConsistencyRamp`). The original CPS
+/// L_sup,i (the recipe's: ½(CE + Dice) by default), and learns from the other's hard labels on the unlabelled
+/// images, L_cps,i = CE(logits_i, argmax logits_j) (the argmax carries no gradient). The step minimises
+/// L_sup,1 + L_sup,2 + λ·(L_cps,1 + L_cps,2) with the recipe's λ (`LossRecipe`: SSL4MIS's ramp). The original CPS
 /// applies the pseudo-supervision to the labelled images as well (`pseudoSupervisesLabelled`).
 /// Network 1 is the evaluated one. docs/methods/cps.md.
 public final class CrossPseudoSupervisionMethod: TrainingMethod {
     public let first: OptimizedNetwork
     public let second: OptimizedNetwork
-    public let ramp: ConsistencyRamp
+    public let recipe: LossRecipe
     public let pseudoSupervisesLabelled: Bool
 
     /// The first network trains with the plan's optimizer, the second with the same recipe at `secondLearningRate`
     /// (DTSeg's version: 0.02).
     public init(first: any SegmentationModel, second: any SegmentationModel, secondLearningRate: Float,
-                ramp: ConsistencyRamp, pseudoSupervisesLabelled: Bool, setup: MethodSetup) {
+                recipe: LossRecipe, pseudoSupervisesLabelled: Bool, setup: MethodSetup) {
         self.first = OptimizedNetwork(first, recipe: setup.plan.optimizer, totalSteps: setup.totalSteps)
         self.second = OptimizedNetwork(second, recipe: setup.plan.optimizer.with(learningRate: secondLearningRate),
                                        totalSteps: setup.totalSteps)
-        self.ramp = ramp
+        self.recipe = recipe
         self.pseudoSupervisesLabelled = pseudoSupervisesLabelled
     }
 
@@ -42,13 +42,13 @@ public final class CrossPseudoSupervisionMethod: TrainingMethod {
         first.model.train(true)
         second.model.train(true)
         let logits1 = first.model(joint.images), logits2 = second.model(joint.images)
-        let supervised1 = joint.supervisedLoss(logits1), supervised2 = joint.supervisedLoss(logits2)
+        let supervised1 = joint.supervisedLoss(logits1, recipe), supervised2 = joint.supervisedLoss(logits2, recipe)
         let pseudoSupervised: (Tensor) -> Tensor = pseudoSupervisesLabelled ? { $0 } : joint.unlabelled
         let scores1 = pseudoSupervised(logits1), scores2 = pseudoSupervised(logits2)
         // argmax of the logits = argmax of SSL4MIS's softmax; it has no gradient, like the reference's detach.
         let pseudo1 = Loss.crossEntropy(logits: scores1, labels: scores2.argmax(axis: 1))
         let pseudo2 = Loss.crossEntropy(logits: scores2, labels: scores1.argmax(axis: 1))
-        return try ramp.minimise(
+        return try recipe.minimise(
             supervised: supervised1 + supervised2, unlabelled: pseudo1 + pseudo2,
             terms: ["supervised_1": supervised1, "supervised_2": supervised2, "pseudo_supervision_1": pseudo1,
                     "pseudo_supervision_2": pseudo2],
@@ -74,7 +74,7 @@ public final class CrossPseudoSupervisionMethod: TrainingMethod {
             first: try SemiSupervisedRecipe.model(preset, options, setup: setup, seed: seed),
             second: try SemiSupervisedRecipe.model(preset, options, setup: setup, seed: seed &+ 1),
             secondLearningRate: Float(secondLearningRate),
-            ramp: try SemiSupervisedRecipe.ramp(options, method: "cps", setup: setup),
+            recipe: try SemiSupervisedRecipe.lossRecipe(options, method: "cps", setup: setup),
             pseudoSupervisesLabelled: options["pseudo"] == "all", setup: setup)
     }
 }

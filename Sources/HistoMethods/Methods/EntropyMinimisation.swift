@@ -3,19 +3,19 @@ import HistoData
 import HistoNN
 
 /// Entropy minimisation (Grandvalet & Bengio 2005; Vu et al. 2019 for segmentation; SSL4MIS
-/// `train_entropy_minimization_2D.py`; SPEC §8): one network minimises ½(CE + Dice) on the labelled batch plus
-/// λ(it)·mean(−Σ_c p log(p + 1e-6))/log C over the unlabelled pixels (`ConsistencyRamp`), which pushes its
+/// `train_entropy_minimization_2D.py`; SPEC §8): one network minimises the recipe's supervised loss on the labelled
+/// batch plus λ·mean(−Σ_c p log(p + 1e-6))/log C over the unlabelled pixels (`LossRecipe`), which pushes its
 /// unlabelled predictions toward confident ones. docs/methods/em.md.
 public final class EntropyMinimisationMethod: TrainingMethod {
     public let network: OptimizedNetwork
-    public let ramp: ConsistencyRamp
+    public let recipe: LossRecipe
 
-    public init(_ model: any SegmentationModel, ramp: ConsistencyRamp, setup: MethodSetup) {
+    public init(_ model: any SegmentationModel, recipe: LossRecipe, setup: MethodSetup) {
         network = OptimizedNetwork(model, recipe: setup.plan.optimizer, totalSteps: setup.totalSteps)
-        self.ramp = ramp
+        self.recipe = recipe
     }
 
-    public var lossTerms: [String] { ["loss", "supervised", "entropy"] }
+    public var lossTerms: [String] { ["loss", "supervised", "entropy", "consistency_weight"] }
     public var dataNeeds: DataNeeds { DataNeeds(labelledViews: .weak, unlabelledViews: .weak) }
     public var evaluatedModel: any SegmentationModel { network.model }
     public var components: [String: any CheckpointableState] { ["optimizer": network.optimizer] }
@@ -24,11 +24,11 @@ public final class EntropyMinimisationMethod: TrainingMethod {
     public func step(_ batch: MethodBatch, context: StepContext) throws -> [String: Float] {
         network.model.train(true)
         let logits = SemiSupervisedRecipe.studentLogits(network.model, batch)
-        let supervised = SupervisedLoss.crossEntropyDice.value(logits: logits.labelled, labels: batch.labelled.labels!)
+        let supervised = recipe.supervised(logits: logits.labelled, labels: batch.labelled.labels!)
         let entropy = Loss.entropy(probabilities: logits.unlabelled.softmax(axis: 1))
-        return try OptimizedNetwork.minimise(supervised + ramp.weight(at: context.step) * entropy, named: "loss",
-                                             terms: ["supervised": supervised, "entropy": entropy],
-                                             networks: [network], on: context.backend)
+        return try recipe.minimise(supervised: supervised, unlabelled: entropy,
+                                   terms: ["supervised": supervised, "entropy": entropy], networks: [network],
+                                   context: context)
     }
 
     public static let registration = SemiSupervisedRecipe.registration(
@@ -36,7 +36,7 @@ public final class EntropyMinimisationMethod: TrainingMethod {
         defaults: SemiSupervisedRecipe.presetSummary, options: []
     ) { preset, options, setup in
         EntropyMinimisationMethod(try SemiSupervisedRecipe.model(preset, options, setup: setup, seed: setup.plan.seed),
-                                  ramp: try SemiSupervisedRecipe.ramp(options, method: "em", setup: setup),
+                                  recipe: try SemiSupervisedRecipe.lossRecipe(options, method: "em", setup: setup),
                                   setup: setup)
     }
 }

@@ -28,9 +28,9 @@ struct JointBatch {
     /// The unlabelled images' rows.
     func unlabelled(_ x: Tensor) -> Tensor { x.slice(axis: 0, start: labelledCount, end: count) }
 
-    /// ½(CE + Dice) of the labelled rows of `logits` (SSL4MIS's supervised loss).
-    func supervisedLoss(_ logits: Tensor) -> Tensor {
-        SupervisedLoss.crossEntropyDice.value(logits: labelled(logits), labels: labels)
+    /// The recipe's supervised loss of the labelled rows of `logits`.
+    func supervisedLoss(_ logits: Tensor, _ recipe: LossRecipe) -> Tensor {
+        recipe.supervised(logits: labelled(logits), labels: labels)
     }
 }
 

@@ -55,24 +55,25 @@ public struct MeanSquaredConsistency: TeacherConsistency {
 }
 
 /// Mean teacher (Tarvainen & Valpola 2017; SSL4MIS; SPEC §8), and UAMT with another `consistency`: the student
-/// minimises ½(CE + Dice) on the labelled batch plus λ(it)·consistency on the unlabelled one (`ConsistencyRamp`),
+/// minimises the recipe's supervised loss on the labelled batch plus λ·consistency on the unlabelled one
+/// (`LossRecipe`: SSL4MIS's ½(CE + Dice) and ramp by default),
 /// then the teacher takes its EMA step toward the student. The teacher is the evaluated model, as the issue asks
 /// ("the EMA teacher for MT"); SSL4MIS validates and keeps the student. docs/methods/mt.md.
 public final class MeanTeacherMethod: TrainingMethod {
     public let student: OptimizedNetwork
     public let teacher: NoisyMeanTeacher
     public let consistency: any TeacherConsistency
-    public let ramp: ConsistencyRamp
+    public let recipe: LossRecipe
 
     public init(student: any SegmentationModel, teacher: NoisyMeanTeacher, consistency: any TeacherConsistency,
-                ramp: ConsistencyRamp, setup: MethodSetup) {
+                recipe: LossRecipe, setup: MethodSetup) {
         self.student = OptimizedNetwork(student, recipe: setup.plan.optimizer, totalSteps: setup.totalSteps)
         self.teacher = teacher
         self.consistency = consistency
-        self.ramp = ramp
+        self.recipe = recipe
     }
 
-    public var lossTerms: [String] { ["loss", "supervised", "consistency"] }
+    public var lossTerms: [String] { ["loss", "supervised", "consistency", "consistency_weight"] }
     public var dataNeeds: DataNeeds { DataNeeds(labelledViews: .weak, unlabelledViews: .weak) }
     public var evaluatedModel: any SegmentationModel { teacher.model }
     public var components: [String: any CheckpointableState] {
@@ -84,14 +85,14 @@ public final class MeanTeacherMethod: TrainingMethod {
         student.model.train(true)
         teacher.model.train(true)
         let logits = SemiSupervisedRecipe.studentLogits(student.model, batch)
-        let supervised = SupervisedLoss.crossEntropyDice.value(logits: logits.labelled, labels: batch.labelled.labels!)
+        let supervised = recipe.supervised(logits: logits.labelled, labels: batch.labelled.labels!)
         let consistency = self.consistency.loss(student: logits.unlabelled.softmax(axis: 1),
                                                 images: batch.unlabelled!.images, teacher: teacher,
                                                 context: context)
-        let values = try OptimizedNetwork.minimise(
-            supervised + ramp.weight(at: context.step) * consistency, named: "loss",
+        let values = try recipe.minimise(
+            supervised: supervised, unlabelled: consistency,
             terms: ["supervised": supervised, "consistency": consistency], networks: [student],
-            alongside: teacher.model.pendingBufferUpdates(), on: context.backend)
+            alongside: teacher.model.pendingBufferUpdates(), context: context)
         try teacher.model.commitBufferUpdates(on: context.backend)
         try teacher.ema.update(from: student.model, on: context.backend)
         return values
@@ -121,7 +122,7 @@ public final class MeanTeacherMethod: TrainingMethod {
                 SemiSupervisedRecipe.model(preset, options, setup: setup, seed: seed &+ 1), student: student,
                 decay: Float(decay), noiseSeed: seed &+ 2)
             return MeanTeacherMethod(student: student, teacher: teacher, consistency: try consistency(options, name),
-                                     ramp: try SemiSupervisedRecipe.ramp(options, method: name, setup: setup),
+                                     recipe: try SemiSupervisedRecipe.lossRecipe(options, method: name, setup: setup),
                                      setup: setup)
         }
     }

@@ -23,13 +23,51 @@ public struct ConsistencyRamp: Equatable, Sendable {
         return maximum * Float(Ramp.sigmoid(length: Double(Self.stairs)).value(at: Double(stair)))
     }
 
-    /// Minimises supervised + λ(step)·unlabelled over `networks` in one graph run; returns the values of `terms`,
-    /// the total as `loss` and λ as `consistency_weight`.
+}
+
+/// How a semi-supervised baseline weighs its terms (`--option recipe=…`, SPEC §8): the supervised loss on the
+/// labelled images and the schedule of λ, the weight of the unlabelled loss. Every method of the family takes its
+/// supervised loss and λ from here, so a recipe is defined once.
+public enum LossRecipe: Equatable, Sendable {
+    /// SSL4MIS: ½(CE + Dice) and λ on the sigmoid stairs of `ConsistencyRamp` (λ_max 0.1 by default).
+    case ssl4mis(ConsistencyRamp)
+    /// Ciampi's (XNet style, SPEC §3, §8): the SSL4MIS Dice loss alone (the companion code's baselines use Dice
+    /// where the paper writes CE) and λ = λ_max·min((e + 1)/E, 1) in epoch e (from 0) of E planned epochs, constant
+    /// within an epoch (λ_max 5 by default).
+    case xnet(maximum: Float)
+
+    public static let names = ["ssl4mis", "xnet"]
+
+    public var supervisedLoss: SupervisedLoss {
+        switch self {
+        case .ssl4mis: return .crossEntropyDice
+        case .xnet: return .dice
+        }
+    }
+
+    /// λ for the step of `context`.
+    public func weight(in context: StepContext) -> Float {
+        switch self {
+        case let .ssl4mis(ramp):
+            return ramp.weight(at: context.step)
+        case let .xnet(maximum):
+            let ramp = Ramp.linear(length: Double(context.totalEpochs))
+            return maximum * Float(ramp.value(at: Double(context.epoch + 1)))
+        }
+    }
+
+    /// The supervised loss of logits [N, K, H, W] against class ids [N, H, W].
+    public func supervised(logits: Tensor, labels: Tensor) -> Tensor {
+        supervisedLoss.value(logits: logits, labels: labels)
+    }
+
+    /// Minimises supervised + λ·unlabelled over `networks` in one graph run; returns the values of `terms`, the
+    /// total as `loss` and λ as `consistency_weight`.
     func minimise(supervised: Tensor, unlabelled: Tensor, terms: [String: Tensor], networks: [OptimizedNetwork],
-                  context: StepContext) throws -> [String: Float] {
-        let lambda = weight(at: context.step)
+                  alongside: [Tensor] = [], context: StepContext) throws -> [String: Float] {
+        let lambda = weight(in: context)
         var values = try OptimizedNetwork.minimise(supervised + lambda * unlabelled, named: "loss", terms: terms,
-                                                   networks: networks, on: context.backend)
+                                                   networks: networks, alongside: alongside, on: context.backend)
         values["consistency_weight"] = lambda
         return values
     }
@@ -40,8 +78,11 @@ public struct ConsistencyRamp: Equatable, Sendable {
 enum SemiSupervisedRecipe {
     static let options = [
         MethodOption(name: "arch", help: "unet (default) or fpn", allowed: ["unet", "fpn"]),
-        MethodOption(name: "lambda", help: "λ_max, the unlabelled loss weight at the end of the ramp (default 0.1)"),
-        MethodOption(name: "ramp", help: "iterations of the sigmoid ramp-up of λ (default: the planned run; "
+        MethodOption(name: "recipe", help: "ssl4mis (default: ½(CE+Dice), λ sigmoid ramp) or xnet (Ciampi's: Dice, "
+                     + "λ = λ_max·(epoch+1)/epochs)", allowed: LossRecipe.names),
+        MethodOption(name: "lambda", help: "λ_max, the unlabelled loss weight at the end of the ramp (default 0.1; "
+                     + "xnet 5)"),
+        MethodOption(name: "ramp", help: "iterations of ssl4mis's sigmoid ramp-up of λ (default: the planned run; "
                      + "SSL4MIS 30000)"),
     ]
 
@@ -66,7 +107,7 @@ enum SemiSupervisedRecipe {
 
     /// The presets in one line, for `defaults`.
     static let presetSummary = "cpu: U-Net/2 128² batch 8+8 Adam 1e-3 50 epochs; paper: 256² batch 24+24 SGD 0.01 "
-        + "poly 30000 iterations; λ 0.1 sigmoid ramp over the run"
+        + "poly 30000 iterations; recipe ssl4mis: ½(CE+Dice), λ 0.1 sigmoid ramp over the run"
 
     /// A method of the family: its presets, card and the shared options before `options`.
     static func registration(name: String, paper: String, defaults: String, options: [MethodOption],
@@ -93,11 +134,25 @@ enum SemiSupervisedRecipe {
             .makeModel(generator: RandomGenerator(seed: seed))
     }
 
-    static func ramp(_ options: [String: String], method: String, setup: MethodSetup) throws -> ConsistencyRamp {
-        let maximum = try number(options, "lambda", method: method, default: 0.1,
-                                 requirement: "a number ≥ 0") { $0 >= 0 }
+    /// The loss recipe of `options` (`recipe`, `lambda`, `ramp`); throws naming the option for a value it refuses.
+    static func lossRecipe(_ options: [String: String], method: String, setup: MethodSetup) throws -> LossRecipe {
+        let recipe = options["recipe"] ?? "ssl4mis"
+        guard LossRecipe.names.contains(recipe) else {
+            throw EngineError.invalidValue(op: "--method \(method)", message:
+                "option recipe=\(recipe) is not one of \(LossRecipe.names.joined(separator: ", "))")
+        }
+        let maximum = Float(try number(options, "lambda", method: method, default: recipe == "xnet" ? 5 : 0.1,
+                                       requirement: "a number ≥ 0") { $0 >= 0 })
+        guard recipe == "ssl4mis" else {
+            // xnet ramps over the planned epochs: a ramp length in iterations would be silently ignored.
+            if options["ramp"] != nil {
+                throw EngineError.invalidValue(op: "--method \(method)", message:
+                    "option ramp applies to recipe=ssl4mis; recipe=xnet ramps λ over the planned epochs")
+            }
+            return .xnet(maximum: maximum)
+        }
         let length = try count(options, "ramp", method: method, default: setup.totalSteps)
-        return ConsistencyRamp(maximum: Float(maximum), length: length)
+        return .ssl4mis(ConsistencyRamp(maximum: maximum, length: length))
     }
 
     /// The value of the option `name` that counts something (a whole number ≥ 1), `fallback` when not given.

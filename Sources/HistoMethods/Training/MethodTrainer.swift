@@ -99,6 +99,13 @@ public struct MethodSetup {
     public let classes: Int
     public let totalSteps: Int
     public let stepsPerEpoch: Int
+
+    public init(plan: TrainingPlan, classes: Int, totalSteps: Int, stepsPerEpoch: Int) {
+        self.plan = plan
+        self.classes = classes
+        self.totalSteps = totalSteps
+        self.stepsPerEpoch = stepsPerEpoch
+    }
 }
 
 /// One validation of the evaluated model.

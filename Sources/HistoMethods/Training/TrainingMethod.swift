@@ -8,6 +8,11 @@ public struct MethodBatch {
     public let labelled: Batch
     /// From the unlabelled images of the split (images without masks included), when `DataNeeds.unlabelled` is set.
     public let unlabelled: Batch?
+
+    public init(labelled: Batch, unlabelled: Batch?) {
+        self.labelled = labelled
+        self.unlabelled = unlabelled
+    }
 }
 
 /// Where training stands when a step runs, for ramps and schedules.
@@ -18,6 +23,13 @@ public struct StepContext {
     public let stepsPerEpoch: Int
     /// The backend the step's graphs run on.
     public let backend: any Backend
+
+    public init(step: Int, totalSteps: Int, stepsPerEpoch: Int, backend: any Backend) {
+        self.step = step
+        self.totalSteps = totalSteps
+        self.stepsPerEpoch = stepsPerEpoch
+        self.backend = backend
+    }
 
     /// The epoch in progress, from 0.
     public var epoch: Int { step / stepsPerEpoch }
