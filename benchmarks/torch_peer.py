@@ -3,7 +3,9 @@
 
 Usage: python3 benchmarks/torch_peer.py [--threads 2] [--filter unet] [--json out.json] [--compare bench.json]
 With --compare, prints HistoDiff/PyTorch time ratios for the workloads both files have.
-The UNet training step uses the PyTorch re-implementation in tools/unet_reference.py.
+The UNet training step uses the PyTorch re-implementation in tools/unet_reference.py; the MT and CPS steps the
+U-Net of tools/ssl_cps_family_reference.py (made the `cpu` preset's Ciampi variant) and the losses of
+tools/ssl_step_reference.py.
 Install the CPU build with `pip install torch==2.13.0+cpu`; torch is not a dependency of the package.
 """
 import argparse, json, os, time, sys
@@ -20,6 +22,28 @@ def measure(fn, min_seconds=1.0, max_runs=200):
         samples.append(time.perf_counter() - t0)
     samples.sort()
     return samples[len(samples) // 2]
+
+
+def ciampi_unet(width, classes=2):
+    """The `cpu` preset's SegmentationUNet (Ciampi variant, width 8): tools/ssl_cps_family_reference.py's SSL4MIS U-Net
+    with the encoder dropout by level, ReLU decoder blocks and the three-conv head (parameter names as ours)."""
+    import torch.nn as nn
+    import ssl_cps_family_reference as reference
+    reference.WIDTH, reference.CLASSES = width, classes  # the reference's module constants size its U-Net
+    model = reference.UNet()
+    encoder = model.encoder
+    blocks = [encoder.in_conv] + [getattr(encoder, f"down{level}").maxpool_conv[1] for level in range(1, 5)]
+    for block, p in zip(blocks, (0.05, 0.1, 0.2, 0.3, 0.5)):
+        block.conv_conv[3].p = p
+    for sequential in [m for m in model.main_decoder.modules() if isinstance(m, nn.Sequential)]:
+        for index, layer in enumerate(sequential):
+            if isinstance(layer, nn.LeakyReLU):
+                sequential[index] = nn.ReLU()
+    w = width
+    model.out_conv = nn.Sequential(nn.Conv2d(w, 4 * w, 3, padding=1), nn.ReLU(), nn.Dropout(0.5),
+                                   nn.Conv2d(4 * w, 2 * w, 3, padding=1), nn.ReLU(), nn.Dropout(0.5),
+                                   nn.Conv2d(2 * w, classes, 3, padding=1))
+    return model.train()
 
 
 def workloads(torch):
@@ -53,6 +77,46 @@ def workloads(torch):
             optimizer.step()
         return run
 
+    def method_step(method, batch, size):
+        """bench's `mt|cps step cpu unet B+B S`: one step of the `cpu` preset (Adam 1e-3, ½(CE + Dice), λ at step 100
+        of 1000) on one joint batch of B labelled and B unlabelled images, as the Swift methods take it."""
+        import ssl_step_reference as losses
+        images = torch.rand(2 * batch, 3, size, size, generator=g) * 2 - 1  # labelled, then unlabelled
+        labels = torch.randint(0, 2, (batch, size, size), generator=g)
+        weight = 0.1 * losses.sigmoid_ramp(100 * 200 // 1000, 200)  # λ_max 0.1, stair ⌊200·step/total⌋
+        nets = [ciampi_unet(8) for _ in range(2 if method == "cps" else 1)]
+        optimizers = [torch.optim.Adam(net.parameters(), lr=1e-3) for net in nets]
+
+        class Noise:
+            """The teacher's input noise clamp(N(0, 0.1²), ±0.2), drawn by torch."""
+            def noise(self, shape):
+                return (0.1 * torch.randn(shape)).clamp(-0.2, 0.2)
+
+        if method == "mt":
+            teacher = ciampi_unet(8)
+            teacher.load_state_dict(nets[0].state_dict())
+
+        def unlabelled_loss(logits):
+            if method == "mt":
+                p_student = torch.softmax(logits[0][batch:], 1)
+                return losses.mt_consistency(p_student, images[batch:], teacher, Noise(), 100)[0]
+            pseudo = [l[batch:].detach().argmax(1) for l in logits]
+            return F.cross_entropy(logits[0][batch:], pseudo[1]) + F.cross_entropy(logits[1][batch:], pseudo[0])
+
+        def run():
+            logits = [net(images) for net in nets]
+            supervised = sum(losses.supervised_loss(l[:batch], labels) for l in logits)
+            for optimizer in optimizers:
+                optimizer.zero_grad()
+            (supervised + weight * unlabelled_loss(logits)).backward()
+            for optimizer in optimizers:
+                optimizer.step()
+            if method == "mt":  # the EMA step toward the student, decay 0.99 (SPEC §0.6)
+                with torch.no_grad():
+                    for t, s in zip(teacher.parameters(), nets[0].parameters()):
+                        t.mul_(0.99).add_(s, alpha=0.01)
+        return run
+
     a, b = r(1024, 1024), r(1024, 1024)
     x, w, bias = r(8, 64, 64, 64), r(64, 64, 3, 3), r(64)
     gx, gw, gb = r(8, 128, 64, 64), r(128), r(128)
@@ -67,6 +131,8 @@ def workloads(torch):
         "attention 8x4x1024x32 fwd+bwd": training(F.scaled_dot_product_attention, (8, 4, 1024, 32), (8, 4, 1024, 32), (8, 4, 1024, 32)),
         "unet step guided.bench828k 8x3x64x64": unet_step("guided.bench828k", 828_387, 8, 3, 64),
         "unet step guided.bench828k 8x3x128x128": unet_step("guided.bench828k", 828_387, 8, 3, 128),
+        "mt step cpu unet 8+8 128": method_step("mt", 8, 128),
+        "cps step cpu unet 8+8 128": method_step("cps", 8, 128),
     }
 
 

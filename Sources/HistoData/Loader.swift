@@ -77,6 +77,13 @@ public struct Batch {
     public let items: [BatchItem]
 
     public var count: Int { items.count }
+
+    public init(images: Tensor, strongImages: Tensor? = nil, labels: Tensor?, items: [BatchItem]) {
+        self.images = images
+        self.strongImages = strongImages
+        self.labels = labels
+        self.items = items
+    }
 }
 
 /// Batches of augmented patches from some images of a dataset, prepared on a background thread while the consumer

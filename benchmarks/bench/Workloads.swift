@@ -105,6 +105,7 @@ enum Workloads {
         ]
         list += extraWorkloads(quick: quick)
         list += diffusionWorkloads(quick: quick)
+        list += methodWorkloads(quick: quick)
         return list
     }
 
