@@ -43,6 +43,8 @@ def ciampi_unet(width, classes=2):
     model.out_conv = nn.Sequential(nn.Conv2d(w, 4 * w, 3, padding=1), nn.ReLU(), nn.Dropout(0.5),
                                    nn.Conv2d(4 * w, 2 * w, 3, padding=1), nn.ReLU(), nn.Dropout(0.5),
                                    nn.Conv2d(2 * w, classes, 3, padding=1))
+    count = sum(p.numel() for p in model.parameters())
+    assert width != 8 or count == 461_890, f"the cpu U-Net has 461890 parameters in HistoDiff, {count} here"
     return model.train()
 
 
