@@ -8,6 +8,14 @@ public enum MaskClasses: Equatable, Sendable {
     /// Values are class ids `0..<count`, kept as they are; any other value is an error.
     case ids(count: Int)
 
+    /// The number of classes a segmentation of these masks predicts, background included.
+    public var count: Int {
+        switch self {
+        case .binary: return 2
+        case .ids(let count): return count
+        }
+    }
+
     /// Throws when a value of `mask` is not a declared class (any value is a valid binary mask).
     func check(_ mask: Image, path: String) throws {
         guard case let .ids(count) = self else { return }

@@ -99,11 +99,12 @@ public struct DataSplit: Equatable, Sendable {
         let training = order.dropFirst(validationCount)
         let labelledCount = labelRatio.count(of: training.count, rounding: rounding)
         guard labelledCount <= training.count else {
-            throw invalid("\(labelledCount) labelled images asked for, but only \(training.count) images with masks are left for training")
+            throw invalid("\(labelledCount) labelled images asked for, but only \(training.count) images with masks "
+                          + "are left for training")
         }
         let validation = order.prefix(validationCount)
         let keptValidation = validationFollowsLabels && labelRatio.fixedCount == nil
-            ? validation.prefix(min(validation.count, labelRatio.count(of: validation.count, rounding: rounding))) : validation
+            ? validation.prefix(labelRatio.count(of: validation.count, rounding: rounding)) : validation
         let unmasked = dataset.items.filter { $0.maskPath == nil }.map(\.name)
         return DataSplit(seed: seed, labelRatio: labelRatio, rounding: rounding, validationRatio: validationRatio,
                          labelled: training.prefix(labelledCount).sorted(),
@@ -131,7 +132,8 @@ public struct DataSplit: Equatable, Sendable {
     public func write(to path: String) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        let file = File(seed: seed, labelRatio: labelRatio.description, rounding: rounding, validationRatio: validationRatio?.description,
+        let file = File(seed: seed, labelRatio: labelRatio.description, rounding: rounding,
+                        validationRatio: validationRatio?.description,
                         labelled: labelled, unlabelled: unlabelled, validation: validation)
         do { try encoder.encode(file).write(to: URL(fileURLWithPath: path)) } catch {
             throw EngineError.file(path: path, message: "cannot write the split: \(error.localizedDescription)")
@@ -151,7 +153,8 @@ public struct DataSplit: Equatable, Sendable {
         }
         let split: DataSplit
         do {
-            split = DataSplit(seed: file.seed, labelRatio: try Ratio(file.labelRatio), rounding: file.rounding ?? .nearest,
+            split = DataSplit(seed: file.seed, labelRatio: try Ratio(file.labelRatio),
+                              rounding: file.rounding ?? .nearest,
                               validationRatio: try file.validationRatio.map(Ratio.init),
                               labelled: file.labelled.sorted(), unlabelled: file.unlabelled.sorted(), validation: file.validation.sorted())
         } catch { throw EngineError.file(path: path, message: "\(error)") }

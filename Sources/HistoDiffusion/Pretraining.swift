@@ -112,9 +112,11 @@ public struct DiffusionPretraining {
                 return StepReport(loss: .nan, learningRate: optimizer.learningRate, stop: true)
             }
             let x0 = try encode?(batch.images) ?? batch.images
-            let (loss, norm) = try self.step(model, x0: x0, optimizer: optimizer, ema: ema, generator: noise, on: backend)
+            let (loss, norm) = try self.step(model, x0: x0, optimizer: optimizer, ema: ema, generator: noise,
+                                             on: backend)
             try afterStep?(step + 1)
-            return StepReport(loss: loss, learningRate: optimizer.learningRate, values: [Self.gradientNormColumn: Double(norm)])
+            return StepReport(loss: loss, learningRate: optimizer.learningRate,
+                              values: [Self.gradientNormColumn: Double(norm)])
         }
     }
 

@@ -92,16 +92,19 @@ public enum Demo {
         try writeHeldBackMasks(dataset: dataset, split: split, c)
         let crops = try cropsPerImage(dataset: dataset, labelled: indices.labelled, c)
         var results: [MethodResult] = []
-        let supervised = try timed { try train("supervised", folder: "supervised-unet", crops: crops, dataset: dataset, split: split, c) }
+        func train(_ method: String, folder: String, options: [String: String] = [:]) throws -> any SegmentationModel {
+            try Demo.train(method, folder: folder, options: options, crops: crops, dataset: dataset, split: split, c)
+        }
+        let supervised = try timed { try train("supervised", folder: "supervised-unet") }
         results.append(try evaluate("supervised U-Net", supervised.value, seconds: supervised.seconds,
                                     dataset: dataset, split: split, c))
         let genSelfDiff = try timed {
-            try train("genselfdiff", folder: "genselfdiff-pretrained", options: ["pretrained": pretrained], crops: crops, dataset: dataset, split: split, c)
+            try train("genselfdiff", folder: "genselfdiff-pretrained", options: ["pretrained": pretrained])
         }
         results.append(try evaluate("GenSelfDiff (pretrained)", genSelfDiff.value,
                                     seconds: genSelfDiff.seconds + pretrainSeconds, dataset: dataset, split: split, c))
         if c.includeRandomInit {
-            let random = try timed { try train("genselfdiff", folder: "genselfdiff-random-init", crops: crops, dataset: dataset, split: split, c) }
+            let random = try timed { try train("genselfdiff", folder: "genselfdiff-random-init") }
             results.append(try evaluate("GenSelfDiff (random init)", random.value, seconds: random.seconds,
                                         dataset: dataset, split: split, c))
         }
@@ -146,8 +149,8 @@ public enum Demo {
         var loaderOptions = DiffusionPretraining.loaderOptions(patch: c.patch, batch: 8, seed: c.seed)
         loaderOptions.skippedBatches = try run.resume()
         let loader = try BatchLoader(dataset: dataset, indices: indices, options: loaderOptions)
-        let outcome = try pretraining.train(model, run: run, loader: loader, optimizer: optimizer, ema: ema, noise: noise,
-                                            on: c.backend)
+        let outcome = try pretraining.train(model, run: run, loader: loader, optimizer: optimizer, ema: ema,
+                                            noise: noise, on: c.backend)
         if case let .interrupted(signal) = outcome { throw TrainingInterrupted(signal: signal) }
         try ema.copy(to: model)
         try model.save(to: path)

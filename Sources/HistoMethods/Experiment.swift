@@ -71,10 +71,13 @@ public enum Experiment {
     /// Returns the scores of the grid's scored runs. A run stopped by SIGINT/SIGTERM (its checkpoint saved) ends the
     /// experiment with `TrainingInterrupted`.
     @discardableResult
-    public static func run(_ plan: ExperimentPlan, log: (String) -> Void = { print($0) }) throws -> [ExperimentRunScore] {
+    public static func run(_ plan: ExperimentPlan,
+                           log: (String) -> Void = { print($0) }) throws -> [ExperimentRunScore] {
         try check(plan)
         let cells = grid(plan)
         let mine = plan.reportOnly ? [] : plan.shard.map { shard(cells, index: $0.index, count: $0.count) } ?? cells
+        // Opened once for the experiment (opening checks every mask).
+        let testSet = try plan.test.map { try Dataset.open(path: $0, requireMasks: true) }
         for (number, cell) in mine.enumerated() {
             let folder = runFolder(plan, cell)
             let name = "\(cell.method) labels \(cell.labels) seed \(cell.seed)"
@@ -87,9 +90,11 @@ public enum Experiment {
             try plan.configure(&request)
             request.labels = cell.labels
             request.seed = cell.seed
-            let result = try MethodTraining.run(request)
+            let dataset = try Dataset.open(path: request.data).addingUnlabelled(request.unlabelled)
+            let result = try MethodTraining.run(request, dataset: dataset)
             if case let .interrupted(signal) = result.outcome { throw TrainingInterrupted(signal: signal) }
-            let score = try self.score(cell, request: request, test: plan.test)
+            let scored = testSet.map { ($0, $0.items.map(\.name)) } ?? (dataset, result.split.validation)
+            let score = try self.score(cell, request: request, on: scored)
             log(String(format: "%@: Dice %.4f, IoU %.4f, AJI %.4f, HD95 %.2f", name, score.metrics["dice"] ?? .nan,
                        score.metrics["iou"] ?? .nan, score.metrics["aji"] ?? .nan, score.metrics["hd95"] ?? .nan))
         }
@@ -115,40 +120,21 @@ public enum Experiment {
         (plan.directory as NSString).appendingPathComponent("runs/" + cell.folder)
     }
 
-    /// Segments the run's validation images (or every masked image of `test`) with its kept weights, sliding
-    /// windows of its training patch, scores them (`ModelEvaluation`, outputs in `<folder>/eval`) and writes
-    /// `score.json`.
-    static func score(_ cell: Cell, request: TrainingRequest, test: String?) throws -> ExperimentRunScore {
+    /// Segments the images `names` of `dataset` (the run's validation images, or every image of `--test`) with the
+    /// run's kept weights in sliding windows of its training patch, scores them (`ModelEvaluation`, outputs in
+    /// `<folder>/eval`) and writes `score.json`.
+    static func score(_ cell: Cell, request: TrainingRequest,
+                      on images: (dataset: Dataset, names: [String])) throws -> ExperimentRunScore {
         let folder = request.directory
-        let trained = try TrainedModel(path: folder)
-        let settingsPath = folder + "/" + MethodTrainer.settingsFileName
-        guard let data = FileManager.default.contents(atPath: settingsPath),
-              let settings = try? JSONDecoder().decode([String: String].self, from: data),
-              let patch = settings["patch"].flatMap(Int.init) else {
-            throw EngineError.file(path: settingsPath, message: "missing or without the run's patch size")
-        }
-        let segmenter = try ImageSegmenter(model: trained, window: SlidingWindow(tile: patch),
+        let window = try SlidingWindow(tile: MethodTraining.plan(for: request).patchSize)
+        let segmenter = try ImageSegmenter(model: try TrainedModel(path: folder), window: window,
                                            backend: request.backend)
-        let dataset: Dataset
-        let names: [String]
-        if let test {
-            dataset = try Dataset.open(path: test, requireMasks: true)
-            names = dataset.items.map(\.name)
-        } else {
-            dataset = try Dataset.open(path: request.data).addingUnlabelled(request.unlabelled)
-            names = try DataSplit.read(path: trained.splitPath, dataset: dataset).validation
-        }
-        let evaluation = try ModelEvaluation.run(segmenter, dataset: dataset, names: names, output: folder + "/eval")
-        let pooled = evaluation.pooled
+        let pooled = try ModelEvaluation.run(segmenter, dataset: images.dataset, names: images.names,
+                                             output: folder + "/eval").pooled
         let score = ExperimentRunScore(method: cell.method, labels: cell.labels, seed: cell.seed, metrics: [
             "dice": pooled.scores.dice, "iou": pooled.scores.iou, "aji": pooled.aji, "hd95": pooled.hausdorff95,
             "precision": pooled.scores.precision, "sensitivity": pooled.scores.sensitivity])
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        let path = folder + "/" + scoreFileName
-        do { try encoder.encode(score).write(to: URL(fileURLWithPath: path), options: .atomic) } catch {
-            throw EngineError.file(path: path, message: "cannot be written: \(FileSystem.reason(of: error))")
-        }
+        try MethodTrainer.writeJSON(score, to: folder + "/" + scoreFileName)
         return score
     }
 
@@ -159,8 +145,8 @@ public enum Experiment {
         guard !plan.seeds.isEmpty else { throw invalid("--seeds", "names no seed") }
         for method in plan.methods { _ = try MethodRegistry.method(named: method) }
         for labels in plan.labels { _ = try Ratio(labels) }
-        for (option, values) in [("--methods", plan.methods), ("--labels", plan.labels), ("--seeds", plan.seeds.map(String.init))]
-        where Set(values).count != values.count {
+        let lists = [("--methods", plan.methods), ("--labels", plan.labels), ("--seeds", plan.seeds.map(String.init))]
+        for (option, values) in lists where Set(values).count != values.count {
             throw invalid(option, "names a value twice: \(values.joined(separator: ","))")
         }
         if let baseline = plan.baseline, !plan.methods.contains(baseline) {

@@ -191,7 +191,8 @@ public enum ExperimentReport {
         var lines = [(["method", "labels", "seed"] + columns).joined(separator: ",")]
         for run in runs {
             let values = columns.map { column in run.metrics[column].map { $0.isNaN ? "" : "\($0)" } ?? "" }
-            lines.append(([FolderEvaluation.csvField(run.method), FolderEvaluation.csvField(run.labels), "\(run.seed)"] + values).joined(separator: ","))
+            let key = [FolderEvaluation.csvField(run.method), FolderEvaluation.csvField(run.labels), "\(run.seed)"]
+            lines.append((key + values).joined(separator: ","))
         }
         return lines.joined(separator: "\n") + "\n"
     }

@@ -109,7 +109,8 @@ public struct TrainedModel {
     public init(path: String) throws {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw EngineError.file(path: path, message: "no such model (a run folder of `histodiff train` or its \(TrainingRun.bestFileName))")
+            throw EngineError.file(path: path, message:
+                "no such model (a run folder of `histodiff train` or its \(TrainingRun.bestFileName))")
         }
         let folder = isDirectory.boolValue ? path : (path as NSString).deletingLastPathComponent
         directory = folder.isEmpty ? "." : folder

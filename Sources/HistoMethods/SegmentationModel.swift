@@ -46,7 +46,8 @@ extension SegmentationModel {
     /// fully convolutional), cropped back to H × W; with `tiling`, reflect-padded tiles stitched together.
     /// Runs in the model's current mode: call `train(false)` first for evaluation. Graphs run on `backend` (the
     /// default backend when nil).
-    public func logits(of image: Planes, tiling: InferenceTiling? = nil, on backend: (any Backend)? = nil) throws -> Planes {
+    public func logits(of image: Planes, tiling: InferenceTiling? = nil,
+                       on backend: (any Backend)? = nil) throws -> Planes {
         let multiple = inputMultiple
         guard let tiling else {
             let height = roundUp(image.height, multiple), width = roundUp(image.width, multiple)

@@ -20,7 +20,9 @@ public enum FeaturePerturbation: Equatable, Sendable {
     public func apply(_ x: Tensor, generator: RandomGenerator) -> Tensor {
         switch self {
         case .noise(let range):
-            guard x.rank == 4 else { return .invalid("feature_noise", "expects [N, C, H, W], not \(describe(x.shape))") }
+            guard x.rank == 4 else {
+                return .invalid("feature_noise", "expects [N, C, H, W], not \(describe(x.shape))")
+            }
             // x·u + x, in the reference's order of operations.
             return x * generator.uniform(Array(x.shape.dropFirst()), -range, range).unsqueeze(0) + x
         case .dropout(let p):

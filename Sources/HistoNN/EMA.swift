@@ -62,9 +62,8 @@ public final class ExponentialMovingAverage: CheckpointableState {
     /// Moves every shadow (and averaged buffer) toward the same-named tensor of `model`, in one graph run on
     /// `backend` (the default backend when nil); each shadow then holds the run's output buffer.
     public func update(from model: Module, on backend: (any Backend)? = nil) throws {
-        let current = try matchedParameters(of: model, op: "ema.update").map(\.value)
         let targets: [ModuleTensor] = shadows.map(\.parameter) + bufferShadows.map(\.buffer)
-        var sources = current
+        var sources = try matchedParameters(of: model, op: "ema.update").map(\.value)
         if !bufferShadows.isEmpty {
             let byName = Dictionary(model.buffers().map { ($0.name, $0.buffer) }, uniquingKeysWith: { a, _ in a })
             try checkNames(expected: bufferShadows.map(\.name), found: Array(byName.keys), what: "buffers") {

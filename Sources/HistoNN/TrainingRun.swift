@@ -444,7 +444,8 @@ public final class TrainingRun {
             let nonFinite = (options.finiteColumns.compactMap { column in report.values[column].map { (column, $0) } }
                              + [("loss", Double(report.loss))]).first { !$0.1.isFinite }
             if let (column, value) = nonFinite {
-                let kept = savedStep.map { "the checkpoint of step \($0) in \(path(Self.checkpointDirectoryName)) stays; " }
+                let checkpoint = path(Self.checkpointDirectoryName)
+                let kept = savedStep.map { "the checkpoint of step \($0) in \(checkpoint) stays; " }
                     ?? "no checkpoint was saved yet; "
                 throw EngineError.invalidValue(op: "training", message:
                     "step \(step + 1): \(column) is \(value); the run stopped without saving it: \(kept)"
@@ -458,8 +459,8 @@ public final class TrainingRun {
             if let criterion = options.best, let value = report.values[criterion.column], value.isFinite,
                best.map({ criterion.higherIsBetter ? value > $0.value : value < $0.value }) ?? true {
                 best = (value, step)
-                try model.save(to: path(Self.bestFileName), metadata: [
-                    Self.bestStepKey: String(step), Self.bestValueKey: String(value), "run.best_column": criterion.column])
+                try model.save(to: path(Self.bestFileName), metadata: [Self.bestStepKey: String(step),
+                    Self.bestValueKey: String(value), "run.best_column": criterion.column])
             }
 
             let beta = options.lossSmoothing
@@ -495,7 +496,8 @@ public final class TrainingRun {
             metadata[Self.bestValueKey] = String(best.value)
             metadata[Self.bestStepKey] = String(best.step)
         }
-        try TrainingCheckpoint.replace(path(Self.checkpointDirectoryName), model: model, step: step, components: components, metadata: metadata)
+        try TrainingCheckpoint.replace(path(Self.checkpointDirectoryName), model: model, step: step,
+                                       components: components, metadata: metadata)
     }
 }
 

@@ -7,7 +7,8 @@ import HistoMethods
 struct ExperimentCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "experiment",
-        abstract: "Train and score a grid of methods × label shares × seeds; write a paper-style table, CSV, JSON and plot.",
+        abstract: "Train and score a grid of methods × label shares × seeds; write a paper-style table, CSV, JSON "
+            + "and plot.",
         discussion: """
         Each run trains in OUT/runs/METHOD/labels-SHARE/seed-SEED (a `histodiff train` run folder) and is scored on \
         --test, or on its validation images, into score.json. A rerun skips scored runs and resumes interrupted ones. \
@@ -55,7 +56,8 @@ struct ExperimentCommand: ParsableCommand {
         let perMethod = try config.map(readConfig) ?? [:]
         let unknown = Set(perMethod.keys).subtracting(plan.methods).sorted()
         guard unknown.isEmpty else {
-            throw ValidationError("\(config!) names methods that are not in --methods: \(unknown.joined(separator: ", "))")
+            throw ValidationError("\(config!) names methods that are not in --methods: "
+                                  + unknown.joined(separator: ", "))
         }
         // Parsed once up front, so that a bad option stops the experiment before its first run.
         var options: [String: TrainingOptions] = [:]

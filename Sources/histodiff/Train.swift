@@ -12,7 +12,8 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "Image-only folder added as unlabelled images (repeatable).") var unlabelled: [String] = []
     @Option(help: "How the label share is rounded: nearest, floor (DTSeg) or ceil (Ciampi).") var rounding = "nearest"
     @Option(help: "Validation share of the images with masks.") var validation = "1/5"
-    @Flag(help: "Validate on the label share of the validation images only (DTSeg).") var validationFollowsLabels = false
+    @Flag(help: "Validate on the label share of the validation images only (DTSeg).")
+    var validationFollowsLabels = false
     @Option(help: "Patch size (a multiple of the network's downsampling).") var patch: Int?
     @Option(help: "Batch size (labelled).") var batch: Int?
     @Option(help: "Unlabelled batch size of semi-supervised methods (default: --batch).") var unlabelledBatch: Int?
@@ -28,7 +29,7 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "A method option NAME=VALUE (repeatable; see the list above).") var option: [String] = []
     @Option(help: "supervised: unet or fpn (same as --option arch=…).") var arch: String?
     @Option(help: "supervised: ce, dice or ce+dice (same as --option loss=…).") var loss: String?
-    @Option(help: "genselfdiff: a `histodiff pretrain` run folder or its ema.safetensors (same as --option pretrained=…).")
+    @Option(help: "genselfdiff: a `histodiff pretrain` run folder or its ema.safetensors (= --option pretrained=…).")
     var pretrained: String?
     @OptionGroup var device: DeviceOptions
 
@@ -77,7 +78,8 @@ struct TrainingOptions: ParsableArguments {
 /// `histodiff train`: a segmentation method of the registry on a dataset folder, validated on held-back images.
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Train a segmentation method on a dataset folder (labelled share by ratio or count, validation by image).",
+        abstract: "Train a segmentation method on a dataset folder (labelled share by ratio or count, validation "
+            + "by image).",
         discussion: """
         Images with a mask are labelled candidates; images without one (and --unlabelled folders) are unlabelled. \
         RUN gets best.safetensors (the kept weights), model.json, split.json and training.json at once, \

@@ -39,17 +39,21 @@ final class SplitTests: XCTestCase {
 
     func testSplitWithACountRoundingAndValidationFollowingTheLabels() throws {
         let dataset = try Support.syntheticDataset(self, count: 20, unmasked: 2, width: 6, height: 5)
-        let counted = try DataSplit.make(dataset: dataset, labelRatio: try Ratio("3"), validationRatio: try Ratio("1/4"), seed: 1)
+        let quarter = try Ratio("1/4")
+        let counted = try DataSplit.make(dataset: dataset, labelRatio: try Ratio("3"), validationRatio: quarter,
+                                         seed: 1)
         XCTAssertEqual(counted.labelled.count, 3)
         XCTAssertEqual(counted.unlabelled.count, 15 - 3 + 2)
-        let floored = try DataSplit.make(dataset: dataset, labelRatio: try Ratio("1/4"), validationRatio: try Ratio("1/4"),
+        let floored = try DataSplit.make(dataset: dataset, labelRatio: quarter, validationRatio: quarter,
                                          seed: 1, rounding: .floor, validationFollowsLabels: true)
         XCTAssertEqual(floored.labelled.count, 3, "15 / 4 = 3.75 floors to 3")
         XCTAssertEqual(floored.validation.count, 1, "5 validation images / 4 = 1.25 floors to 1")
         XCTAssertEqual(floored.rounding, .floor)
         XCTAssertTrue(Set(counted.validation).isSuperset(of: floored.validation))
-        XCTAssertThrowsError(try DataSplit.make(dataset: dataset, labelRatio: try Ratio("16"), validationRatio: try Ratio("1/4"),
-                                                seed: 1)) { XCTAssertTrue("\($0)".contains("16 labelled images"), "\($0)") }
+        XCTAssertThrowsError(try DataSplit.make(dataset: dataset, labelRatio: try Ratio("16"), validationRatio: quarter,
+                                                seed: 1)) {
+            XCTAssertTrue("\($0)".contains("16 labelled images"), "\($0)")
+        }
     }
 
     /// The host stream is the engine's Philox stream: the same numbers as RandomGenerator's draws.

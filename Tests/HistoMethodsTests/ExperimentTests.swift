@@ -49,7 +49,8 @@ final class ExperimentTests: XCTestCase {
         for file in ["results.md", "results.csv", "results.json", "results.png"] {
             XCTAssertTrue(FileManager.default.fileExists(atPath: root + "/experiment/" + file), file)
         }
-        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: root + "/experiment/results.json")))
+        let results = URL(fileURLWithPath: root + "/experiment/results.json")
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: results))
         let rows = try XCTUnwrap((json as? [String: Any])?["rows"] as? [[String: Any]])
         XCTAssertEqual(rows.count, 4)
         XCTAssertEqual(rows.map { $0["method"] as? String }, ["supervised", "supervised", "genselfdiff", "genselfdiff"])
@@ -57,11 +58,14 @@ final class ExperimentTests: XCTestCase {
         XCTAssertNotNil(rows[2]["p_vs_baseline"])
 
         log = []
-        let modified = try FileManager.default.attributesOfItem(atPath: root + "/experiment/runs/supervised/labels-1_4/seed-0/best.safetensors")[.modificationDate] as? Date
+        let weights = root + "/experiment/runs/supervised/labels-1_4/seed-0/best.safetensors"
+        func modified() throws -> Date? {
+            try FileManager.default.attributesOfItem(atPath: weights)[.modificationDate] as? Date
+        }
+        let trained = try modified()
         _ = try Experiment.run(plan) { log.append($0) }
         XCTAssertEqual(log.filter { $0.hasSuffix("done, skipped") }.count, 8, log.joined(separator: "\n"))
-        XCTAssertEqual(try FileManager.default.attributesOfItem(atPath: root + "/experiment/runs/supervised/labels-1_4/seed-0/best.safetensors")[.modificationDate] as? Date,
-                       modified, "a rerun trains nothing")
+        XCTAssertEqual(try modified(), trained, "a rerun trains nothing")
     }
 
     /// `histodiff experiment` with standard output and error in one pipe (as `> log 2>&1`): its own lines appear
@@ -85,13 +89,18 @@ final class ExperimentTests: XCTestCase {
     }
 
     func testBadGridsAreRefusedNamingTheOption() throws {
-        let base = ExperimentPlan(methods: ["supervised"], labels: ["1/8"], seeds: [0], data: "/nonexistent", directory: "/tmp/x")
+        let base = ExperimentPlan(methods: ["supervised"], labels: ["1/8"], seeds: [0], data: "/nonexistent",
+                                  directory: "/tmp/x")
         var plan = base
         plan.methods = ["nope"]
-        XCTAssertThrowsError(try Experiment.run(plan) { _ in }) { XCTAssertTrue("\($0)".contains("unknown method 'nope'"), "\($0)") }
+        XCTAssertThrowsError(try Experiment.run(plan) { _ in }) {
+            XCTAssertTrue("\($0)".contains("unknown method 'nope'"), "\($0)")
+        }
         plan = base
         plan.baseline = "genselfdiff"
-        XCTAssertThrowsError(try Experiment.run(plan) { _ in }) { XCTAssertTrue("\($0)".contains("--baseline"), "\($0)") }
+        XCTAssertThrowsError(try Experiment.run(plan) { _ in }) {
+            XCTAssertTrue("\($0)".contains("--baseline"), "\($0)")
+        }
         plan = base
         plan.shard = (4, 3)
         XCTAssertThrowsError(try Experiment.run(plan) { _ in }) { XCTAssertTrue("\($0)".contains("--shard"), "\($0)") }

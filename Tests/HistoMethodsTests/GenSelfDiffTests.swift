@@ -162,19 +162,22 @@ final class GenSelfDiffTests: XCTestCase {
         let plan = try MethodTraining.plan(for: request)
         XCTAssertEqual(plan.optimizer, .adam(learningRate: 5e-3, beta1: 0.5, beta2: 0.999))
 
-        let split = try DataSplit.make(dataset: dataset, labelRatio: plan.labelRatio, validationRatio: plan.validationRatio,
+        let split = try DataSplit.make(dataset: dataset, labelRatio: plan.labelRatio,
+                                       validationRatio: plan.validationRatio,
                                        seed: plan.splitSeed)
         let validation = try MethodTrainer.validationImages(try split.indices(in: dataset).validation, dataset: dataset,
                                                             plan: plan)
         let tiling = InferenceTiling(size: 64, stride: 64)
-        let untrained = try GenSelfDiffSegmenter(.cpuSegmentation(classes: 2), generator: RandomGenerator(seed: plan.seed))
+        let untrained = try GenSelfDiffSegmenter(.cpuSegmentation(classes: 2),
+                                                 generator: RandomGenerator(seed: plan.seed))
         try GenSelfDiffFineTuning.loadPretrained(into: untrained, from: pretrained.path)
         let before = try MethodTrainer.validate(untrained, on: validation, tiling: tiling)
 
         let result = try MethodTraining.run(request)
         let losses = try MetricsLog.read(path: request.directory + "/metrics.csv").series("loss").map(\.value)
         let best = try XCTUnwrap(result.best)
-        let message = String(format: "validation Dice %.3f before, best %.3f (step %d; per epoch: %@); loss %.3f → %.3f; %.1f s",
+        let message = String(format: "validation Dice %.3f before, best %.3f (step %d; per epoch: %@); "
+                             + "loss %.3f → %.3f; %.1f s",
                              before.dice, best.dice, best.step,
                              result.history.map { String(format: "%.3f", $0.dice) }.joined(separator: " "),
                              losses.first ?? .nan, losses.last ?? .nan, result.wallSeconds)
@@ -188,6 +191,7 @@ final class GenSelfDiffTests: XCTestCase {
 
         let reloaded = try GenSelfDiffSegmenter(.cpuSegmentation(classes: 2), generator: RandomGenerator(seed: 99))
         try reloaded.load(from: try XCTUnwrap(result.bestWeights))
-        XCTAssertEqual(try MethodTrainer.validate(reloaded, on: validation, tiling: tiling).dice, best.dice, accuracy: 1e-9)
+        XCTAssertEqual(try MethodTrainer.validate(reloaded, on: validation, tiling: tiling).dice, best.dice,
+                       accuracy: 1e-9)
     }
 }

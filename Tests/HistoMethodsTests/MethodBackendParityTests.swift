@@ -40,13 +40,15 @@ final class MethodBackendParityTests: XCTestCase {
                 FallbackReport.shared.reset()
                 let values = try method.step(step, context: StepContext(step: 0, totalSteps: 10, stepsPerEpoch: 5,
                                                                         backend: backend))
-                XCTAssertEqual(FallbackReport.shared.counts, [:], "\(registered.name) on \(backend.name): CPU fallbacks")
+                XCTAssertEqual(FallbackReport.shared.counts, [:],
+                               "\(registered.name) on \(backend.name): CPU fallbacks")
                 outcomes.append((values, try method.evaluatedModel.checkpointState().tensors))
             }
             let (cpu, opencl) = (outcomes[0], outcomes[1])
             XCTAssertEqual(Set(cpu.values.keys), Set(opencl.values.keys))
             for (term, value) in cpu.values {
-                XCTAssertEqual(value, opencl.values[term]!, accuracy: 1e-4 * max(1, abs(value)), "\(registered.name) \(term)")
+                XCTAssertEqual(value, opencl.values[term]!, accuracy: 1e-4 * max(1, abs(value)),
+                               "\(registered.name) \(term)")
             }
             var worst = (name: "", difference: Float(0))
             for (name, tensor) in cpu.weights {

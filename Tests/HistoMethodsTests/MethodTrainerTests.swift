@@ -22,7 +22,8 @@ final class MethodTrainerTests: XCTestCase {
                 let start = (row * image.width + x) * image.channels
                 samples += image.samples[start..<(start + size * image.channels)]
             }
-            return try Image(width: size, height: size, channels: image.channels, bitDepth: image.bitDepth, samples: samples)
+            return try Image(width: size, height: size, channels: image.channels, bitDepth: image.bitDepth,
+                             samples: samples)
         }
         try PNG.write(try window(sample.image), to: root.appendingPathComponent("images/\(sample.name).png").path)
         try PNG.write(try window(mask), to: root.appendingPathComponent("masks/\(sample.name).png").path)
@@ -34,16 +35,19 @@ final class MethodTrainerTests: XCTestCase {
     func testShortRunOnMoNuSegCropsBeatsTheAllForegroundDice() throws {
         let source = Self.dataRoot.appendingPathComponent("monuseg-train")
         guard FileManager.default.fileExists(atPath: source.path) else {
-            throw XCTSkip("real data not found at \(source.path) (set HISTODIFF_DATA or place ../shared/data beside the repository)")
+            throw XCTSkip("real data not found at \(source.path) "
+                          + "(set HISTODIFF_DATA or place ../shared/data beside the repository)")
         }
         let full = try Dataset.open(path: source.path, requireMasks: true)
         let root = try temporaryFolder()
         for folder in ["images", "masks"] {
-            try FileManager.default.createDirectory(at: root.appendingPathComponent(folder), withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(at: root.appendingPathComponent(folder),
+                                                    withIntermediateDirectories: true)
         }
         for index in 0..<12 {
             let sample = try full.sample(at: index)
-            try writeCrop(sample, mask: try PNG.read(path: full.items[index].maskPath!), y: 436, x: 436, size: 128, to: root)
+            try writeCrop(sample, mask: try PNG.read(path: full.items[index].maskPath!), y: 436, x: 436, size: 128,
+                          to: root)
         }
         let dataset = try Dataset.open(path: root.path, requireMasks: true)
 
@@ -82,8 +86,9 @@ final class MethodTrainerTests: XCTestCase {
         let summary = result.history.map { String(format: "%.3f", $0.dice) }.joined(separator: " ")
         let message = String(format: "best validation Dice %.3f (step %d; per epoch: %@) vs all-foreground Dice %.3f "
                              + "(foreground %.1f%% of %d held-out pixels); loss %.3f → %.3f; %.1f s",
-                             best.dice, best.step, summary, allForegroundDice, 100 * Double(foreground) / Double(pixels),
-                             pixels, losses.first!, losses.last!, result.wallSeconds)
+                             best.dice, best.step, summary, allForegroundDice,
+                             100 * Double(foreground) / Double(pixels), pixels, losses.first!, losses.last!,
+                             result.wallSeconds)
         print(message)
         XCTAssertGreaterThan(best.dice, allForegroundDice + 0.05, message)
 
@@ -159,7 +164,8 @@ final class MethodTrainerTests: XCTestCase {
         XCTAssertEqual(resumed.history, whole.history)
         for (name, a, b) in [("student", wholeMethod.student.model, resumedMethod.student.model),
                              ("teacher", wholeMethod.teacher, resumedMethod.teacher),
-                             ("second", wholeMethod.second.model, resumedMethod.second.model)] as [(String, Module, Module)] {
+                             ("second", wholeMethod.second.model, resumedMethod.second.model)]
+             as [(String, Module, Module)] {
             let x = try a.checkpointState().tensors, y = try b.checkpointState().tensors
             XCTAssertEqual(x.keys.filter { x[$0] != y[$0] }.sorted(), [], "\(name): tensors that differ")
         }
@@ -167,7 +173,8 @@ final class MethodTrainerTests: XCTestCase {
         let optimizerB = try resumedMethod.second.optimizer.checkpointState().tensors
         XCTAssertEqual(optimizerA, optimizerB, "the second network's optimizer state")
         XCTAssertEqual(try MetricsLog.read(path: folder.path + "/metrics.csv").series("consistency").map(\.value),
-                       try MetricsLog.read(path: whole.bestWeights!.replacingOccurrences(of: "best.safetensors", with: "metrics.csv"))
+                       try MetricsLog.read(path: whole.bestWeights!.replacingOccurrences(of: "best.safetensors",
+                                                                                         with: "metrics.csv"))
                         .series("consistency").map(\.value))
 
         stepsSeen = []
@@ -241,11 +248,13 @@ final class MethodTrainerTests: XCTestCase {
         var plan = try tinyPlan()
         plan.patchSize = 40
         XCTAssertThrowsError(try MethodTrainer.train(plan: plan, dataset: dataset, session: session()) { setup in
-            SupervisedMethod(SegmentationUNet(.cpu(classes: 2), generator: RandomGenerator(seed: 0)), loss: .dice, setup: setup)
+            SupervisedMethod(SegmentationUNet(.cpu(classes: 2), generator: RandomGenerator(seed: 0)), loss: .dice,
+                             setup: setup)
         }) { error in XCTAssertTrue("\(error)".contains("patch size 40") && "\(error)".contains("16"), "\(error)") }
         plan.patchSize = 32
         XCTAssertThrowsError(try MethodTrainer.train(plan: plan, dataset: dataset, session: session()) { setup in
-            SupervisedMethod(SegmentationUNet(.cpu(classes: 3), generator: RandomGenerator(seed: 0)), loss: .dice, setup: setup)
+            SupervisedMethod(SegmentationUNet(.cpu(classes: 3), generator: RandomGenerator(seed: 0)), loss: .dice,
+                             setup: setup)
         }) { error in XCTAssertTrue("\(error)".contains("3 classes") && "\(error)".contains("has 2"), "\(error)") }
         plan.patchSize = 64
         XCTAssertThrowsError(try MethodTrainer.train(plan: plan, dataset: dataset, session: session()) { setup in
@@ -277,7 +286,8 @@ final class MethodTrainerTests: XCTestCase {
         plan.checkpointEvery = 2
         let folder = try temporaryFolder()
         XCTAssertThrowsError(try MethodTrainer.train(plan: plan, dataset: dataset, session: session(folder)) { setup in
-            let method = TwoStreamTestMethod(student: self.tinyUNet(), teacher: self.tinyUNet(), second: self.tinyUNet(seed: 2),
+            let method = TwoStreamTestMethod(student: self.tinyUNet(), teacher: self.tinyUNet(),
+                                             second: self.tinyUNet(seed: 2),
                                              setup: setup)
             method.poisonStep = 3
             return method
@@ -296,14 +306,16 @@ final class MethodTrainerTests: XCTestCase {
         let dataset = try syntheticDataset(count: 4, size: 32)
         let folder = try temporaryFolder()
         let holder = try RunLock.acquire(directory: folder.path)
-        XCTAssertThrowsError(try MethodTrainer.train(plan: try tinyPlan(epochs: 1), dataset: dataset, session: session(folder)) { setup in
+        let plan = try tinyPlan(epochs: 1)
+        XCTAssertThrowsError(try MethodTrainer.train(plan: plan, dataset: dataset, session: session(folder)) { setup in
             SupervisedMethod(self.tinyUNet(), loss: .dice, setup: setup)
         }) { error in XCTAssertTrue("\(error)".contains("is in use by the run of process \(getpid())"), "\(error)") }
         holder.release()
-        _ = try MethodTrainer.train(plan: try tinyPlan(epochs: 1), dataset: dataset, session: session(folder)) { setup in
+        _ = try MethodTrainer.train(plan: plan, dataset: dataset, session: session(folder)) { setup in
             SupervisedMethod(self.tinyUNet(), loss: .dice, setup: setup)
         }
-        XCTAssertFalse(FileManager.default.fileExists(atPath: folder.path + "/" + RunLock.fileName), "released at the end")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: folder.path + "/" + RunLock.fileName),
+                       "released at the end")
     }
 
     /// A folder holding a run resumes only with the settings it was started with, naming those that differ.
@@ -325,13 +337,16 @@ final class MethodTrainerTests: XCTestCase {
         let labels = Tensor([0, 1, 1, 0], shape: [1, 2, 2])
         let perfect = Tensor([20, -20, -20, 20, -20, 20, 20, -20], shape: [1, 2, 2, 2])
         for loss in SupervisedLoss.allCases {
-            XCTAssertEqual(try loss.value(logits: perfect, labels: labels, diceVariant: .ssl4mis).item(), 0, accuracy: 1e-4, "\(loss)")
+            XCTAssertEqual(try loss.value(logits: perfect, labels: labels, diceVariant: .ssl4mis).item(), 0,
+                           accuracy: 1e-4, "\(loss)")
             let wrong = try loss.value(logits: 0 - perfect, labels: labels, diceVariant: .ssl4mis).item()
             XCTAssertGreaterThan(wrong, 0.9, "\(loss)")
         }
         let ce = try Loss.crossEntropy(logits: 0 - perfect, labels: labels).item()
-        let dice = try Loss.dice(probabilities: (0 - perfect).softmax(axis: 1), labels: labels, variant: .ssl4mis).item()
-        XCTAssertEqual(try SupervisedLoss.crossEntropyDice.value(logits: 0 - perfect, labels: labels, diceVariant: .ssl4mis).item(),
+        let dice = try Loss.dice(probabilities: (0 - perfect).softmax(axis: 1), labels: labels, variant: .ssl4mis)
+            .item()
+        XCTAssertEqual(try SupervisedLoss.crossEntropyDice.value(logits: 0 - perfect, labels: labels,
+                                                                 diceVariant: .ssl4mis).item(),
                        (ce + dice) / 2, accuracy: 1e-5)
     }
 }

@@ -84,7 +84,8 @@ final class RecipeTests: XCTestCase {
         func labelledLogits() throws -> Tensor {
             let model = try SemiSupervisedRecipe.model("cpu", [:], setup: setup, seed: plan.seed)
             model.train(true)
-            return try SemiSupervisedRecipe.studentLogits(model, batch).labelled.materialized()
+            let joint = try JointBatch(batch)
+            return try joint.labelled(model(joint.images)).materialized()
         }
         let logits = try labelledLogits()
         let dice = try Loss.dice(probabilities: logits.softmax(axis: 1), labels: labels, variant: .ssl4mis).item()

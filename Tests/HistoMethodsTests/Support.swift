@@ -33,7 +33,8 @@ extension XCTestCase {
     func commandLineTool() throws -> URL {
         // The bundle is the build folder itself on Linux, a .xctest folder inside it on macOS.
         let bundle = Bundle(for: Self.self).bundleURL
-        let tool = (bundle.pathExtension == "xctest" ? bundle.deletingLastPathComponent() : bundle).appendingPathComponent("histodiff")
+        let folder = bundle.pathExtension == "xctest" ? bundle.deletingLastPathComponent() : bundle
+        let tool = folder.appendingPathComponent("histodiff")
         guard FileManager.default.isExecutableFile(atPath: tool.path) else {
             throw XCTSkip("\(tool.path) is not built (swift build -c release builds it)")
         }

@@ -225,7 +225,8 @@ final class TrainedModelTests: XCTestCase {
         let root = try temporaryFolder().path
         try SyntheticHistology.makeDataset(at: root + "/data", count: 8, size: 32, seed: 9)
         let arguments = ["train", "--method", "supervised", "--data", root + "/data", "--out", root + "/run",
-                         "--labels", "100%", "--validation", "1/4", "--patch", "32", "--batch", "2", "--crops-per-image", "2", "--epochs", "6",
+                         "--labels", "100%", "--validation", "1/4", "--patch", "32", "--batch", "2",
+                         "--crops-per-image", "2", "--epochs", "6",
                          "--checkpoint-every", "1", "--patience", "0"]
         let process = Process()
         process.executableURL = tool
@@ -243,9 +244,11 @@ final class TrainedModelTests: XCTestCase {
         XCTAssertEqual(process.terminationReason, .uncaughtSignal)
         // The folder is usable from the first checkpoint on: its card and split were written at the start.
         XCTAssertEqual(try ModelCard.read(from: root + "/run").architecture, "unet")
-        XCTAssertNoThrow(try DataSplit.read(path: root + "/run/split.json", dataset: Dataset.open(path: root + "/data")))
+        XCTAssertNoThrow(try DataSplit.read(path: root + "/run/split.json",
+                                            dataset: Dataset.open(path: root + "/data")))
         let saved = try XCTUnwrap(TrainingCheckpoint.existing(root + "/run/checkpoint"))
-        let step = try XCTUnwrap(SafeTensors.read(saved + "/" + TrainingCheckpoint.weightsFileName).metadata["histodiff.step"])
+        let weights = try SafeTensors.read(saved + "/" + TrainingCheckpoint.weightsFileName)
+        let step = try XCTUnwrap(weights.metadata["histodiff.step"])
 
         let rerun = try launch(tool, arguments)
         XCTAssertEqual(rerun.status, 0, rerun.output)

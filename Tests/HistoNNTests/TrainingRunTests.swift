@@ -236,7 +236,8 @@ final class TrainingRunTests: XCTestCase {
         let scoresLogged = try MetricsLog.read(path: metricsPath(dir)).series("val_dice")
         XCTAssertEqual(scoresLogged.map(\.step), [2, 4, 6, 8])
         XCTAssertEqual(scoresLogged.map(\.value), scores)
-        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir).sorted(), ["best.safetensors", "checkpoint", "metrics.csv"])
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir).sorted(),
+                       ["best.safetensors", "checkpoint", "metrics.csv"])
     }
 
     /// A NaN loss or a NaN value of a finite column ends the run naming the step and the column; the checkpoint

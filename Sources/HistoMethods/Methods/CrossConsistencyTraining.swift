@@ -6,7 +6,8 @@ import HistoNN
 /// `train_cross_consistency_training_2D.py` trains it on `UNet_CCT` (`CrossConsistencyUNet`): a shared encoder, the
 /// main decoder and auxiliary decoders fed perturbed encoder features, all on one joint batch.
 /// - Supervised: the recipe's loss (½(CE + Dice) by default) on the labelled images, averaged over the main and
-///   every auxiliary output (SSL4MIS's (ΣCE + ΣDice)/8); `supervisesAuxiliary` false keeps the main output's alone (the CCT paper's).
+///   every auxiliary output (SSL4MIS's (ΣCE + ΣDice)/8); `supervisesAuxiliary` false keeps the main output's alone
+///   (the CCT paper's).
 /// - Consistency on the unlabelled images: mean over the auxiliary decoders of mean((softmax main − softmax aux)²).
 ///   The main prediction is not detached, as in SSL4MIS (the CCT paper stops its gradient): the consistency
 ///   trains the main decoder too.

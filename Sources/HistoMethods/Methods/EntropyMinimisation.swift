@@ -23,9 +23,10 @@ public final class EntropyMinimisationMethod: TrainingMethod {
 
     public func step(_ batch: MethodBatch, context: StepContext) throws -> [String: Float] {
         network.model.train(true)
-        let logits = SemiSupervisedRecipe.studentLogits(network.model, batch)
-        let supervised = recipe.supervised(logits: logits.labelled, labels: batch.labelled.labels!)
-        let entropy = Loss.entropy(probabilities: logits.unlabelled.softmax(axis: 1))
+        let joint = try JointBatch(batch)
+        let logits = network.model(joint.images)
+        let supervised = joint.supervisedLoss(logits, recipe)
+        let entropy = Loss.entropy(probabilities: joint.unlabelled(logits).softmax(axis: 1))
         return try recipe.minimise(supervised: supervised, unlabelled: entropy,
                                    terms: ["supervised": supervised, "entropy": entropy], networks: [network],
                                    context: context)

@@ -84,9 +84,10 @@ public final class MeanTeacherMethod: TrainingMethod {
     public func step(_ batch: MethodBatch, context: StepContext) throws -> [String: Float] {
         student.model.train(true)
         teacher.model.train(true)
-        let logits = SemiSupervisedRecipe.studentLogits(student.model, batch)
-        let supervised = recipe.supervised(logits: logits.labelled, labels: batch.labelled.labels!)
-        let consistency = self.consistency.loss(student: logits.unlabelled.softmax(axis: 1),
+        let joint = try JointBatch(batch)
+        let logits = student.model(joint.images)
+        let supervised = joint.supervisedLoss(logits, recipe)
+        let consistency = self.consistency.loss(student: joint.unlabelled(logits).softmax(axis: 1),
                                                 images: batch.unlabelled!.images, teacher: teacher,
                                                 context: context)
         let values = try recipe.minimise(

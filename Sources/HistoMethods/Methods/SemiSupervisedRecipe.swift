@@ -174,14 +174,4 @@ enum SemiSupervisedRecipe {
         }
         return value
     }
-
-    /// The student's logits of the labelled and the unlabelled images, from one forward pass over both (SSL4MIS's
-    /// `model(volume_batch)`: BatchNorm's statistics span the two).
-    static func studentLogits(_ model: any SegmentationModel,
-                              _ batch: MethodBatch) -> (labelled: Tensor, unlabelled: Tensor) {
-        let labelled = batch.labelled.images, unlabelled = batch.unlabelled!.images
-        let logits = model(Tensor.concat([labelled, unlabelled], axis: 0))
-        let parts = logits.split(axis: 0, sizes: [labelled.shape[0], unlabelled.shape[0]])
-        return (parts[0], parts[1])
-    }
 }

@@ -26,7 +26,8 @@ public struct RegisteredMethod: Sendable {
     public let defaults: String
     public let options: [MethodOption]
     /// Sets the preset's defaults on a plan that holds the shared ones (`TrainingPlan.init`).
-    public let plan: @Sendable (_ preset: String, _ plan: inout TrainingPlan, _ options: [String: String]) throws -> Void
+    public let plan: @Sendable (_ preset: String, _ plan: inout TrainingPlan,
+                                _ options: [String: String]) throws -> Void
     /// The card that rebuilds the evaluated network (`model.json`).
     public let card: @Sendable (_ preset: String, _ options: [String: String], _ classes: Int,
                                 _ plan: TrainingPlan) throws -> ModelCard
@@ -177,12 +178,7 @@ public enum MethodTraining {
         session.progress = request.progress
         session.label = "\(request.method) \(request.preset)"
         session.split = try split ?? request.splitFile.map { try DataSplit.read(path: $0, dataset: dataset) }
-        let classes: Int
-        switch dataset.classes {
-        case .binary: classes = 2
-        case .ids(let count): classes = count
-        }
-        session.modelCard = try method.card(request.preset, request.methodOptions, classes, plan)
+        session.modelCard = try method.card(request.preset, request.methodOptions, dataset.classes.count, plan)
         session.methodSettings = ["method": request.method, "preset": request.preset,
                                   "unlabelled_folders": request.unlabelled.joined(separator: ",")]
         for (name, value) in request.methodOptions { session.methodSettings["option." + name] = value }

@@ -187,11 +187,7 @@ public enum MethodTrainer {
         guard !indices.validation.isEmpty else {
             throw EngineError.invalidValue(op: "training", message: "the split has no validation images")
         }
-        let classes: Int
-        switch dataset.classes {
-        case .binary: classes = 2
-        case .ids(let count): classes = count
-        }
+        let classes = dataset.classes.count
         let stepsPerEpoch = (indices.labelled.count * plan.cropsPerImage + plan.batchSize - 1) / plan.batchSize
         let totalSteps: Int
         switch plan.length {
@@ -207,8 +203,8 @@ public enum MethodTrainer {
         try checkMemory(model, plan: plan, samples: plan.batchSize
                         + (needs.unlabelledViews == nil ? 0 : plan.unlabelledBatchSize ?? plan.batchSize))
         if needs.unlabelledViews != nil && indices.unlabelled.isEmpty {
-            throw EngineError.invalidValue(op: "training", message:
-                "the method trains on unlabelled images too, but the split leaves none: lower --labels or add --unlabelled folders")
+            throw EngineError.invalidValue(op: "training", message: "the method trains on unlabelled images too, but "
+                                           + "the split leaves none: lower --labels or add --unlabelled folders")
         }
 
         let loop = LoopState()
@@ -217,7 +213,8 @@ public enum MethodTrainer {
         let modules = [model as Module] + components.keys.sorted().compactMap { components[$0] as? Module }
         for (i, generator) in dropoutGenerators(of: modules).enumerated() { components["dropout\(i)"] = generator }
 
-        var options = TrainingRun.Options(totalSteps: totalSteps, checkpointEvery: plan.checkpointEvery ?? stepsPerEpoch)
+        var options = TrainingRun.Options(totalSteps: totalSteps,
+                                          checkpointEvery: plan.checkpointEvery ?? stepsPerEpoch)
         let terms = method.lossTerms
         let validationColumns = ["val_dice", "val_iou"] + (plan.metric == .dice ? [] : [plan.metric.column])
         options.columns = ["epoch"] + terms.dropFirst() + validationColumns
@@ -287,13 +284,14 @@ public enum MethodTrainer {
                 if done % validateEvery == 0 || done == totalSteps {
                     let scores = try validate(model, on: validation, tiling: tiling, metric: plan.metric,
                                               on: session.backend)
-                    let record = loop.record(step: done, epoch: Double(done) / Double(stepsPerEpoch), scores: scores)
+                    let record = loop.record(step: done, epoch: report.values["epoch"]!, scores: scores)
                     report.values["val_dice"] = scores.dice
                     report.values["val_iou"] = scores.iou
                     report.values[plan.metric.column] = scores.score
-                    report.message = String(format: "epoch %.4g: loss %.4f, validation %@ %.4f (Dice %.4f, IoU %.4f)%@",
-                                            record.epoch, record.meanLoss, plan.metric.rawValue, record.score,
-                                            record.dice, record.iou, record.isBest ? " (best)" : "")
+                    report.message = String(
+                        format: "epoch %.4g: loss %.4f, validation %@ %.4f (Dice %.4f, IoU %.4f)%@", record.epoch,
+                        record.meanLoss, plan.metric.rawValue, record.score, record.dice, record.iou,
+                        record.isBest ? " (best)" : "")
                     if let patience = plan.patience, loop.validationsWithoutImprovement >= patience {
                         loop.finished = true
                         report.stop = true
@@ -304,11 +302,12 @@ public enum MethodTrainer {
             }
         }
         try writeLossCurve(in: session.directory)
-        if let best = run.bestWeights { try model.load(from: best) }
+        let bestWeights = run.bestWeights
+        if let bestWeights { try model.load(from: bestWeights) }
         model.train(false)
-        return TrainingResult(model: model, split: split, best: loop.history.last { $0.isBest }, history: loop.history,
-                              steps: run.step, totalSteps: totalSteps, outcome: outcome,
-                              wallSeconds: Date().timeIntervalSince(started), bestWeights: run.bestWeights)
+        return TrainingResult(model: model, split: split, best: loop.history.last { $0.isBest },
+                              history: loop.history, steps: run.step, totalSteps: totalSteps, outcome: outcome,
+                              wallSeconds: Date().timeIntervalSince(started), bestWeights: bestWeights)
     }
 
     // MARK: validation
@@ -317,7 +316,8 @@ public enum MethodTrainer {
     /// predictions (eval mode; the model's mode is restored afterwards).
     public static func validate(_ model: any SegmentationModel, on images: [(image: Planes, truth: LabelMap)],
                                 tiling: InferenceTiling, metric: TrainingPlan.ValidationMetric = .dice,
-                                on backend: (any Backend)? = nil) throws -> (dice: Double, iou: Double, score: Double) {
+                                on backend: (any Backend)? = nil)
+        throws -> (dice: Double, iou: Double, score: Double) {
         let wasTraining = model.isTraining
         model.train(false)
         defer { model.train(wasTraining) }
@@ -362,19 +362,20 @@ public enum MethodTrainer {
 
     /// Writes `loss_curve.png` from the run's `metrics.csv` (nothing when it has no rows yet).
     public static func writeLossCurve(in directory: String) throws {
-        let log = try MetricsLog.read(path: (directory as NSString).appendingPathComponent(TrainingRun.metricsFileName))
+        let folder = directory as NSString
+        let log = try MetricsLog.read(path: folder.appendingPathComponent(TrainingRun.metricsFileName))
         let series = try log.series("loss")
         guard !series.isEmpty else { return }
         let image = try Charts.lossCurve(steps: series.map(\.step), values: series.map(\.value))
-        try PNG.write(image, to: (directory as NSString).appendingPathComponent(lossCurveFileName))
+        try PNG.write(image, to: folder.appendingPathComponent(lossCurveFileName))
     }
 
     /// Refuses to resume a run whose recorded settings differ from these, listing the differences.
     static func checkResumable(settings: [String: String], path: String) throws {
         guard let data = FileManager.default.contents(atPath: path),
               let saved = try? JSONDecoder().decode([String: String].self, from: data) else {
-            throw EngineError.file(path: path, message:
-                "the run folder holds a checkpoint but no readable \(settingsFileName): it was not made by this trainer")
+            throw EngineError.file(path: path, message: "the run folder holds a checkpoint but no readable "
+                                   + "\(settingsFileName): it was not made by this trainer")
         }
         let keys = Set(saved.keys).union(settings.keys).sorted()
         let differences = keys.filter { saved[$0] != settings[$0] }.map {
@@ -387,7 +388,8 @@ public enum MethodTrainer {
         }
     }
 
-    static func writeJSON(_ value: [String: String], to path: String) throws {
+    /// `value` as sorted, indented JSON, written atomically.
+    static func writeJSON(_ value: some Encodable, to path: String) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         do { try encoder.encode(value).write(to: URL(fileURLWithPath: path), options: .atomic) } catch {
@@ -396,12 +398,7 @@ public enum MethodTrainer {
     }
 
     static func message(_ session: TrainingSession, _ text: String) {
-        let line = session.label.isEmpty ? text : "\(session.label): \(text)"
-        switch session.progress {
-        case .standardError: FileHandle.standardError.write(Data((line + "\n").utf8))
-        case .none: break
-        case let .custom(_, write): write(line + "\n")
-        }
+        ProgressReporter(total: 0, label: session.label, output: session.progress).message(text)
     }
 
     // MARK: helpers
@@ -463,7 +460,8 @@ public enum MethodTrainer {
         }
         if let tiling = plan.validationTiling, tiling.size % model.inputMultiple != 0 || tiling.stride <= 0 {
             throw EngineError.invalidValue(op: "training", message:
-                "validation tiles of \(tiling.size) (stride \(tiling.stride)) must be a multiple of \(model.inputMultiple) with a positive stride")
+                "validation tiles of \(tiling.size) (stride \(tiling.stride)) must be a multiple of "
+                + "\(model.inputMultiple) with a positive stride")
         }
     }
 
