@@ -1,27 +1,47 @@
 #!/usr/bin/env python3
-"""PyTorch CPU peer for `bench`: the same workloads, timed the same way (median over ≥1 s, after a warm-up).
+"""PyTorch peer for `bench`: the same workloads, timed the same way.
 
-Usage: python3 benchmarks/torch_peer.py [--threads 2] [--filter unet] [--json out.json] [--compare bench.json]
-With --compare, prints HistoDiff/PyTorch time ratios for the workloads both files have.
+Usage: python3 benchmarks/torch_peer.py [--device cpu|cuda] [--threads 2] [--filter unet] [--json out.json]
+                                        [--compare bench.json] [--pairs 5 --bench .build/release/bench]
+Each workload gets --warmups calls, then at least --samples timed calls and --seconds of them; min and median are
+printed. With --compare, prints HistoDiff/PyTorch time ratios for the workloads both files have. With --pairs N,
+each workload alternates N times between `bench --filter NAME` (our binary, same --seconds) and PyTorch, prints
+each pair's ratio and their median: one command gives the ratio figures, with both sides measured under the same
+machine load.
 The UNet training step uses the PyTorch re-implementation in tools/unet_reference.py; the MT and CPS steps the
 U-Net of tools/ssl_cps_family_reference.py (made the `cpu` preset's Ciampi variant) and the losses of
 tools/ssl_step_reference.py.
 Install the CPU build with `pip install torch==2.13.0+cpu`; torch is not a dependency of the package.
 """
-import argparse, json, os, time, sys
+import argparse, json, os, statistics, subprocess, tempfile, time, sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
 
 
-def measure(fn, min_seconds=1.0, max_runs=200):
-    fn()
+def measure(fn, min_seconds=1.0, warmups=5, min_samples=20, max_samples=1000, synchronize=lambda: None):
+    """(min, median) seconds of fn over at least min_samples calls and min_seconds, after warmups calls."""
+    for _ in range(warmups):
+        fn()
+    synchronize()
     samples, start = [], time.perf_counter()
-    while len(samples) < max_runs and (len(samples) < 3 or time.perf_counter() - start < min_seconds):
+    while len(samples) < max_samples and (len(samples) < min_samples or time.perf_counter() - start < min_seconds):
         t0 = time.perf_counter()
         fn()
+        synchronize()
         samples.append(time.perf_counter() - t0)
-    samples.sort()
-    return samples[len(samples) // 2]
+    return min(samples), statistics.median(samples)
+
+
+def bench_median_ms(bench, name, seconds, backend):
+    """Our binary's median for one workload: `bench --filter NAME` (a substring match) and the row named exactly."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = os.path.join(folder, "bench.json")
+        subprocess.run([bench, "--filter", name, "--seconds", str(seconds), "--backend", backend, "--json", out],
+                       check=True, stdout=subprocess.DEVNULL)
+        rows = [r for r in json.load(open(out))["results"] if r.get("name") == name]
+    if not rows:
+        raise SystemExit(f"bench has no workload named '{name}'")
+    return rows[0]["median_ms"]
 
 
 def ciampi_unet(width, classes=2):
@@ -48,15 +68,15 @@ def ciampi_unet(width, classes=2):
     return model.train()
 
 
-def workloads(torch):
+def workloads(torch, device):
     F = torch.nn.functional
     g = torch.Generator().manual_seed(0)
-    r = lambda *s: torch.randn(*s, generator=g)
+    r = lambda *s: torch.randn(*s, generator=g).to(device)
 
     def training(f, *shapes):
         xs = [r(*s).requires_grad_() for s in shapes]
         out = f(*xs)
-        dy = torch.rand(out.shape, generator=g) * 2 - 1
+        dy = (torch.rand(out.shape, generator=g) * 2 - 1).to(device)
 
         def run():
             y = f(*xs)
@@ -66,12 +86,12 @@ def workloads(torch):
     def unet_step(preset, parameters, batch, channels, size):
         """model(x_t, t) against fixed noise by MSE, backward, Adam: bench's `unet step` workloads."""
         import unet_reference
-        model = unet_reference.presets()[preset]().train()
+        model = unet_reference.presets()[preset]().train().to(device)
         count = sum(p.numel() for p in model.parameters())
         assert count == parameters, f"{preset} has {count} parameters in PyTorch, not {parameters}"
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
         x, noise = r(batch, channels, size, size), r(batch, channels, size, size)
-        t = torch.randint(0, 1000, (batch,), generator=g).float()
+        t = torch.randint(0, 1000, (batch,), generator=g).float().to(device)
 
         def run():
             optimizer.zero_grad()
@@ -83,19 +103,19 @@ def workloads(torch):
         """bench's `mt|cps step cpu unet B+B S`: one step of the `cpu` preset (Adam 1e-3, ½(CE + Dice), λ at step 100
         of 1000) on one joint batch of B labelled and B unlabelled images, as the Swift methods take it."""
         import ssl_step_reference as losses
-        images = torch.rand(2 * batch, 3, size, size, generator=g) * 2 - 1  # labelled, then unlabelled
-        labels = torch.randint(0, 2, (batch, size, size), generator=g)
+        images = (torch.rand(2 * batch, 3, size, size, generator=g) * 2 - 1).to(device)  # labelled, then unlabelled
+        labels = torch.randint(0, 2, (batch, size, size), generator=g).to(device)
         weight = 0.1 * losses.sigmoid_ramp(100 * 200 // 1000, 200)  # λ_max 0.1, stair ⌊200·step/total⌋
-        nets = [ciampi_unet(8) for _ in range(2 if method == "cps" else 1)]
+        nets = [ciampi_unet(8).to(device) for _ in range(2 if method == "cps" else 1)]
         optimizers = [torch.optim.Adam(net.parameters(), lr=1e-3) for net in nets]
 
         class Noise:
             """The teacher's input noise clamp(N(0, 0.1²), ±0.2), drawn by torch."""
             def noise(self, shape):
-                return (0.1 * torch.randn(shape)).clamp(-0.2, 0.2)
+                return (0.1 * torch.randn(shape, device=device)).clamp(-0.2, 0.2)
 
         if method == "mt":
-            teacher = ciampi_unet(8)
+            teacher = ciampi_unet(8).to(device)
             teacher.load_state_dict(nets[0].state_dict())
 
         def unlabelled_loss(logits):
@@ -140,34 +160,60 @@ def workloads(torch):
 
 def main():
     p = argparse.ArgumentParser()
+    p.add_argument("--device", default="cpu", help="cpu or cuda (the GPU check's peer)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json")
     p.add_argument("--compare")
     p.add_argument("--seconds", type=float, default=1.0)
+    p.add_argument("--warmups", type=int, default=5)
+    p.add_argument("--samples", type=int, default=20, help="at least this many timed calls")
     p.add_argument("--filter", help="only workloads whose name contains this")
+    p.add_argument("--pairs", type=int, default=0, help="alternate with --bench this many times per workload")
+    p.add_argument("--bench", help="our bench binary, for --pairs")
+    p.add_argument("--backend", default="cpu", help="our backend in --pairs (cpu, opencl, opencl:N)")
     args = p.parse_args()
+    if args.pairs and not args.bench:
+        p.error("--pairs needs --bench PATH (e.g. .build/release/bench)")
     try:
         import torch
     except ImportError:
         print("torch is not importable; install the CPU build: pip install torch==2.13.0+cpu", file=sys.stderr)
         return 1
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("--device cuda: torch sees no CUDA device", file=sys.stderr)
+        return 1
     torch.set_num_threads(args.threads)
-    results = {}
-    for name, fn in workloads(torch).items():
+    synchronize = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
+    where = f"{args.device}" + (f", {args.threads} threads" if args.device == "cpu" else "")
+    results, ratios = {}, {}
+    for name, fn in workloads(torch, args.device).items():
         if args.filter and args.filter not in name:
             continue
-        t = measure(fn, args.seconds)
-        results[name] = t * 1e3
-        print(f"{name:42s} {t * 1e3:9.3f} ms  (PyTorch {torch.__version__}, {args.threads} threads)")
+        for pair in range(max(args.pairs, 1)):
+            ours = bench_median_ms(args.bench, name, args.seconds, args.backend) if args.pairs else None
+            low, median = measure(fn, args.seconds, args.warmups, args.samples, synchronize=synchronize)
+            results[name] = {"median_ms": median * 1e3, "min_ms": low * 1e3}
+            line = f"{name:42s} {median * 1e3:9.3f} ms (min {low * 1e3:9.3f})  (PyTorch {torch.__version__}, {where})"
+            if ours is not None:
+                ratios.setdefault(name, []).append(ours / (median * 1e3))
+                line += f"  pair {pair + 1}: HistoDiff {ours:9.3f} ms, ×{ratios[name][-1]:.2f}"
+            print(line, flush=True)
+    if ratios:
+        print("\nHistoDiff / PyTorch, median of the alternating pairs (lower is better):")
+        for name, values in ratios.items():
+            print(f"{name:42s} ×{statistics.median(values):.2f}  (pairs: {', '.join(f'{v:.2f}' for v in values)})")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"torch": torch.__version__, "threads": args.threads, "median_ms": results}, f, indent=1)
+            json.dump({"torch": torch.__version__, "device": args.device, "threads": args.threads,
+                       "median_ms": {k: v["median_ms"] for k, v in results.items()},
+                       "min_ms": {k: v["min_ms"] for k, v in results.items()},
+                       "pair_ratios": ratios}, f, indent=1)
     if args.compare:
         ours = {r["name"]: r["median_ms"] for r in json.load(open(args.compare))["results"] if "median_ms" in r}
         print("\nHistoDiff / PyTorch time ratio (lower is better):")
         for name, t in results.items():
             if name in ours:
-                print(f"{name:42s} {ours[name]:9.3f} ms vs {t:9.3f} ms  ×{ours[name] / t:.2f}")
+                print(f"{name:42s} {ours[name]:9.3f} ms vs {t['median_ms']:9.3f} ms  ×{ours[name] / t['median_ms']:.2f}")
     return 0
 
 

@@ -34,7 +34,7 @@ FIXTURES = os.path.join(HERE, "..", "Tests", "HistoDiffusionTests", "Fixtures")
 
 def guided_timestep_embedding(t, dim, max_period=10000):
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float64) / half)
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float64, device=t.device) / half)
     args = t[:, None].to(torch.float64) * freqs[None]
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     return torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1) if dim % 2 else emb
@@ -269,7 +269,7 @@ class SinusoidalPositionEmbeddings(nn.Module):
 
     def forward(self, t):
         half = self.dim // 2
-        freqs = torch.exp(torch.arange(half, dtype=torch.float64) * -(math.log(10000) / (half - 1)))
+        freqs = torch.exp(torch.arange(half, dtype=torch.float64, device=t.device) * -(math.log(10000) / (half - 1)))
         args = t[:, None].to(torch.float64) * freqs[None]
         return torch.cat([args.sin(), args.cos()], dim=-1).to(t.dtype)
 

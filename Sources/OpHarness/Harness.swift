@@ -16,6 +16,25 @@ public struct Harness {
 
     public init() {}
 
+    /// Every catalogue case on `backend` against the CPU reference, counting CPU fallbacks without printing them:
+    /// the OpenCL parity test and `bench --parity` (the GPU check) run the same thing. `onCase` sees each case's
+    /// name and the failures it added.
+    public static func parityOfCatalog(on backend: any Backend,
+                                       onCase: (String, [Failure]) -> Void = { _, _ in }) -> (Harness, [String: Int]) {
+        let report = FallbackReport.shared
+        let printed = report.printsFirstOccurrence
+        report.printsFirstOccurrence = false
+        report.reset()
+        defer { report.printsFirstOccurrence = printed }
+        var harness = Harness()
+        for c in HarnessCatalog.all {
+            let before = harness.failures.count
+            harness.checkParity(c, backend: backend)
+            onCase(c.name, Array(harness.failures[before...]))
+        }
+        return (harness, report.counts)
+    }
+
     // MARK: inputs
 
     /// Deterministic inputs for a case (Philox, seeded by the case name).

@@ -56,11 +56,7 @@ final class OpenCLTests: XCTestCase {
 
     func testParityWithCPUReference() throws {
         let backend = try requireBackend()
-        FallbackReport.shared.printsFirstOccurrence = false
-        FallbackReport.shared.reset()
-        var harness = Harness()
-        for c in HarnessCatalog.all { harness.checkParity(c, backend: backend) }
-        let fallbacks = FallbackReport.shared.counts
+        let (harness, fallbacks) = Harness.parityOfCatalog(on: backend)
         print("opencl parity: \(harness.casesRun) cases on \(backend.device.name); CPU fallbacks: \(fallbacks.keys.sorted())")
         XCTAssertGreaterThan(harness.casesRun, 0, "OpenCL ran zero cases")
         XCTAssert(fallbacks.isEmpty, "ops without an OpenCL kernel: \(fallbacks.keys.sorted())")

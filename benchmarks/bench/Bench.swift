@@ -5,6 +5,7 @@ import HistoCore
 import HistoData
 import HistoNN
 import HistoOpenCL
+import OpHarness
 
 /// `bench`: times the engine's workloads on a backend and writes JSON. Peers measured in the same run
 /// (OpenBLAS for GEMM) give the ratios; benchmarks/torch_peer.py gives PyTorch's figures.
@@ -23,9 +24,14 @@ struct Bench: ParsableCommand {
     var tuneClblast = false
     @Option(help: "Dataset folder for the loader benchmark (default: ../shared/data/monuseg-train when present).")
     var data: String?
+    @Flag(help: ArgumentHelp("Instead of timing: run every op harness case on --backend against the CPU reference "
+                             + "(outputs and gradients), print each case and failure, exit 1 on a failure or a CPU fallback."))
+    var parity = false
 
     func run() throws {
         OpenBLASTuning.reexecWithTunedSettingsIfNeeded()
+        // Lines reach a log file as they are printed (the GPU check reads its logs after a time limit).
+        setvbuf(stdout, nil, _IOLBF, 0)
         let machine = Machine.probe()
         print("machine: \(machine.description); fp32 peak ≈ \(Int(machine.peakGFLOPs)) GFLOP/s (estimate); OpenBLAS kernels: \(OpenBLASTuning.coreName)")
         if tuneClblast {
@@ -37,6 +43,7 @@ struct Bench: ParsableCommand {
         }
         let target = try BackendSelection.backend(backend)
         if let cl = target as? OpenCLBackend { print("device: \(cl.device)") }
+        if parity { return try checkParity(on: target) }
         var results: [[String: Any]] = []
         var copyGBs: Double?
         for workload in Workloads.all(quick: quick) where filter.map({ workload.name.contains($0) }) ?? true {
@@ -109,6 +116,18 @@ struct Bench: ParsableCommand {
                   + String(format: "%9.3f ms  %5.1f%%  %4d calls", ms, 100 * ms / (all * 1e3), entry.calls / runs))
         }
         return perOp
+    }
+
+    /// The OpenCL parity test's check (`Harness.parityOfCatalog`) as a command, for machines without XCTest.
+    func checkParity(on target: any Backend) throws {
+        let (harness, fallbacks) = Harness.parityOfCatalog(on: target) { name, failures in
+            print((failures.isEmpty ? "ok    " : "FAIL  ") + name)
+            for failure in failures { print("      \(failure.message)") }
+        }
+        let fallbackList = fallbacks.sorted { $0.key < $1.key }.map { "\($0.key) ×\($0.value)" }
+        print("parity on \(target.name): \(harness.casesRun) cases, \(harness.failures.count) failures; CPU fallbacks: "
+              + (fallbackList.isEmpty ? "none" : fallbackList.joined(separator: ", ")))
+        if !harness.failures.isEmpty || !fallbacks.isEmpty { throw ExitCode(1) }
     }
 
     func defaultData() -> String? {
