@@ -21,6 +21,11 @@ public enum MaskClasses: Equatable, Sendable {
         }
     }
 
+    public var isBoundary: Bool {
+        if case .boundary = self { return true }
+        return false
+    }
+
     /// Throws when a value of `mask` is not a declared class (any value is a valid binary mask).
     func check(_ mask: Image, path: String) throws {
         guard case let .ids(count) = self else { return }

@@ -166,7 +166,8 @@ public enum Demo {
             let sample = try dataset.sample(at: index)
             let probabilities = try model.logits(of: sample.image.colorPlanes(), tiling: InferenceTiling(size: c.patch, stride: c.patch / 2))
                 .softmaxOverChannels()
-            try SegmentationOutputs.write(image: sample.image, probabilities: probabilities, to: folder, name: sample.name)
+            try SegmentationOutputs.write(image: sample.image, probabilities: probabilities, instances: nil,
+                                          to: folder, name: sample.name)
         }
         let evaluation = try FolderEvaluation(predictionFolder: folder + "/masks", truthFolder: heldBackMasks(c))
         return MethodResult(method: method, summary: evaluation.pooled, seconds: seconds)
