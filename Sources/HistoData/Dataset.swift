@@ -200,7 +200,9 @@ public struct Dataset: Sendable {
         return Sample(
             name: item.name,
             image: try PNG.read(path: item.imagePath),
-            mask: try item.maskPath.map { try classes.labels(of: try PNG.read(path: $0), instances: instances, path: $0) },
+            mask: try item.maskPath.map {
+                try classes.labels(of: try PNG.read(path: $0), instances: instances, path: $0)
+            },
             instances: try instances?.labelPlanes())
     }
 

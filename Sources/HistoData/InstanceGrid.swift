@@ -5,7 +5,8 @@ public enum InstanceGrid {
     /// component's first pixel, as `scipy.ndimage.label` with a 3×3 structure and `skimage.measure.label` with
     /// `connectivity=2` number them. Touching pixels join whatever their labels are: this is the connectivity of the
     /// binary mask. Two passes with a union-find over provisional labels: O(pixels).
-    public static func connectedComponents(_ labels: [Int32], width: Int, height: Int) -> (labels: [Int32], count: Int) {
+    public static func connectedComponents(_ labels: [Int32], width: Int,
+                                           height: Int) -> (labels: [Int32], count: Int) {
         var provisional = [Int32](repeating: 0, count: labels.count)
         var parent: [Int32] = [0]  // parent[label]; index 0 is background
         func root(_ label: Int32) -> Int32 {
@@ -73,7 +74,8 @@ public enum InstanceGrid {
                 let i = y * width + x, label = instances[i]
                 guard label > 0 else { continue }
                 if (y > 0 && instances[i - width] != label) || (x > 0 && instances[i - 1] != label)
-                    || (x + 1 < width && instances[i + 1] != label) || (y + 1 < height && instances[i + width] != label) {
+                    || (x + 1 < width && instances[i + 1] != label)
+                    || (y + 1 < height && instances[i + width] != label) {
                     depth[i] = 0
                     queue.append(i)
                 }

@@ -44,7 +44,8 @@ public struct ImageSegmenter {
     }
 
     /// Segments the PNG images at `paths` and writes `masks/NAME.png`, `probabilities/NAME.png`,
-    /// `overlays/NAME.png` and, with the model's instance post-processing, `instances/NAME.png` under `directory`, NAME being the file name without its extension; two images of one
+    /// `overlays/NAME.png` and, with the model's instance post-processing, `instances/NAME.png` under
+    /// `directory`, NAME being the file name without its extension; two images of one
     /// name are an error. `progress` is called after each image with the number done and its name; `notice` is told,
     /// once per image size, when the tile is larger than the image and shrunk to fit it. Returns the names.
     @discardableResult

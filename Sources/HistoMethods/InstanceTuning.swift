@@ -64,7 +64,8 @@ public enum InstanceTuning {
         var images: [(probabilities: Planes, truth: LabelMap)] = []
         for name in names {
             guard let index = byName[name] else {
-                throw EngineError.invalidValue(op: "InstanceTuning", message: "\(name) is not an image of \(dataset.root)")
+                throw EngineError.invalidValue(op: "InstanceTuning",
+                                               message: "\(name) is not an image of \(dataset.root)")
             }
             let sample = try dataset.sample(at: index)
             guard let mask = sample.mask else {
@@ -87,7 +88,8 @@ public enum InstanceTuning {
         let record = Record(chosen: best.parameters, aji: best.aji,
                             defaultsAJI: try aji(segmenter.model.card.defaultPostprocessing),
                             images: names, candidates: grid.count)
-        try MethodTrainer.writeJSON(record, to: (segmenter.model.directory as NSString).appendingPathComponent(fileName))
+        let path = (segmenter.model.directory as NSString).appendingPathComponent(fileName)
+        try MethodTrainer.writeJSON(record, to: path)
         return record
     }
 

@@ -28,7 +28,9 @@ public enum SegmentationOutputs {
         }
         try PNG.write(Image(width: w, height: h, channels: 1, bitDepth: 8,
                             samples: labels.map { $0 > 0 ? 255 : 0 }), to: directory + "/masks/" + name + ".png")
-        let foreground = (0..<(h * w)).map { p in (1..<probabilities.channels).reduce(Float(0)) { $0 + probabilities.values[$1 * h * w + p] } }
+        let foreground = (0..<(h * w)).map { p in
+            (1..<probabilities.channels).reduce(Float(0)) { $0 + probabilities.values[$1 * h * w + p] }
+        }
         try PNG.write(Image(width: w, height: h, channels: 1, bitDepth: 8,
                             samples: foreground.map { UInt16(max(0, min(255, ($0 * 255).rounded()))) }), to: directory + "/probabilities/" + name + ".png")
         if let instances {
@@ -39,8 +41,8 @@ public enum SegmentationOutputs {
             try PNG.write(Image(width: w, height: h, channels: 1, bitDepth: 16,
                                 samples: instances.labels.map { UInt16($0) }), to: path)
         }
-        try PNG.write(overlay(image: image, labels: instances?.labels.map(Int.init) ?? labels, coloured: instances != nil),
-                      to: directory + "/overlays/" + name + ".png")
+        try PNG.write(overlay(image: image, labels: instances?.labels.map(Int.init) ?? labels,
+                              coloured: instances != nil), to: directory + "/overlays/" + name + ".png")
     }
 
     /// The image (as 8-bit RGB) with the boundary pixels of each region drawn: in bright green, or with `coloured`

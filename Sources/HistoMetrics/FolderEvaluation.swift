@@ -134,7 +134,8 @@ public struct FolderEvaluation: Sendable {
                     note("\(predictionFolder)/\(name).png", "no predicted instance map \(path)")
                 } else if let instances = header(path, "predicted instance map"), let truth,
                           instances.width != truth.width || instances.height != truth.height {
-                    note(path, "predicted instance map is \(instances.width)×\(instances.height) but its ground truth \(truthPath) is \(truth.width)×\(truth.height)")
+                    note(path, "predicted instance map is \(instances.width)×\(instances.height) but its ground "
+                         + "truth \(truthPath) is \(truth.width)×\(truth.height)")
                 }
             }
             if let instanceFolder, let instanceNames {
@@ -165,8 +166,11 @@ public struct FolderEvaluation: Sendable {
     /// over all images, detection scores from the matches summed over all images; HD and HD95 are means over
     /// images (distances do not pool).
     public var pooled: EvaluationSummary {
-        let detection = images.map(\.detection).reduce(DetectionCounts(truePositives: 0, falsePositives: 0, falseNegatives: 0), +)
-        return summary(scores: images.map(\.counts).reduce(BinaryCounts(truePositives: 0, falsePositives: 0, falseNegatives: 0, trueNegatives: 0), +).scores,
+        let detection = images.map(\.detection)
+            .reduce(DetectionCounts(truePositives: 0, falsePositives: 0, falseNegatives: 0), +)
+        let counts = images.map(\.counts)
+            .reduce(BinaryCounts(truePositives: 0, falsePositives: 0, falseNegatives: 0, trueNegatives: 0), +)
+        return summary(scores: counts.scores,
                        aji: images.map(\.aji).reduce(AggregatedJaccard(intersection: 0, union: 0), +).value,
                        ajiPlus: images.map(\.ajiPlus).reduce(AggregatedJaccard(intersection: 0, union: 0), +).value,
                        detection: (detection.precision, detection.recall, detection.f1))
@@ -177,7 +181,8 @@ public struct FolderEvaluation: Sendable {
         summary(scores: ClassScores.mean(images.map(\.scores)),
                 aji: Statistics.mean(images.map(\.aji.value)), ajiPlus: Statistics.mean(images.map(\.ajiPlus.value)),
                 detection: (Statistics.mean(images.map(\.detection.precision)),
-                            Statistics.mean(images.map(\.detection.recall)), Statistics.mean(images.map(\.detection.f1))))
+                            Statistics.mean(images.map(\.detection.recall)),
+                            Statistics.mean(images.map(\.detection.f1))))
     }
 
     private func summary(scores: ClassScores, aji: Double, ajiPlus: Double,
@@ -253,7 +258,8 @@ public struct FolderEvaluation: Sendable {
         let (pooled, mean) = (self.pooled, self.imageMean)
         var lines = [
             "\(images.count) image\(images.count == 1 ? "" : "s"): predictions \(predictionFolder), ground truth \(truthFolder)",
-            "Instances (AJI, AJI+, detection): predictions: \(predictionInstanceSource); ground truth: \(instanceSource)",
+            "Instances (AJI, AJI+, detection): predictions: \(predictionInstanceSource); "
+                + "ground truth: \(instanceSource)",
             "",
             line("", Self.columns.map(\.title)),
             line("pooled", Row(pooled)),
@@ -264,7 +270,8 @@ public struct FolderEvaluation: Sendable {
             "",
             "pooled: Dice, IoU (Jaccard), accuracy, specificity, sensitivity, precision from the pixel counts summed over all",
             "images; AJI, AJI+ from the summed intersections and unions. Dice = F1. DetF1, DetP, DetR: detection F1,",
-            "precision, recall of instances matched one-to-one at IoU ≥ 0.5, from the summed matches. HD, HD95: surface distances in pixels",
+            "precision, recall of instances matched one-to-one at IoU ≥ 0.5, from the summed matches.",
+            "HD, HD95: surface distances in pixels",
             "(medpy), averaged over the \(pooled.hausdorffImages) of \(images.count) images where they are defined (n/a: exactly one mask is empty).",
         ]
         return lines.joined(separator: "\n")
@@ -290,7 +297,8 @@ public struct FolderEvaluation: Sendable {
         {
           "images": \(images.count),
           "instances": \(Self.jsonString(instanceFolder == nil ? "connected components" : "instance maps")),
-          "predicted_instances": \(Self.jsonString(predictionInstanceFolder == nil ? "connected components" : "instance maps")),
+          "predicted_instances": \(Self.jsonString(predictionInstanceFolder == nil ? "connected components"
+                                                                                : "instance maps")),
           "pooled": \(object(Row(pooled), extra: [("hd_images", "\(pooled.hausdorffImages)")])),
           "image_mean": \(object(Row(mean), extra: [("hd_images", "\(mean.hausdorffImages)")])),
           "per_image": {

@@ -12,7 +12,8 @@ public func watershed(elevation: [Float], markers: [Int32], mask: [Bool], width:
     let count = width * height
     guard width > 0, height > 0, elevation.count == count, markers.count == count, mask.count == count else {
         throw EngineError.invalidValue(op: "watershed", message: "elevation (\(elevation.count)), markers "
-                                       + "(\(markers.count)) and mask (\(mask.count)) must each fill \(width)×\(height)")
+                                       + "(\(markers.count)) and mask (\(mask.count)) must each fill "
+                                       + "\(width)×\(height)")
     }
     var output = [Int32](repeating: 0, count: count)
     var heap = FloodHeap()

@@ -9,7 +9,8 @@ import HistoNN
 /// from folders of masks (`--pred --gt`) or by segmenting a dataset with a trained model first (`--model --data`).
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Score predicted binary masks against ground truth: Dice (F1), IoU, AJI, AJI+, detection F1, HD, HD95, accuracy, specificity, sensitivity.",
+        abstract: "Score predicted binary masks against ground truth: Dice (F1), IoU, AJI, AJI+, detection F1, HD, "
+            + "HD95, accuracy, specificity, sensitivity.",
         discussion: """
         Two modes. --pred DIR --gt DIR scores a folder of predicted masks against a folder of ground-truth masks. \
         --model RUN --data DIR segments the dataset's images with a trained model first (by default the validation \
@@ -26,7 +27,8 @@ struct Eval: ParsableCommand {
     @Option(help: "Folder of ground-truth masks (with --pred).") var gt: String?
     @Option(help: "With --pred: folder of ground-truth instance maps (16-bit ids, 0 = background) for AJI; without it the ground truth's 8-connected components are the instances.")
     var instances: String?
-    @Option(help: "With --pred: folder of predicted instance maps (e.g. segment's instances/); without it the predictions' 8-connected components are the instances.")
+    @Option(help: ArgumentHelp("With --pred: folder of predicted instance maps (e.g. segment's instances/); "
+                               + "without it the predictions' 8-connected components are the instances."))
     var predInstances: String?
 
     @Option(help: "Trained model to evaluate (with --data): a run folder of `histodiff train` or its best.safetensors.")
@@ -88,7 +90,8 @@ struct Eval: ParsableCommand {
             evaluation = try ModelEvaluation.run(segmenter, dataset: dataset, names: names, output: output) { done, _ in
                 progress.update(step: done)
             }
-            progress.message("\(progress.summary(step: evaluation.images.count)); masks, probabilities, instances and overlays in \(output)")
+            progress.message("\(progress.summary(step: evaluation.images.count)); masks, probabilities, instances "
+                             + "and overlays in \(output)")
         } else {
             evaluation = try FolderEvaluation(predictionFolder: pred!, truthFolder: gt!, instanceFolder: instances,
                                               predictionInstanceFolder: predInstances)

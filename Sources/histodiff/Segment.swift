@@ -25,6 +25,7 @@ struct Segment: ParsableCommand {
         try segmenter.segment(images, to: out, notice: { progress.message($0) }) { done, _ in
             progress.update(step: done)
         }
-        progress.message("\(progress.summary(step: images.count)); masks, probabilities, instances and overlays in \(out)")
+        progress.message("\(progress.summary(step: images.count)); masks, probabilities, instances and overlays "
+                         + "in \(out)")
     }
 }

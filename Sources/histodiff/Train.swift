@@ -61,7 +61,9 @@ struct TrainingOptions: ParsableArguments {
         switch target {
         case "binary": request.target = .binary
         case "boundary":
-            guard boundaryWidth >= 1 else { throw ValidationError("--boundary-width \(boundaryWidth) must be at least 1") }
+            guard boundaryWidth >= 1 else {
+                throw ValidationError("--boundary-width \(boundaryWidth) must be at least 1")
+            }
             request.target = .boundary(width: boundaryWidth)
         default: throw ValidationError("unknown --target '\(target)' (binary, boundary)")
         }

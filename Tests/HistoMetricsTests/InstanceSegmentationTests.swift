@@ -10,7 +10,9 @@ final class InstanceSegmentationTests: XCTestCase {
     let folder = Support.fixtures.appendingPathComponent("instances")
     let crops = 0..<3
 
-    func read(_ name: String) throws -> LabelMap { try LabelMap(PNG.read(path: folder.appendingPathComponent(name).path)) }
+    func read(_ name: String) throws -> LabelMap {
+        try LabelMap(PNG.read(path: folder.appendingPathComponent(name).path))
+    }
 
     func testBoundaryTargetsMatchFindBoundariesDilated() throws {
         for n in crops {
@@ -96,7 +98,7 @@ final class InstanceSegmentationTests: XCTestCase {
     }
 
     func testPostprocessingSplitsTouchingNucleiAlongTheBoundaryClass() throws {
-        // Two nuclei side by side in one foreground blob: interior columns 1–2 and 5–6, boundary columns 0, 3, 4, 7.
+        // Two nuclei side by side in one foreground blob: interior columns 1–2 and 5–6, boundary 0, 3, 4 and 7.
         let (width, height) = (8, 3)
         let interior: [Float] = [0, 0.9, 0.9, 0.2, 0.1, 0.9, 0.9, 0]
         var values = [Float](repeating: 0, count: 3 * width * height)
