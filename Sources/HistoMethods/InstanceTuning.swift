@@ -11,14 +11,15 @@ extension TrainingRequest {
 }
 
 extension TrainingSession {
-    /// Records a boundary-aware target in `training.json` and the model card; a binary run records nothing, so that
-    /// runs started before targets existed still resume. `dataset` must have been opened with that target.
+    /// Records a boundary-aware target in `training.json`, the model card and the progress label; a binary run
+    /// records nothing, so that runs started before targets existed still resume. `dataset` must have been opened with that target.
     mutating func record(target: MaskClasses, dataset: Dataset) throws {
         guard dataset.classes == target else {
             throw EngineError.invalidValue(op: "--target", message: "the dataset \(dataset.root) was opened with "
                                            + "\(dataset.classes) but the run asks for \(target)")
         }
         guard case let .boundary(width) = target else { return }
+        label += " boundary"
         methodSettings["target"] = "boundary"
         methodSettings["boundary_width"] = String(width)
         modelCard?.boundaryWidth = width
