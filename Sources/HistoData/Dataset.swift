@@ -7,13 +7,23 @@ public enum MaskClasses: Equatable, Sendable {
     case binary
     /// Values are class ids `0..<count`, kept as they are; any other value is an error.
     case ids(count: Int)
+    /// Nuclei with a boundary class (SPEC §2: "MoNuSeg 2, 3 when the boundary is kept"): 0 background, 1 interior,
+    /// 2 boundary `width` pixels wide (`InstanceGrid.boundaryClasses`), from the instance map where the image has
+    /// one, else from the 8-connected components of its binary mask (touching nuclei stay one object there).
+    case boundary(width: Int)
 
     /// The number of classes a segmentation of these masks predicts, background included.
     public var count: Int {
         switch self {
         case .binary: return 2
         case .ids(let count): return count
+        case .boundary: return 3
         }
+    }
+
+    public var isBoundary: Bool {
+        if case .boundary = self { return true }
+        return false
     }
 
     /// Throws when a value of `mask` is not a declared class (any value is a valid binary mask).
@@ -26,12 +36,22 @@ public enum MaskClasses: Equatable, Sendable {
         }
     }
 
-    /// The mask's class ids as a label map `[1, H, W]`.
-    func labels(of mask: Image, path: String) throws -> Planes {
+    /// The mask's class ids as a label map `[1, H, W]`; `instances` (the image's instance map) makes the boundary
+    /// target.
+    func labels(of mask: Image, instances: Image?, path: String) throws -> Planes {
         try check(mask, path: path)
         let raw = try mask.labelPlanes()
-        guard self == .binary else { return raw }
-        return Planes(unchecked: 1, height: raw.height, width: raw.width, values: raw.values.map { $0 > 0 ? 1 : 0 })
+        switch self {
+        case .ids: return raw
+        case .binary:
+            return Planes(unchecked: 1, height: raw.height, width: raw.width, values: raw.values.map { $0 > 0 ? 1 : 0 })
+        case .boundary(let width):
+            let (w, h) = (raw.width, raw.height)
+            let objects = try instances.map { try $0.labelPlanes().values.map { Int32($0) } }
+                ?? InstanceGrid.connectedComponents(raw.values.map { $0 > 0 ? 1 : 0 }, width: w, height: h).labels
+            let classes = InstanceGrid.boundaryClasses(objects, width: w, height: h, boundaryWidth: width)
+            return Planes(unchecked: 1, height: h, width: w, values: classes.map(Float.init))
+        }
     }
 }
 
@@ -77,6 +97,9 @@ public struct Dataset: Sendable {
                             ignoringMasks: Bool = false, decodingImages: Bool = false) throws -> Dataset {
         if case let .ids(count) = classes, count < 2 {
             throw EngineError.file(path: root, message: "\(count) mask classes declared; a segmentation needs at least 2")
+        }
+        if case let .boundary(width) = classes, width < 1 {
+            throw EngineError.file(path: root, message: "boundary width \(width) must be at least 1 pixel")
         }
         if requireMasks && ignoringMasks {
             throw EngineError.file(path: root, message: "masks cannot be both required and ignored")
@@ -173,11 +196,14 @@ public struct Dataset: Sendable {
             throw EngineError.invalidValue(op: "Dataset.sample", message: "index \(index) outside 0..<\(items.count) in \(root)")
         }
         let item = items[index]
+        let instances = try item.instancePath.map { try PNG.read(path: $0) }
         return Sample(
             name: item.name,
             image: try PNG.read(path: item.imagePath),
-            mask: try item.maskPath.map { try classes.labels(of: try PNG.read(path: $0), path: $0) },
-            instances: try item.instancePath.map { try PNG.read(path: $0).labelPlanes() })
+            mask: try item.maskPath.map {
+                try classes.labels(of: try PNG.read(path: $0), instances: instances, path: $0)
+            },
+            instances: try instances?.labelPlanes())
     }
 
     private static func isDirectory(_ path: String) -> Bool {

@@ -90,13 +90,17 @@ public enum Experiment {
             try plan.configure(&request)
             request.labels = cell.labels
             request.seed = cell.seed
-            let dataset = try Dataset.open(path: request.data).addingUnlabelled(request.unlabelled)
+            let dataset = try request.openDataset()
             let result = try MethodTraining.run(request, dataset: dataset)
             if case let .interrupted(signal) = result.outcome { throw TrainingInterrupted(signal: signal) }
+            let tuned = try InstanceTuning.run(after: result, request: request, dataset: dataset)
+            log("\(name): instances \(tuned.chosen.description) (validation AJI "
+                + String(format: "%.4f", tuned.aji) + ")")
             let scored = testSet.map { ($0, $0.items.map(\.name)) } ?? (dataset, result.split.validation)
             let score = try self.score(cell, request: request, on: scored)
-            log(String(format: "%@: Dice %.4f, IoU %.4f, AJI %.4f, HD95 %.2f", name, score.metrics["dice"] ?? .nan,
-                       score.metrics["iou"] ?? .nan, score.metrics["aji"] ?? .nan, score.metrics["hd95"] ?? .nan))
+            log(String(format: "%@: Dice %.4f, IoU %.4f, AJI %.4f, detection F1 %.4f, HD95 %.2f", name,
+                       score.metrics["dice"] ?? .nan, score.metrics["iou"] ?? .nan, score.metrics["aji"] ?? .nan,
+                       score.metrics["detection_f1"] ?? .nan, score.metrics["hd95"] ?? .nan))
         }
         let scores = try cells.compactMap { cell -> ExperimentRunScore? in
             let path = runFolder(plan, cell) + "/" + scoreFileName
@@ -132,7 +136,8 @@ public enum Experiment {
         let pooled = try ModelEvaluation.run(segmenter, dataset: images.dataset, names: images.names,
                                              output: folder + "/eval").pooled
         let score = ExperimentRunScore(method: cell.method, labels: cell.labels, seed: cell.seed, metrics: [
-            "dice": pooled.scores.dice, "iou": pooled.scores.iou, "aji": pooled.aji, "hd95": pooled.hausdorff95,
+            "dice": pooled.scores.dice, "iou": pooled.scores.iou, "aji": pooled.aji, "aji_plus": pooled.ajiPlus,
+            "detection_f1": pooled.detectionF1, "hd95": pooled.hausdorff95,
             "precision": pooled.scores.precision, "sensitivity": pooled.scores.sensitivity])
         try MethodTrainer.writeJSON(score, to: folder + "/" + scoreFileName)
         return score

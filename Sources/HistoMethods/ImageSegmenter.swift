@@ -43,8 +43,9 @@ public struct ImageSegmenter {
             .infer(image.colorPlanes(range: try model.card.range), on: backend) { network($0).softmax(axis: 1) }
     }
 
-    /// Segments the PNG images at `paths` and writes `masks/NAME.png`, `probabilities/NAME.png` and
-    /// `overlays/NAME.png` under `directory`, NAME being the file name without its extension; two images of one
+    /// Segments the PNG images at `paths` and writes `masks/NAME.png`, `probabilities/NAME.png`,
+    /// `overlays/NAME.png` and, with the model's instance post-processing, `instances/NAME.png` under
+    /// `directory`, NAME being the file name without its extension; two images of one
     /// name are an error. `progress` is called after each image with the number done and its name; `notice` is told,
     /// once per image size, when the tile is larger than the image and shrunk to fit it. Returns the names.
     @discardableResult
@@ -67,7 +68,10 @@ public struct ImageSegmenter {
                         + "(\(image.width)×\(image.height)); using \(fitted.tileWidth)×\(fitted.tileHeight), "
                         + "the image rounded up to a multiple of \(model.network.inputMultiple)")
             }
-            try SegmentationOutputs.write(image: image, probabilities: try probabilities(of: image), to: directory, name: name)
+            let probabilities = try probabilities(of: image)
+            try SegmentationOutputs.write(image: image, probabilities: probabilities,
+                                          instances: try model.postprocessing?.instances(of: probabilities),
+                                          to: directory, name: name)
             progress?(done + 1, name)
         }
         return names
@@ -77,7 +81,7 @@ public struct ImageSegmenter {
 /// `histodiff eval --model`: a trained model's predictions on dataset images, scored against the dataset's masks.
 public enum ModelEvaluation {
     /// The folders under the output that hold one PNG per evaluated image.
-    static let imageFolders = ["masks", "probabilities", "overlays", "truth/masks", "truth/instances"]
+    static let imageFolders = ["masks", "probabilities", "overlays", "instances", "truth/masks", "truth/instances"]
 
     /// Segments the images of `dataset` named in `names` (each must have a mask) into `output` with
     /// `segmenter`, copies their masks to `output/truth/masks` (and their instance maps to `output/truth/instances`
@@ -107,7 +111,9 @@ public enum ModelEvaluation {
             if withInstances { try copy(item.instancePath!, to: "\(truth)/instances/\(item.name).png") }
         }
         return try FolderEvaluation(predictionFolder: output + "/masks", truthFolder: truth + "/masks",
-                                    instanceFolder: withInstances ? truth + "/instances" : nil)
+                                    instanceFolder: withInstances ? truth + "/instances" : nil,
+                                    predictionInstanceFolder: segmenter.model.postprocessing == nil
+                                        ? nil : output + "/instances")
     }
 
     private static func removeOtherImages(in output: String, keeping names: Set<String>) throws {

@@ -2,6 +2,7 @@ import Foundation
 import HistoCore
 import HistoData
 import HistoDiffusion
+import HistoMetrics
 import HistoNN
 
 /// What rebuilds a trained segmentation network: written as `model.json` beside its weights by `histodiff train`,
@@ -14,6 +15,9 @@ public struct ModelCard: Codable, Equatable, Sendable {
     public var classes: Int
     /// The range the network was trained on: minus_one_to_one or zero_to_one (see `range`).
     public var pixelRange: String
+    /// The boundary width of a boundary-aware nuclei model (classes background, interior, boundary:
+    /// `MaskClasses.boundary`); absent for a model of the masks' own classes.
+    public var boundaryWidth: Int?
 
     public static let fileName = "model.json"
 
@@ -104,6 +108,10 @@ public struct TrainedModel {
     public let weightsPath: String
     public let card: ModelCard
     public let network: any SegmentationModel
+    /// How nuclei instances are made of its probabilities: `postprocess.json` beside the weights
+    /// (`InstanceTuning`), else the untuned defaults; nil for a model of more than two classes without a boundary
+    /// target, whose classes are not nuclei.
+    public let postprocessing: InstancePostprocessing?
 
     /// `path` is a run folder (its `best.safetensors` is loaded) or a weights file, with `model.json` in its folder.
     public init(path: String) throws {
@@ -119,6 +127,14 @@ public struct TrainedModel {
         network = try card.makeModel(generator: RandomGenerator(seed: 0))
         try network.load(from: weightsPath)
         network.train(false)
+        let tuned = (directory as NSString).appendingPathComponent(InstanceTuning.fileName)
+        if let data = FileManager.default.contents(atPath: tuned) {
+            do { postprocessing = try JSONDecoder().decode(InstanceTuning.Record.self, from: data).chosen } catch {
+                throw EngineError.file(path: tuned, message: "unreadable post-processing: \(error)")
+            }
+        } else {
+            postprocessing = card.classes == 2 || card.boundaryWidth != nil ? card.defaultPostprocessing : nil
+        }
     }
 
     /// `split.json` of the run, written by `histodiff train`.

@@ -57,62 +57,23 @@ public struct AggregatedJaccard: Equatable, Sendable {
 
     /// AJI+ (Graham et al. 2019, HoVer-Net's `get_fast_aji_plus`): true and predicted instances are paired one-to-one
     /// by the assignment of largest total IoU, pairs without overlap are dropped, and every unpaired instance adds its
-    /// area to the union. The assignment is solved exactly (Hungarian method) on each connected component of the
-    /// overlap graph, which is what `linear_sum_assignment` over the whole IoU matrix amounts to: pairs that do not
-    /// overlap have IoU 0. HoVer-Net adds 1e-6 to the IoU's denominator; this uses the exact IoU.
+    /// area to the union (`InstanceOverlap.assignment`: pairs that do not overlap have IoU 0). HoVer-Net adds 1e-6
+    /// to the IoU's denominator; this uses the exact IoU.
     public static func ajiPlus(prediction: LabelMap, truth: LabelMap) throws -> AggregatedJaccard {
         try prediction.checkSameSize(as: truth, op: "ajiPlus")
         let overlap = InstanceOverlap(prediction: prediction, truth: truth)
-        let truthCount = overlap.truthAreas.count
-        // Nodes 0..<truthCount are true instances, the rest predicted ones; overlapping pairs are edges.
-        var parent = Array(0..<(truthCount + overlap.predictionAreas.count))
-        func root(_ node: Int) -> Int {
-            var node = node
-            while parent[node] != node { parent[node] = parent[parent[node]]; node = parent[node] }
-            return node
-        }
-        for pair in overlap.pairs {
-            let (a, b) = (root(pair.truth), root(truthCount + pair.prediction))
-            if a != b { parent[max(a, b)] = min(a, b) }
-        }
-        var componentPairs: [Int: [InstanceOverlap.Pair]] = [:]
-        for pair in overlap.pairs { componentPairs[root(pair.truth), default: []].append(pair) }
-
         var result = AggregatedJaccard(intersection: 0, union: 0)
-        var pairedTruth = [Bool](repeating: false, count: truthCount)
+        var pairedTruth = [Bool](repeating: false, count: overlap.truthAreas.count)
         var pairedPrediction = [Bool](repeating: false, count: overlap.predictionAreas.count)
-        for pairs in componentPairs.values {
-            for pair in bestAssignment(pairs, overlap: overlap) {
-                result.intersection += pair.intersection
-                result.union += overlap.union(pair)
-                pairedTruth[pair.truth] = true
-                pairedPrediction[pair.prediction] = true
-            }
+        for pair in overlap.assignment(of: overlap.pairs) {
+            result.intersection += pair.intersection
+            result.union += overlap.union(pair)
+            pairedTruth[pair.truth] = true
+            pairedPrediction[pair.prediction] = true
         }
         for (t, area) in overlap.truthAreas.enumerated() where !pairedTruth[t] { result.union += area }
         for (p, area) in overlap.predictionAreas.enumerated() where !pairedPrediction[p] { result.union += area }
         return result
-    }
-
-    /// The overlapping pairs of one component that a maximum-total-IoU one-to-one assignment keeps.
-    private static func bestAssignment(_ pairs: [InstanceOverlap.Pair], overlap: InstanceOverlap) -> [InstanceOverlap.Pair] {
-        let truths = Array(Set(pairs.map(\.truth))).sorted()
-        let predictions = Array(Set(pairs.map(\.prediction))).sorted()
-        let truthIndex = Dictionary(uniqueKeysWithValues: truths.enumerated().map { ($1, $0) })
-        let predictionIndex = Dictionary(uniqueKeysWithValues: predictions.enumerated().map { ($1, $0) })
-        // The Hungarian method wants rows ≤ columns: put the smaller side in the rows.
-        let truthRows = truths.count <= predictions.count
-        let (rows, columns) = truthRows ? (truths.count, predictions.count) : (predictions.count, truths.count)
-        var cost = [Double](repeating: 0, count: rows * columns)
-        var pairAt: [Int: InstanceOverlap.Pair] = [:]
-        for pair in pairs {
-            let (t, p) = (truthIndex[pair.truth]!, predictionIndex[pair.prediction]!)
-            let cell = truthRows ? t * columns + p : p * columns + t
-            cost[cell] = -Double(pair.intersection) / Double(overlap.union(pair))
-            pairAt[cell] = pair
-        }
-        let assigned = minimumCostAssignment(cost: cost, rows: rows, columns: columns)
-        return assigned.enumerated().compactMap { row, column in pairAt[row * columns + column] }
     }
 }
 
@@ -150,6 +111,48 @@ struct InstanceOverlap {
     }
 
     func union(_ pair: Pair) -> Int { truthAreas[pair.truth] + predictionAreas[pair.prediction] - pair.intersection }
+
+    /// The pairs of `pairs` that a one-to-one assignment of largest total IoU keeps. Solved exactly (Hungarian
+    /// method) on each connected component of the graph whose edges are `pairs`, which is what
+    /// `linear_sum_assignment` over the whole IoU matrix with every other entry 0 amounts to.
+    func assignment(of pairs: [Pair]) -> [Pair] {
+        let truthCount = truthAreas.count
+        // Nodes 0..<truthCount are true instances, the rest predicted ones; the pairs are edges.
+        var parent = Array(0..<(truthCount + predictionAreas.count))
+        func root(_ node: Int) -> Int {
+            var node = node
+            while parent[node] != node { parent[node] = parent[parent[node]]; node = parent[node] }
+            return node
+        }
+        for pair in pairs {
+            let (a, b) = (root(pair.truth), root(truthCount + pair.prediction))
+            if a != b { parent[max(a, b)] = min(a, b) }
+        }
+        var componentPairs: [Int: [Pair]] = [:]
+        for pair in pairs { componentPairs[root(pair.truth), default: []].append(pair) }
+        return componentPairs.keys.sorted().flatMap { bestAssignment(componentPairs[$0]!) }
+    }
+
+    /// The overlapping pairs of one component that a maximum-total-IoU one-to-one assignment keeps.
+    private func bestAssignment(_ pairs: [Pair]) -> [Pair] {
+        let truths = Array(Set(pairs.map(\.truth))).sorted()
+        let predictions = Array(Set(pairs.map(\.prediction))).sorted()
+        let truthIndex = Dictionary(uniqueKeysWithValues: truths.enumerated().map { ($1, $0) })
+        let predictionIndex = Dictionary(uniqueKeysWithValues: predictions.enumerated().map { ($1, $0) })
+        // The Hungarian method wants rows ≤ columns: put the smaller side in the rows.
+        let truthRows = truths.count <= predictions.count
+        let (rows, columns) = truthRows ? (truths.count, predictions.count) : (predictions.count, truths.count)
+        var cost = [Double](repeating: 0, count: rows * columns)
+        var pairAt: [Int: Pair] = [:]
+        for pair in pairs {
+            let (t, p) = (truthIndex[pair.truth]!, predictionIndex[pair.prediction]!)
+            let cell = truthRows ? t * columns + p : p * columns + t
+            cost[cell] = -Double(pair.intersection) / Double(union(pair))
+            pairAt[cell] = pair
+        }
+        let assigned = minimumCostAssignment(cost: cost, rows: rows, columns: columns)
+        return assigned.enumerated().compactMap { row, column in pairAt[row * columns + column] }
+    }
 
     /// Each pixel's instance as a dense index (−1 for background), and the number of instances.
     private static func denseIndices(_ labels: [Int32]) -> ([Int], Int) {

@@ -2,29 +2,38 @@ import Foundation
 import HistoCore
 import HistoData
 
-/// The binary scores of one predicted mask against its ground truth (foreground = label > 0).
+/// The binary scores of one predicted mask against its ground truth (foreground = label > 0), and the instance
+/// scores of their instances.
 public struct ImageEvaluation: Equatable, Sendable {
     public let name: String
     /// Foreground pixel counts.
     public let counts: BinaryCounts
     public let aji: AggregatedJaccard
     public let ajiPlus: AggregatedJaccard
+    /// Instances matched at IoU ≥ 0.5.
+    public let detection: DetectionCounts
     /// Surface Hausdorff distance and HD95 in pixels (`SurfaceDistances`): 0 when both masks are empty, NaN when
     /// exactly one is.
     public let hausdorff: Double
     public let hausdorff95: Double
 
-    /// Predicted instances are the 8-connected components of the prediction's foreground; true instances come from
-    /// `truthInstances` (an instance map) when given, else from the 8-connected components of `truth`.
-    public init(name: String, prediction: LabelMap, truth: LabelMap, truthInstances: LabelMap? = nil) throws {
+    /// Predicted instances come from `predictionInstances` (an instance map, e.g. `segment`'s) when given, else
+    /// from the 8-connected components of the prediction's foreground; true instances from `truthInstances` when
+    /// given, else from the 8-connected components of `truth`.
+    public init(name: String, prediction: LabelMap, truth: LabelMap, truthInstances: LabelMap? = nil,
+                predictionInstances: LabelMap? = nil) throws {
         try prediction.checkSameSize(as: truth, op: "ImageEvaluation \(name)")
         if let truthInstances { try truthInstances.checkSameSize(as: truth, op: "ImageEvaluation \(name) instances") }
+        if let predictionInstances {
+            try predictionInstances.checkSameSize(as: truth, op: "ImageEvaluation \(name) predicted instances")
+        }
         self.name = name
         counts = try ConfusionMatrix(prediction: prediction.binarized(), truth: truth.binarized(), classes: 2).counts(forClass: 1)
-        let predictedInstances = prediction.connectedComponents().map
+        let predictedInstances = predictionInstances ?? prediction.connectedComponents().map
         let trueInstances = truthInstances ?? truth.connectedComponents().map
         aji = try AggregatedJaccard.aji(prediction: predictedInstances, truth: trueInstances)
         ajiPlus = try AggregatedJaccard.ajiPlus(prediction: predictedInstances, truth: trueInstances)
+        detection = try DetectionCounts(prediction: predictedInstances, truth: trueInstances)
         let distances = try SurfaceDistances(prediction: prediction, truth: truth)
         hausdorff = distances.hausdorff
         hausdorff95 = distances.hausdorff95
@@ -38,6 +47,9 @@ public struct EvaluationSummary: Equatable, Sendable {
     public let scores: ClassScores
     public let aji: Double
     public let ajiPlus: Double
+    public let detectionPrecision: Double
+    public let detectionRecall: Double
+    public let detectionF1: Double
     /// Means over the images where the distance is defined (`hausdorffImages` of them; NaN when none is).
     public let hausdorff: Double
     public let hausdorff95: Double
@@ -50,6 +62,8 @@ public struct FolderEvaluation: Sendable {
     public let predictionFolder: String
     public let truthFolder: String
     public let instanceFolder: String?
+    /// Predicted instance maps (`segment`'s `instances/`); nil: the predictions' 8-connected components.
+    public let predictionInstanceFolder: String?
     /// In name order.
     public let images: [ImageEvaluation]
 
@@ -57,10 +71,12 @@ public struct FolderEvaluation: Sendable {
     /// prediction folder, one line per problem: a missing or empty folder, a prediction without ground truth or the
     /// reverse, a ground truth without an instance map (when `instanceFolder` is given), an unreadable file, a file
     /// that is not one-channel, and sizes that differ between a prediction, its ground truth and its instance map.
-    public init(predictionFolder: String, truthFolder: String, instanceFolder: String? = nil) throws {
+    public init(predictionFolder: String, truthFolder: String, instanceFolder: String? = nil,
+                predictionInstanceFolder: String? = nil) throws {
         self.predictionFolder = predictionFolder
         self.truthFolder = truthFolder
         self.instanceFolder = instanceFolder
+        self.predictionInstanceFolder = predictionInstanceFolder
         var problems: [String] = []
         func note(_ path: String, _ message: String) { problems.append("\(path): \(message)") }
         func names(_ folder: String, _ role: String) -> [String] {
@@ -80,6 +96,7 @@ public struct FolderEvaluation: Sendable {
         let predictionNames = names(predictionFolder, "prediction")
         let truthNames = names(truthFolder, "ground-truth")
         let instanceNames = instanceFolder.map { Set(names($0, "instance")) }
+        let predictedInstanceNames = predictionInstanceFolder.map { Set(names($0, "predicted instance")) }
         let (predicted, actual) = (Set(predictionNames), Set(truthNames))
         for name in predictionNames where !actual.contains(name) {
             note("\(predictionFolder)/\(name).png", "no ground truth \(truthFolder)/\(name).png")
@@ -111,6 +128,16 @@ public struct FolderEvaluation: Sendable {
                prediction.width != truth.width || prediction.height != truth.height {
                 note("\(predictionFolder)/\(name).png", "prediction is \(prediction.width)×\(prediction.height) but its ground truth \(truthPath) is \(truth.width)×\(truth.height)")
             }
+            if let predictionInstanceFolder, let predictedInstanceNames {
+                let path = "\(predictionInstanceFolder)/\(name).png"
+                if !predictedInstanceNames.contains(name) {
+                    note("\(predictionFolder)/\(name).png", "no predicted instance map \(path)")
+                } else if let instances = header(path, "predicted instance map"), let truth,
+                          instances.width != truth.width || instances.height != truth.height {
+                    note(path, "predicted instance map is \(instances.width)×\(instances.height) but its ground "
+                         + "truth \(truthPath) is \(truth.width)×\(truth.height)")
+                }
+            }
             if let instanceFolder, let instanceNames {
                 let path = "\(instanceFolder)/\(name).png"
                 if !instanceNames.contains(name) {
@@ -130,27 +157,39 @@ public struct FolderEvaluation: Sendable {
                 name: name,
                 prediction: LabelMap(PNG.read(path: "\(predictionFolder)/\(name).png")),
                 truth: LabelMap(PNG.read(path: "\(truthFolder)/\(name).png")),
-                truthInstances: instanceFolder.map { try LabelMap(PNG.read(path: "\($0)/\(name).png")) })
+                truthInstances: instanceFolder.map { try LabelMap(PNG.read(path: "\($0)/\(name).png")) },
+                predictionInstances: predictionInstanceFolder.map { try LabelMap(PNG.read(path: "\($0)/\(name).png")) })
         }
     }
 
     /// Pixel scores from the counts summed over all images, AJI and AJI+ from the intersections and unions summed
-    /// over all images; HD and HD95 are means over images (distances do not pool).
+    /// over all images, detection scores from the matches summed over all images; HD and HD95 are means over
+    /// images (distances do not pool).
     public var pooled: EvaluationSummary {
-        summary(scores: images.map(\.counts).reduce(BinaryCounts(truePositives: 0, falsePositives: 0, falseNegatives: 0, trueNegatives: 0), +).scores,
-                aji: images.map(\.aji).reduce(AggregatedJaccard(intersection: 0, union: 0), +).value,
-                ajiPlus: images.map(\.ajiPlus).reduce(AggregatedJaccard(intersection: 0, union: 0), +).value)
+        let detection = images.map(\.detection)
+            .reduce(DetectionCounts(truePositives: 0, falsePositives: 0, falseNegatives: 0), +)
+        let counts = images.map(\.counts)
+            .reduce(BinaryCounts(truePositives: 0, falsePositives: 0, falseNegatives: 0, trueNegatives: 0), +)
+        return summary(scores: counts.scores,
+                       aji: images.map(\.aji).reduce(AggregatedJaccard(intersection: 0, union: 0), +).value,
+                       ajiPlus: images.map(\.ajiPlus).reduce(AggregatedJaccard(intersection: 0, union: 0), +).value,
+                       detection: (detection.precision, detection.recall, detection.f1))
     }
 
     /// Every score computed per image, then averaged over images.
     public var imageMean: EvaluationSummary {
         summary(scores: ClassScores.mean(images.map(\.scores)),
-                aji: Statistics.mean(images.map(\.aji.value)), ajiPlus: Statistics.mean(images.map(\.ajiPlus.value)))
+                aji: Statistics.mean(images.map(\.aji.value)), ajiPlus: Statistics.mean(images.map(\.ajiPlus.value)),
+                detection: (Statistics.mean(images.map(\.detection.precision)),
+                            Statistics.mean(images.map(\.detection.recall)),
+                            Statistics.mean(images.map(\.detection.f1))))
     }
 
-    private func summary(scores: ClassScores, aji: Double, ajiPlus: Double) -> EvaluationSummary {
+    private func summary(scores: ClassScores, aji: Double, ajiPlus: Double,
+                         detection: (precision: Double, recall: Double, f1: Double)) -> EvaluationSummary {
         let defined = images.filter { !$0.hausdorff.isNaN }
-        return EvaluationSummary(scores: scores, aji: aji, ajiPlus: ajiPlus,
+        return EvaluationSummary(scores: scores, aji: aji, ajiPlus: ajiPlus, detectionPrecision: detection.precision,
+                                 detectionRecall: detection.recall, detectionF1: detection.f1,
                                  hausdorff: Statistics.mean(defined.map(\.hausdorff)),
                                  hausdorff95: Statistics.mean(defined.map(\.hausdorff95)),
                                  hausdorffImages: defined.count)
@@ -164,6 +203,9 @@ public struct FolderEvaluation: Sendable {
         ("IoU", "iou", { $0.scores.iou }, false),
         ("AJI", "aji", { $0.aji }, false),
         ("AJI+", "aji_plus", { $0.ajiPlus }, false),
+        ("DetF1", "detection_f1", { $0.detection.f1 }, false),
+        ("DetP", "detection_precision", { $0.detection.precision }, false),
+        ("DetR", "detection_recall", { $0.detection.recall }, false),
         ("HD", "hd", { $0.hausdorff }, true),
         ("HD95", "hd95", { $0.hausdorff95 }, true),
         ("Acc", "accuracy", { $0.scores.accuracy }, false),
@@ -176,14 +218,21 @@ public struct FolderEvaluation: Sendable {
     private struct Row {
         let scores: ClassScores
         let aji, ajiPlus, hausdorff, hausdorff95: Double
+        let detection: (precision: Double, recall: Double, f1: Double)
         init(_ image: ImageEvaluation) {
             (scores, aji, ajiPlus) = (image.scores, image.aji.value, image.ajiPlus.value)
             (hausdorff, hausdorff95) = (image.hausdorff, image.hausdorff95)
+            detection = (image.detection.precision, image.detection.recall, image.detection.f1)
         }
         init(_ summary: EvaluationSummary) {
             (scores, aji, ajiPlus) = (summary.scores, summary.aji, summary.ajiPlus)
             (hausdorff, hausdorff95) = (summary.hausdorff, summary.hausdorff95)
+            detection = (summary.detectionPrecision, summary.detectionRecall, summary.detectionF1)
         }
+    }
+
+    private var predictionInstanceSource: String {
+        predictionInstanceFolder.map { "instance maps in \($0)" } ?? "8-connected components of the masks"
     }
 
     private var instanceSource: String {
@@ -209,7 +258,8 @@ public struct FolderEvaluation: Sendable {
         let (pooled, mean) = (self.pooled, self.imageMean)
         var lines = [
             "\(images.count) image\(images.count == 1 ? "" : "s"): predictions \(predictionFolder), ground truth \(truthFolder)",
-            "AJI instances: predictions' 8-connected components; ground truth: \(instanceSource)",
+            "Instances (AJI, AJI+, detection): predictions: \(predictionInstanceSource); "
+                + "ground truth: \(instanceSource)",
             "",
             line("", Self.columns.map(\.title)),
             line("pooled", Row(pooled)),
@@ -219,14 +269,17 @@ public struct FolderEvaluation: Sendable {
         lines += [
             "",
             "pooled: Dice, IoU (Jaccard), accuracy, specificity, sensitivity, precision from the pixel counts summed over all",
-            "images; AJI, AJI+ from the summed intersections and unions. Dice = F1. HD, HD95: surface distances in pixels",
+            "images; AJI, AJI+ from the summed intersections and unions. Dice = F1. DetF1, DetP, DetR: detection F1,",
+            "precision, recall of instances matched one-to-one at IoU ≥ 0.5, from the summed matches.",
+            "HD, HD95: surface distances in pixels",
             "(medpy), averaged over the \(pooled.hausdorffImages) of \(images.count) images where they are defined (n/a: exactly one mask is empty).",
         ]
         return lines.joined(separator: "\n")
     }
 
     /// `{"images": N, "instances": …, "pooled": {…}, "image_mean": {…}, "per_image": {"NAME": {…}}}`. Every score
-    /// object has the keys dice, iou, aji, aji_plus, hd, hd95, accuracy, specificity, sensitivity, precision; the
+    /// object has the keys dice, iou, aji, aji_plus, detection_f1,
+    /// detection_precision, detection_recall, hd, hd95, accuracy, specificity, sensitivity, precision; the
     /// summaries add hd_images, the images tp, fp, fn, tn. Undefined distances are null.
     public func json() -> String {
         func number(_ value: Double) -> String { value.isFinite ? "\(value)" : "null" }
@@ -244,6 +297,8 @@ public struct FolderEvaluation: Sendable {
         {
           "images": \(images.count),
           "instances": \(Self.jsonString(instanceFolder == nil ? "connected components" : "instance maps")),
+          "predicted_instances": \(Self.jsonString(predictionInstanceFolder == nil ? "connected components"
+                                                                                : "instance maps")),
           "pooled": \(object(Row(pooled), extra: [("hd_images", "\(pooled.hausdorffImages)")])),
           "image_mean": \(object(Row(mean), extra: [("hd_images", "\(mean.hausdorffImages)")])),
           "per_image": {

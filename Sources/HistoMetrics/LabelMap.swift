@@ -74,59 +74,9 @@ public struct LabelMap: Equatable, Sendable {
 
 extension LabelMap {
     /// The 8-connected components of the foreground (label > 0), numbered 1, 2, … in raster order of each
-    /// component's first pixel, as `scipy.ndimage.label` with a 3×3 structure and `skimage.measure.label` with
-    /// `connectivity=2` number them. Touching pixels join whatever their labels are: this is the connectivity of the
-    /// binary mask. Two passes with a union-find over provisional labels: O(pixels).
+    /// component's first pixel (`InstanceGrid.connectedComponents`).
     public func connectedComponents() -> (map: LabelMap, count: Int) {
-        var provisional = [Int32](repeating: 0, count: labels.count)
-        var parent: [Int32] = [0]  // parent[label]; index 0 is background
-        func root(_ label: Int32) -> Int32 {
-            var label = label
-            while parent[Int(label)] != label {
-                parent[Int(label)] = parent[Int(parent[Int(label)])]  // path halving
-                label = parent[Int(label)]
-            }
-            return label
-        }
-        for y in 0..<height {
-            for x in 0..<width where labels[y * width + x] > 0 {
-                // The neighbours already visited in raster order: the three above and the one to the left.
-                var label: Int32 = 0
-                func join(_ neighbour: Int) {
-                    let other = provisional[neighbour]
-                    guard other != 0 else { return }
-                    let otherRoot = root(other)
-                    if label == 0 { label = otherRoot; return }
-                    if otherRoot != label {
-                        let (keep, merge) = otherRoot < label ? (otherRoot, label) : (label, otherRoot)
-                        parent[Int(merge)] = keep
-                        label = keep
-                    }
-                }
-                if y > 0 {
-                    let above = (y - 1) * width + x
-                    if x > 0 { join(above - 1) }
-                    join(above)
-                    if x + 1 < width { join(above + 1) }
-                }
-                if x > 0 { join(y * width + x - 1) }
-                if label == 0 {
-                    label = Int32(parent.count)
-                    parent.append(label)
-                }
-                provisional[y * width + x] = label
-            }
-        }
-        var final = [Int32](repeating: 0, count: parent.count)
-        var count: Int32 = 0
-        for i in provisional.indices where provisional[i] != 0 {
-            let r = Int(root(provisional[i]))
-            if final[r] == 0 {
-                count += 1
-                final[r] = count
-            }
-            provisional[i] = final[r]
-        }
-        return (LabelMap(unchecked: width, height: height, labels: provisional), Int(count))
+        let (components, count) = InstanceGrid.connectedComponents(labels, width: width, height: height)
+        return (LabelMap(unchecked: width, height: height, labels: components), count)
     }
 }

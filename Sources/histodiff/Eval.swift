@@ -9,13 +9,15 @@ import HistoNN
 /// from folders of masks (`--pred --gt`) or by segmenting a dataset with a trained model first (`--model --data`).
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Score predicted binary masks against ground truth: Dice (F1), IoU, AJI, AJI+, HD, HD95, accuracy, specificity, sensitivity.",
+        abstract: "Score predicted binary masks against ground truth: Dice (F1), IoU, AJI, AJI+, detection F1, HD, "
+            + "HD95, accuracy, specificity, sensitivity.",
         discussion: """
         Two modes. --pred DIR --gt DIR scores a folder of predicted masks against a folder of ground-truth masks. \
         --model RUN --data DIR segments the dataset's images with a trained model first (by default the validation \
         images of the run's split.json; --split another split file; --all every image with a mask), writing masks/, \
-        probabilities/ and overlays/ under --out (default RUN/eval), then scores them against DIR/masks (AJI on \
-        DIR/instances when every evaluated image has an instance map). \
+        probabilities/, instances/ (the run's postprocess.json) and overlays/ under --out (default RUN/eval), then \
+        scores them against DIR/masks (AJI, AJI+ and detection F1 of those instances against DIR/instances when \
+        every evaluated image has an instance map). Detection F1 matches instances one-to-one at IoU ≥ 0.5. \
         Masks are PNG files matched by name (NAME.png in both folders); 0 is background, any value above 0 foreground. \
         Every missing, unmatched or size-mismatched file is reported at once. The table shows the pooled scores \
         (pixel counts, AJI intersections and unions summed over all images), the per-image mean, and one row per image.
@@ -25,6 +27,9 @@ struct Eval: ParsableCommand {
     @Option(help: "Folder of ground-truth masks (with --pred).") var gt: String?
     @Option(help: "With --pred: folder of ground-truth instance maps (16-bit ids, 0 = background) for AJI; without it the ground truth's 8-connected components are the instances.")
     var instances: String?
+    @Option(help: ArgumentHelp("With --pred: folder of predicted instance maps (e.g. segment's instances/); "
+                               + "without it the predictions' 8-connected components are the instances."))
+    var predInstances: String?
 
     @Option(help: "Trained model to evaluate (with --data): a run folder of `histodiff train` or its best.safetensors.")
     var model: String?
@@ -44,7 +49,8 @@ struct Eval: ParsableCommand {
         let modelOptions = [("--data", data != nil), ("--split", split != nil), ("--all", all), ("--out", out != nil),
                             ("--tile/--overlap/--blending", window.given)].filter(\.1).map(\.0)
         if model != nil {
-            let folderOptions = [("--pred", pred != nil), ("--gt", gt != nil), ("--instances", instances != nil)].filter(\.1).map(\.0)
+            let folderOptions = [("--pred", pred != nil), ("--gt", gt != nil), ("--instances", instances != nil),
+                                 ("--pred-instances", predInstances != nil)].filter(\.1).map(\.0)
             guard folderOptions.isEmpty else {
                 throw ValidationError("\(folderOptions.joined(separator: ", ")) cannot be combined with --model: give either --model RUN --data DIR or --pred DIR --gt DIR")
             }
@@ -84,9 +90,11 @@ struct Eval: ParsableCommand {
             evaluation = try ModelEvaluation.run(segmenter, dataset: dataset, names: names, output: output) { done, _ in
                 progress.update(step: done)
             }
-            progress.message("\(progress.summary(step: evaluation.images.count)); masks, probabilities and overlays in \(output)")
+            progress.message("\(progress.summary(step: evaluation.images.count)); masks, probabilities, instances "
+                             + "and overlays in \(output)")
         } else {
-            evaluation = try FolderEvaluation(predictionFolder: pred!, truthFolder: gt!, instanceFolder: instances)
+            evaluation = try FolderEvaluation(predictionFolder: pred!, truthFolder: gt!, instanceFolder: instances,
+                                              predictionInstanceFolder: predInstances)
         }
         print(evaluation.table())
         if let json {

@@ -5,7 +5,8 @@ import HistoNN
 /// `histodiff segment`: whole images of any size by sliding-window inference with blended tiles.
 struct Segment: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Segment images: writes masks/NAME.png, probabilities/NAME.png and overlays/NAME.png under --out.")
+        abstract: "Segment images: writes masks/NAME.png, probabilities/NAME.png, instances/NAME.png (16-bit ids, the "
+            + "run's postprocess.json) and overlays/NAME.png (one colour per instance) under --out.")
 
     @Option(help: "Trained model: a run folder of `histodiff train` or its best.safetensors (model.json beside it).")
     var model: String
@@ -24,6 +25,7 @@ struct Segment: ParsableCommand {
         try segmenter.segment(images, to: out, notice: { progress.message($0) }) { done, _ in
             progress.update(step: done)
         }
-        progress.message("\(progress.summary(step: images.count)); masks, probabilities and overlays in \(out)")
+        progress.message("\(progress.summary(step: images.count)); masks, probabilities, instances and overlays "
+                         + "in \(out)")
     }
 }

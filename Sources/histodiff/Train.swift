@@ -26,6 +26,10 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "Save the resume checkpoint every N steps (default: every epoch).") var checkpointEvery: Int?
     @Option(help: "Validation metric that keeps the best weights: dice, miou or jaccard-sweep.") var metric: String?
     @Option(help: "Validate on the centred square of this side of each validation image.") var validationCrop: Int?
+    @Option(help: ArgumentHelp("What the network learns: binary (the masks) or boundary (nuclei: background, "
+                               + "interior, boundary, from instances/ where present, else the masks' components)."))
+    var target = "binary"
+    @Option(help: "With --target boundary: boundary width in pixels.") var boundaryWidth = 2
     @Option(help: "A method option NAME=VALUE (repeatable; see the list above).") var option: [String] = []
     @Option(help: "supervised: unet or fpn (same as --option arch=…).") var arch: String?
     @Option(help: "supervised: ce, dice or ce+dice (same as --option loss=…).") var loss: String?
@@ -54,6 +58,15 @@ struct TrainingOptions: ParsableArguments {
         request.validateEvery = validateEvery
         request.checkpointEvery = checkpointEvery
         request.validationCrop = validationCrop
+        switch target {
+        case "binary": request.target = .binary
+        case "boundary":
+            guard boundaryWidth >= 1 else {
+                throw ValidationError("--boundary-width \(boundaryWidth) must be at least 1")
+            }
+            request.target = .boundary(width: boundaryWidth)
+        default: throw ValidationError("unknown --target '\(target)' (binary, boundary)")
+        }
         if let metric {
             guard let value = TrainingPlan.ValidationMetric(rawValue: metric) else {
                 throw ValidationError("unknown --metric '\(metric)' (dice, miou, jaccard-sweep)")
@@ -83,7 +96,9 @@ struct Train: ParsableCommand {
         discussion: """
         Images with a mask are labelled candidates; images without one (and --unlabelled folders) are unlabelled. \
         RUN gets best.safetensors (the kept weights), model.json, split.json and training.json at once, \
-        metrics.csv, loss_curve.png and checkpoint/. A run stopped by Ctrl-C, SIGTERM or a crash resumes when the \
+        metrics.csv, loss_curve.png and checkpoint/, and at the end postprocess.json: the instance \
+        post-processing (thresholds, minimum area) of largest AJI on the validation images, used by segment, \
+        eval --model and experiment. A run stopped by Ctrl-C, SIGTERM or a crash resumes when the \
         same command is run again (the settings must match; only --device may change).
 
         Methods:
@@ -104,8 +119,12 @@ struct Train: ParsableCommand {
         request.splitFile = split
         request.seed = seed
         try training.apply(to: &request)
-        let result = try MethodTraining.run(request)
+        let dataset = try request.openDataset()
+        let result = try MethodTraining.run(request, dataset: dataset)
         if case .interrupted = result.outcome { throw result.outcome.exitCode }
+        let tuned = try InstanceTuning.run(after: result, request: request, dataset: dataset)
+        print(String(format: "instances: %@ (validation AJI %.4f; untuned %.4f)", tuned.chosen.description,
+                     tuned.aji, tuned.defaultsAJI))
         let best = result.best.map {
             String(format: "best validation score %.4f (Dice %.4f, IoU %.4f) after step %d (epoch %.4g)",
                    $0.score, $0.dice, $0.iou, $0.step, $0.epoch)

@@ -114,7 +114,8 @@ final class TrainedModelTests: XCTestCase {
 
         let all = try ModelEvaluation.run(segmenter, dataset: dataset, names: dataset.items.map(\.name), output: output)
         let reference = try FolderEvaluation(predictionFolder: output + "/masks", truthFolder: data + "/masks",
-                                             instanceFolder: data + "/instances")
+                                             instanceFolder: data + "/instances",
+                                             predictionInstanceFolder: output + "/instances")
         XCTAssertEqual(all.images.count, 4)
         XCTAssertEqual(all.instanceFolder, output + "/truth/instances")
         XCTAssertEqual(all.json(), reference.json())

@@ -75,9 +75,11 @@ final class EvalTests: XCTestCase {
 
         let csv = withMaps.csv().split(separator: "\n").map(String.init)
         XCTAssertEqual(csv.count, 5)
-        XCTAssertEqual(csv[0], "kind,name,dice,iou,aji,aji_plus,hd,hd95,accuracy,specificity,sensitivity,precision,tp,fp,fn,tn")
+        XCTAssertEqual(csv[0], "kind,name,dice,iou,aji,aji_plus,detection_f1,detection_precision,detection_recall,"
+                       + "hd,hd95,accuracy,specificity,sensitivity,precision,tp,fp,fn,tn")
         XCTAssertTrue(csv[1].hasPrefix("image,a,0.75,0.6,"))
-        XCTAssertTrue(csv[2].hasPrefix("image,b,0.0,0.0,0.0,0.0,,,"))
+        // Nothing predicted: detection precision 1 (0/0, as the pixel scores), recall and F1 0.
+        XCTAssertTrue(csv[2].hasPrefix("image,b,0.0,0.0,0.0,0.0,0.0,1.0,0.0,,,"))
         XCTAssertTrue(csv[3].hasPrefix("pooled,,"))
         XCTAssertTrue(csv[4].hasPrefix("image_mean,,"))
 

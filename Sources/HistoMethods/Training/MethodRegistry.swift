@@ -100,6 +100,8 @@ public struct TrainingRequest {
     public var data: String
     /// Image-only folders added as unlabelled images.
     public var unlabelled: [String] = []
+    /// What the network learns: the masks' classes, or nuclei with a boundary class (`MaskClasses.boundary`).
+    public var target = MaskClasses.binary
     public var directory: String
     public var labels = "1/8"
     public var rounding = Rounding.nearest
@@ -172,7 +174,7 @@ public enum MethodTraining {
                            split: DataSplit? = nil) throws -> TrainingResult {
         let method = try MethodRegistry.method(named: request.method)
         let plan = try self.plan(for: request)
-        let dataset = try dataset ?? Dataset.open(path: request.data).addingUnlabelled(request.unlabelled)
+        let dataset = try dataset ?? request.openDataset()
         var session = TrainingSession(directory: request.directory)
         session.backend = request.backend
         session.progress = request.progress
@@ -182,6 +184,7 @@ public enum MethodTraining {
         session.methodSettings = ["method": request.method, "preset": request.preset,
                                   "unlabelled_folders": request.unlabelled.joined(separator: ",")]
         for (name, value) in request.methodOptions { session.methodSettings["option." + name] = value }
+        try session.record(target: request.target, dataset: dataset)
         return try MethodTrainer.train(plan: plan, dataset: dataset, session: session) { setup in
             try method.make(request.preset, request.methodOptions, setup)
         }

@@ -283,7 +283,7 @@ public enum MethodTrainer {
                 report.values["epoch"] = Double(done) / Double(stepsPerEpoch)
                 if done % validateEvery == 0 || done == totalSteps {
                     let scores = try validate(model, on: validation, tiling: tiling, metric: plan.metric,
-                                              on: session.backend)
+                                              scoringNuclei: dataset.classes.isBoundary, on: session.backend)
                     let record = loop.record(step: done, epoch: report.values["epoch"]!, scores: scores)
                     report.values["val_dice"] = scores.dice
                     report.values["val_iou"] = scores.iou
@@ -313,10 +313,12 @@ public enum MethodTrainer {
     // MARK: validation
 
     /// Pooled Dice and IoU (averaged over the foreground classes) and the plan's metric of `model`'s tiled
-    /// predictions (eval mode; the model's mode is restored afterwards).
+    /// predictions (eval mode; the model's mode is restored afterwards). `scoringNuclei` scores a boundary-aware
+    /// model (`MaskClasses.boundary`) on the nucleus, interior ∪ boundary, as one class: the kept weights are then
+    /// chosen by the same Dice as a binary model's, not by how well a 2-pixel boundary is placed.
     public static func validate(_ model: any SegmentationModel, on images: [(image: Planes, truth: LabelMap)],
                                 tiling: InferenceTiling, metric: TrainingPlan.ValidationMetric = .dice,
-                                on backend: (any Backend)? = nil)
+                                scoringNuclei: Bool = false, on backend: (any Backend)? = nil)
         throws -> (dice: Double, iou: Double, score: Double) {
         let wasTraining = model.isTraining
         model.train(false)
@@ -328,7 +330,9 @@ public enum MethodTrainer {
             // The argmax on the host: an image-sized tensor would tie memory to the image, not the tile.
             let prediction = try LabelMap(width: logits.width, height: logits.height,
                                           labels: SegmentationOutputs.labels(logits).map(Int32.init))
-            matrices.append(try ConfusionMatrix(prediction: prediction, truth: truth, classes: model.classes))
+            matrices.append(scoringNuclei
+                ? try ConfusionMatrix(prediction: prediction.binarized(), truth: truth.binarized(), classes: 2)
+                : try ConfusionMatrix(prediction: prediction, truth: truth, classes: model.classes))
             if metric == .jaccardSweep {
                 let probabilities = try logits.softmaxOverChannels()
                 let plane = probabilities.height * probabilities.width

@@ -1,0 +1,113 @@
+import Foundation
+import HistoCore
+import HistoData
+import HistoMetrics
+
+extension TrainingRequest {
+    /// The request's data folder read with its target, plus its unlabelled folders.
+    public func openDataset() throws -> Dataset {
+        try Dataset.open(path: data, classes: target).addingUnlabelled(unlabelled)
+    }
+}
+
+extension TrainingSession {
+    /// Records a boundary-aware target in `training.json`, the model card and the progress label; a binary run
+    /// records nothing, so that runs started before targets existed still resume. `dataset` must have been opened with that target.
+    mutating func record(target: MaskClasses, dataset: Dataset) throws {
+        guard dataset.classes == target else {
+            throw EngineError.invalidValue(op: "--target", message: "the dataset \(dataset.root) was opened with "
+                                           + "\(dataset.classes) but the run asks for \(target)")
+        }
+        guard case let .boundary(width) = target else { return }
+        label += " boundary"
+        methodSettings["target"] = "boundary"
+        methodSettings["boundary_width"] = String(width)
+        modelCard?.boundaryWidth = width
+    }
+}
+
+/// The instance post-processing of a trained model, chosen on its validation images: every candidate of a small
+/// grid (`candidates(for:)`) turns the model's probabilities into instances, and the one of largest AJI, pooled
+/// over the images, is written as `postprocess.json` beside the weights, where `TrainedModel` reads it for
+/// `segment`, `eval --model` and `experiment`.
+public enum InstanceTuning {
+    public static let fileName = "postprocess.json"
+
+    /// What `postprocess.json` holds: the chosen parameters and how they were chosen.
+    public struct Record: Codable, Equatable, Sendable {
+        public let chosen: InstancePostprocessing
+        /// Pooled AJI of the chosen parameters and of the untuned defaults on `images`.
+        public let aji: Double
+        public let defaultsAJI: Double
+        public let images: [String]
+        public let candidates: Int
+    }
+
+    /// The grid for a model of `card`: foreground and seed thresholds and the minimum area. A boundary-aware
+    /// model's seeds are p(interior) thresholds; a binary model's are distances to the background in pixels, or
+    /// none (its connected components).
+    public static func candidates(for card: ModelCard) -> [InstancePostprocessing] {
+        let seeds: [Double?] = card.boundaryWidth != nil ? [0.35, 0.5, 0.65, 0.8] : [nil, 1, 2, 3, 4]
+        return [0.35, 0.5, 0.65].flatMap { foreground in
+            seeds.flatMap { seed in
+                [0, 10, 30].map { area in
+                    InstancePostprocessing(foregroundThreshold: foreground, seedThreshold: seed, minimumArea: area)
+                }
+            }
+        }
+    }
+
+    /// Chooses the post-processing of `segmenter`'s model on the images `names` of `dataset` (their instance maps
+    /// where present, else the 8-connected components of their masks) and writes it to the model's folder.
+    @discardableResult
+    public static func run(_ segmenter: ImageSegmenter, dataset: Dataset, names: [String]) throws -> Record {
+        let byName = Dictionary(uniqueKeysWithValues: dataset.items.enumerated().map { ($1.name, $0) })
+        var images: [(probabilities: Planes, truth: LabelMap)] = []
+        for name in names {
+            guard let index = byName[name] else {
+                throw EngineError.invalidValue(op: "InstanceTuning",
+                                               message: "\(name) is not an image of \(dataset.root)")
+            }
+            let sample = try dataset.sample(at: index)
+            guard let mask = sample.mask else {
+                throw EngineError.invalidValue(op: "InstanceTuning", message: "\(name) of \(dataset.root) has no mask")
+            }
+            let truth = try sample.instances.map(LabelMap.init) ?? LabelMap(mask).connectedComponents().map
+            images.append((try segmenter.probabilities(of: sample.image), truth))
+        }
+        func aji(_ parameters: InstancePostprocessing) throws -> Double {
+            try images.map { try AggregatedJaccard.aji(prediction: parameters.instances(of: $0.probabilities),
+                                                       truth: $0.truth) }
+                .reduce(AggregatedJaccard(intersection: 0, union: 0), +).value
+        }
+        let grid = candidates(for: segmenter.model.card)
+        var best = (parameters: grid[0], aji: -Double.infinity)
+        for parameters in grid {
+            let score = try aji(parameters)
+            if score > best.aji { best = (parameters, score) }
+        }
+        let record = Record(chosen: best.parameters, aji: best.aji,
+                            defaultsAJI: try aji(segmenter.model.card.defaultPostprocessing),
+                            images: names, candidates: grid.count)
+        let path = (segmenter.model.directory as NSString).appendingPathComponent(fileName)
+        try MethodTrainer.writeJSON(record, to: path)
+        return record
+    }
+
+    /// Tunes a finished training run (`MethodTraining.run`) on its validation images, segmented in windows of its
+    /// training patch.
+    @discardableResult
+    public static func run(after result: TrainingResult, request: TrainingRequest, dataset: Dataset) throws -> Record {
+        let window = try SlidingWindow(tile: MethodTraining.plan(for: request).patchSize)
+        let segmenter = try ImageSegmenter(model: TrainedModel(path: request.directory), window: window,
+                                           backend: request.backend)
+        return try run(segmenter, dataset: dataset, names: result.split.validation)
+    }
+}
+
+extension ModelCard {
+    /// The post-processing before tuning (`InstancePostprocessing.defaults`).
+    public var defaultPostprocessing: InstancePostprocessing {
+        InstancePostprocessing.defaults(classes: boundaryWidth != nil ? 3 : 2)
+    }
+}
