@@ -64,15 +64,18 @@ public struct CrossPatchContrast: Equatable, Sendable {
         }
     }
 
+    /// τ of the released code (SPEC §5, §9).
+    public static let defaultTemperature: Float = 0.1
+
     public var rule = NegativeRule.oppositePatch
-    public var temperature: Float = 0.1
+    public var temperature = defaultTemperature
     /// Patches per side of a projected map (8: a patch is h/8 of the image).
     public var patchGrid = 8
     /// BDP: FS ≤ `background`; FDP: FS ≥ `foreground`.
     public var background: Float = 0.3
     public var foreground: Float = 0.7
 
-    public init(rule: NegativeRule = .oppositePatch, temperature: Float = 0.1) {
+    public init(rule: NegativeRule = .oppositePatch, temperature: Float = defaultTemperature) {
         self.rule = rule
         self.temperature = temperature
     }
@@ -183,7 +186,6 @@ public final class ContrastBank: CheckpointableState {
 /// view with the same geometry. The unlabelled terms start at epoch 5; w(e) is the Gaussian ramp over the run.
 /// Like SSL4MIS's teachers, the teacher runs in training mode; it is the evaluated model.
 public final class CrossPatchDenseContrastMethod: TrainingMethod {
-    public static let unlabelledStartEpoch = 5
     public static let contrastWeight: Float = 0.1
     public static let entropyWeight: Float = 0.01
 
@@ -193,17 +195,21 @@ public final class CrossPatchDenseContrastMethod: TrainingMethod {
     public let contrast: CrossPatchContrast
     /// L_cons keeps only pixels whose teacher max-probability exceeds it (the released code's option); nil: all.
     public let confidenceThreshold: Float?
+    /// The epoch (from 0) of the first step with the unlabelled terms: 5, the paper's 6th epoch.
+    public let unlabelledFromEpoch: Int
     public let bank = ContrastBank()
     public var notices: [String] = []
 
     public init(student: ContrastiveDenseUNet, teacher: ContrastiveDenseUNet, decay: Float,
-                contrast: CrossPatchContrast, confidenceThreshold: Float?, setup: MethodSetup) throws {
+                contrast: CrossPatchContrast, confidenceThreshold: Float?, unlabelledFromEpoch: Int = 5,
+                setup: MethodSetup) throws {
         self.student = OptimizedNetwork(student, recipe: setup.plan.optimizer, totalSteps: setup.totalSteps)
         try teacher.load(student.checkpointState().tensors, source: "the student")
         self.teacher = teacher
         ema = ExponentialMovingAverage(teacher: teacher, decay: decay, warmup: .meanTeacher)
         self.contrast = contrast
         self.confidenceThreshold = confidenceThreshold
+        self.unlabelledFromEpoch = unlabelledFromEpoch
     }
 
     public var lossTerms: [String] {
@@ -250,7 +256,7 @@ public final class CrossPatchDenseContrastMethod: TrainingMethod {
         let supervisedOf = { (logits: Tensor) in
             Loss.crossEntropy(logits: logits.interpolateBilinear(size: size, alignCorners: true), labels: labels)
         }
-        guard context.epoch >= Self.unlabelledStartEpoch else {
+        guard context.epoch >= unlabelledFromEpoch else {
             let supervised = supervisedOf(network.network.classify(network.network.extract(labelled)))
             var values = try OptimizedNetwork.minimise(supervised, named: "loss", terms: ["supervised": supervised],
                                                        networks: [student], on: context.backend)
@@ -333,6 +339,8 @@ extension CrossPatchDenseContrastMethod {
             MethodOption(name: "threshold", help: "L_cons ignores pixels whose teacher max-probability is not above it "
                          + "(default: none)"),
             MethodOption(name: "ema-decay", help: "the teacher's EMA decay α (default 0.999)"),
+            MethodOption(name: "unlabelled-from", help: "the epoch (from 0) at which the unlabelled terms start "
+                         + "(default 5)"),
             DenseUNet.weightsOption,
         ],
         plan: { preset, plan, _ in CrossPatchDenseContrastMethod.plan(preset, &plan) },
@@ -342,8 +350,9 @@ extension CrossPatchDenseContrastMethod {
                 Float(try SemiSupervisedRecipe.number(options, name, method: "cdcl", default: fallback,
                                                       requirement: requirement, isValid: isValid))
             }
-            let tau = try number("tau", 0.1, "a number > 0") { $0 > 0 }
+            let tau = try number("tau", Double(CrossPatchContrast.defaultTemperature), "a number > 0") { $0 > 0 }
             let decay = try number("ema-decay", 0.999, "a number in [0, 1]") { (0...1).contains($0) }
+            let start = try number("unlabelled-from", 5, "a whole number ≥ 0") { $0 >= 0 && $0 == $0.rounded() }
             let threshold = options["threshold"] == nil ? nil
                 : try number("threshold", 0, "a number in [0, 1)") { (0..<1).contains($0) }
             guard case .supervised(.denseUNet(let configuration)) = try card(preset, classes: setup.classes,
@@ -357,7 +366,7 @@ extension CrossPatchDenseContrastMethod {
                 student: student, teacher: ContrastiveDenseUNet(configuration, generator: RandomGenerator(seed: seed &+ 1)),
                 decay: decay,
                 contrast: CrossPatchContrast(rule: .init(rawValue: options["negatives"] ?? "paper")!, temperature: tau),
-                confidenceThreshold: threshold, setup: setup)
+                confidenceThreshold: threshold, unlabelledFromEpoch: Int(start), setup: setup)
             method.notices = [notice]
             return method
         })
