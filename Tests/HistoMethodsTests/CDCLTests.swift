@@ -72,4 +72,123 @@ final class CDCLTests: XCTestCase {
                   + "deviation \(difference)")
         }
     }
+
+    /// The paper preset's encoder is DenseNet-161's `features`: torchvision's 26 472 000 parameters (28 681 000
+    /// with the ImageNet classifier).
+    func testPaperEncoderHasDenseNet161sParameterCount() {
+        let network = DenseUNet(.paper(classes: 2), generator: RandomGenerator(seed: 0))
+        XCTAssertEqual(network.features.parameterCount(), 26_472_000)
+        XCTAssertEqual(DenseUNet.Configuration.paper(classes: 2).blockChannels, [384, 768, 2112, 2208])
+    }
+
+    /// A randomly initialised torchvision-layout DenseNet exported by tools/densenet_to_safetensors.py (init 8,
+    /// growth 4, blocks 1/2/2/1, bn_size 2, BatchNorm statistics randomised) loads into the encoder by name, and in
+    /// eval mode the encoder's four outputs on the tool's input match PyTorch's to 1e-5.
+    func testTorchvisionDenseNetLoadsIntoTheEncoderAndMatchesPyTorch() throws {
+        let url = Bundle.module.url(forResource: "Fixtures", withExtension: nil)!
+            .appendingPathComponent("densenet_tiny.safetensors")
+        var configuration = DenseUNet.Configuration(classes: 2, initialFeatures: 8, growthRate: 4, blocks: [1, 2, 2, 1],
+                                                    dropRate: 0.2, decoderChannels: 8, classifierChannels: 4)
+        configuration.bottleneckFactor = 2
+        let network = DenseUNet(configuration, generator: RandomGenerator(seed: 1))
+        let loaded = try network.loadEncoder(fromTorchvision: url.path)
+        XCTAssertEqual(loaded, network.features.stateTensors().count)
+        network.train(false)
+        let fixture = try SafeTensors.read(url.path)
+        let outputs = network.features(fixture.tensors["reference.input"]!.tensor)
+        for (index, output) in outputs.enumerated() {
+            let expected = fixture.tensors["reference.output\(index)"]!
+            XCTAssertEqual(output.shape, expected.shape)
+            XCTAssertLessThanOrEqual(deviation(try output.toArray(), expected, "output \(index)"), 1e-5,
+                                     "output \(index)")
+        }
+        let wrong = DenseUNet(.cpu(classes: 2), generator: RandomGenerator(seed: 1))
+        XCTAssertThrowsError(try wrong.loadEncoder(fromTorchvision: url.path)) { error in
+            XCTAssertTrue("\(error)".contains("shape mismatches"), "\(error)")
+        }
+    }
+
+    /// A short run of `method` on 64² crops: 2 labelled images, 1 crop each, batches of 2 (+ 2), 3 epochs of 1 step.
+    func request(_ method: String, _ dataset: Dataset, in folder: URL) -> TrainingRequest {
+        var request = TrainingRequest(method: method, data: dataset.root, directory: folder.path)
+        request.labels = "2"
+        request.validation = "1"
+        request.patch = 64
+        request.batch = 2
+        request.cropsPerImage = 1
+        request.epochs = 3
+        request.seed = 2
+        request.progress = .none
+        request.methodOptions = method == "cdcl" ? ["unlabelled-from": "1"] : ["arch": "denseunet"]
+        return request
+    }
+
+    /// `histodiff train --method cdcl` on 64² crops of synthetic tiles: 2 labelled, 3 unlabelled images, batches
+    /// 2 + 2, 3 epochs of 1 step with the unlabelled terms from epoch 1: every term logged finite, the contrastive
+    /// term positive once it starts, and the folder segments with the DenseUNet card. The supervised baseline
+    /// trains the same preset.
+    func testShortRunsThroughTheRegistryFinishAndSegment() throws {
+        let dataset = try syntheticDataset(count: 3, size: 64, unlabelled: 3)
+        for name in ["cdcl", "supervised"] {
+            let folder = try temporaryFolder()
+            let result = try MethodTraining.run(request(name, dataset, in: folder), dataset: dataset)
+            XCTAssertEqual(result.outcome, .completed, name)
+            XCTAssertEqual(result.steps, 3, name)
+            let log = try MetricsLog.read(path: folder.appendingPathComponent("metrics.csv").path)
+            let terms = name == "cdcl"
+                ? ["loss", "supervised", "contrastive", "consistency", "entropy", "consistency_weight"] : ["loss"]
+            for term in terms {
+                let values = try log.series(term).map(\.value)
+                XCTAssertEqual(values.count, 3, "\(name) \(term)")
+                XCTAssert(values.allSatisfy(\.isFinite), "\(name) \(term): \(values)")
+            }
+            if name == "cdcl" {
+                let contrastive = try log.series("contrastive").map(\.value)
+                XCTAssertEqual(contrastive[0], 0)
+                XCTAssert(contrastive.dropFirst().allSatisfy { $0 > 0 }, "\(contrastive)")
+            }
+            let trained = try TrainedModel(path: folder.path)
+            XCTAssertEqual(trained.card.architecture, "denseunet", name)
+            let image = try dataset.sample(at: 0).image.colorPlanes(range: .minusOneToOne)
+            XCTAssert(try trained.network.logits(of: image).values.allSatisfy(\.isFinite), name)
+        }
+    }
+
+    /// A cdcl run interrupted after its second step (the first with a bank) and resumed ends as an uninterrupted
+    /// one, bit for bit: student, optimizer, EMA, the bank and the dropout draws are in the checkpoint.
+    func testInterruptedRunResumesBitForBit() throws {
+        let dataset = try syntheticDataset(count: 3, size: 64, unlabelled: 3)
+        func train(in folder: URL, stopAt: Int?) throws -> (TrainingResult, any TrainingMethod) {
+            var request = self.request("cdcl", dataset, in: folder)
+            request.methodOptions = ["unlabelled-from": "0"]
+            var session = TrainingSession(directory: folder.path)
+            session.progress = .none
+            var method: (any TrainingMethod)?
+            let result = try MethodTrainer.train(plan: try MethodTraining.plan(for: request), dataset: dataset,
+                                                 session: session) { setup in
+                method = try MethodRegistry.method(named: "cdcl").make("cpu", request.methodOptions, setup)
+                return CPSFamilyTests.InterruptedMethod(method!, stopAt: stopAt)
+            }
+            return (result, method!)
+        }
+        let (whole, wholeMethod) = try train(in: try temporaryFolder(), stopAt: nil)
+        let folder = try temporaryFolder()
+        let (stopped, _) = try train(in: folder, stopAt: 1)
+        XCTAssertEqual(stopped.outcome, .interrupted(signal: SIGINT))
+        XCTAssertEqual(stopped.steps, 2)
+        let (resumed, resumedMethod) = try train(in: folder, stopAt: nil)
+        XCTAssertEqual(resumed.outcome, .completed)
+        XCTAssertEqual(resumed.history, whole.history)
+        var states = [("evaluated", wholeMethod.evaluatedModel as CheckpointableState,
+                       resumedMethod.evaluatedModel as CheckpointableState)]
+        for key in wholeMethod.components.keys.sorted() {
+            states.append((key, wholeMethod.components[key]!, try XCTUnwrap(resumedMethod.components[key])))
+        }
+        for (key, a, b) in states {
+            let x = try a.checkpointState(), y = try b.checkpointState()
+            XCTAssertEqual(x.tensors.keys.filter { x.tensors[$0] != y.tensors[$0] }.sorted(), [], key)
+            XCTAssertEqual(x.metadata, y.metadata, key)
+        }
+        XCTAssertFalse(try XCTUnwrap(wholeMethod.components["bank"]).checkpointState().tensors.isEmpty)
+    }
 }
