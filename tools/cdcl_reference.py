@@ -96,7 +96,8 @@ def contrast(s_proj, t_proj, prev_feat, rule):
     anchors = q_bdp | q_fdp
     different = s_lab[:, None] != bank_lab[None, :]
     if rule == "paper":
-        patches = (q_bdp[:, None] & (bank_fs >= FOREGROUND)[None, :]) | (q_fdp[:, None] & (bank_fs <= BACKGROUND)[None, :])
+        patches = ((q_bdp[:, None] & (bank_fs >= FOREGROUND)[None, :])
+                   | (q_fdp[:, None] & (bank_fs <= BACKGROUND)[None, :]))
     else:
         patches = (s_fs[:, None] + bank_fs[None, :]) <= 1.0
     j = (different & patches).double()
@@ -141,7 +142,8 @@ def main():
         out[f"contrast_{rule}.value"] = np.array([value.item()])
         out[f"contrast_{rule}.grad_student"] = s.grad.numpy()
         out[f"contrast_{rule}.grad_teacher"] = t.grad.numpy()
-        out[f"contrast_{rule}.grad_previous"] = p.grad.numpy() if p.grad is not None else np.zeros_like(previous_features)
+        # Detached: no gradient reaches the previous batch's features.
+        out[f"contrast_{rule}.grad_previous"] = np.zeros_like(previous_features) if p.grad is None else p.grad.numpy()
     teacher = torch.from_numpy(teacher_logits)
     for name, loss in [("consistency", lambda x: consistency(x, teacher)),
                        ("consistency_threshold", lambda x: consistency(x, teacher, THRESHOLD)),

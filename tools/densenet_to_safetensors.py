@@ -88,7 +88,7 @@ class DenseNet(nn.Module):
 
 def renamed(state):
     """torchvision's rename of old checkpoints: `denselayer1.norm.1.weight` -> `denselayer1.norm1.weight`."""
-    pattern = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+    pattern = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\.(?:weight|bias|running_mean|running_var))$")
     out = {}
     for key, value in state.items():
         match = pattern.match(key)
