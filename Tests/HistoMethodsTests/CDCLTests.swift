@@ -158,37 +158,9 @@ final class CDCLTests: XCTestCase {
     /// one, bit for bit: student, optimizer, EMA, the bank and the dropout draws are in the checkpoint.
     func testInterruptedRunResumesBitForBit() throws {
         let dataset = try syntheticDataset(count: 3, size: 64, unlabelled: 3)
-        func train(in folder: URL, stopAt: Int?) throws -> (TrainingResult, any TrainingMethod) {
-            var request = self.request("cdcl", dataset, in: folder)
-            request.methodOptions = ["unlabelled-from": "0"]
-            var session = TrainingSession(directory: folder.path)
-            session.progress = .none
-            var method: (any TrainingMethod)?
-            let result = try MethodTrainer.train(plan: try MethodTraining.plan(for: request), dataset: dataset,
-                                                 session: session) { setup in
-                method = try MethodRegistry.method(named: "cdcl").make("cpu", request.methodOptions, setup)
-                return CPSFamilyTests.InterruptedMethod(method!, stopAt: stopAt)
-            }
-            return (result, method!)
-        }
-        let (whole, wholeMethod) = try train(in: try temporaryFolder(), stopAt: nil)
-        let folder = try temporaryFolder()
-        let (stopped, _) = try train(in: folder, stopAt: 1)
-        XCTAssertEqual(stopped.outcome, .interrupted(signal: SIGINT))
-        XCTAssertEqual(stopped.steps, 2)
-        let (resumed, resumedMethod) = try train(in: folder, stopAt: nil)
-        XCTAssertEqual(resumed.outcome, .completed)
-        XCTAssertEqual(resumed.history, whole.history)
-        var states = [("evaluated", wholeMethod.evaluatedModel as CheckpointableState,
-                       resumedMethod.evaluatedModel as CheckpointableState)]
-        for key in wholeMethod.components.keys.sorted() {
-            states.append((key, wholeMethod.components[key]!, try XCTUnwrap(resumedMethod.components[key])))
-        }
-        for (key, a, b) in states {
-            let x = try a.checkpointState(), y = try b.checkpointState()
-            XCTAssertEqual(x.tensors.keys.filter { x.tensors[$0] != y.tensors[$0] }.sorted(), [], key)
-            XCTAssertEqual(x.metadata, y.metadata, key)
-        }
-        XCTAssertFalse(try XCTUnwrap(wholeMethod.components["bank"]).checkpointState().tensors.isEmpty)
+        var request = request("cdcl", dataset, in: try temporaryFolder())
+        request.methodOptions = ["unlabelled-from": "0"]
+        let resumed = try assertResumesBitForBit(request, dataset: dataset, stopAt: 1)
+        XCTAssertFalse(try XCTUnwrap(resumed.components["bank"]).checkpointState().tensors.isEmpty)
     }
 }

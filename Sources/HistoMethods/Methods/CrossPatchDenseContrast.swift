@@ -256,42 +256,40 @@ public final class CrossPatchDenseContrastMethod: TrainingMethod {
         let supervisedOf = { (logits: Tensor) in
             Loss.crossEntropy(logits: logits.interpolateBilinear(size: size, alignCorners: true), labels: labels)
         }
-        guard context.epoch >= unlabelledFromEpoch else {
-            let supervised = supervisedOf(network.network.classify(network.network.extract(labelled)))
-            var values = try OptimizedNetwork.minimise(supervised, named: "loss", terms: ["supervised": supervised],
-                                                       networks: [student], on: context.backend)
-            for name in ["contrastive", "consistency", "entropy", "consistency_weight"] { values[name] = 0 }
-            try ema.update(from: network, on: context.backend)
-            return values
-        }
-        let (logits, projections) = network.outputs(.concat([labelled, strong], axis: 0))
+        // The teacher sees the weak view at every step, its outputs unused before the unlabelled terms start, so
+        // that its BatchNorm statistics (its own, not averaged) follow the weights it is validated with.
         let (teacherLogits, teacherProjections) = teacher.outputs(unlabelled.images)
-        let studentLogits = logits.slice(axis: 0, start: count, end: logits.shape[0])
-        let supervised = supervisedOf(logits.slice(axis: 0, start: 0, end: count))
-        let consistency = Self.consistency(student: studentLogits, teacher: teacherLogits,
-                                           threshold: confidenceThreshold)
-        let entropy = Loss.entropy(logits: studentLogits)
-        let studentEntries = contrast.entries(
-            projections: projections.slice(axis: 0, start: count, end: projections.shape[0]),
-            labels: Self.projectorLabels(studentLogits))
-        let teacherEntries = contrast.entries(projections: teacherProjections,
-                                              labels: Self.projectorLabels(teacherLogits))
-        let contrastive = contrast.loss(student: studentEntries, teacher: teacherEntries, previous: bank.entries,
-                                        groups: strong.shape[0])
-        let weight = Self.consistencyWeight(in: context)
-        let total = supervised + Self.contrastWeight * contrastive + weight * consistency
-            + Self.entropyWeight * entropy
-        let current = CrossPatchContrast.Entries.joined([studentEntries, teacherEntries])
-        var values = try OptimizedNetwork.minimise(
-            total, named: "loss",
-            terms: ["supervised": supervised, "contrastive": contrastive, "consistency": consistency,
-                    "entropy": entropy],
-            networks: [student],
-            alongside: teacher.pendingBufferUpdates() + [current.features, current.labels, current.scores],
-            on: context.backend)
+        var terms: [String: Tensor], total: Tensor, current: CrossPatchContrast.Entries?
+        let weight = context.epoch >= unlabelledFromEpoch ? Self.consistencyWeight(in: context) : 0
+        if context.epoch >= unlabelledFromEpoch {
+            let (logits, projections) = network.outputs(.concat([labelled, strong], axis: 0))
+            let studentLogits = logits.slice(axis: 0, start: count, end: logits.shape[0])
+            let studentEntries = contrast.entries(
+                projections: projections.slice(axis: 0, start: count, end: projections.shape[0]),
+                labels: Self.projectorLabels(studentLogits))
+            let teacherEntries = contrast.entries(projections: teacherProjections,
+                                                  labels: Self.projectorLabels(teacherLogits))
+            terms = ["supervised": supervisedOf(logits.slice(axis: 0, start: 0, end: count)),
+                     "contrastive": contrast.loss(student: studentEntries, teacher: teacherEntries,
+                                                  previous: bank.entries, groups: strong.shape[0]),
+                     "consistency": Self.consistency(student: studentLogits, teacher: teacherLogits,
+                                                     threshold: confidenceThreshold),
+                     "entropy": Loss.entropy(logits: studentLogits)]
+            total = terms["supervised"]! + Self.contrastWeight * terms["contrastive"]!
+                + weight * terms["consistency"]! + Self.entropyWeight * terms["entropy"]!
+            current = .joined([studentEntries, teacherEntries])
+        } else {
+            terms = ["supervised": supervisedOf(network.network.classify(network.network.extract(labelled)))]
+            total = terms["supervised"]!
+        }
+        let bankValues = current.map { [$0.features, $0.labels, $0.scores] } ?? []
+        var values = try OptimizedNetwork.minimise(total, named: "loss", terms: terms, networks: [student],
+                                                   alongside: teacher.pendingBufferUpdates() + bankValues,
+                                                   on: context.backend)
+        for name in lossTerms where values[name] == nil { values[name] = 0 }
         values["consistency_weight"] = weight
         try teacher.commitBufferUpdates(on: context.backend)
-        try bank.replace(with: current, on: context.backend)
+        if let current { try bank.replace(with: current, on: context.backend) }
         try ema.update(from: network, on: context.backend)
         return values
     }
@@ -363,7 +361,8 @@ extension CrossPatchDenseContrastMethod {
             let student = ContrastiveDenseUNet(configuration, generator: RandomGenerator(seed: seed))
             let notice = try student.network.initializeEncoder(weights: options[DenseUNet.weightsOption.name])
             let method = try CrossPatchDenseContrastMethod(
-                student: student, teacher: ContrastiveDenseUNet(configuration, generator: RandomGenerator(seed: seed &+ 1)),
+                student: student,
+                teacher: ContrastiveDenseUNet(configuration, generator: RandomGenerator(seed: seed &+ 1)),
                 decay: decay,
                 contrast: CrossPatchContrast(rule: .init(rawValue: options["negatives"] ?? "paper")!, temperature: tau),
                 confidenceThreshold: threshold, unlabelledFromEpoch: Int(start), setup: setup)

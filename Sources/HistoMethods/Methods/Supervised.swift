@@ -97,7 +97,8 @@ public final class SupervisedMethod: TrainingMethod {
             let fpn = options["arch"] == "fpn"
             let dense = options["arch"] == "denseunet"
             if !dense && options[DenseUNet.weightsOption.name] != nil {
-                throw EngineError.invalidValue(op: "--method supervised", message: "option weights needs arch=denseunet")
+                throw EngineError.invalidValue(op: "--method supervised", message:
+                    "option weights needs arch=denseunet")
             }
             let loss = SupervisedLoss(rawValue: options["loss"] ?? (fpn ? "dice" : dense ? "ce" : "ce+dice"))!
             let model = try card.makeModel(generator: RandomGenerator(seed: setup.plan.seed))
