@@ -76,22 +76,22 @@ def projector_labels(logits):
     return logits.argmax(1)[:, ::2, ::2]
 
 
-def entries(projections, labels):
+def entries(projections, labels, grid=GRID):
     """Features [P, D], labels [P], FS [P] of each pixel's patch, row-major per image."""
     b, d, h, w = projections.shape
-    patch = h // GRID
-    fg = (labels > 0).double()
-    scores = fg.reshape(b, GRID, patch, GRID, patch).mean(dim=(2, 4))
+    patch = h // grid
+    fg = (labels > 0).to(projections.dtype)
+    scores = fg.reshape(b, grid, patch, grid, patch).mean(dim=(2, 4))
     scores = scores.repeat_interleave(patch, 1).repeat_interleave(patch, 2)
-    return projections.permute(0, 2, 3, 1).reshape(-1, d), labels.reshape(-1).double(), scores.reshape(-1)
+    return projections.permute(0, 2, 3, 1).reshape(-1, d), labels.reshape(-1).to(projections.dtype), scores.reshape(-1)
 
 
-def contrast(s_proj, t_proj, prev_feat, rule):
-    s_feat, s_lab, s_fs = entries(s_proj, projector_labels(torch.from_numpy(student_logits)))
-    t_feat, t_lab, t_fs = entries(t_proj, projector_labels(torch.from_numpy(teacher_logits)))
-    bank_feat = torch.cat([s_feat, t_feat, prev_feat.detach()])
-    bank_lab = torch.cat([s_lab, t_lab, torch.from_numpy(previous_labels)])
-    bank_fs = torch.cat([s_fs, t_fs, torch.from_numpy(previous_scores)])
+def contrast_loss(student, teacher, previous, rule, tau=TAU):
+    """L_contr of student and teacher entries (features, labels, FS) with the previous batch's entries (or None)."""
+    s_feat, s_lab, s_fs = student
+    t_feat, t_lab, t_fs = teacher
+    bank = [student, teacher] + ([(previous[0].detach(), previous[1], previous[2])] if previous else [])
+    bank_feat, bank_lab, bank_fs = (torch.cat([e[i] for e in bank]) for i in range(3))
     q_bdp, q_fdp = s_fs <= BACKGROUND, s_fs >= FOREGROUND
     anchors = q_bdp | q_fdp
     different = s_lab[:, None] != bank_lab[None, :]
@@ -100,23 +100,27 @@ def contrast(s_proj, t_proj, prev_feat, rule):
                    | (q_fdp[:, None] & (bank_fs <= BACKGROUND)[None, :]))
     else:
         patches = (s_fs[:, None] + bank_fs[None, :]) <= 1.0
-    j = (different & patches).double()
-    pos = (s_feat * t_feat).sum(1) / TAU
-    neg = s_feat @ bank_feat.T / TAU
+    j = (different & patches).to(s_feat.dtype)
+    pos = (s_feat * t_feat).sum(1) / tau
+    neg = s_feat @ bank_feat.T / tau
     m = torch.maximum(pos, neg.max(1).values)
     e_pos = torch.exp(pos - m)
     denominator = e_pos + (j * torch.exp(neg - m[:, None])).sum(1) + 1e-8
     losses = -torch.log(e_pos / denominator + 1e-8)
-    anchor_count = anchors.sum()
-    value = (losses * anchors.double()).sum() / max(int(anchor_count), 1)
-    return value, int(anchor_count)
+    return (losses * anchors.to(losses.dtype)).sum() / max(int(anchors.sum()), 1), int(anchors.sum())
+
+
+def contrast(s_proj, t_proj, prev_feat, rule):
+    previous = (prev_feat, torch.from_numpy(previous_labels), torch.from_numpy(previous_scores))
+    return contrast_loss(entries(s_proj, projector_labels(torch.from_numpy(student_logits))),
+                         entries(t_proj, projector_labels(torch.from_numpy(teacher_logits))), previous, rule)
 
 
 def consistency(student, teacher, threshold=None):
     labels = teacher.argmax(1)
     if threshold is None:
         return F.cross_entropy(student, labels)
-    confident = (F.softmax(teacher, 1).max(1).values > threshold).double()
+    confident = (F.softmax(teacher, 1).max(1).values > threshold).to(student.dtype)
     return (F.cross_entropy(student, labels, reduction="none") * confident).mean()
 
 

@@ -74,8 +74,10 @@ final class CDCLTests: XCTestCase {
     }
 
     /// The paper preset's encoder is DenseNet-161's `features`: torchvision's 26 472 000 parameters (28 681 000
-    /// with the ImageNet classifier).
-    func testPaperEncoderHasDenseNet161sParameterCount() {
+    /// with the ImageNet classifier). The cpu preset with its projector has benchmarks/torch_peer.py's count.
+    func testParameterCountsMatchTorchvisionAndThePeer() {
+        XCTAssertEqual(ContrastiveDenseUNet(.cpu(classes: 2), generator: RandomGenerator(seed: 0)).parameterCount(),
+                       111_988)
         let network = DenseUNet(.paper(classes: 2), generator: RandomGenerator(seed: 0))
         XCTAssertEqual(network.features.parameterCount(), 26_472_000)
         XCTAssertEqual(DenseUNet.Configuration.paper(classes: 2).blockChannels, [384, 768, 2112, 2208])
