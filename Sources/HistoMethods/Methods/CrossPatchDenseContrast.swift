@@ -190,6 +190,8 @@ public final class CrossPatchDenseContrastMethod: TrainingMethod {
     public static let entropyWeight: Float = 0.01
 
     public let student: OptimizedNetwork
+    /// `student.model`, with its projector.
+    let studentNetwork: ContrastiveDenseUNet
     public let teacher: ContrastiveDenseUNet
     public let ema: ExponentialMovingAverage
     public let contrast: CrossPatchContrast
@@ -204,6 +206,7 @@ public final class CrossPatchDenseContrastMethod: TrainingMethod {
                 contrast: CrossPatchContrast, confidenceThreshold: Float?, unlabelledFromEpoch: Int = 5,
                 setup: MethodSetup) throws {
         self.student = OptimizedNetwork(student, recipe: setup.plan.optimizer, totalSteps: setup.totalSteps)
+        studentNetwork = student
         try teacher.load(student.checkpointState().tensors, source: "the student")
         self.teacher = teacher
         ema = ExponentialMovingAverage(teacher: teacher, decay: decay, warmup: .meanTeacher)
@@ -243,33 +246,32 @@ public final class CrossPatchDenseContrastMethod: TrainingMethod {
     }
 
     public func step(_ batch: MethodBatch, context: StepContext) throws -> [String: Float] {
-        student.model.train(true)
+        studentNetwork.train(true)
         teacher.train(true)
         guard let labels = batch.labelled.labels, let unlabelled = batch.unlabelled,
               let strong = unlabelled.strongImages else {
             throw EngineError.invalidValue(op: "training", message:
                 "cdcl needs a labelled batch and the weak and strong views of an unlabelled one")
         }
-        let network = student.model as! ContrastiveDenseUNet
         let labelled = batch.labelled.images
         let size = [labelled.shape[2], labelled.shape[3]], count = labelled.shape[0]
-        let supervisedOf = { (logits: Tensor) in
-            Loss.crossEntropy(logits: logits.interpolateBilinear(size: size, alignCorners: true), labels: labels)
-        }
         // The teacher sees the weak view at every step, its outputs unused before the unlabelled terms start, so
         // that its BatchNorm statistics (its own, not averaged) follow the weights it is validated with.
         let (teacherLogits, teacherProjections) = teacher.outputs(unlabelled.images)
         var terms: [String: Tensor], total: Tensor, current: CrossPatchContrast.Entries?
         let weight = context.epoch >= unlabelledFromEpoch ? Self.consistencyWeight(in: context) : 0
         if context.epoch >= unlabelledFromEpoch {
-            let (logits, projections) = network.outputs(.concat([labelled, strong], axis: 0))
+            let (logits, projections) = studentNetwork.outputs(.concat([labelled, strong], axis: 0))
             let studentLogits = logits.slice(axis: 0, start: count, end: logits.shape[0])
             let studentEntries = contrast.entries(
                 projections: projections.slice(axis: 0, start: count, end: projections.shape[0]),
                 labels: Self.projectorLabels(studentLogits))
             let teacherEntries = contrast.entries(projections: teacherProjections,
                                                   labels: Self.projectorLabels(teacherLogits))
-            terms = ["supervised": supervisedOf(logits.slice(axis: 0, start: 0, end: count)),
+            let labelledLogits = logits.slice(axis: 0, start: 0, end: count)
+            terms = ["supervised": Loss.crossEntropy(logits: labelledLogits.interpolateBilinear(size: size,
+                                                                                                alignCorners: true),
+                                                     labels: labels),
                      "contrastive": contrast.loss(student: studentEntries, teacher: teacherEntries,
                                                   previous: bank.entries, groups: strong.shape[0]),
                      "consistency": Self.consistency(student: studentLogits, teacher: teacherLogits,
@@ -279,7 +281,7 @@ public final class CrossPatchDenseContrastMethod: TrainingMethod {
                 + weight * terms["consistency"]! + Self.entropyWeight * terms["entropy"]!
             current = .joined([studentEntries, teacherEntries])
         } else {
-            terms = ["supervised": supervisedOf(network.network.classify(network.network.extract(labelled)))]
+            terms = ["supervised": Loss.crossEntropy(logits: studentNetwork(labelled), labels: labels)]
             total = terms["supervised"]!
         }
         let bankValues = current.map { [$0.features, $0.labels, $0.scores] } ?? []
@@ -290,7 +292,7 @@ public final class CrossPatchDenseContrastMethod: TrainingMethod {
         values["consistency_weight"] = weight
         try teacher.commitBufferUpdates(on: context.backend)
         if let current { try bank.replace(with: current, on: context.backend) }
-        try ema.update(from: network, on: context.backend)
+        try ema.update(from: studentNetwork, on: context.backend)
         return values
     }
 }

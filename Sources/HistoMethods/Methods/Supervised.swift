@@ -68,7 +68,8 @@ public final class SupervisedMethod: TrainingMethod {
     public static let registration = RegisteredMethod(
         name: "supervised",
         paper: "supervised-only baseline (SSL4MIS U-Net; DTSeg ResNet-FPN)",
-        defaults: "cpu: U-Net/2 128² batch 8 Adam 1e-3 ½(CE+Dice) 50 epochs; paper: 256² batch 24 SGD 0.01 poly",
+        defaults: "cpu: U-Net/2 128² batch 8 Adam 1e-3 ½(CE+Dice) 50 epochs; paper: 256² batch 24 SGD 0.01 poly; "
+            + "arch=denseunet: CE and cdcl's plans",
         options: [MethodOption(name: "arch", help: "unet (default), fpn or denseunet (CDCL's plans)",
                                allowed: ["unet", "fpn", "denseunet"]),
                   MethodOption(name: "loss", help: "ce, dice or ce+dice (default; dice for fpn, ce for denseunet)",
