@@ -10,7 +10,8 @@ each pair's ratio and their median: one command gives the ratio figures, with bo
 machine load.
 The UNet training step uses the PyTorch re-implementation in tools/unet_reference.py; the MT and CPS steps the
 U-Net of tools/ssl_cps_family_reference.py (made the `cpu` preset's Ciampi variant) and the losses of
-tools/ssl_step_reference.py.
+tools/ssl_step_reference.py; the CDCL step the `cpu` DenseUNet built on tools/densenet_to_safetensors.py's
+torchvision-layout DenseNet and the losses of tools/cdcl_reference.py.
 Install the CPU build with `pip install torch==2.13.0+cpu`; torch is not a dependency of the package.
 """
 import argparse, json, os, statistics, subprocess, tempfile, time, sys
@@ -66,6 +67,63 @@ def ciampi_unet(width, classes=2):
     count = sum(p.numel() for p in model.parameters())
     assert width != 8 or count == 461_890, f"the cpu U-Net has 461890 parameters in HistoDiff, {count} here"
     return model.train()
+
+
+def dense_unet(classes=2):
+    """The `cpu` preset's DenseUNet with CDCL's projector (SPEC §5): DenseNet 16/8/(2,3,4,3)/bn 4 with dropout 0.2 after
+    each dense layer, decoder 64, classifier 16 with Dropout2d(0.3), projector 64 -> 32; 111_988 parameters as ours."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+    from densenet_to_safetensors import DenseNet
+
+    class Dropped(nn.Module):  # torchvision's _DenseLayer with drop_rate
+        def __init__(self, layer):
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, x):
+            out = self.layer(x)
+            c = x.shape[1]
+            return torch.cat([x, F.dropout(out[:, c:], 0.2, self.training)], 1)
+
+    class Up(nn.Module):
+        def __init__(self, cin, cout, skip=None):
+            super().__init__()
+            self.skip = nn.Conv2d(skip, cin, 1) if skip else None
+            self.conv, self.norm = nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout)
+
+        def forward(self, x, s):
+            x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
+            return F.relu(self.norm(self.conv(x + (self.skip(s) if self.skip else s))))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            net = DenseNet(16, 8, (2, 3, 4, 3), 4)
+            for block in [m for n, m in net.features.named_children() if n.startswith("denseblock")]:
+                for name, layer in list(block.named_children()):
+                    setattr(block, name, Dropped(layer))
+            self.features = net.features
+            c = [32, 40, 52, 50]
+            self.up1, self.up2, self.up3 = Up(c[3], c[1], c[2]), Up(c[1], c[0]), Up(c[0], 64)
+            self.classifier = nn.Sequential(nn.Conv2d(64, 16, 3, padding=1), nn.Dropout2d(0.3), nn.BatchNorm2d(16),
+                                            nn.ReLU(), nn.Conv2d(16, classes, 1))
+            self.projector = nn.Sequential(nn.Conv2d(64, 64, 1), nn.ReLU(), nn.Conv2d(64, 32, 1))
+
+        def forward(self, x):
+            skips = []
+            for name, module in self.features.named_children():
+                x = module(x)
+                if name in ("denseblock1", "denseblock2", "denseblock3"):
+                    skips.append(x)
+            f = self.up3(self.up2(self.up1(F.relu(x), skips[2]), skips[1]), skips[0])
+            return self.classifier(f), F.normalize(self.projector(F.avg_pool2d(f, 2)), dim=1)
+
+    model = Net().train()
+    count = sum(p.numel() for p in model.parameters())
+    assert count == 111_988, f"the cpu DenseUNet with projector has 111988 parameters in HistoDiff, {count} here"
+    return model
 
 
 def workloads(torch, device):
@@ -139,6 +197,40 @@ def workloads(torch, device):
                         t.mul_(0.99).add_(s, alpha=0.01)
         return run
 
+    def cdcl_step(batch, size):
+        """bench's `cdcl step cpu denseunet B+B S`: one CDCL step of the `cpu` preset (Adam poly, unlabelled terms on,
+        the paper's negative rule, a one-batch bank) on B labelled + B strong views through the student and the B weak
+        views through the teacher, then the EMA (α 0.999)."""
+        import cdcl_reference as losses
+        images = (torch.rand(3 * batch, 3, size, size, generator=g) * 2 - 1).to(device)  # labelled, strong, weak
+        labels = torch.randint(0, 2, (batch, size, size), generator=g).to(device)
+        student, teacher = dense_unet().to(device), dense_unet().to(device)
+        teacher.load_state_dict(student.state_dict())
+        optimizer = torch.optim.Adam(student.parameters(), lr=1e-3)
+        bank = []
+
+        def run():
+            logits, projections = student(images[:2 * batch])
+            with torch.no_grad():
+                t_logits, t_projections = teacher(images[2 * batch:])
+            s_logits = logits[batch:]
+            supervised = F.cross_entropy(F.interpolate(logits[:batch], size=(size, size), mode="bilinear",
+                                                       align_corners=True), labels)
+            s_entries = losses.entries(projections[batch:], losses.projector_labels(s_logits))
+            t_entries = losses.entries(t_projections, losses.projector_labels(t_logits))
+            # All anchors against the bank in one block (ours takes one image's anchors at a time).
+            contrast = losses.contrast_loss(s_entries, t_entries, bank[0] if bank else None, "paper")[0]
+            loss = (supervised + 0.1 * contrast + 0.5 * losses.consistency(s_logits, t_logits)
+                    + 0.01 * losses.entropy(s_logits))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            bank[:] = [tuple(torch.cat([s, t]).detach() for s, t in zip(s_entries, t_entries))]
+            with torch.no_grad():
+                for t, s in zip(teacher.parameters(), student.parameters()):
+                    t.mul_(0.999).add_(s, alpha=0.001)
+        return run
+
     a, b = r(1024, 1024), r(1024, 1024)
     x, w, bias = r(8, 64, 64, 64), r(64, 64, 3, 3), r(64)
     gx, gw, gb = r(8, 128, 64, 64), r(128), r(128)
@@ -155,6 +247,7 @@ def workloads(torch, device):
         "unet step guided.bench828k 8x3x128x128": unet_step("guided.bench828k", 828_387, 8, 3, 128),
         "mt step cpu unet 8+8 128": method_step("mt", 8, 128),
         "cps step cpu unet 8+8 128": method_step("cps", 8, 128),
+        "cdcl step cpu denseunet 8+8 128": cdcl_step(8, 128),
     }
 
 

@@ -8,7 +8,8 @@ import HistoNN
 /// What rebuilds a trained segmentation network: written as `model.json` beside its weights by `histodiff train`,
 /// read by `histodiff segment` and `histodiff eval --model`.
 public struct ModelCard: Codable, Equatable, Sendable {
-    /// unet (SSL4MIS/Ciampi U-Net), fpn (ResNet-FPN) or genselfdiff (the GenSelfDiff Attention U-Net segmenter).
+    /// unet (SSL4MIS/Ciampi U-Net), fpn (ResNet-FPN), denseunet (CDCL's DenseUNet) or genselfdiff (the GenSelfDiff
+    /// Attention U-Net segmenter).
     public var architecture: String
     /// cpu or paper.
     public var preset: String
@@ -58,11 +59,14 @@ public struct ModelCard: Codable, Equatable, Sendable {
         case ("unet", "paper"): return .supervised(.unet(.paper(classes: classes)))
         case ("fpn", "cpu"): return .supervised(.resnetFPN(.cpu(classes: classes)))
         case ("fpn", "paper"): return .supervised(.resnetFPN(.paper(classes: classes)))
+        case ("denseunet", "cpu"): return .supervised(.denseUNet(.cpu(classes: classes)))
+        case ("denseunet", "paper"): return .supervised(.denseUNet(.paper(classes: classes)))
         case ("genselfdiff", "cpu"): return .genSelfDiff(.cpuSegmentation(classes: classes))
         case ("genselfdiff", "paper"): return .genSelfDiff(.genSelfDiffSegmentation(classes: classes))
         default:
             throw EngineError.invalidValue(op: "ModelCard", message:
-                "unknown architecture/preset \(architecture)/\(preset) (unet, fpn or genselfdiff; cpu or paper)")
+                "unknown architecture/preset \(architecture)/\(preset) (unet, fpn, denseunet or genselfdiff; cpu or "
+                + "paper)")
         }
     }
 

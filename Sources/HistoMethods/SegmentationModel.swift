@@ -14,12 +14,14 @@ public protocol SegmentationModel: Module, UnaryLayer {
 public enum SegmentationArchitecture: Equatable, Sendable {
     case unet(SegmentationUNet.Configuration)
     case resnetFPN(ResNetFPN.Configuration)
+    case denseUNet(DenseUNet.Configuration)
 
     /// A freshly initialised network; weights and dropout masks are drawn from `generator`.
     public func makeModel(generator: RandomGenerator) -> any SegmentationModel {
         switch self {
         case .unet(let configuration): return SegmentationUNet(configuration, generator: generator)
         case .resnetFPN(let configuration): return ResNetFPN(configuration, generator: generator)
+        case .denseUNet(let configuration): return DenseUNet(configuration, generator: generator)
         }
     }
 
@@ -27,6 +29,7 @@ public enum SegmentationArchitecture: Equatable, Sendable {
         switch self {
         case .unet(let configuration): return configuration.classes
         case .resnetFPN(let configuration): return configuration.classes
+        case .denseUNet(let configuration): return configuration.classes
         }
     }
 }

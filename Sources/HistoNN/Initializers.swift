@@ -35,6 +35,12 @@ public enum Initializer {
         return generator.uniform(shape, -bound, bound)
     }
 
+    /// `xavier_normal_(w, gain)`: N(0, σ²), σ = gain·√(2/(fan_in + fan_out)).
+    public static func xavierNormal(_ shape: [Int], gain: Float = 1, generator: RandomGenerator) -> Tensor {
+        let (fanIn, fanOut) = fans(shape)
+        return generator.normal(shape, std: gain * Foundation.sqrt(2 / Float(max(fanIn + fanOut, 1))))
+    }
+
     /// PyTorch's default bias init for Linear/Conv: U(−1/√fan_in, 1/√fan_in) with the weight's fan_in
     /// (bound 0 when fan_in is 0).
     public static func defaultBias(_ count: Int, fanIn: Int, generator: RandomGenerator) -> Tensor {

@@ -210,64 +210,14 @@ final class CPSFamilyTests: XCTestCase {
         }
     }
 
-    /// Delegates to a method, raising SIGINT during step `stopAt`: the trainer saves after that step and stops.
-    final class InterruptedMethod: TrainingMethod {
-        let inner: any TrainingMethod
-        let stopAt: Int?
-
-        init(_ inner: any TrainingMethod, stopAt: Int?) {
-            self.inner = inner
-            self.stopAt = stopAt
-        }
-
-        var lossTerms: [String] { inner.lossTerms }
-        var dataNeeds: DataNeeds { inner.dataNeeds }
-        var evaluatedModel: any SegmentationModel { inner.evaluatedModel }
-        var components: [String: any CheckpointableState] { inner.components }
-        var learningRate: Float { inner.learningRate }
-
-        func step(_ batch: MethodBatch, context: StepContext) throws -> [String: Float] {
-            if context.step == stopAt { raise(SIGINT) }
-            return try inner.step(batch, context: context)
-        }
-    }
-
     /// A run interrupted after its first step and resumed ends as an uninterrupted one, bit for bit: the second
     /// network, the auxiliary decoders or side heads, the optimizers and the perturbation and dropout draws are all
     /// in the checkpoint.
     func testInterruptedRunsResumeBitForBit() throws {
         let dataset = try syntheticDataset(count: 6, size: 32, unlabelled: 3)
         for name in ["cps", "cct", "urpc"] {
-            func train(in folder: URL, stopAt: Int?) throws -> (TrainingResult, any TrainingMethod) {
-                let request = shortRequest(name, dataset, in: folder)
-                var session = TrainingSession(directory: folder.path)
-                session.progress = .none
-                var method: (any TrainingMethod)?
-                let result = try MethodTrainer.train(plan: try MethodTraining.plan(for: request), dataset: dataset,
-                                                     session: session) { setup in
-                    method = try MethodRegistry.method(named: name).make("cpu", [:], setup)
-                    return InterruptedMethod(method!, stopAt: stopAt)
-                }
-                return (result, method!)
-            }
-            let (whole, wholeMethod) = try train(in: try temporaryFolder(), stopAt: nil)
-            let folder = try temporaryFolder()
-            let (stopped, _) = try train(in: folder, stopAt: 0)
-            XCTAssertEqual(stopped.outcome, .interrupted(signal: SIGINT), name)
-            XCTAssertEqual(stopped.steps, 1, name)
-            let (resumed, resumedMethod) = try train(in: folder, stopAt: nil)
-            XCTAssertEqual(resumed.outcome, .completed, name)
-            XCTAssertEqual(resumed.history, whole.history, name)
-            var states = [("evaluated", wholeMethod.evaluatedModel as CheckpointableState,
-                           resumedMethod.evaluatedModel as CheckpointableState)]
-            for key in wholeMethod.components.keys.sorted() {
-                states.append((key, wholeMethod.components[key]!, try XCTUnwrap(resumedMethod.components[key])))
-            }
-            for (key, a, b) in states {
-                let x = try a.checkpointState(), y = try b.checkpointState()
-                XCTAssertEqual(x.tensors.keys.filter { x.tensors[$0] != y.tensors[$0] }.sorted(), [], "\(name) \(key)")
-                XCTAssertEqual(x.metadata, y.metadata, "\(name) \(key)")
-            }
+            try assertResumesBitForBit(shortRequest(name, dataset, in: try temporaryFolder()), dataset: dataset,
+                                       stopAt: 0)
         }
     }
 

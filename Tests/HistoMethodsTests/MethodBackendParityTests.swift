@@ -7,15 +7,20 @@ import HistoOpenCL
 @testable import HistoMethods
 
 /// Every registered method takes one training step on OpenCL (PoCL in CI) that matches the CPU reference: the same
-/// loss terms and the same evaluated weights afterwards, with no op falling back to the CPU.
+/// loss terms and the same evaluated weights afterwards, with no op falling back to the CPU. CDCL takes 64² crops
+/// (its 8×8 patch grid at 1/8 resolution) and its unlabelled terms from the first step.
 final class MethodBackendParityTests: XCTestCase {
+    static let options = ["cdcl": ["unlabelled-from": "0"]]
+    static let patches = ["cdcl": 64]
+
     func testOneStepOfEveryMethodMatchesTheCPUWithoutFallbacks() throws {
         guard let device = try OpenCLBackend.make() else { throw XCTSkip("no OpenCL device on this machine") }
         let root = try temporaryFolder().path
-        try SyntheticHistology.makeDataset(at: root, count: 4, size: 32, seed: 3)
+        try SyntheticHistology.makeDataset(at: root, count: 4, size: 64, seed: 3)
         let dataset = try Dataset.open(path: root)
-        func batch(_ views: BatchViews, labelled: Bool) throws -> Batch {
-            var options = LoaderOptions(batchSize: 2, patches: .randomCrops(size: 32, perImage: 1), labelled: labelled)
+        func batch(_ views: BatchViews, labelled: Bool, patch: Int) throws -> Batch {
+            var options = LoaderOptions(batchSize: 2, patches: .randomCrops(size: patch, perImage: 1),
+                                        labelled: labelled)
             options.views = views
             options.seed = 5
             let loader = try BatchLoader(dataset: dataset, indices: [0, 1], options: options)
@@ -25,7 +30,9 @@ final class MethodBackendParityTests: XCTestCase {
         FallbackReport.shared.printsFirstOccurrence = false
         for registered in MethodRegistry.methods {
             var request = TrainingRequest(method: registered.name, data: root, directory: root)
-            request.patch = 32
+            let patch = Self.patches[registered.name] ?? 32
+            let options = Self.options[registered.name] ?? [:]
+            request.patch = patch
             var plan = try MethodTraining.plan(for: request)
             // SGD moves each weight by its gradient, so equal weights mean equal gradients; Adam's first step is
             // ±lr wherever a gradient is ~0 (conv biases before BatchNorm), whose sign is rounding noise.
@@ -33,10 +40,12 @@ final class MethodBackendParityTests: XCTestCase {
             let setup = MethodSetup(plan: plan, classes: 2, totalSteps: 10, stepsPerEpoch: 5)
             var outcomes: [(values: [String: Float], weights: [String: HostTensor])] = []
             for backend in [CPUBackend.shared as any Backend, device] {
-                let method = try registered.make("cpu", [:], setup)
+                let method = try registered.make("cpu", options, setup)
                 let needs = method.dataNeeds
-                let step = MethodBatch(labelled: try batch(needs.labelledViews, labelled: true),
-                                       unlabelled: try needs.unlabelledViews.map { try batch($0, labelled: false) })
+                let step = MethodBatch(labelled: try batch(needs.labelledViews, labelled: true, patch: patch),
+                                       unlabelled: try needs.unlabelledViews.map {
+                                           try batch($0, labelled: false, patch: patch)
+                                       })
                 FallbackReport.shared.reset()
                 let values = try method.step(step, context: StepContext(step: 0, totalSteps: 10, stepsPerEpoch: 5,
                                                                         backend: backend))

@@ -80,3 +80,68 @@ extension XCTestCase {
         return try Dataset.open(path: root.path)
     }
 }
+
+/// Delegates to a method, raising SIGINT during step `stopAt`: the trainer saves after that step and stops.
+final class InterruptedMethod: TrainingMethod {
+    let inner: any TrainingMethod
+    let stopAt: Int?
+
+    init(_ inner: any TrainingMethod, stopAt: Int?) {
+        self.inner = inner
+        self.stopAt = stopAt
+    }
+
+    var lossTerms: [String] { inner.lossTerms }
+    var dataNeeds: DataNeeds { inner.dataNeeds }
+    var evaluatedModel: any SegmentationModel { inner.evaluatedModel }
+    var components: [String: any CheckpointableState] { inner.components }
+    var learningRate: Float { inner.learningRate }
+
+    func step(_ batch: MethodBatch, context: StepContext) throws -> [String: Float] {
+        if context.step == stopAt { raise(SIGINT) }
+        return try inner.step(batch, context: context)
+    }
+}
+
+extension XCTestCase {
+    /// `request` (its method, preset and options, in a fresh folder) stopped by SIGINT during step `stopAt` and run
+    /// again ends as an uninterrupted run in another folder, bit for bit: the validation history, the evaluated
+    /// model and every checkpointed component (networks, optimizers, EMA, random generators, the method's state).
+    /// Returns the resumed run's method.
+    @discardableResult
+    func assertResumesBitForBit(_ request: TrainingRequest, dataset: Dataset, stopAt: Int,
+                                file: StaticString = #filePath, line: UInt = #line) throws -> any TrainingMethod {
+        func train(in folder: String, stopAt: Int?) throws -> (TrainingResult, any TrainingMethod) {
+            var session = TrainingSession(directory: folder)
+            session.progress = .none
+            var method: (any TrainingMethod)?
+            let result = try MethodTrainer.train(plan: try MethodTraining.plan(for: request), dataset: dataset,
+                                                 session: session) { setup in
+                method = try MethodRegistry.method(named: request.method).make(request.preset, request.methodOptions,
+                                                                              setup)
+                return InterruptedMethod(method!, stopAt: stopAt)
+            }
+            return (result, method!)
+        }
+        let name = request.method
+        let (whole, wholeMethod) = try train(in: try temporaryFolder().path, stopAt: nil)
+        let (stopped, _) = try train(in: request.directory, stopAt: stopAt)
+        XCTAssertEqual(stopped.outcome, .interrupted(signal: SIGINT), name, file: file, line: line)
+        XCTAssertEqual(stopped.steps, stopAt + 1, name, file: file, line: line)
+        let (resumed, resumedMethod) = try train(in: request.directory, stopAt: nil)
+        XCTAssertEqual(resumed.outcome, .completed, name, file: file, line: line)
+        XCTAssertEqual(resumed.history, whole.history, name, file: file, line: line)
+        var states = [("evaluated", wholeMethod.evaluatedModel as CheckpointableState,
+                       resumedMethod.evaluatedModel as CheckpointableState)]
+        for key in wholeMethod.components.keys.sorted() {
+            states.append((key, wholeMethod.components[key]!, try XCTUnwrap(resumedMethod.components[key])))
+        }
+        for (key, a, b) in states {
+            let x = try a.checkpointState(), y = try b.checkpointState()
+            XCTAssertEqual(x.tensors.keys.filter { x.tensors[$0] != y.tensors[$0] }.sorted(), [], "\(name) \(key)",
+                           file: file, line: line)
+            XCTAssertEqual(x.metadata, y.metadata, "\(name) \(key)", file: file, line: line)
+        }
+        return resumedMethod
+    }
+}

@@ -47,11 +47,21 @@ struct Bench: ParsableCommand {
         var results: [[String: Any]] = []
         var copyGBs: Double?
         for workload in Workloads.all(quick: quick) where filter.map({ workload.name.contains($0) }) ?? true {
+            let pool = CPUBackend.shared.pool
+            pool.resetPeak()
+            let liveBefore = pool.liveElements
             let timing = try workload.measure(on: target, minSeconds: quick ? 0 : seconds, maxRuns: quick ? 1 : 200)
             var row: [String: Any] = ["name": workload.name, "backend": target.name,
                                       "median_ms": timing.median * 1e3, "min_ms": timing.min * 1e3, "runs": timing.runs]
             var line = workload.name.padding(toLength: 42, withPad: " ", startingAt: 0)
                 + String(format: "%9.3f ms (min %8.3f, %3d runs)", timing.median * 1e3, timing.min * 1e3, timing.runs)
+            if target is CPUBackend {
+                // Host memory the workload's graphs held at once beyond what was live before it (weights it built
+                // included), from the CPU backend's buffer pool.
+                let peakMB = Double(pool.peakLiveElements - liveBefore) * 4 / 1e6
+                row["engine_peak_mb"] = peakMB
+                line += String(format: "  engine peak %.0f MB", peakMB)
+            }
             if workload.flops > 0 {
                 let gflops = workload.flops / timing.median / 1e9
                 row["gflops"] = gflops

@@ -3,34 +3,40 @@ import HistoData
 import HistoMethods
 
 extension Workloads {
-    /// One training step of MT and CPS (issue 13, "Speed"): batch 8 labelled + 8 unlabelled 128² crops, the `cpu`
-    /// preset (SegmentationUNet at width 8, Adam 1e-3), through the method's own `step` as `histodiff train` builds
-    /// it. `benchmarks/torch_peer.py` times the same steps in PyTorch.
+    /// One training step of MT and CPS (issue 13, "Speed") and CDCL (issue 14): batch 8 labelled + 8 unlabelled
+    /// 128² crops, the `cpu` preset (SegmentationUNet at width 8, Adam 1e-3; CDCL's DenseUNet, Adam 1e-3 poly),
+    /// through the method's own `step` as `histodiff train` builds it. `benchmarks/torch_peer.py` times the MT and
+    /// CPS steps in PyTorch.
     static func methodWorkloads(quick: Bool) -> [Workload] {
-        let batch = quick ? 2 : 8, size = quick ? 32 : 128
-        return ["mt", "cps"].map { name in
-            .methodStep("\(name) step cpu unet \(batch)+\(batch) \(size)", method: name, batch: batch, size: size)
+        let batch = quick ? 2 : 8, size = quick ? 64 : 128
+        return [("mt", "unet"), ("cps", "unet"), ("cdcl", "denseunet")].map { name, network in
+            // CDCL's unlabelled terms from the first step: its first five epochs are supervised only.
+            .methodStep("\(name) step cpu \(network) \(batch)+\(batch) \(size)", method: name, batch: batch,
+                        size: size, options: name == "cdcl" ? ["unlabelled-from": "0"] : [:])
         }
     }
 }
 
 extension Workload {
-    /// `method`'s step on fixed synthetic batches (uniform images, binary labels), at step 100 of 1000 in epochs of
-    /// 100 (the ramps' position does not change the work). The method is built on first use, so workloads that a
+    /// `method`'s step on fixed synthetic batches (uniform images, binary labels, a second unlabelled view for the
+    /// methods that take weak and strong ones), at step 100 of 1000 in epochs of 100 (the ramps' position does not
+    /// change the work), with the method's `options`. The method is built on first use, so workloads that a
     /// filter skips cost nothing; every run is one more optimizer step of the same method.
-    static func methodStep(_ name: String, method: String, batch: Int, size: Int) -> Workload {
+    static func methodStep(_ name: String, method: String, batch: Int, size: Int,
+                           options: [String: String]) -> Workload {
         let images = { (seed: UInt64) in
             try! RandomGenerator(seed: seed).uniform([batch, 3, size, size], -1, 1).materialized()
         }
         let labels = try! RandomGenerator(seed: 42).integers([batch, size, size], 0, 2).materialized()
         let batches = MethodBatch(labelled: Batch(images: images(40), labels: labels, items: []),
-                                  unlabelled: Batch(images: images(41), labels: nil, items: []))
+                                  unlabelled: Batch(images: images(41), strongImages: images(43), labels: nil,
+                                                    items: []))
         var trainer: (any TrainingMethod)?
         return Workload(name: name, flops: 0, bytes: 0, peer: nil, run: { backend in
             if trainer == nil {
                 let plan = try MethodTraining.plan(for: TrainingRequest(method: method, data: "", directory: ""))
                 trainer = try MethodRegistry.method(named: method).make(
-                    "cpu", [:], MethodSetup(plan: plan, classes: 2, totalSteps: 1000, stepsPerEpoch: 100))
+                    "cpu", options, MethodSetup(plan: plan, classes: 2, totalSteps: 1000, stepsPerEpoch: 100))
             }
             _ = try trainer!.step(batches, context: StepContext(step: 100, totalSteps: 1000, stepsPerEpoch: 100,
                                                                   backend: backend))

@@ -26,6 +26,7 @@ public final class SupervisedMethod: TrainingMethod {
     public let network: OptimizedNetwork
     public let loss: SupervisedLoss
     public let diceVariant: Loss.DiceVariant
+    public var notices: [String] = []
 
     public init(_ model: any SegmentationModel, loss: SupervisedLoss, diceVariant: Loss.DiceVariant = .ssl4mis,
                 setup: MethodSetup) {
@@ -59,19 +60,25 @@ public final class SupervisedMethod: TrainingMethod {
         plan.optimizer = .adam()
     }
 
-    /// `supervised`: the U-Net (`arch=unet`, SSL4MIS/Ciampi) or ResNet-FPN (`arch=fpn`, DTSeg's baseline).
+    /// `supervised`: the U-Net (`arch=unet`, SSL4MIS/Ciampi), ResNet-FPN (`arch=fpn`, DTSeg's baseline) or
+    /// DenseUNet (`arch=denseunet`, CDCL's SupOnly: CE and CDCL's plans, the encoder from `weights` when given).
     /// Preset `cpu`: the half-width U-Net on 128² crops, batch 8, 4 crops per image, Adam 1e-3, ½(CE + Dice),
     /// 50 epochs, patience 10. Preset `paper`: SSL4MIS — 256² crops, batch 24, SGD 0.01 poly, 200 epochs, patience
     /// 30; with `arch=fpn` DTSeg's recipe (toolbelt Dice, Lookahead-RAdam 1e-3, photometric augmentation).
     public static let registration = RegisteredMethod(
         name: "supervised",
         paper: "supervised-only baseline (SSL4MIS U-Net; DTSeg ResNet-FPN)",
-        defaults: "cpu: U-Net/2 128² batch 8 Adam 1e-3 ½(CE+Dice) 50 epochs; paper: 256² batch 24 SGD 0.01 poly",
-        options: [MethodOption(name: "arch", help: "unet (default) or fpn", allowed: ["unet", "fpn"]),
-                  MethodOption(name: "loss", help: "ce, dice or ce+dice (default; dice for fpn)",
-                               allowed: SupervisedLoss.allCases.map(\.rawValue))],
+        defaults: "cpu: U-Net/2 128² batch 8 Adam 1e-3 ½(CE+Dice) 50 epochs; paper: 256² batch 24 SGD 0.01 poly; "
+            + "arch=denseunet: CE and cdcl's plans",
+        options: [MethodOption(name: "arch", help: "unet (default), fpn or denseunet (CDCL's plans)",
+                               allowed: ["unet", "fpn", "denseunet"]),
+                  MethodOption(name: "loss", help: "ce, dice or ce+dice (default; dice for fpn, ce for denseunet)",
+                               allowed: SupervisedLoss.allCases.map(\.rawValue)),
+                  DenseUNet.weightsOption],
         plan: { preset, plan, options in
             switch preset {
+            case _ where options["arch"] == "denseunet":
+                CrossPatchDenseContrastMethod.plan(preset, &plan)
             case "cpu":
                 cpuPlan(&plan)
             default:
@@ -89,8 +96,17 @@ public final class SupervisedMethod: TrainingMethod {
             let card = ModelCard(architecture: options["arch"] ?? "unet", preset: preset, classes: setup.classes,
                                  pixelRange: setup.plan.pixelRange)
             let fpn = options["arch"] == "fpn"
-            let loss = SupervisedLoss(rawValue: options["loss"] ?? (fpn ? "dice" : "ce+dice"))!
+            let dense = options["arch"] == "denseunet"
+            if !dense && options[DenseUNet.weightsOption.name] != nil {
+                throw EngineError.invalidValue(op: "--method supervised", message:
+                    "option weights needs arch=denseunet")
+            }
+            let loss = SupervisedLoss(rawValue: options["loss"] ?? (fpn ? "dice" : dense ? "ce" : "ce+dice"))!
             let model = try card.makeModel(generator: RandomGenerator(seed: setup.plan.seed))
-            return SupervisedMethod(model, loss: loss, diceVariant: fpn ? .toolbelt : .ssl4mis, setup: setup)
+            let method = SupervisedMethod(model, loss: loss, diceVariant: fpn ? .toolbelt : .ssl4mis, setup: setup)
+            if let network = model as? DenseUNet {
+                method.notices = [try network.initializeEncoder(weights: options[DenseUNet.weightsOption.name])]
+            }
+            return method
         })
 }

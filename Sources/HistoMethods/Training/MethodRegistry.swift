@@ -69,7 +69,7 @@ public enum MethodRegistry {
         SupervisedMethod.registration, GenSelfDiffMethod.registration, MeanTeacherMethod.registration,
         UncertaintyAwareMeanTeacher.registration, EntropyMinimisationMethod.registration,
         CrossPseudoSupervisionMethod.registration, CrossConsistencyTrainingMethod.registration,
-        UncertaintyRectifiedPyramidMethod.registration,
+        UncertaintyRectifiedPyramidMethod.registration, CrossPatchDenseContrastMethod.registration,
     ]
     public static let presets = ["cpu", "paper"]
 

@@ -239,6 +239,7 @@ public enum MethodTrainer {
             }
         } else {
             try writeJSON(settings, to: settingsPath)
+            for notice in method.notices { message(session, notice) }
         }
         try split.write(to: (session.directory as NSString).appendingPathComponent(splitFileName))
         try session.modelCard?.write(to: session.directory)

@@ -69,6 +69,12 @@ public protocol TrainingMethod: AnyObject {
     var learningRate: Float { get }
     /// One optimizer step (of every optimizer the method has); returns the value of every `lossTerms` name.
     func step(_ batch: MethodBatch, context: StepContext) throws -> [String: Float]
+    /// What the trainer tells the user when a fresh run starts (how the networks were initialised).
+    var notices: [String] { get }
+}
+
+extension TrainingMethod {
+    public var notices: [String] { [] }
 }
 
 /// The optimizer and learning-rate rule of a network.
@@ -77,13 +83,16 @@ public enum OptimizerRecipe: Equatable, Sendable {
     case sgdPoly(learningRate: Float = 0.01, momentum: Float = 0.9, weightDecay: Float = 1e-4, power: Float = 0.9)
     /// Adam (weight decay added to the gradient), constant learning rate.
     case adam(learningRate: Float = 1e-3, beta1: Float = 0.9, beta2: Float = 0.999, weightDecay: Float = 0)
+    /// Adam (β 0.9/0.999, no weight decay), lr·(1 − step/total)^power over the run (CDCL, SPEC §5).
+    case adamPoly(learningRate: Float = 1e-4, power: Float = 0.9)
     /// DTSeg's FPN baseline (SPEC §1): Lookahead (k 6, α 0.5) around RAdam with decoupled weight decay on weights
     /// of rank > 1, constant learning rate.
     case lookaheadRAdam(learningRate: Float = 1e-3, weightDecay: Float = 1e-5)
 
     public var learningRate: Float {
         switch self {
-        case let .sgdPoly(lr, _, _, _), let .adam(lr, _, _, _), let .lookaheadRAdam(lr, _): return lr
+        case let .sgdPoly(lr, _, _, _), let .adam(lr, _, _, _), let .adamPoly(lr, _), let .lookaheadRAdam(lr, _):
+            return lr
         }
     }
 
@@ -94,6 +103,7 @@ public enum OptimizerRecipe: Equatable, Sendable {
                                                                             weightDecay: weightDecay, power: power)
         case let .adam(_, beta1, beta2, weightDecay): return .adam(learningRate: lr, beta1: beta1, beta2: beta2,
                                                                    weightDecay: weightDecay)
+        case let .adamPoly(_, power): return .adamPoly(learningRate: lr, power: power)
         case let .lookaheadRAdam(_, weightDecay): return .lookaheadRAdam(learningRate: lr, weightDecay: weightDecay)
         }
     }
@@ -106,6 +116,9 @@ public enum OptimizerRecipe: Equatable, Sendable {
         case let .adam(lr, beta1, beta2, weightDecay):
             return (Adam([ParameterGroup(parameters, weightDecay: weightDecay)], learningRate: lr, beta1: beta1,
                          beta2: beta2), ConstantSchedule(lr))
+        case let .adamPoly(lr, power):
+            return (Adam([ParameterGroup(parameters)], learningRate: lr),
+                    PolySchedule(base: lr, totalSteps: totalSteps, power: power))
         case let .lookaheadRAdam(lr, weightDecay):
             let radam = RAdam(ParameterGroup.weightDecaySplit(parameters, weightDecay: weightDecay), learningRate: lr,
                               decoupledWeightDecay: true)
