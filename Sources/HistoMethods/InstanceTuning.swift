@@ -12,7 +12,8 @@ extension TrainingRequest {
 
 extension TrainingSession {
     /// Records a boundary-aware target in `training.json`, the model card and the progress label; a binary run
-    /// records nothing, so that runs started before targets existed still resume. `dataset` must have been opened with that target.
+    /// records nothing, so that runs started before targets existed still resume. `dataset` must have been opened
+    /// with that target.
     mutating func record(target: MaskClasses, dataset: Dataset) throws {
         guard dataset.classes == target else {
             throw EngineError.invalidValue(op: "--target", message: "the dataset \(dataset.root) was opened with "

@@ -25,7 +25,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Dataset folder for the loader benchmark (default: ../shared/data/monuseg-train when present).")
     var data: String?
     @Flag(help: ArgumentHelp("Instead of timing: run every op harness case on --backend against the CPU reference "
-                             + "(outputs and gradients), print each case and failure, exit 1 on a failure or a CPU fallback."))
+                             + "(outputs and gradients), print each case and failure, exit 1 on a failure or a "
+                             + "CPU fallback."))
     var parity = false
 
     func run() throws {
