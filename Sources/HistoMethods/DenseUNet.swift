@@ -6,14 +6,16 @@ import HistoNN
 /// "extractor") and a classifier; `callAsFunction` gives the logits upsampled to the input size.
 ///
 /// - Encoder (torchvision `DenseNet.features`, so ImageNet state dicts load by name): conv0 7×7/2 → norm0 → ReLU
-///   → MaxPool 3/2, then dense blocks separated by transitions (BN → ReLU → conv1×1 halving the channels → AvgPool
-///   2), norm5 → ReLU after the last block. A dense layer is BN → ReLU → conv1×1 (bn_size·growth) → BN → ReLU →
-///   conv3×3 (growth) → Dropout(drop rate), its output concatenated to its input.
+///   → MaxPool 3/2, then dense blocks separated by transitions (BN → ReLU → conv1×1 halving the
+///   channels → AvgPool 2), norm5 → ReLU after the last block. A dense layer is BN → ReLU → conv1×1
+///   (bn_size·growth) → BN → ReLU → conv3×3 (growth) → Dropout(drop rate), its output concatenated
+///   to its input.
 /// - Decoder: up1 = bilinear ×2 (align_corners) of the deepest map + conv1×1(block 3 → block 4 channels)(block 3)
-///   → conv3×3 → block 2 channels → BN → ReLU; up2 = ↑ + block 2 → conv3×3 → block 1 channels → BN → ReLU;
-///   up3 = ↑ + block 1 → conv3×3 → `decoderChannels` → BN → ReLU: the extractor's features at 1/4.
-/// - Classifier: conv3×3 (→ `classifierChannels`) → Dropout2d(0.3), active in eval mode too → BN → ReLU → conv1×1
-///   (→ K), at 1/4.
+///   → conv3×3 → block 2 channels → BN → ReLU; up2 = ↑ + block 2 → conv3×3 → block 1 channels
+///   → BN → ReLU; up3 = ↑ + block 1 → conv3×3 → `decoderChannels` → BN → ReLU: the extractor's
+///   features at 1/4.
+/// - Classifier: conv3×3 (→ `classifierChannels`) → Dropout2d(0.3), active in eval mode too → BN → ReLU
+///   → conv1×1 (→ K), at 1/4.
 /// - Init: encoder convs Kaiming-normal (torchvision); decoder and classifier convs Xavier-normal, biases 0; BN 1/0.
 public final class DenseUNet: Module, SegmentationModel {
     public struct Configuration: Equatable, Sendable {

@@ -4,7 +4,8 @@ import HistoData
 import HistoNN
 
 /// The student or teacher of CDCL (SPEC §5): the DenseUNet and the projector on its extractor's features,
-/// AvgPool 2×2 → conv1×1 (c → c) → ReLU → conv1×1 (c → c/2) → ℓ2 over channels (256 → 128 in the paper).
+/// AvgPool 2×2 → conv1×1 (c → c) → ReLU → conv1×1 (c → c/2) → ℓ2 over channels
+/// (256 → 128 in the paper).
 /// As a segmentation model it is the DenseUNet alone.
 public final class ContrastiveDenseUNet: Module, SegmentationModel {
     public let network: DenseUNet
@@ -98,7 +99,8 @@ public struct CrossPatchContrast: Equatable, Sendable {
     /// L_contr (Eq. 11): the mean of l(q) (Eq. 7) over the student's anchors, the pixels of its BDPs and FDPs (all
     /// patches have as many pixels, so this is the mean over those patches of their pixel means). The positive of
     /// an anchor is the teacher entry at its position; the bank holds the student's and the teacher's entries and
-    /// `previous` (the last batch's, detached here). l(q) = −log(e^{p−m}/(e^{p−m} + Σ J·e^{n−m} + 1e-8) + 1e-8)
+    /// `previous` (the last batch's, detached here).
+    /// l(q) = −log(e^{p−m}/(e^{p−m} + Σ J·e^{n−m} + 1e-8) + 1e-8)
     /// with m the row maximum over the positive and the bank (SPEC §5). `groups` splits the anchors into as many
     /// equal runs (one per image) so that a logits block is anchors of one image × bank. 0 without anchors.
     public func loss(student: Entries, teacher: Entries, previous: Entries?, groups: Int) -> Tensor {
