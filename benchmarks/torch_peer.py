@@ -143,7 +143,6 @@ def workloads(torch, device):
 
     def unet_step(preset, parameters, batch, channels, size):
         """model(x_t, t) against fixed noise by MSE, backward, Adam: bench's `unet step` workloads."""
-        import unet_reference
         model = unet_reference.presets()[preset]().train().to(device)
         count = sum(p.numel() for p in model.parameters())
         assert count == parameters, f"{preset} has {count} parameters in PyTorch, not {parameters}"
@@ -231,6 +230,42 @@ def workloads(torch, device):
                     t.mul_(0.999).add_(s, alpha=0.001)
         return run
 
+    def segmentation(network, tile, logits=lambda network, x: network(x), side=1000):
+        """bench's `segment SIDE² ARCH cpu tile T`: one side² image through the network in eval mode without autograd,
+        as `histodiff segment` does it: reflect-padded T² tiles every ⌊0.75·T⌋ pixels, the last moved back to the
+        edge, batches of 4, softmax of `logits(network, tiles)`, Gaussian blending (σ = T/8, weights ≥ 1e-3)."""
+        model = network.eval().to(device)
+        image = (torch.rand(1, 3, side, side, generator=g) * 2 - 1).to(device)
+        step = int(tile * 0.75)
+        starts = sorted({min(i * step, side - tile) for i in range((side - tile + step - 1) // step + 1)})
+        origins = [(y, x) for y in starts for x in starts]
+        profile = torch.exp(-((torch.arange(tile) - (tile - 1) / 2) ** 2) / (2 * (tile / 8) ** 2))
+        weights = (profile[:, None] * profile[None, :]).clamp_min(1e-3).to(device)
+
+        def run():
+            with torch.inference_mode():
+                blended = torch.zeros(2, side, side, device=device)
+                totals = torch.zeros(side, side, device=device)
+                for first in range(0, len(origins), 4):
+                    batch = origins[first:first + 4]
+                    tiles = torch.cat([image[:, :, y:y + tile, x:x + tile] for y, x in batch])
+                    probabilities = logits(model, tiles).softmax(dim=1)
+                    for (y, x), p in zip(batch, probabilities):
+                        blended[:, y:y + tile, x:x + tile] += p * weights
+                        totals[y:y + tile, x:x + tile] += weights
+                return blended / totals
+        return run
+
+    import unet_reference
+
+    def genselfdiff_logits(network, x):
+        """The GenSelfDiff segmenter runs its network at t = 0."""
+        return network(x, torch.zeros(x.shape[0], device=x.device))
+
+    def dense_unet_logits(network, x):
+        """DenseUNet's classifier works at half resolution; its logits are upsampled as ours are."""
+        return F.interpolate(network(x)[0], size=x.shape[2:], mode="bilinear", align_corners=True)
+
     a, b = r(1024, 1024), r(1024, 1024)
     x, w, bias = r(8, 64, 64, 64), r(64, 64, 3, 3), r(64)
     gx, gw, gb = r(8, 128, 64, 64), r(128), r(128)
@@ -248,6 +283,10 @@ def workloads(torch, device):
         "mt step cpu unet 8+8 128": method_step("mt", 8, 128),
         "cps step cpu unet 8+8 128": method_step("cps", 8, 128),
         "cdcl step cpu denseunet 8+8 128": cdcl_step(8, 128),
+        "segment 1000x1000 unet cpu tile 128": segmentation(ciampi_unet(8), 128),
+        "segment 1000x1000 denseunet cpu tile 128": segmentation(dense_unet(), 128, dense_unet_logits),
+        "segment 1000x1000 genselfdiff cpu tile 64": segmentation(
+            unet_reference.AttentionUnet(16, (1, 2, 4), 3, out_dim=2), 64, genselfdiff_logits),
     }
 
 

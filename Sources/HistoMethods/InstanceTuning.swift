@@ -111,4 +111,10 @@ extension ModelCard {
     public var defaultPostprocessing: InstancePostprocessing {
         InstancePostprocessing.defaults(classes: boundaryWidth != nil ? 3 : 2)
     }
+
+    /// What a model of this card uses without `postprocess.json`: the defaults, or nil for a model of more than
+    /// two classes without a boundary target, whose classes are not nuclei.
+    var untunedPostprocessing: InstancePostprocessing? {
+        classes == 2 || boundaryWidth != nil ? defaultPostprocessing : nil
+    }
 }

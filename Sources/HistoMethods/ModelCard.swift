@@ -19,6 +19,9 @@ public struct ModelCard: Codable, Equatable, Sendable {
     /// The boundary width of a boundary-aware nuclei model (classes background, interior, boundary:
     /// `MaskClasses.boundary`); absent for a model of the masks' own classes.
     public var boundaryWidth: Int?
+    /// The patch side the network was trained on: the tile `segment` and `eval --model` use unless told
+    /// (`defaultTile`). Absent in cards written before it was recorded.
+    public var trainingPatch: Int?
 
     public static let fileName = "model.json"
 
@@ -28,6 +31,12 @@ public struct ModelCard: Codable, Equatable, Sendable {
         self.classes = classes
         self.pixelRange = pixelRange == .zeroToOne ? "zero_to_one" : "minus_one_to_one"
     }
+
+    /// The tile of sliding-window inference unless one is given: the training patch, as `experiment` scores runs
+    /// and training validates them. A network with self-attention over the whole input (genselfdiff) behaves
+    /// as trained only at that size, and its attention costs grow with the square of the tile's area. 256 for
+    /// cards without a recorded patch.
+    public var defaultTile: Int { trainingPatch ?? 256 }
 
     /// The input range images are converted to before the network sees them.
     public var range: PixelRange {
@@ -113,8 +122,7 @@ public struct TrainedModel {
     public let card: ModelCard
     public let network: any SegmentationModel
     /// How nuclei instances are made of its probabilities: `postprocess.json` beside the weights
-    /// (`InstanceTuning`), else the untuned defaults; nil for a model of more than two classes without a boundary
-    /// target, whose classes are not nuclei.
+    /// (`InstanceTuning`), else `ModelCard.untunedPostprocessing`.
     public let postprocessing: InstancePostprocessing?
 
     /// `path` is a run folder (its `best.safetensors` is loaded) or a weights file, with `model.json` in its folder.
@@ -137,8 +145,19 @@ public struct TrainedModel {
                 throw EngineError.file(path: tuned, message: "unreadable post-processing: \(error)")
             }
         } else {
-            postprocessing = card.classes == 2 || card.boundaryWidth != nil ? card.defaultPostprocessing : nil
+            postprocessing = card.untunedPostprocessing
         }
+    }
+
+    /// A freshly initialised network of `card`, in eval mode, outside any run folder: what `bench` times
+    /// inference with (speed does not depend on the weights).
+    public init(untrained card: ModelCard, seed: UInt64 = 0) throws {
+        directory = "."
+        weightsPath = "(untrained)"
+        self.card = card
+        network = try card.makeModel(generator: RandomGenerator(seed: seed))
+        network.train(false)
+        postprocessing = card.untunedPostprocessing
     }
 
     /// `split.json` of the run, written by `histodiff train`.

@@ -57,6 +57,14 @@ public struct SlidingWindow: Equatable, Sendable {
         try self.init(tileHeight: tile, tileWidth: tile, overlap: overlap, blending: blending, batchSize: batchSize, padding: padding)
     }
 
+    /// The window of `histodiff segment` and `eval --model`: 256² tiles, overlap 0.25 and Gaussian blending where
+    /// nil; batches of 4 tiles and reflect padding, so that images smaller than a tile see image content.
+    public static func segmentation(tile: Int? = nil, overlap: Float? = nil, blending: Blending? = nil) throws
+        -> SlidingWindow {
+        try SlidingWindow(tile: tile ?? 256, overlap: overlap ?? 0.25, blending: blending ?? .gaussian(), batchSize: 4,
+                          padding: .reflect)
+    }
+
     /// The top-left corners of the tiles for a `height × width` image in image coordinates, row-major (negative
     /// along an axis where the image is smaller than the tile and is padded before).
     public func origins(height: Int, width: Int) -> [(y: Int, x: Int)] {

@@ -71,7 +71,8 @@ struct Eval: ParsableCommand {
         var json = self.json
         if let model, let data {
             let trained = try TrainedModel(path: model)
-            let segmenter = try ImageSegmenter(model: trained, window: window.window(), backend: device.backend())
+            let segmenter = try ImageSegmenter(model: trained, window: window.window(for: trained),
+                                               backend: device.backend())
             let dataset = try Dataset.open(path: data)
             let names: [String]
             if all {

@@ -20,7 +20,9 @@ struct Segment: ParsableCommand {
     }
 
     func run() throws {
-        let segmenter = try ImageSegmenter(model: TrainedModel(path: model), window: window.window(), backend: device.backend())
+        let trained = try TrainedModel(path: model)
+        let segmenter = try ImageSegmenter(model: trained, window: window.window(for: trained),
+                                           backend: device.backend())
         let progress = ProgressReporter(total: images.count, label: "segment")
         try segmenter.segment(images, to: out, notice: { progress.message($0) }) { done, _ in
             progress.update(step: done)

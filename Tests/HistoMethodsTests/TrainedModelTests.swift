@@ -35,6 +35,14 @@ final class TrainedModelTests: XCTestCase {
         XCTAssertTrue(try TrainedModel(path: root + "/genselfdiff").network is GenSelfDiffSegmenter)
     }
 
+    /// A card written before the training patch was recorded still reads, and tiles at 256 as before.
+    func testACardWithoutATrainingPatchTilesAt256() throws {
+        let old = Data(#"{"architecture": "unet", "classes": 2, "pixelRange": "zero_to_one", "preset": "cpu"}"#.utf8)
+        let card = try JSONDecoder().decode(ModelCard.self, from: old)
+        XCTAssertNil(card.trainingPatch)
+        XCTAssertEqual(card.defaultTile, 256)
+    }
+
     func testMissingOrUnknownCardsAreClearErrors() throws {
         let directory = try temporaryFolder().path
         try card("unet").makeModel(generator: RandomGenerator(seed: 1)).save(to: directory + "/best.safetensors")
@@ -197,11 +205,17 @@ final class TrainedModelTests: XCTestCase {
         XCTAssertTrue(try String(contentsOfFile: run + "/training.json", encoding: .utf8)
             .contains("\"option.pretrained\" : \"\(root)/pretrain\""), train.output)
         XCTAssertTrue(train.output.contains("epoch 1: loss"), train.output)
-        XCTAssertEqual(try ModelCard.read(from: run), ModelCard(architecture: "genselfdiff", preset: "cpu", classes: 2,
-                                                                 pixelRange: .minusOneToOne))
+        var card = ModelCard(architecture: "genselfdiff", preset: "cpu", classes: 2, pixelRange: .minusOneToOne)
+        card.trainingPatch = 64
+        XCTAssertEqual(try ModelCard.read(from: run), card)
+        XCTAssertEqual(card.defaultTile, 64, "segment tiles as the network was trained")
+        let objects = try JSONDecoder().decode(ObjectSizes.self, from: Data(contentsOf: URL(fileURLWithPath:
+            run + "/" + MethodTrainer.objectsFileName)))
+        XCTAssertGreaterThan(objects.objects, 0)
+        XCTAssertGreaterThan(objects.medianDiameter, 0)
         let split = try DataSplit.read(path: run + "/split.json", dataset: Dataset.open(path: data))
 
-        let segment = try launch(tool, ["segment", "--model", run, "--out", root + "/segmented", "--tile", "64",
+        let segment = try launch(tool, ["segment", "--model", run, "--out", root + "/segmented",
                                      data + "/images/synth0000.png"])
         XCTAssertEqual(segment.status, 0, segment.output)
         XCTAssertEqual(try PNG.readHeader(path: root + "/segmented/overlays/synth0000.png").width, 64)

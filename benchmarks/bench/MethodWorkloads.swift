@@ -13,11 +13,34 @@ extension Workloads {
             // CDCL's unlabelled terms from the first step: its first five epochs are supervised only.
             .methodStep("\(name) step cpu \(network) \(batch)+\(batch) \(size)", method: name, batch: batch,
                         size: size, options: name == "cdcl" ? ["unlabelled-from": "0"] : [:])
+        } + [("supervised", "unet"), ("cdcl", "denseunet"), ("genselfdiff", "genselfdiff")].map {
+            .segmentation(method: $0, architecture: $1, side: quick ? 200 : 1000)
         }
     }
 }
 
 extension Workload {
+    /// Issue 21's inference workload: the probabilities of one `side`² RGB image from a fresh cpu-preset network
+    /// that `method` trains, as `histodiff segment` computes them for such a run (its training patch as the tile,
+    /// overlap 0.25, Gaussian blending, batches of 4, reflect padding).
+    static func segmentation(method: String, architecture: String, side: Int) -> Workload {
+        let samples = (0..<(side * side * 3)).map { UInt16(($0 * 2_654_435_761) >> 7 & 255) }
+        let image = try! Image(width: side, height: side, channels: 3, bitDepth: 8, samples: samples)
+        let patch = try! MethodTraining.plan(for: TrainingRequest(method: method, data: "", directory: "")).patchSize
+        var segmenter: ImageSegmenter?
+        return Workload(name: "segment \(side)x\(side) \(architecture) cpu tile \(patch)", flops: 0, bytes: 0,
+                        peer: nil, run: { backend in
+            if segmenter == nil {
+                var card = ModelCard(architecture: architecture, preset: "cpu", classes: 2, pixelRange: .minusOneToOne)
+                card.trainingPatch = patch
+                let model = try TrainedModel(untrained: card)
+                segmenter = try ImageSegmenter(model: model, window: .segmentation(tile: card.defaultTile),
+                                               backend: backend)
+            }
+            _ = try segmenter!.probabilities(of: image)
+        })
+    }
+
     /// `method`'s step on fixed synthetic batches (uniform images, binary labels, a second unlabelled view for the
     /// methods that take weak and strong ones), at step 100 of 1000 in epochs of 100 (the ramps' position does not
     /// change the work), with the method's `options`. The method is built on first use, so workloads that a

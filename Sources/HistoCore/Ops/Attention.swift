@@ -72,7 +72,7 @@ struct AttentionDims {
 }
 
 /// Softmax of m logits in place, max-subtracted, 16 lanes at a time (the tail padded with −∞).
-@inline(__always) private func softmaxRow(_ r: UnsafeMutablePointer<Float>, _ m: Int) {
+@inline(__always) func softmaxRow(_ r: UnsafeMutablePointer<Float>, _ m: Int) {
     let full = m - m % 16
     var top16 = SIMD16<Float>(repeating: -.infinity)
     for j in stride(from: 0, to: full, by: 16) { let v = load16(r + j); top16 = top16.replacing(with: v, where: v .> top16) }

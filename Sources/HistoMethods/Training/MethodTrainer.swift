@@ -148,7 +148,7 @@ public struct TrainingInterrupted: Error {
 /// Where and how a run executes: its folder, backend and progress output.
 public struct TrainingSession {
     /// The run folder: `checkpoint/`, `best.safetensors`, `metrics.csv`, `loss_curve.png`, `training.json`,
-    /// `split.json` and, when given, `model.json`.
+    /// `split.json`, `objects.json` and, when given, `model.json`.
     public var directory: String
     public var backend: any Backend = CPUBackend.shared
     public var progress = ProgressOutput.standardError
@@ -174,6 +174,8 @@ public enum MethodTrainer {
     public static let settingsFileName = "training.json"
     public static let splitFileName = "split.json"
     public static let lossCurveFileName = "loss_curve.png"
+    /// The labelled objects' sizes (`ObjectSizes`), written when a run starts.
+    public static let objectsFileName = "objects.json"
 
     /// Trains the method `makeMethod` builds on `dataset` as `plan` says, in `session.directory`.
     public static func train(plan: TrainingPlan, dataset: Dataset, session: TrainingSession,
@@ -240,9 +242,18 @@ public enum MethodTrainer {
         } else {
             try writeJSON(settings, to: settingsPath)
             for notice in method.notices { message(session, notice) }
+            // Whether the patch sees whole objects (issue 21), measured on the labelled masks, once per run.
+            if let objects = try ObjectSizes.measure(dataset, indices: indices.labelled) {
+                try writeJSON(objects, to: (session.directory as NSString).appendingPathComponent(objectsFileName))
+                if let notice = objects.notice(patch: plan.patchSize, multiple: model.inputMultiple) {
+                    message(session, notice)
+                }
+            }
         }
         try split.write(to: (session.directory as NSString).appendingPathComponent(splitFileName))
-        try session.modelCard?.write(to: session.directory)
+        var card = session.modelCard
+        card?.trainingPatch = plan.patchSize
+        try card?.write(to: session.directory)
 
         let validation = try validationImages(indices.validation, dataset: dataset, plan: plan)
         let tiling = plan.validationTiling ?? InferenceTiling(size: plan.patchSize, stride: plan.patchSize)
