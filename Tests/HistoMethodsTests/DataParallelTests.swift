@@ -62,7 +62,8 @@ final class DataParallelTests: XCTestCase {
         let first = try SafeTensors.read(a), second = try SafeTensors.read(b)
         XCTAssertEqual(first.names.sorted(), second.names.sorted())
         return first.tensors.reduce(0) { largest, entry in
-            zip(entry.value.values, second.tensors[entry.key]?.values ?? []).reduce(largest) { max($0, abs($1.0 - $1.1)) }
+            let other = second.tensors[entry.key]?.values ?? []
+            return zip(entry.value.values, other).reduce(largest) { max($0, abs($1.0 - $1.1)) }
         }
     }
 
@@ -96,6 +97,19 @@ final class DataParallelTests: XCTestCase {
             XCTAssertLessThanOrEqual(try largestDifference(weights(root + "/alone"), weights(run)), Self.tolerance,
                                      "resumed on \(count)")
         }
+    }
+
+    /// The method layer on two ranks: the supervised U-Net (BatchNorm per rank) trains, rank 0 validates and
+    /// alone writes the folder.
+    func testTwoRanksTrainAMethodOfTheRegistry() throws {
+        let (root, data) = try dataset()
+        let run = ["train", "--method", "supervised", "--data", data, "--out", root + "/run", "--labels", "3",
+                   "--validation", "1", "--iterations", "2", "--batch", "4", "--patch", "32", "--crops-per-image", "2"]
+        let result = try launch(ranks: [run, run])
+        XCTAssertEqual(result.status, 0, result.output)
+        XCTAssertEqual(result.output.components(separatedBy: "best validation score").count, 2, result.output)
+        let log = try MetricsLog.read(path: root + "/run/" + TrainingRun.metricsFileName)
+        XCTAssertEqual(try log.series("val_dice").map(\.step), [2])
     }
 
     func testARankThatFailsEndsTheJobWithItsMessage() throws {
