@@ -56,14 +56,15 @@ extension Gradients {
     public static let bucketBytes = 25 << 20
 
     /// Replaces every gradient, and `values` (e.g. the loss, which then logs the global batch's), by its mean
-    /// over the ranks of `group`. Gradients are packed in parameter order into buckets of `bucketBytes`, each
-    /// summed in place by one allreduce. Runs after the whole backward pass: the executor evaluates the step's
-    /// graph as one run and hands gradients to the host only when it returns, so there is no point at which a
-    /// finished bucket could be sent while later layers are still being differentiated.
-    public mutating func average(across group: any ProcessGroup, with values: inout [Float]) throws {
+    /// over the ranks of `group`. Gradients are packed in parameter order into buckets of `bucketBytes` (a larger
+    /// gradient gets a bucket of its own), each summed in place by one allreduce; `values` go in the last.
+    /// Runs after the whole backward pass: the executor evaluates the step's graph as one run and hands gradients
+    /// to the host only when it returns, so no bucket can be sent while earlier layers are still differentiated.
+    public mutating func average(across group: any ProcessGroup, with values: inout [Float],
+                                 bucketBytes: Int = Gradients.bucketBytes) throws {
         guard group.size > 1 else { return }
         let scale = 1 / Float(group.size)
-        let capacity = Self.bucketBytes / MemoryLayout<Float>.stride
+        let capacity = bucketBytes / MemoryLayout<Float>.stride
         var bucket = [Float]()
         bucket.reserveCapacity(min(capacity, entries.reduce(values.count) { $0 + $1.values.count }))
         var members: [Int] = []
