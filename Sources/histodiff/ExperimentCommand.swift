@@ -34,10 +34,6 @@ struct ExperimentCommand: ParsableCommand {
     var trainingArguments: [String] = []
 
     func run() throws {
-        guard Parallel.group.size == 1 else {
-            throw CommandError("experiment runs its grid as independent processes (--shard I/N), not under mpirun; "
-                               + "use mpirun with train, pretrain or train-autoencoder")
-        }
         var plan = ExperimentPlan(methods: list(methods), labels: list(labels),
                                   seeds: try list(seeds).map { text in
                                       guard let seed = UInt64(text) else {

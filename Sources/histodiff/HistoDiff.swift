@@ -22,6 +22,7 @@ struct HistoDiff: ParsableCommand {
         do {
             Parallel.mpi = try MPIProcessGroup.launched()
             var command = try parseAsRoot()
+            try Parallel.checkDataParallel(command)
             try command.run()
         } catch let stop as TrainingInterrupted {
             // A run stopped by a signal after saving (the experiment's or the demo's): exit as the signal would.

@@ -20,6 +20,13 @@ enum Parallel {
         HistoDiff.exit(withError: error)
     }
 
+    /// Refuses to run a command that does not train data-parallel on several ranks: each would do the whole job.
+    static func checkDataParallel(_ command: ParsableCommand) throws {
+        guard group.size > 1, !(command is Pretrain || command is Train || command is TrainAutoencoder) else { return }
+        throw CommandError("only pretrain, train and train-autoencoder run on several MPI ranks; run this command "
+                           + "without mpirun (experiment spreads its grid with --shard i/n)")
+    }
+
     /// Refuses to start unless every rank was given the same `settings` and built the same `model`.
     static func checkSameOnEveryRank(_ model: Module, settings: [String: String]) throws {
         try group.checkSameOnEveryRank(model.fingerprint(settings: settings), what: "the options and initial model")

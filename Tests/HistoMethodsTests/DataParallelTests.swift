@@ -122,7 +122,7 @@ final class DataParallelTests: XCTestCase {
                       result.output)
     }
 
-    func testRanksGivenDifferentOptionsOrAnUnevenBatchRefuseToStart() throws {
+    func testDifferentOptionsAnUnevenBatchOrACommandThatDoesNotTrainAreRefused() throws {
         let (root, data) = try dataset()
         let run = pretrain(data: data, out: root + "/run", steps: 5)
         let differing = try launch(ranks: [run, run + ["--seed", "1"]])
@@ -133,5 +133,9 @@ final class DataParallelTests: XCTestCase {
         XCTAssertNotEqual(uneven.status, 0, uneven.output)
         XCTAssertTrue(uneven.output.contains("--batch 3 is not divisible by the 2 ranks; give a multiple of 2"),
                       uneven.output)
+        let synth = try launch(ranks: Array(repeating: ["synth", "--out", root + "/synth"], count: 2))
+        XCTAssertNotEqual(synth.status, 0, synth.output)
+        XCTAssertTrue(synth.output.contains("only pretrain, train and train-autoencoder run on several MPI ranks"),
+                      synth.output)
     }
 }
