@@ -34,6 +34,7 @@ let package = Package(
         .systemLibrary(name: "COpenCL", path: "Sources/COpenCL"),
         .systemLibrary(name: "CCLBlast", path: "Sources/CCLBlast"),
         .systemLibrary(name: "CPNG", path: "Sources/CPNG"),
+        .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi"),
 
         // Tensors, ops (shape rule + CPU reference + VJP + harness cases), graph executor, autodiff, CPU backend.
         .target(name: "HistoCore", dependencies: ["CBLAS", "HistoAVX512"], swiftSettings: numeric),
@@ -50,6 +51,8 @@ let package = Package(
                 path: "tools/EmbedKernelsPlugin"),
         // Layers, optimizers, schedules, EMA, safetensors checkpoints.
         .target(name: "HistoNN", dependencies: ["HistoCore"], swiftSettings: numeric),
+        // Data-parallel training on MPI: MPI_COMM_WORLD as HistoNN's ProcessGroup.
+        .target(name: "HistoMPI", dependencies: ["HistoCore", "HistoNN", "CMPI"]),
         // PNG reading/writing (libpng's simplified API), dataset folders, conversion to tensors, patches, resizing.
         .target(name: "HistoData", dependencies: ["HistoCore", "CPNG"], swiftSettings: numeric),
         // Segmentation metrics on host label maps: confusion scores, AJI/AJI+, Hausdorff/HD95, threshold sweeps, run statistics.
@@ -63,7 +66,9 @@ let package = Package(
 
         .executableTarget(
             name: "histodiff",
-            dependencies: ["HistoCore", "HistoNN", "HistoData", "HistoMetrics", "HistoOpenCL", "HistoDiffusion", "HistoMethods", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["HistoCore", "HistoNN", "HistoData", "HistoMetrics", "HistoOpenCL", "HistoDiffusion",
+                           "HistoMethods", "HistoMPI",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: numeric),
         .executableTarget(
             name: "bench",

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages HistoDiff builds against, if any is missing. Idempotent: does nothing when all are present.
 set -euo pipefail
-packages=(ocl-icd-opencl-dev opencl-headers libclblast-dev libpng-dev pocl-opencl-icd libopenblas-dev)
+packages=(ocl-icd-opencl-dev opencl-headers libclblast-dev libpng-dev pocl-opencl-icd libopenblas-dev libopenmpi-dev
+          openmpi-bin)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

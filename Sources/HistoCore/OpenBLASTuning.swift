@@ -16,11 +16,15 @@ public enum OpenBLASTuning {
     public static var coreName: String { openblasCoreName().map { String(cString: $0) } ?? "unknown" }
 
     /// Replaces the process with itself under the settings above that are not set yet; returns when none is missing
-    /// (or `HISTODIFF_NO_REEXEC` is set).
-    public static func reexecWithTunedSettingsIfNeeded() {
+    /// (or `HISTODIFF_NO_REEXEC` is set). `threads` (a data-parallel rank's share of the machine's cores) also
+    /// sets `OPENBLAS_NUM_THREADS` unless given, so that ranks sharing a machine do not oversubscribe its cores.
+    public static func reexecWithTunedSettingsIfNeeded(threads: Int? = nil) {
         let environment = ProcessInfo.processInfo.environment
         guard environment["HISTODIFF_NO_REEXEC"] == nil else { return }
         var missing: [(name: String, value: String)] = []
+        if let threads, environment["OPENBLAS_NUM_THREADS"] == nil {
+            missing.append(("OPENBLAS_NUM_THREADS", String(threads)))
+        }
         if environment["OPENBLAS_THREAD_TIMEOUT"] == nil { missing.append(("OPENBLAS_THREAD_TIMEOUT", "10")) }
         if environment["OPENBLAS_CORETYPE"] == nil, coreName.lowercased() == "haswell", AVX512GEMM.isSupported {
             missing.append(("OPENBLAS_CORETYPE", "SkylakeX"))

@@ -152,9 +152,21 @@ public final class RandomGenerator {
     /// The next stream position. Settable so a resumed training run continues the stream where it stopped.
     public var offset: UInt64
 
+    /// Data-parallel training: this process holds shard `index` of `count` equal shards of every batch. A draw
+    /// of shape [n, …] is then made as the whole batch's draw [n·count, …] and its rows index·n ..< (index+1)·n
+    /// kept, so that per-sample randomness (noise, dropout masks) does not depend on how the batch is split and
+    /// the stream advances as in one process. Set it only on generators whose draws are batch-major.
+    public var batchShard: (index: Int, count: Int)?
+
     public init(seed: UInt64, offset: UInt64 = 0) { self.seed = seed; self.offset = offset }
 
     public func draw(_ shape: [Int], _ distribution: RandomDistribution) -> Tensor {
+        guard let shard = batchShard, shard.count > 1, let rows = shape.first else { return whole(shape, distribution) }
+        return whole([rows * shard.count] + shape.dropFirst(), distribution)
+            .slice(axis: 0, start: shard.index * rows, end: (shard.index + 1) * rows)
+    }
+
+    private func whole(_ shape: [Int], _ distribution: RandomDistribution) -> Tensor {
         let op = RandomOp(shape: shape, distribution: distribution, seed: seed, offset: offset)
         // Blocks are 4 wide: keep each draw block-aligned so normal pairs never straddle two draws.
         offset &+= UInt64((Shape.count(shape) + 3) / 4 * 4)

@@ -41,6 +41,10 @@ public struct LoaderOptions: Sendable {
     /// first batch is the one a fresh loader would give after this many.
     public var skippedBatches = 0
     public var seed: UInt64 = 0
+    /// Data-parallel training: this loader yields shard `index` of `count` of every batch, the contiguous
+    /// elements index·b/count ..< (index+1)·b/count of the batch b a whole loader would yield, so that the global
+    /// batch and the data order do not depend on the number of shards. nil: whole batches.
+    public var shard: (index: Int, count: Int)?
     public var range = PixelRange.minusOneToOne
     /// Batches prepared ahead of the consumer: memory holds at most this many plus the one in preparation.
     public var prefetch = 3
@@ -106,6 +110,9 @@ public final class BatchLoader {
         func invalid(_ message: String) -> EngineError { .invalidValue(op: "BatchLoader", message: message) }
         guard options.batchSize > 0 else { throw invalid("batch size \(options.batchSize) must be positive") }
         guard options.prefetch > 0 else { throw invalid("prefetch \(options.prefetch) must be positive") }
+        if let (index, count) = options.shard, !(0..<count).contains(index) {
+            throw invalid("shard \(index) of \(count) does not exist")
+        }
         guard options.skippedBatches >= 0 else { throw invalid("\(options.skippedBatches) skipped batches; must not be negative") }
         if let epochs = options.epochs, epochs <= 0 { throw invalid("\(epochs) epochs; use nil for an endless stream") }
         switch options.patches {
@@ -210,7 +217,7 @@ private final class Producer: @unchecked Sendable {
             condition.unlock()
             if stop { break }
             let end = min(start + options.batchSize, total ?? .max)
-            let result = Result { try prepare(start..<end) }
+            let result = Result { try prepare(shard(of: start..<end)) }
             condition.lock()
             queue.append(result)
             condition.broadcast()
@@ -223,6 +230,12 @@ private final class Producer: @unchecked Sendable {
         condition.broadcast()
         condition.unlock()
         stopped.signal()
+    }
+
+    /// This loader's part of the stream elements `batch`.
+    private func shard(of batch: Range<Int>) -> Range<Int> {
+        guard let (index, count) = options.shard else { return batch }
+        return batch.lowerBound + batch.count * index / count ..< batch.lowerBound + batch.count * (index + 1) / count
     }
 
     /// The next result, waiting for it; nil when the producer has finished and the queue is empty.

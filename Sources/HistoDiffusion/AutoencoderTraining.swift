@@ -55,17 +55,22 @@ public enum AutoencoderTraining {
     }
 
     /// One optimizer step on `images`: posterior sample from `generator`, gradients of the loss with respect to
-    /// the trainable parameters, learning rate from `schedule` at the optimizer's step count, then the update.
+    /// the trainable parameters (and the loss terms) averaged over the ranks of `group` (each holding its shard of
+    /// the batch), learning rate from `schedule` at the optimizer's step count, then the update.
     public static func step(model: AutoencoderKL, images: Tensor, optimizer: any Optimizer, options: Options,
                             generator: RandomGenerator, schedule: (any LearningRateSchedule)? = nil,
-                            on backend: (any Backend)? = nil) throws -> StepRecord {
+                            on backend: (any Backend)? = nil,
+                            across group: any ProcessGroup = SingleProcess.shared) throws -> StepRecord {
         if let schedule { optimizer.learningRate = schedule.learningRate(at: optimizer.stepCount) }
         let terms = model.loss(images, generator: generator, klWeight: options.klWeight, reconstruction: options.reconstruction)
-        let (loss, gradients) = try Gradients.of(terms.total, wrt: model.trainableParameters(),
-                                                 alongside: [terms.reconstruction, terms.kl], on: backend)
+        let (loss, shardGradients) = try Gradients.of(terms.total, wrt: model.trainableParameters(),
+                                                      alongside: [terms.reconstruction, terms.kl], on: backend)
+        var gradients = shardGradients
+        var values = [loss, try terms.reconstruction.item(on: backend), try terms.kl.item(on: backend)]
+        try gradients.average(across: group, with: &values)
         try optimizer.step(gradients)
-        return StepRecord(step: optimizer.stepCount, loss: loss, reconstruction: try terms.reconstruction.item(on: backend),
-                          kl: try terms.kl.item(on: backend), learningRate: optimizer.learningRate)
+        return StepRecord(step: optimizer.stepCount, loss: values[0], reconstruction: values[1], kl: values[2],
+                          learningRate: optimizer.learningRate)
     }
 
     /// Trains on the images of `loader`'s batches (labels, if any, are not used).

@@ -64,6 +64,9 @@ public struct DiffusionPretraining {
 
     public let configuration: Configuration
     public let schedule: NoiseSchedule
+    /// The ranks training the model together: each steps on its shard of the batch (loader and noise
+    /// generator sharded by the caller) and gradients and loss are averaged over them before the update.
+    public var group: any ProcessGroup = SingleProcess.shared
 
     public init(_ configuration: Configuration) {
         self.configuration = configuration
@@ -127,8 +130,14 @@ public struct DiffusionPretraining {
     public func step(_ model: some NoisePredictor, x0: Tensor, optimizer: any Optimizer, ema: ExponentialMovingAverage?,
                      generator: RandomGenerator, on backend: (any Backend)? = nil) throws -> (loss: Float, gradientNorm: Float) {
         model.train(true)
-        var (loss, gradients) = try Gradients.of(self.loss(model, x0: x0, generator: generator),
+        // A rank's loss covers its shard; a loss summed over the batch is the sum over every shard, so the mean
+        // over the ranks is scaled back to it (a batch mean is the mean of the equal shards' means).
+        let shards = Float(configuration.batchReduction == .sum ? group.size : 1)
+        var (loss, gradients) = try Gradients.of(self.loss(model, x0: x0, generator: generator) * shards,
                                                  wrt: model.trainableParameters(), on: backend)
+        var averaged = [loss]
+        try gradients.average(across: group, with: &averaged)
+        loss = averaged[0]
         let norm = configuration.clipNorm.map { gradients.clipByGlobalNorm($0) } ?? gradients.globalNorm
         try optimizer.step(gradients)
         try ema?.update(from: model, on: backend)

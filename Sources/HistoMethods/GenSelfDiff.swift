@@ -87,7 +87,7 @@ public final class GenSelfDiffMethod: TrainingMethod {
         segmenter.train(true)
         let loss = GenSelfDiffFineTuning.loss(probabilities: segmenter.probabilities(batch.labelled.images),
                                               labels: batch.labelled.labels!, focalWeight: focalWeight)
-        return try OptimizedNetwork.minimise(loss, named: "loss", networks: [network], on: context.backend)
+        return try OptimizedNetwork.minimise(loss, named: "loss", networks: [network], context: context)
     }
 
     /// `genselfdiff`. Both presets: Adam lr 1e-4, β (0.5, 0.999), batch 8, the reference's augmentation on the

@@ -15,7 +15,7 @@ import HistoCore
 /// try ema?.update(from: model)
 /// ```
 public struct Gradients {
-    private var entries: [(parameter: Parameter, values: [Float])] = []
+    var entries: [(parameter: Parameter, values: [Float])] = []
     private var index: [ObjectIdentifier: Int] = [:]
 
     public init() {}

@@ -294,6 +294,9 @@ public final class TrainingRun {
         public var progressInterval: Double?
         /// Told to the user after an interrupt, e.g. "rerun the same command with --resume".
         public var resumeHint = "run the same command again to resume"
+        /// The ranks training this model together: all run the loop, rank 0 alone writes the directory's files
+        /// and progress, and a stop signal that reaches any rank stops every rank after the same step.
+        public var group: any ProcessGroup = SingleProcess.shared
 
         public init(totalSteps: Int, checkpointEvery: Int) {
             self.totalSteps = totalSteps
@@ -346,7 +349,7 @@ public final class TrainingRun {
         guard problems.isEmpty else {
             throw EngineError.invalidValue(op: "TrainingRun", message: problems.joined(separator: "; "))
         }
-        try FileSystem.createFolder(directory, purpose: "run")
+        if options.group.isRoot { try FileSystem.createFolder(directory, purpose: "run") }
         self.directory = directory
         self.model = model
         self.components = components
@@ -403,12 +406,14 @@ public final class TrainingRun {
             throw EngineError.file(path: existing, message:
                 "the run directory already holds a checkpoint: resume it, or choose another directory to start over")
         }
-        let log = try MetricsWriter(path: path(Self.metricsFileName), columns: Self.fixedColumns + options.columns, keepingThrough: step)
-        defer { log.close() }
+        let writes = options.group.isRoot
+        let log = try writes ? MetricsWriter(path: path(Self.metricsFileName),
+                                             columns: Self.fixedColumns + options.columns, keepingThrough: step) : nil
+        defer { log?.close() }
         let signals = StopSignalHandlers()
         defer { signals.restore() }
         let reporter = ProgressReporter(total: options.totalSteps, label: options.label, startStep: step,
-                                        output: options.progress, interval: options.progressInterval)
+                                        output: writes ? options.progress : .none, interval: options.progressInterval)
         let clock = { ProcessInfo.processInfo.systemUptime }
         let sessionStart = clock()
         var seconds: Double { earlierSeconds + clock() - sessionStart }
@@ -417,7 +422,7 @@ public final class TrainingRun {
 
         func saveLatest() throws {
             guard savedStep != step else { return }
-            try saveCheckpoint(seconds: seconds)
+            if writes { try saveCheckpoint(seconds: seconds) }
             savedStep = step
         }
         func bestNote() -> String {
@@ -426,7 +431,7 @@ public final class TrainingRun {
         }
 
         while step < options.totalSteps {
-            let signal = signals.pending
+            let signal = try agreedSignal(signals.pending)
             if signal != 0 {
                 try saveLatest()
                 reporter.message("stopped by \(signalName(signal)) after step \(step)/\(options.totalSteps) "
@@ -454,13 +459,13 @@ public final class TrainingRun {
             step += 1
             let cells = ["\(step)", "\(report.loss)", "\(report.learningRate)", String(format: "%.3f", seconds)]
                 + options.columns.map { report.values[$0].map { "\($0)" } ?? "" }
-            try log.append(cells)
+            try log?.append(cells)
 
             if let criterion = options.best, let value = report.values[criterion.column], value.isFinite,
                best.map({ criterion.higherIsBetter ? value > $0.value : value < $0.value }) ?? true {
                 best = (value, step)
-                try model.save(to: path(Self.bestFileName), metadata: [Self.bestStepKey: String(step),
-                    Self.bestValueKey: String(value), "run.best_column": criterion.column])
+                if writes { try model.save(to: path(Self.bestFileName), metadata: [Self.bestStepKey: String(step),
+                    Self.bestValueKey: String(value), "run.best_column": criterion.column]) }
             }
 
             let beta = options.lossSmoothing
@@ -485,6 +490,14 @@ public final class TrainingRun {
             ? "; loss \(ProgressReporter.number(smoothed / (1 - Foundation.pow(options.lossSmoothing, Double(smoothedCount))))) (smoothed)" : ""
         reporter.message("finished \(step)/\(options.totalSteps) steps (\(reporter.summary(step: step)))\(loss)\(bestNote())")
         return .completed
+    }
+
+    /// The stop signal of any rank (SIGTERM before SIGINT), so that every rank stops after the same step.
+    private func agreedSignal(_ own: Int32) throws -> Int32 {
+        guard options.group.size > 1 else { return own }
+        var raised: [Float] = [own == SIGINT ? 1 : 0, own == SIGTERM ? 1 : 0]
+        try raised.withUnsafeMutableBufferPointer { try options.group.sumInPlace($0) }
+        return raised[1] > 0 ? SIGTERM : raised[0] > 0 ? SIGINT : 0
     }
 
     /// Saves the model and components at the current step into `checkpoint/`, replacing it whole

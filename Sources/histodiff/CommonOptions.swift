@@ -10,7 +10,8 @@ struct DeviceOptions: ParsableArguments {
     @Option(help: "cpu, opencl (a GPU if any, else any OpenCL device) or opencl:N (see `histodiff devices`).")
     var device = "cpu"
 
-    func backend() throws -> any Backend { try BackendSelection.backend(device) }
+    /// A rank of a data-parallel job takes the GPU of its local rank for `opencl`.
+    func backend() throws -> any Backend { try BackendSelection.backend(device, localRank: Parallel.localRank) }
 }
 
 /// Options every training command shares.
@@ -29,7 +30,7 @@ struct RunOptions: ParsableArguments {
     /// Says where a resumed run continues ("resuming from step N of M"); throws when `--steps` is below the steps
     /// it has done.
     func announceResume(done: Int) throws {
-        guard done > 0 else { return }
+        guard done > 0, Parallel.group.isRoot else { return }
         guard steps >= done else {
             throw CommandError("--steps \(steps) is below the \(done) steps the run in \(out) has done; "
                                + "give --steps \(done) or more to resume it, or choose another --out")
@@ -37,8 +38,10 @@ struct RunOptions: ParsableArguments {
         print("resuming from step \(done) of \(steps)")
     }
 
-    /// Takes the run folder's lock (`RunLock`), printing the notice when a stale lock was taken over.
-    func lockRunFolder() throws -> RunLock {
+    /// Takes the run folder's lock (`RunLock`), printing the notice when a stale lock was taken over; nil on
+    /// the ranks of a data-parallel job but rank 0, which alone writes the folder.
+    func lockRunFolder() throws -> RunLock? {
+        guard Parallel.group.isRoot else { return nil }
         let lock = try RunLock.acquire(directory: out)
         if let notice = lock.takenOver { print(notice) }
         return lock

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import HistoCore
 import HistoMethods
+import HistoMPI
 import HistoNN
 
 /// The `histodiff` command line. Each subcommand lives in its own file in this folder.
@@ -14,19 +15,22 @@ struct HistoDiff: ParsableCommand {
                       Train.self, ExperimentCommand.self, Segment.self, Eval.self, TrainAutoencoder.self])
 
     static func main() {
-        OpenBLASTuning.reexecWithTunedSettingsIfNeeded()
+        OpenBLASTuning.reexecWithTunedSettingsIfNeeded(threads: MPIProcessGroup.coreShare())
         // Line-buffered stdout: printed lines appear when they happen, also in a log file, in order with the
         // progress lines on stderr.
         setvbuf(stdout, nil, _IOLBF, 0)
         do {
+            Parallel.mpi = try MPIProcessGroup.launched()
             var command = try parseAsRoot()
+            try Parallel.checkDataParallel(command)
             try command.run()
         } catch let stop as TrainingInterrupted {
             // A run stopped by a signal after saving (the experiment's or the demo's): exit as the signal would.
-            exit(withError: TrainingOutcome.interrupted(signal: stop.signal).exitCode)
+            Parallel.exit(after: TrainingOutcome.interrupted(signal: stop.signal).exitCode)
         } catch {
-            exit(withError: FileSystem.describe(error).map(CommandError.init) ?? error)
+            Parallel.exit(after: FileSystem.describe(error).map(CommandError.init) ?? error)
         }
+        Parallel.exit(after: nil)
     }
 }
 

@@ -42,8 +42,10 @@ struct Pretrain: ParsableCommand {
             throw ValidationError("unknown recipe '\(recipe)' (\(DiffusionRecipe.allCases.map(\.rawValue).joined(separator: ", ")))")
         }
         guard let posterior = LatentSpace.Posterior(rawValue: latent) else { throw ValidationError("unknown --latent '\(latent)' (sample, mean)") }
+        let group = Parallel.group, writes = group.isRoot
+        try group.checkShards(ofBatch: batch, option: "--batch")
         let lock = try runOptions.lockRunFolder()
-        defer { lock.release() }
+        defer { lock?.release() }
         // Masks are not read. Every image is decoded now, so that a damaged one stops the run before it starts.
         let dataset = try Dataset.open(path: data, ignoringMasks: true, decodingImages: true)
         try dataset.checkPatchFits(patch)
@@ -51,12 +53,14 @@ struct Pretrain: ParsableCommand {
         let pixelSpec = DiffusionModelSpec(family: model, preset: preset, recipe: recipe)
         let network = try pixelSpec.makeModel(generator: RandomGenerator(seed: runOptions.seed))
         let shadow = try pixelSpec.makeModel(generator: RandomGenerator(seed: runOptions.seed))
-        let pretraining = DiffusionPretraining(recipe.configuration)
+        var pretraining = DiffusionPretraining(recipe.configuration)
+        pretraining.group = group
         let learningRate = lr ?? recipe.learningRate
         let optimizer = Adam([ParameterGroup(network.trainableParameters())], learningRate: learningRate)
         let ema = DiffusionPretraining.movingAverage(of: network, decay: emaDecay)
         let noise = RandomGenerator(seed: runOptions.seed &+ 1)
         let latentNoise = RandomGenerator(seed: runOptions.seed &+ 2)
+        for generator in [noise, latentNoise] { generator.batchShard = group.batchShard }
         var components: [String: any CheckpointableState] = ["optimizer": optimizer, "ema": ema, "noise": noise]
         if autoencoder != nil { components["latent_noise"] = latentNoise }
         var options = TrainingRun.Options(totalSteps: runOptions.steps, checkpointEvery: runOptions.checkpointEvery)
@@ -69,6 +73,8 @@ struct Pretrain: ParsableCommand {
                 + "as they do not change what a step computes")
         options.metadata = ["diffusion.family": model, "diffusion.preset": preset, "diffusion.recipe": recipe.rawValue]
             .merging(try recorded.metadata()) { a, _ in a }
+        options.group = group
+        try Parallel.checkSameOnEveryRank(network, settings: options.metadata)
         let training = try TrainingRun(directory: runOptions.out, model: network, components: components, options: options)
         // A run resumes with the model, recipe and latent space it was started with.
         let specPath = (runOptions.out as NSString).appendingPathComponent(DiffusionModelSpec.fileName)
@@ -103,9 +109,10 @@ struct Pretrain: ParsableCommand {
         let spec = DiffusionModelSpec(family: model, preset: preset, recipe: recipe, latent: latent?.settings)
         let diffusion = try DiffusionRun(spec: spec, model: shadow, latentSpace: latent?.space)
         try diffusion.checkImageSize(height: patch, width: patch, "--patch")
-        try spec.write(toDirectory: runOptions.out)
+        if writes { try spec.write(toDirectory: runOptions.out) }
         // A resumed run sees the batches an uninterrupted one would.
         loaderOptions.skippedBatches = done
+        loaderOptions.shard = group.batchShard
         let loader = try BatchLoader(dataset: dataset, indices: Array(0..<dataset.count), options: loaderOptions)
 
         func writeSamples(after step: Int) throws {
@@ -117,7 +124,10 @@ struct Pretrain: ParsableCommand {
         let outcome = try pretraining.train(
             network, run: training, loader: loader, optimizer: optimizer, ema: ema, noise: noise, on: backend,
             encode: latent.map { latent in { try latent.space.encode($0, drawingFrom: latentNoise, on: backend) } },
-            afterStep: { done in if sampleEvery > 0, done % sampleEvery == 0 { try writeSamples(after: done) } })
+            afterStep: { done in
+                if writes, sampleEvery > 0, done % sampleEvery == 0 { try writeSamples(after: done) }
+            })
+        guard writes else { throw outcome.exitCode }
         try writeSamples(after: training.step)
         try MethodTrainer.writeLossCurve(in: runOptions.out)
         try ema.copy(to: shadow)
@@ -156,10 +166,12 @@ struct Pretrain: ParsableCommand {
         guard let first = try firstBatch() else { throw ValidationError("\(data) holds no images") }
         let space = try LatentSpace.fitted(autoencoder: autoencoder, firstBatch: first.images, posterior: posterior,
                                            generator: RandomGenerator(seed: runOptions.seed &+ 3), on: backend)
-        try autoencoder.saveWithPreset(to: copy)
         let weights = AutoencoderKL.weightsFile(source)
-        print("latent diffusion on \(weights) (copied to \(copy)): scale factor \(space.scaleFactor), "
-                 + "1/std of the first batch's latents")
+        if Parallel.group.isRoot {
+            try autoencoder.saveWithPreset(to: copy)
+            print("latent diffusion on \(weights) (copied to \(copy)): scale factor \(space.scaleFactor), "
+                     + "1/std of the first batch's latents")
+        }
         return (space, DiffusionModelSpec.Latent(scaleFactor: space.scaleFactor, posterior: posterior, source: weights))
     }
 }

@@ -85,6 +85,7 @@ struct TrainingOptions: ParsableArguments {
         }
         request.methodOptions = options
         request.backend = try device.backend()
+        request.group = Parallel.group
     }
 }
 
@@ -122,6 +123,7 @@ struct Train: ParsableCommand {
         let dataset = try request.openDataset()
         let result = try MethodTraining.run(request, dataset: dataset)
         if case .interrupted = result.outcome { throw result.outcome.exitCode }
+        guard Parallel.group.isRoot else { return }  // rank 0 tunes and reports
         let tuned = try InstanceTuning.run(after: result, request: request, dataset: dataset)
         print(String(format: "instances: %@ (validation AJI %.4f; untuned %.4f)", tuned.chosen.description,
                      tuned.aji, tuned.defaultsAJI))

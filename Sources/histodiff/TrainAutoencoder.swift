@@ -33,8 +33,10 @@ struct TrainAutoencoder: ParsableCommand {
         guard let configuration = AutoencoderKL.Configuration.presets[preset] else {
             throw ValidationError("unknown preset '\(preset)' (\(AutoencoderKL.Configuration.presets.keys.sorted().joined(separator: ", ")))")
         }
+        let group = Parallel.group
+        try group.checkShards(ofBatch: batch, option: "--batch")
         let lock = try runOptions.lockRunFolder()
-        defer { lock.release() }
+        defer { lock?.release() }
         // Masks are not read. Every image is decoded now, so that a damaged one stops the run before it starts.
         let dataset = try Dataset.open(path: data, ignoringMasks: true, decodingImages: true)
         try dataset.checkPatchFits(patch)
@@ -42,6 +44,7 @@ struct TrainAutoencoder: ParsableCommand {
         let model = try AutoencoderKL(configuration, generator: RandomGenerator(seed: runOptions.seed))
         let optimizer = Adam([ParameterGroup(model.trainableParameters())], learningRate: lr, beta1: 0.5, beta2: 0.9)
         let noise = RandomGenerator(seed: runOptions.seed &+ 1)
+        noise.batchShard = group.batchShard
         var options = TrainingRun.Options(totalSteps: runOptions.steps, checkpointEvery: runOptions.checkpointEvery)
         options.columns = ["reconstruction", "kl"]
         options.label = "autoencoder"
@@ -53,6 +56,8 @@ struct TrainAutoencoder: ParsableCommand {
             changeable: "--steps may grow; --checkpoint-every and --device may change, as they do not change what a "
                 + "step computes")
         options.metadata.merge(try recorded.metadata()) { a, _ in a }
+        options.group = group
+        try Parallel.checkSameOnEveryRank(model, settings: options.metadata)
         let training = try TrainingRun(directory: runOptions.out, model: model,
                                        components: ["optimizer": optimizer, "noise": noise], options: options)
         let done = try training.resume()
@@ -61,15 +66,17 @@ struct TrainAutoencoder: ParsableCommand {
         var loaderOptions = LoaderOptions(batchSize: batch, patches: .randomCrops(size: patch, perImage: 1), labelled: false)
         loaderOptions.seed = runOptions.seed
         loaderOptions.skippedBatches = done  // a resumed run sees the batches an uninterrupted one would
+        loaderOptions.shard = group.batchShard
         let loader = try BatchLoader(dataset: dataset, indices: Array(0..<dataset.count), options: loaderOptions)
         let stepOptions = AutoencoderTraining.Options(steps: 1, klWeight: klWeight, reconstruction: l2 ? .l2 : .l1)
         let outcome = try training.train { _ in
             guard let images = try loader.next()?.images else { return StepReport(loss: .nan, learningRate: lr, stop: true) }
             let record = try AutoencoderTraining.step(model: model, images: images, optimizer: optimizer, options: stepOptions,
-                                                      generator: noise, on: backend)
+                                                      generator: noise, on: backend, across: group)
             return StepReport(loss: record.loss, learningRate: record.learningRate,
                               values: ["reconstruction": Double(record.reconstruction), "kl": Double(record.kl)])
         }
+        guard group.isRoot else { throw outcome.exitCode }
         try MethodTrainer.writeLossCurve(in: runOptions.out)
         print("autoencoder run in \(runOptions.out): model in checkpoint/model.safetensors, loss curve in loss_curve.png")
         throw outcome.exitCode

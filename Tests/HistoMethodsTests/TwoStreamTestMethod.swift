@@ -53,7 +53,7 @@ final class TwoStreamTestMethod: TrainingMethod {
         let weight = Float(Ramp.sigmoid(length: Double(context.totalEpochs)).value(at: Double(context.epoch)))
         let values = try OptimizedNetwork.minimise(supervised + weight * consistency, named: "loss",
                                                    terms: ["supervised": supervised, "consistency": consistency],
-                                                   networks: [student, second], on: context.backend)
+                                                   networks: [student, second], context: context)
         try ema.update(from: student.model, on: context.backend)
         return values
     }

@@ -289,7 +289,7 @@ public final class CrossPatchDenseContrastMethod: TrainingMethod {
         let bankValues = current.map { [$0.features, $0.labels, $0.scores] } ?? []
         var values = try OptimizedNetwork.minimise(total, named: "loss", terms: terms, networks: [student],
                                                    alongside: teacher.pendingBufferUpdates() + bankValues,
-                                                   on: context.backend)
+                                                   context: context)
         for name in lossTerms where values[name] == nil { values[name] = 0 }
         values["consistency_weight"] = weight
         try teacher.commitBufferUpdates(on: context.backend)

@@ -67,7 +67,7 @@ public enum LossRecipe: Equatable, Sendable {
                   alongside: [Tensor] = [], context: StepContext) throws -> [String: Float] {
         let lambda = weight(in: context)
         var values = try OptimizedNetwork.minimise(supervised + lambda * unlabelled, named: "loss", terms: terms,
-                                                   networks: networks, alongside: alongside, on: context.backend)
+                                                   networks: networks, alongside: alongside, context: context)
         values["consistency_weight"] = lambda
         return values
     }

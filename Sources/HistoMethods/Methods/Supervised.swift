@@ -46,7 +46,7 @@ public final class SupervisedMethod: TrainingMethod {
         let logits = network.model(batch.labelled.images)
         return try OptimizedNetwork.minimise(loss.value(logits: logits, labels: batch.labelled.labels!,
                                                         diceVariant: diceVariant),
-                                             named: "loss", networks: [network], on: context.backend)
+                                             named: "loss", networks: [network], context: context)
     }
 
     /// The `cpu` preset's plan, shared by the semi-supervised baselines so that they compare on equal terms: 128²

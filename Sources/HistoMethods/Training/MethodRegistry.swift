@@ -126,6 +126,8 @@ public struct TrainingRequest {
     public var methodOptions: [String: String] = [:]
     public var backend: any Backend = CPUBackend.shared
     public var progress = ProgressOutput.standardError
+    /// The ranks of a data-parallel run (`TrainingSession.group`).
+    public var group: any ProcessGroup = SingleProcess.shared
 
     public init(method: String, data: String, directory: String) {
         self.method = method
@@ -177,6 +179,7 @@ public enum MethodTraining {
         let dataset = try dataset ?? request.openDataset()
         var session = TrainingSession(directory: request.directory)
         session.backend = request.backend
+        session.group = request.group
         session.progress = request.progress
         session.label = "\(request.method) \(request.preset)"
         session.split = try split ?? request.splitFile.map { try DataSplit.read(path: $0, dataset: dataset) }

@@ -161,6 +161,9 @@ public struct TrainingSession {
     /// Settings of the method beside the plan's (its name and options), recorded and compared on resume.
     public var methodSettings: [String: String] = [:]
     public var resumeHint = "run the same command again to resume"
+    /// The ranks training together (data parallelism): each takes its shard of every batch, gradients are
+    /// averaged, rank 0 alone validates and writes the folder's files.
+    public var group: any ProcessGroup = SingleProcess.shared
 
     public init(directory: String) { self.directory = directory }
 }
@@ -182,6 +185,9 @@ public enum MethodTrainer {
                              makeMethod: (MethodSetup) throws -> any TrainingMethod) throws -> TrainingResult {
         let started = Date()
         try check(plan)
+        let group = session.group, writes = group.isRoot
+        try group.checkShards(ofBatch: plan.batchSize, option: "the batch")
+        try group.checkShards(ofBatch: plan.unlabelledBatchSize ?? plan.batchSize, option: "the unlabelled batch")
         let split = try session.split ?? DataSplit.make(
             dataset: dataset, labelRatio: plan.labelRatio, validationRatio: plan.validationRatio, seed: plan.splitSeed,
             rounding: plan.rounding, validationFollowsLabels: plan.validationFollowsLabels)
@@ -214,6 +220,7 @@ public enum MethodTrainer {
         components["loop"] = loop
         let modules = [model as Module] + components.keys.sorted().compactMap { components[$0] as? Module }
         for (i, generator) in dropoutGenerators(of: modules).enumerated() { components["dropout\(i)"] = generator }
+        for case let generator as RandomGenerator in components.values { generator.batchShard = group.batchShard }
 
         var options = TrainingRun.Options(totalSteps: totalSteps,
                                           checkpointEvery: plan.checkpointEvery ?? stepsPerEpoch)
@@ -225,13 +232,15 @@ public enum MethodTrainer {
         options.label = session.label
         options.progress = session.progress
         options.resumeHint = session.resumeHint
+        options.group = group
         let run = try TrainingRun(directory: session.directory, model: model, components: components, options: options)
         // One run per folder: a second run on it stops here, naming the first (released when this returns).
-        let lock = try RunLock.acquire(directory: session.directory)
-        defer { lock.release() }
-        if let notice = lock.takenOver { message(session, notice) }
+        let lock = try writes ? RunLock.acquire(directory: session.directory) : nil
+        defer { lock?.release() }
+        if let notice = lock?.takenOver { message(session, notice) }
 
         let settings = plan.settings.merging(session.methodSettings) { _, method in method }
+        try group.checkSameOnEveryRank(model.fingerprint(settings: settings), what: "the settings and initial model")
         let settingsPath = (session.directory as NSString).appendingPathComponent(settingsFileName)
         if run.latestCheckpoint != nil {
             try checkResumable(settings: settings, path: settingsPath)
@@ -239,7 +248,7 @@ public enum MethodTrainer {
             if run.step > 0 {
                 message(session, "resuming from step \(run.step) of \(totalSteps) (\(run.latestCheckpoint!))")
             }
-        } else {
+        } else if writes {
             try writeJSON(settings, to: settingsPath)
             for notice in method.notices { message(session, notice) }
             // Whether the patch sees whole objects (issue 21), measured on the labelled masks, once per run.
@@ -250,10 +259,12 @@ public enum MethodTrainer {
                 }
             }
         }
-        try split.write(to: (session.directory as NSString).appendingPathComponent(splitFileName))
-        var card = session.modelCard
-        card?.trainingPatch = plan.patchSize
-        try card?.write(to: session.directory)
+        if writes {
+            try split.write(to: (session.directory as NSString).appendingPathComponent(splitFileName))
+            var card = session.modelCard
+            card?.trainingPatch = plan.patchSize
+            try card?.write(to: session.directory)
+        }
 
         let validation = try validationImages(indices.validation, dataset: dataset, plan: plan)
         let tiling = plan.validationTiling ?? InferenceTiling(size: plan.patchSize, stride: plan.patchSize)
@@ -261,11 +272,12 @@ public enum MethodTrainer {
         var outcome: TrainingOutcome = run.step >= totalSteps ? .completed : .stoppedEarly
         if !loop.finished {
             let labelled = try loader(dataset, indices.labelled, plan: plan, views: needs.labelledViews,
-                                      batch: plan.batchSize, labelled: true, skipping: run.step)
+                                      batch: plan.batchSize, labelled: true, skipping: run.step, group: group)
             defer { labelled.close() }
             let unlabelled = try needs.unlabelledViews.map { views in
                 try loader(dataset, indices.unlabelled, plan: plan, views: views,
-                           batch: plan.unlabelledBatchSize ?? plan.batchSize, labelled: false, skipping: run.step)
+                           batch: plan.unlabelledBatchSize ?? plan.batchSize, labelled: false, skipping: run.step,
+                           group: group)
             }
             defer { unlabelled?.close() }
             let validateEvery = plan.validateEvery ?? stepsPerEpoch
@@ -280,7 +292,7 @@ public enum MethodTrainer {
                     return batch
                 }
                 let context = StepContext(step: step, totalSteps: totalSteps, stepsPerEpoch: stepsPerEpoch,
-                                          backend: session.backend)
+                                          backend: session.backend, group: group)
                 let values = try method.step(MethodBatch(labelled: labelledBatch, unlabelled: unlabelledBatch),
                                              context: context)
                 let missing = terms.filter { values[$0] == nil }
@@ -294,8 +306,8 @@ public enum MethodTrainer {
                 let done = step + 1
                 report.values["epoch"] = Double(done) / Double(stepsPerEpoch)
                 if done % validateEvery == 0 || done == totalSteps {
-                    let scores = try validate(model, on: validation, tiling: tiling, metric: plan.metric,
-                                              scoringNuclei: dataset.classes.isBoundary, on: session.backend)
+                    let scores = try validateOnRoot(model, on: validation, tiling: tiling, plan: plan,
+                                                    scoringNuclei: dataset.classes.isBoundary, session: session)
                     let record = loop.record(step: done, epoch: report.values["epoch"]!, scores: scores)
                     report.values["val_dice"] = scores.dice
                     report.values["val_iou"] = scores.iou
@@ -313,6 +325,12 @@ public enum MethodTrainer {
                 return report
             }
         }
+        // The other ranks are done: the folder's files are rank 0's, still being written.
+        guard writes else {
+            return TrainingResult(model: model, split: split, best: nil, history: loop.history, steps: run.step,
+                                  totalSteps: totalSteps, outcome: outcome,
+                                  wallSeconds: Date().timeIntervalSince(started), bestWeights: nil)
+        }
         try writeLossCurve(in: session.directory)
         let bestWeights = run.bestWeights
         if let bestWeights { try model.load(from: bestWeights) }
@@ -323,6 +341,22 @@ public enum MethodTrainer {
     }
 
     // MARK: validation
+
+    /// `validate` on rank 0, whose BatchNorm statistics are the ones saved, with its scores handed to every rank
+    /// (the others add zeros), so that the best step and early stopping are decided alike everywhere.
+    static func validateOnRoot(_ model: any SegmentationModel, on images: [(image: Planes, truth: LabelMap)],
+                               tiling: InferenceTiling, plan: TrainingPlan, scoringNuclei: Bool,
+                               session: TrainingSession) throws -> (dice: Double, iou: Double, score: Double) {
+        var scores: [Float] = [0, 0, 0]
+        if session.group.isRoot {
+            let root = try validate(model, on: images, tiling: tiling, metric: plan.metric,
+                                    scoringNuclei: scoringNuclei, on: session.backend)
+            guard session.group.size > 1 else { return root }
+            scores = [Float(root.dice), Float(root.iou), Float(root.score)]
+        }
+        try scores.withUnsafeMutableBufferPointer { try session.group.sumInPlace($0) }
+        return (Double(scores[0]), Double(scores[1]), Double(scores[2]))
+    }
 
     /// Pooled Dice and IoU (averaged over the foreground classes) and the plan's metric of `model`'s tiled
     /// predictions (eval mode; the model's mode is restored afterwards). `scoringNuclei` scores a boundary-aware
@@ -414,13 +448,14 @@ public enum MethodTrainer {
     }
 
     static func message(_ session: TrainingSession, _ text: String) {
+        guard session.group.isRoot else { return }
         ProgressReporter(total: 0, label: session.label, output: session.progress).message(text)
     }
 
     // MARK: helpers
 
     static func loader(_ dataset: Dataset, _ indices: [Int], plan: TrainingPlan, views: BatchViews, batch: Int,
-                       labelled: Bool, skipping steps: Int) throws -> BatchLoader {
+                       labelled: Bool, skipping steps: Int, group: any ProcessGroup) throws -> BatchLoader {
         var options = LoaderOptions(batchSize: batch, patches: .randomCrops(size: plan.patchSize,
                                                                              perImage: plan.cropsPerImage),
                                     labelled: labelled)
@@ -429,6 +464,7 @@ public enum MethodTrainer {
         options.seed = plan.seed
         options.range = plan.pixelRange
         options.skippedBatches = steps
+        options.shard = group.batchShard
         return try BatchLoader(dataset: dataset, indices: indices, options: options)
     }
 

@@ -23,12 +23,17 @@ public struct StepContext {
     public let stepsPerEpoch: Int
     /// The backend the step's graphs run on.
     public let backend: any Backend
+    /// The ranks training together, each on its shard of the batches: `OptimizedNetwork.minimise` averages the
+    /// gradients and loss terms over them.
+    public let group: any ProcessGroup
 
-    public init(step: Int, totalSteps: Int, stepsPerEpoch: Int, backend: any Backend) {
+    public init(step: Int, totalSteps: Int, stepsPerEpoch: Int, backend: any Backend,
+                group: any ProcessGroup = SingleProcess.shared) {
         self.step = step
         self.totalSteps = totalSteps
         self.stepsPerEpoch = stepsPerEpoch
         self.backend = backend
+        self.group = group
     }
 
     /// The epoch in progress, from 0.
@@ -142,17 +147,22 @@ public final class OptimizedNetwork {
 
     /// Takes one optimizer step on each network of `networks` to minimise `total`, whose gradients reach each
     /// network's parameters: one backward graph, evaluated with `terms` and the networks' BatchNorm updates in
-    /// a single run on `backend`. Returns the values of `terms`, by name, with the total under `totalName`.
+    /// a single run on the context's backend. The gradients and `terms` are averaged over the context's ranks
+    /// (BatchNorm statistics stay each rank's own, as PyTorch DDP's default). Returns the values of `terms`, by
+    /// name, with the total under `totalName`.
     public static func minimise(_ total: Tensor, named totalName: String, terms: [String: Tensor] = [:],
                                 networks: [OptimizedNetwork], alongside: [Tensor] = [],
-                                on backend: any Backend) throws -> [String: Float] {
-        let names = terms.keys.sorted()
+                                context: StepContext) throws -> [String: Float] {
+        let names = terms.keys.sorted(), backend = context.backend
         let updates = networks.flatMap { $0.model.pendingBufferUpdates() }
-        let (value, gradients) = try Gradients.of(total, wrt: networks.flatMap(\.parameters),
-                                                  alongside: names.map { terms[$0]! } + updates + alongside,
-                                                  on: backend)
-        var values = [totalName: value]
-        for name in names { values[name] = try terms[name]!.item(on: backend) }
+        let (value, shardGradients) = try Gradients.of(total, wrt: networks.flatMap(\.parameters),
+                                                       alongside: names.map { terms[$0]! } + updates + alongside,
+                                                       on: backend)
+        var gradients = shardGradients
+        var averaged = try [value] + names.map { try terms[$0]!.item(on: backend) }
+        try gradients.average(across: context.group, with: &averaged)
+        var values = [totalName: averaged[0]]
+        for (name, value) in zip(names, averaged.dropFirst()) { values[name] = value }
         for network in networks {
             try network.model.commitBufferUpdates(on: backend)
             network.optimizer.learningRate = network.schedule.learningRate(at: network.optimizer.stepCount)
