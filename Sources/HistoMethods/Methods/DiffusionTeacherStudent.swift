@@ -164,9 +164,9 @@ public struct CycleDraws {
 /// Stage 1, unsupervised teacher pretraining (Ciampi et al. §3.1; SPEC §3): on the labelled and unlabelled images of
 /// the step together, m̂ = f_m(i, v_m, t) and ĩ′ noised at t′ reconstruct the image through f_i(ĩ′, m̂,
 /// t′), L_teacher the reconstruction loss, its gradient reaching f_m through m̂. As in the released code,
-/// `final_conv` alone learns the Dice loss of final_conv(m̂) on the labelled images (m̂ detached there, so the labels
-/// reach no other weight). The teacher is the evaluated model (validate with `--metric jaccard-sweep` for the paper's
-/// best-JI checkpoint); its `best.safetensors` initialises stage 2 (`diffusion-ts --option teacher=RUN`).
+/// `final_conv` alone learns the XNet Dice loss of final_conv(m̂) on the labelled images (m̂ detached there, so the
+/// labels reach no other weight). The teacher is the evaluated model (validate with `--metric jaccard-sweep` for the
+/// paper's best-JI checkpoint); its `best.safetensors` initialises stage 2 (`diffusion-ts --option teacher=RUN`).
 public final class DiffusionTeacherPretraining: TrainingMethod {
     public let teacher: DiffusionTeacher
     public let network: OptimizedNetwork
@@ -210,7 +210,8 @@ public final class DiffusionTeacherPretraining: TrainingMethod {
         let readout = segmenter.logits(maskEstimate: joint.labelled(mask).detach())
         return ["reconstruction": reconstruction.value(images: joint.images, noise: draws.imageNoise,
                                                        reconstruction: reconstructed),
-                "readout_dice": SupervisedLoss.dice.value(logits: readout, labels: joint.labels)]
+                "readout_dice": Loss.dice(probabilities: readout.softmax(axis: 1), labels: joint.labels,
+                                           variant: .xnet)]
     }
 }
 
