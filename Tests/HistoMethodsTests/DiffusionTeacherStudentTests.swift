@@ -147,4 +147,40 @@ final class DiffusionTeacherStudentTests: XCTestCase {
                   + "allowance")
         }
     }
+
+    /// Inference is one x̂₀ step at t drawn from the card's seed, the same at every call; with K draws its
+    /// softmax is the mean of the K single steps' softmax, in the order of the seeded stream.
+    func testInferenceIsSeededAndAveragesItsDraws() throws {
+        let reference = try Reference()
+        let images = RandomGenerator(seed: 9).uniform([2, 3, 8, 8], -1, 1)
+        let segmenter = try DiffusionMaskSegmenter(reference.configuration(target: 2, condition: 3),
+                                                   inference: DiffusionInference(schedule: .linear, draws: 3, seed: 4),
+                                                   generator: RandomGenerator(seed: 0))
+        segmenter.train(false)
+        let first = try segmenter(images).softmax(axis: 1).toArray(), second = try segmenter(images).toArray()
+        XCTAssertEqual(try segmenter(images).toArray(), second)
+        let stream = RandomGenerator(seed: 4)
+        let single = try (0..<3).map { _ in
+            segmenter.logits(maskEstimate: segmenter.maskEstimate(images: images,
+                                                                  timesteps: stream.integers([2], 0, 1000),
+                                                                  noise: stream.normal([2, 2, 8, 8])))
+                .softmax(axis: 1)
+        }.averaged().toArray()
+        XCTAssertEqual(zip(first, single).map { abs($0 - $1) }.max() ?? 1, 0, accuracy: 1e-6)
+    }
+
+    /// A stage-2 run folder (card `diffusion-mask`) and a stage-1 one (`diffusion-teacher`) load as trained models
+    /// for `segment` and `eval --model`, and segment as the saved networks do.
+    func testRunsOfBothStagesLoadAsTrainedModels() throws {
+        let root = try temporaryFolder().path
+        for architecture in ["diffusion-mask", "diffusion-teacher"] {
+            var card = ModelCard(architecture: architecture, preset: "cpu", classes: 2, pixelRange: .minusOneToOne)
+            card.diffusion = DiffusionInference(schedule: .sigmoid, draws: 2, seed: 7)
+            let saved = try writeRun(card, seed: 3, to: root + "/" + architecture)
+            let trained = try TrainedModel(path: root + "/" + architecture)
+            XCTAssertEqual(trained.card, card)
+            let images = RandomGenerator(seed: 5).uniform([1, 3, 16, 16], -1, 1)
+            XCTAssertEqual(try trained.network(images).toArray(), try saved(images).toArray(), architecture)
+        }
+    }
 }
