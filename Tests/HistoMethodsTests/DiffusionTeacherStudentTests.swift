@@ -183,4 +183,29 @@ final class DiffusionTeacherStudentTests: XCTestCase {
             XCTAssertEqual(try trained.network(images).toArray(), try saved(images).toArray(), architecture)
         }
     }
+
+    /// `diffusion-ts --option teacher=…/{cell}` loads the stage-1 run of the same labels and seed into the teacher;
+    /// a run that is not a teacher of the preset is refused naming the option.
+    func testCoTrainingStartsFromTheStageOneRunOfItsCell() throws {
+        let root = try temporaryFolder().path
+        var card = ModelCard(architecture: "diffusion-teacher", preset: "cpu", classes: 2, pixelRange: .minusOneToOne)
+        card.diffusion = DiffusionInference(schedule: .linear, seed: 3)
+        let saved = try writeRun(card, seed: 8, to: root + "/runs/diffusion-teacher/labels-20_/seed-3")
+        var plan = TrainingPlan(labelRatio: try Ratio("20%"), validationRatio: try Ratio("1/4"))
+        plan.seed = 3
+        let setup = MethodSetup(plan: plan, classes: 2, totalSteps: 4, stepsPerEpoch: 2)
+        let registered = try MethodRegistry.method(named: "diffusion-ts")
+        let method = try XCTUnwrap(try registered.make("cpu", ["teacher": root + "/runs/diffusion-teacher/{cell}"],
+                                                       setup) as? DiffusionTeacherStudent)
+        let loaded = try method.teacher.checkpointState().tensors, wanted = try saved.checkpointState().tensors
+        XCTAssertEqual(Set(loaded.keys), Set(wanted.keys))
+        XCTAssert(loaded.allSatisfy { $0.value.values == wanted[$0.key]!.values })
+        XCTAssertEqual(method.notices.first?.contains("labels-20_/seed-3"), true)
+        card.architecture = "diffusion-mask"
+        try writeRun(card, seed: 8, to: root + "/student")
+        XCTAssertThrowsError(try registered.make("cpu", ["teacher": root + "/student"], setup)) {
+            XCTAssert("\($0)".contains("option teacher="), "\($0)")
+        }
+    }
 }
+
