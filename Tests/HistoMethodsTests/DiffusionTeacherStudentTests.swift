@@ -207,5 +207,18 @@ final class DiffusionTeacherStudentTests: XCTestCase {
             XCTAssert("\($0)".contains("option teacher="), "\($0)")
         }
     }
+
+    /// The paper's StepLR (×0.1 every 50 epochs) and the companion code's warm-up then StepLR (×0.5 every 50
+    /// epochs after 20 warm-up epochs) count epochs of `stepsPerEpoch` optimizer steps.
+    func testCiampiSchedulesStepByEpoch() {
+        let paper = OptimizerRecipe.adamStepLR().make(for: [], totalSteps: 1000, stepsPerEpoch: 2).1
+        XCTAssertEqual(paper.learningRate(at: 99), 0.01, accuracy: 1e-9)
+        XCTAssertEqual(paper.learningRate(at: 100), 0.001, accuracy: 1e-9)
+        let code = OptimizerRecipe.sgdStepLR().make(for: [], totalSteps: 1000, stepsPerEpoch: 2).1
+        XCTAssertEqual(code.learningRate(at: 0), 0)
+        XCTAssertEqual(code.learningRate(at: 20), 0.25, accuracy: 1e-7)
+        XCTAssertEqual(code.learningRate(at: 40 + 99), 0.5, accuracy: 1e-7)
+        XCTAssertEqual(code.learningRate(at: 40 + 100), 0.25, accuracy: 1e-7)
+    }
 }
 
