@@ -13,8 +13,8 @@ final class MethodBackendParityTests: XCTestCase {
     static let options = ["cdcl": ["unlabelled-from": "0"]]
     static let patches = ["cdcl": 64]
     /// Relative tolerance of the loss terms (1e-4 otherwise). diffusion-ts's rounds reconstruct the image as
-    /// √(1/ᾱ_t)·ĩ − √(1/ᾱ_t − 1)·ε̂, which multiplies ε̂'s rounding by up to 158 (t = 999, linear β) before the
-    /// mask pathway sees it again; its alignment term differs by ~5e-4 between backends.
+    /// √(1/ᾱ_t)·ĩ − √(1/ᾱ_t − 1)·ε̂, which multiplies ε̂'s rounding by up to 158 (t = 999, linear
+    /// β) before the mask pathway sees it again; its alignment term differs by ~5e-4 between backends.
     static let valueTolerances: [String: Float] = ["diffusion-ts": 1e-3]
 
     func testOneStepOfEveryMethodMatchesTheCPUWithoutFallbacks() throws {
