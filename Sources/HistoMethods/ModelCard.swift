@@ -8,8 +8,9 @@ import HistoNN
 /// What rebuilds a trained segmentation network: written as `model.json` beside its weights by `histodiff train`,
 /// read by `histodiff segment` and `histodiff eval --model`.
 public struct ModelCard: Codable, Equatable, Sendable {
-    /// unet (SSL4MIS/Ciampi U-Net), fpn (ResNet-FPN), denseunet (CDCL's DenseUNet) or genselfdiff (the GenSelfDiff
-    /// Attention U-Net segmenter).
+    /// unet (SSL4MIS/Ciampi U-Net), fpn (ResNet-FPN), denseunet (CDCL's DenseUNet), genselfdiff (the GenSelfDiff
+    /// Attention U-Net segmenter), diffusion-mask (Ciampi's mask pathway, `DiffusionMaskSegmenter`) or
+    /// diffusion-teacher (Ciampi's whole teacher, `DiffusionTeacher`).
     public var architecture: String
     /// cpu or paper.
     public var preset: String
@@ -22,6 +23,8 @@ public struct ModelCard: Codable, Equatable, Sendable {
     /// The patch side the network was trained on: the tile `segment` and `eval --model` use unless told
     /// (`defaultTile`). Absent in cards written before it was recorded.
     public var trainingPatch: Int?
+    /// How a diffusion architecture segments (its β schedule, draws of t and their seed); absent for the others.
+    public var diffusion: DiffusionInference?
 
     public static let fileName = "model.json"
 
@@ -55,6 +58,9 @@ public struct ModelCard: Codable, Equatable, Sendable {
         case supervised(SegmentationArchitecture)
         /// A `GenSelfDiffSegmenter` of this segmentation configuration.
         case genSelfDiff(AttentionUNet.Configuration)
+        /// A `DiffusionMaskSegmenter` of this mask pathway, inside a `DiffusionTeacher` with this image pathway
+        /// when one is given.
+        case diffusion(mask: ConditionalUNet.Configuration, image: ConditionalUNet.Configuration?)
     }
 
     public var network: Network {
@@ -72,10 +78,17 @@ public struct ModelCard: Codable, Equatable, Sendable {
         case ("denseunet", "paper"): return .supervised(.denseUNet(.paper(classes: classes)))
         case ("genselfdiff", "cpu"): return .genSelfDiff(.cpuSegmentation(classes: classes))
         case ("genselfdiff", "paper"): return .genSelfDiff(.genSelfDiffSegmentation(classes: classes))
+        case ("diffusion-mask", "cpu"), ("diffusion-mask", "paper"), ("diffusion-teacher", "cpu"),
+             ("diffusion-teacher", "paper"):
+            let paper = preset == "paper"
+            let image: ConditionalUNet.Configuration = paper ? .ciampiImage(classes: classes)
+                : .cpuImage(classes: classes)
+            return .diffusion(mask: paper ? .ciampiMask(classes: classes) : .cpuMask(classes: classes),
+                              image: architecture == "diffusion-teacher" ? image : nil)
         default:
             throw EngineError.invalidValue(op: "ModelCard", message:
-                "unknown architecture/preset \(architecture)/\(preset) (unet, fpn, denseunet or genselfdiff; cpu or "
-                + "paper)")
+                "unknown architecture/preset \(architecture)/\(preset) (unet, fpn, denseunet, genselfdiff, "
+                + "diffusion-mask or diffusion-teacher; cpu or paper)")
         }
     }
 
@@ -84,6 +97,14 @@ public struct ModelCard: Codable, Equatable, Sendable {
         switch try network {
         case .supervised(let architecture): return architecture.makeModel(generator: generator)
         case .genSelfDiff(let configuration): return try GenSelfDiffSegmenter(configuration, generator: generator)
+        case let .diffusion(mask, image):
+            guard let inference = diffusion else {
+                throw EngineError.invalidValue(op: "ModelCard", message:
+                    "architecture \(architecture) needs its diffusion settings (schedule, draws, seed)")
+            }
+            let segmenter = try DiffusionMaskSegmenter(mask, inference: inference, generator: generator)
+            guard let image else { return segmenter }
+            return try DiffusionTeacher(segmenter: segmenter, image: image, generator: generator)
         }
     }
 

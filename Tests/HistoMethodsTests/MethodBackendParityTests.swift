@@ -12,8 +12,21 @@ import HistoOpenCL
 final class MethodBackendParityTests: XCTestCase {
     static let options = ["cdcl": ["unlabelled-from": "0"]]
     static let patches = ["cdcl": 64]
+    /// Relative tolerance of the loss terms (1e-4 otherwise). diffusion-ts's rounds reconstruct the image as
+    /// √(1/ᾱ_t)·ĩ − √(1/ᾱ_t − 1)·ε̂, which multiplies ε̂'s rounding by up to 158 (t = 999, linear
+    /// β) before the mask pathway sees it again; its alignment term differs by ~5e-4 between backends.
+    static let valueTolerances: [String: Float] = ["diffusion-ts": 1e-3]
 
     func testOneStepOfEveryMethodMatchesTheCPUWithoutFallbacks() throws {
+        try assertParity(of: MethodRegistry.methods)
+    }
+
+    /// The same check for Ciampi et al.'s two stages alone (covered above too): a quick run while working on them.
+    func testOneStepOfTheDiffusionTeacherStudentStagesMatchesTheCPU() throws {
+        try assertParity(of: MethodRegistry.methods.filter { $0.name.hasPrefix("diffusion-") })
+    }
+
+    func assertParity(of methods: [RegisteredMethod]) throws {
         guard let device = try OpenCLBackend.make() else { throw XCTSkip("no OpenCL device on this machine") }
         let root = try temporaryFolder().path
         try SyntheticHistology.makeDataset(at: root, count: 4, size: 64, seed: 3)
@@ -28,7 +41,8 @@ final class MethodBackendParityTests: XCTestCase {
             return try XCTUnwrap(try loader.next())
         }
         FallbackReport.shared.printsFirstOccurrence = false
-        for registered in MethodRegistry.methods {
+        XCTAssertFalse(methods.isEmpty)
+        for registered in methods {
             var request = TrainingRequest(method: registered.name, data: root, directory: root)
             let patch = Self.patches[registered.name] ?? 32
             let options = Self.options[registered.name] ?? [:]
@@ -56,7 +70,8 @@ final class MethodBackendParityTests: XCTestCase {
             let (cpu, opencl) = (outcomes[0], outcomes[1])
             XCTAssertEqual(Set(cpu.values.keys), Set(opencl.values.keys))
             for (term, value) in cpu.values {
-                XCTAssertEqual(value, opencl.values[term]!, accuracy: 1e-4 * max(1, abs(value)),
+                XCTAssertEqual(value, opencl.values[term]!,
+                               accuracy: (Self.valueTolerances[registered.name] ?? 1e-4) * max(1, abs(value)),
                                "\(registered.name) \(term)")
             }
             var worst = (name: "", difference: Float(0))
@@ -66,6 +81,9 @@ final class MethodBackendParityTests: XCTestCase {
                 }
             }
             XCTAssertLessThan(worst.difference, 1e-4, "\(registered.name): largest weight difference at \(worst.name)")
+            let termDifference = cpu.values.map { abs($0.value - opencl.values[$0.key]!) }.max() ?? 0
+            print("\(registered.name): largest loss-term difference \(termDifference), weight difference "
+                  + "\(worst.difference) at \(worst.name)")
         }
     }
 }

@@ -70,6 +70,7 @@ public enum MethodRegistry {
         UncertaintyAwareMeanTeacher.registration, EntropyMinimisationMethod.registration,
         CrossPseudoSupervisionMethod.registration, CrossConsistencyTrainingMethod.registration,
         UncertaintyRectifiedPyramidMethod.registration, CrossPatchDenseContrastMethod.registration,
+        CiampiDiffusion.teacherRegistration, CiampiDiffusion.studentRegistration,
     ]
     public static let presets = ["cpu", "paper"]
 

@@ -93,10 +93,18 @@ public enum OptimizerRecipe: Equatable, Sendable {
     /// DTSeg's FPN baseline (SPEC §1): Lookahead (k 6, α 0.5) around RAdam with decoupled weight decay on weights
     /// of rank > 1, constant learning rate.
     case lookaheadRAdam(learningRate: Float = 1e-3, weightDecay: Float = 1e-5)
+    /// Ciampi et al.'s Appendix A (SPEC §3): Adam (weight decay added to the gradient), lr·γ^⌊epoch/every⌋.
+    case adamStepLR(learningRate: Float = 0.01, beta1: Float = 0.9, beta2: Float = 0.99, weightDecay: Float = 5e-5,
+                    everyEpochs: Int = 50, gamma: Float = 0.1)
+    /// Ciampi's companion code (SPEC §3): SGD with momentum, a linear warm-up from 0 over `warmupEpochs`, then
+    /// lr·γ^⌊epoch/every⌋.
+    case sgdStepLR(learningRate: Float = 0.5, momentum: Float = 0.9, weightDecay: Float = 5e-5, everyEpochs: Int = 50,
+                   gamma: Float = 0.5, warmupEpochs: Int = 20)
 
     public var learningRate: Float {
         switch self {
-        case let .sgdPoly(lr, _, _, _), let .adam(lr, _, _, _), let .adamPoly(lr, _), let .lookaheadRAdam(lr, _):
+        case let .sgdPoly(lr, _, _, _), let .adam(lr, _, _, _), let .adamPoly(lr, _), let .lookaheadRAdam(lr, _),
+             let .adamStepLR(lr, _, _, _, _, _), let .sgdStepLR(lr, _, _, _, _, _):
             return lr
         }
     }
@@ -110,10 +118,19 @@ public enum OptimizerRecipe: Equatable, Sendable {
                                                                    weightDecay: weightDecay)
         case let .adamPoly(_, power): return .adamPoly(learningRate: lr, power: power)
         case let .lookaheadRAdam(_, weightDecay): return .lookaheadRAdam(learningRate: lr, weightDecay: weightDecay)
+        case let .adamStepLR(_, beta1, beta2, weightDecay, every, gamma):
+            return .adamStepLR(learningRate: lr, beta1: beta1, beta2: beta2, weightDecay: weightDecay,
+                               everyEpochs: every, gamma: gamma)
+        case let .sgdStepLR(_, momentum, weightDecay, every, gamma, warmup):
+            return .sgdStepLR(learningRate: lr, momentum: momentum, weightDecay: weightDecay, everyEpochs: every,
+                              gamma: gamma, warmupEpochs: warmup)
         }
     }
 
-    public func make(for parameters: [Parameter], totalSteps: Int) -> (any Optimizer, any LearningRateSchedule) {
+    /// The optimizer of `parameters` and its schedule; the epoch-based recipes (`adamStepLR`, `sgdStepLR`) need
+    /// `stepsPerEpoch`.
+    public func make(for parameters: [Parameter], totalSteps: Int,
+                     stepsPerEpoch: Int? = nil) -> (any Optimizer, any LearningRateSchedule) {
         switch self {
         case let .sgdPoly(lr, momentum, weightDecay, power):
             return (SGD([ParameterGroup(parameters, weightDecay: weightDecay)], learningRate: lr, momentum: momentum),
@@ -128,7 +145,21 @@ public enum OptimizerRecipe: Equatable, Sendable {
             let radam = RAdam(ParameterGroup.weightDecaySplit(parameters, weightDecay: weightDecay), learningRate: lr,
                               decoupledWeightDecay: true)
             return (Lookahead(radam, k: 6, alpha: 0.5, slowStart: .firstSync), ConstantSchedule(lr))
+        case let .adamStepLR(lr, beta1, beta2, weightDecay, every, gamma):
+            let epoch = Self.epochSteps(stepsPerEpoch, of: self)
+            return (Adam([ParameterGroup(parameters, weightDecay: weightDecay)], learningRate: lr, beta1: beta1,
+                         beta2: beta2), StepSchedule(base: lr, stepSize: every * epoch, gamma: gamma))
+        case let .sgdStepLR(lr, momentum, weightDecay, every, gamma, warmup):
+            let epoch = Self.epochSteps(stepsPerEpoch, of: self)
+            return (SGD([ParameterGroup(parameters, weightDecay: weightDecay)], learningRate: lr, momentum: momentum),
+                    LinearWarmup(steps: warmup * epoch, then: StepSchedule(base: lr, stepSize: every * epoch,
+                                                                           gamma: gamma)))
         }
+    }
+
+    private static func epochSteps(_ stepsPerEpoch: Int?, of recipe: OptimizerRecipe) -> Int {
+        guard let stepsPerEpoch else { preconditionFailure("\(recipe) schedules by epoch: pass stepsPerEpoch") }
+        return stepsPerEpoch
     }
 }
 
@@ -139,10 +170,10 @@ public final class OptimizedNetwork {
     public let optimizer: any Optimizer
     public let schedule: any LearningRateSchedule
 
-    public init(_ model: any SegmentationModel, recipe: OptimizerRecipe, totalSteps: Int) {
+    public init(_ model: any SegmentationModel, recipe: OptimizerRecipe, totalSteps: Int, stepsPerEpoch: Int? = nil) {
         self.model = model
         parameters = model.trainableParameters()
-        (optimizer, schedule) = recipe.make(for: parameters, totalSteps: totalSteps)
+        (optimizer, schedule) = recipe.make(for: parameters, totalSteps: totalSteps, stepsPerEpoch: stepsPerEpoch)
     }
 
     /// Takes one optimizer step on each network of `networks` to minimise `total`, whose gradients reach each
