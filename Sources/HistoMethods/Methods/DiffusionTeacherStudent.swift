@@ -198,7 +198,7 @@ public final class DiffusionTeacherPretraining: TrainingMethod {
         teacher.train(true)
         let terms = losses(joint, draws: draws)
         return try OptimizedNetwork.minimise(terms["reconstruction"]! + terms["readout_dice"]!, named: "loss",
-                                             terms: terms, networks: [network], on: context.backend)
+                                             terms: terms, networks: [network], context: context)
     }
 
     /// L_teacher and the readout's Dice loss.
