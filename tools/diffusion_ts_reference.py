@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.numpy import save_file
+from unet_reference import ConditionalUnet
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "..", "Tests", "HistoMethodsTests", "Fixtures", "diffusion_ts_step.safetensors")
@@ -43,92 +44,21 @@ BETAS = torch.linspace(1e-4, 0.02, STEPS)
 ALPHA_BARS = torch.cumprod(1 - BETAS, 0)
 
 
-def block(cin, cout):
-    """ConvBlockLeakyReLU without dropout: conv_conv.0/1/4/5 as in the reference's Sequential."""
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.LeakyReLU(0.01),
-                         nn.Identity(), nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout),
-                         nn.LeakyReLU(0.01))
-
-
-class Stem(nn.Module):
-    def __init__(self, cin, cout):
-        super().__init__()
-        self.conv_conv = block(cin, cout)
-
-    def forward(self, x):
-        return self.conv_conv(x)
-
-
-class Down(nn.Module):
-    def __init__(self, cin, cout):
-        super().__init__()
-        self.maxpool_conv = nn.Sequential(nn.MaxPool2d(2), Stem(cin, cout))
-
-    def forward(self, x):
-        return self.maxpool_conv(x)
-
-
-class UpConv(nn.Module):
-    def __init__(self, cin, cout):
-        super().__init__()
-        self.conv = nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
-                                  nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU())
-
-    def forward(self, x):
-        return self.conv(x)
-
-
-class Up(nn.Module):
-    def __init__(self, in1, in2, cout):
-        super().__init__()
-        self.conv1x1 = nn.Conv2d(in1, in2, 1)
-        self.conv = UpConv(2 * in2, cout)
-
-    def forward(self, x, skip):
-        up = F.interpolate(self.conv1x1(x), scale_factor=2, mode="bilinear", align_corners=True)
-        return self.conv(torch.cat([skip, up], 1))
-
-
-class Embedding(nn.Module):
-    """lucidrains SinusoidalPosEmb: f_i = exp(-ln(10000) i/(half - 1)), [sin, cos]."""
-
-    def forward(self, t):
-        half = DIM // 2
-        f = torch.exp(torch.arange(half) * -(math.log(10000) / (half - 1)))
-        angles = t[:, None] * f[None, :]
-        return torch.cat([angles.sin(), angles.cos()], 1)
-
-
-class Pathway(nn.Module):
-    def __init__(self, target, condition):
-        super().__init__()
-        dims = [DIM] + [DIM * m for m in MULTS]
-        pairs = list(zip(dims[:-1], dims[1:]))
-        self.init_conv = Stem(target + condition, DIM)
-        self.time_mlp = nn.Sequential(Embedding(), nn.Linear(DIM, 4 * DIM), nn.GELU(), nn.Linear(4 * DIM, DIM))
-        self.downs = nn.ModuleList([nn.ModuleList([Down(a, b)]) for a, b in pairs])
-        self.ups = nn.ModuleList([nn.ModuleList([Up(b, a, a)]) for a, b in reversed(pairs)])
-        self.final_conv = nn.Conv2d(DIM, target, 3, padding=1)
-        for m in self.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                nn.init.normal_(m.weight, 1, 0.2)
-                nn.init.normal_(m.bias, 0, 0.1)
-
-    def forward(self, x, t, context):
-        h = self.init_conv(torch.cat([x, context], 1)) + self.time_mlp(t)[:, :, None, None]
-        skips = []
-        for (down,) in self.downs:
-            skips.append(h)
-            h = down(h)
-        for (up,) in self.ups:
-            h = up(h, skips.pop())
-        return self.final_conv(h)
+def pathway(target, condition):
+    """A DDPM_Wrapper pathway: tools/unet_reference.py's ConditionalUnet without dropout, BatchNorm affine drawn
+    away from (1, 0) so that the step moves every tensor."""
+    network = ConditionalUnet(target, condition, dim=DIM, dim_mults=MULTS, dropout=(0,) * (len(MULTS) + 1))
+    for m in network.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1, 0.2)
+            nn.init.normal_(m.bias, 0, 0.1)
+    return network
 
 
 class Segmenter(nn.Module):
     def __init__(self):
         super().__init__()
-        self.net_seg = Pathway(CLASSES, 3)
+        self.net_seg = pathway(CLASSES, 3)
         self.final_conv = nn.Conv2d(CLASSES, CLASSES, 3, padding=1)
 
     def mask(self, images, t, noise):
@@ -143,7 +73,7 @@ class Segmenter(nn.Module):
 class Teacher(Segmenter):
     def __init__(self):
         super().__init__()
-        self.net = Pathway(3, CLASSES)
+        self.net = pathway(3, CLASSES)
 
     def reconstruct(self, images, mask, t, noise):
         """eps_hat and i_hat = sqrt(1/a) x_t - sqrt(1/a - 1) eps_hat (SPEC §3: the paper's Eq. 3 prints '+')."""
