@@ -23,7 +23,6 @@ The configuration (metadata holds the numbers the test reads):
 
 Usage: python3 tools/diffusion_ts_reference.py      (needs torch, numpy, safetensors)
 """
-import math
 import os
 import numpy as np
 import torch
