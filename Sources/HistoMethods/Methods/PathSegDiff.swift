@@ -201,18 +201,12 @@ public struct PathSegDiffSettings: Codable, Equatable, Sendable {
 
 /// PathSegDiff (Graikos et al.'s features, SPEC §4): only the FCN head is trained, on the frozen tile features of
 /// a latent diffusion run, with the weighted CE. docs/methods/pathsegdiff.md.
-public final class PathSegDiffMethod: TrainingMethod {
+public final class PathSegDiffMethod: SingleNetworkMethod {
     public let network: OptimizedNetwork
 
     public init(_ segmenter: PathSegDiffSegmenter, setup: MethodSetup) {
         network = OptimizedNetwork(segmenter, recipe: setup.plan.optimizer, totalSteps: setup.totalSteps)
     }
-
-    public var lossTerms: [String] { ["loss"] }
-    public var dataNeeds: DataNeeds { DataNeeds() }
-    public var evaluatedModel: any SegmentationModel { network.model }
-    public var components: [String: any CheckpointableState] { ["optimizer": network.optimizer] }
-    public var learningRate: Float { network.optimizer.learningRate }
 
     public func step(_ batch: MethodBatch, context: StepContext) throws -> [String: Float] {
         network.model.train(true)
