@@ -204,6 +204,14 @@ public struct FeatureExtractor {
 
     /// The unresized maps, evaluated, in `keys` order: one forward per timestep, all evaluated in one graph run.
     func rawMaps(_ images: Tensor, context: Tensor?, on backend: (any Backend)?) throws -> [Tensor] {
+        let maps = try recordedMaps(images, context: context)
+        try eval(maps, on: backend)
+        return try maps.map { try $0.materialized(on: backend) }
+    }
+
+    /// The unresized maps in `keys` order as graph tensors, nothing evaluated: what `rawMaps` evaluates, for a
+    /// caller that puts the frozen features inside a larger graph (PathSegDiff's segmenter).
+    public func recordedMaps(_ images: Tensor, context: Tensor?) throws -> [Tensor] {
         guard images.rank == 4, images.shape[1] == model.imageChannels else {
             throw EngineError.invalidOp(op: Self.op, message: "images must be [N, \(model.imageChannels), H, W] for \(type(of: model)), got \(describe(images.shape))")
         }
@@ -234,15 +242,23 @@ public struct FeatureExtractor {
                 maps.append(map)
             }
         }
-        try eval(maps, on: backend)
-        return try maps.map { try $0.materialized(on: backend) }
+        return maps
+    }
+
+    /// `maps` (in `keys` order) resized to `outputSize` when one is set, as graph tensors.
+    public func resized(_ maps: [Tensor]) -> [Tensor] {
+        guard let outputSize else { return maps }
+        return maps.map {
+            $0.shape.suffix(2).elementsEqual(outputSize) ? $0
+                : $0.interpolateBilinear(size: outputSize, alignCorners: false)
+        }
     }
 
     /// Resizes (if asked) and groups maps given in `keys` order.
     func finish(_ raw: [Tensor], on backend: (any Backend)?) throws -> DiffusionFeatures {
         var resized = raw
-        if let outputSize {
-            resized = raw.map { $0.shape.suffix(2).elementsEqual(outputSize) ? $0 : $0.interpolateBilinear(size: outputSize, alignCorners: false) }
+        if outputSize != nil {
+            resized = self.resized(raw)
             try eval(resized, on: backend)
             resized = try resized.map { try $0.materialized(on: backend) }
         }

@@ -10,7 +10,8 @@ import HistoNN
 public struct ModelCard: Codable, Equatable, Sendable {
     /// unet (SSL4MIS/Ciampi U-Net), fpn (ResNet-FPN), denseunet (CDCL's DenseUNet), genselfdiff (the GenSelfDiff
     /// Attention U-Net segmenter), diffusion-mask (Ciampi's mask pathway, `DiffusionMaskSegmenter`) or
-    /// diffusion-teacher (Ciampi's whole teacher, `DiffusionTeacher`).
+    /// diffusion-teacher (Ciampi's whole teacher, `DiffusionTeacher`) or pathsegdiff (the FCN head on a frozen
+    /// latent diffusion run's tile features, `PathSegDiffSegmenter`).
     public var architecture: String
     /// cpu or paper.
     public var preset: String
@@ -25,6 +26,8 @@ public struct ModelCard: Codable, Equatable, Sendable {
     public var trainingPatch: Int?
     /// How a diffusion architecture segments (its β schedule, draws of t and their seed); absent for the others.
     public var diffusion: DiffusionInference?
+    /// Which frozen diffusion run a pathsegdiff head reads its features from, and its tile; absent for the others.
+    public var pathSegDiff: PathSegDiffSettings?
 
     public static let fileName = "model.json"
 
@@ -61,6 +64,8 @@ public struct ModelCard: Codable, Equatable, Sendable {
         /// A `DiffusionMaskSegmenter` of this mask pathway, inside a `DiffusionTeacher` with this image pathway
         /// when one is given.
         case diffusion(mask: ConditionalUNet.Configuration, image: ConditionalUNet.Configuration?)
+        /// A `PathSegDiffSegmenter` with the head of this preset (cpu or paper).
+        case pathSegDiff(preset: String)
     }
 
     public var network: Network {
@@ -85,10 +90,11 @@ public struct ModelCard: Codable, Equatable, Sendable {
                 : .cpuImage(classes: classes)
             return .diffusion(mask: paper ? .ciampiMask(classes: classes) : .cpuMask(classes: classes),
                               image: architecture == "diffusion-teacher" ? image : nil)
+        case ("pathsegdiff", "cpu"), ("pathsegdiff", "paper"): return .pathSegDiff(preset: preset)
         default:
             throw EngineError.invalidValue(op: "ModelCard", message:
                 "unknown architecture/preset \(architecture)/\(preset) (unet, fpn, denseunet, genselfdiff, "
-                + "diffusion-mask or diffusion-teacher; cpu or paper)")
+                + "diffusion-mask, diffusion-teacher or pathsegdiff; cpu or paper)")
         }
     }
 
@@ -105,6 +111,12 @@ public struct ModelCard: Codable, Equatable, Sendable {
             let segmenter = try DiffusionMaskSegmenter(mask, inference: inference, generator: generator)
             guard let image else { return segmenter }
             return try DiffusionTeacher(segmenter: segmenter, image: image, generator: generator)
+        case .pathSegDiff(let preset):
+            guard let settings = pathSegDiff else {
+                throw EngineError.invalidValue(op: "ModelCard", message:
+                    "architecture pathsegdiff needs its settings (diffusion model, tile, noise seed)")
+            }
+            return try settings.makeSegmenter(preset: preset, classes: classes, generator: generator)
         }
     }
 

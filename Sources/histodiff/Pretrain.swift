@@ -15,7 +15,7 @@ struct Pretrain: ParsableCommand {
     @OptionGroup var runOptions: RunOptions
     @OptionGroup var device: DeviceOptions
     @Option(help: "Model family: genselfdiff or guided.") var model = "genselfdiff"
-    @Option(help: "Model preset: cpu, paper (guided also bench828k).") var preset = "cpu"
+    @Option(help: "Model preset: cpu, paper (guided also bench828k, pathsegdiff).") var preset = "cpu"
     @Option(help: "Recipe: genselfdiff (quadratic β, P2 k=1 γ=1, loss summed over the batch), ddpm (linear β, mean) or v-cosine (cosine ᾱ, v-prediction, mean, clip 1; for the cpu presets).")
     var recipe = "genselfdiff"
     @Option(help: "Patch size.") var patch = 64

@@ -22,7 +22,7 @@ public enum SupervisedLoss: String, Equatable, Sendable, CaseIterable {
 
 /// Supervised-only training (SPEC §8 "SupOnly"; with 100% of the labels the fully supervised baseline): a
 /// segmentation network trained on the labelled crops alone with `loss`. docs/methods/supervised.md.
-public final class SupervisedMethod: TrainingMethod {
+public final class SupervisedMethod: SingleNetworkMethod {
     public let network: OptimizedNetwork
     public let loss: SupervisedLoss
     public let diceVariant: Loss.DiceVariant
@@ -34,12 +34,6 @@ public final class SupervisedMethod: TrainingMethod {
         self.loss = loss
         self.diceVariant = diceVariant
     }
-
-    public var lossTerms: [String] { ["loss"] }
-    public var dataNeeds: DataNeeds { DataNeeds() }
-    public var evaluatedModel: any SegmentationModel { network.model }
-    public var components: [String: any CheckpointableState] { ["optimizer": network.optimizer] }
-    public var learningRate: Float { network.optimizer.learningRate }
 
     public func step(_ batch: MethodBatch, context: StepContext) throws -> [String: Float] {
         network.model.train(true)

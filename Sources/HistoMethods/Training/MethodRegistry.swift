@@ -70,7 +70,7 @@ public enum MethodRegistry {
         UncertaintyAwareMeanTeacher.registration, EntropyMinimisationMethod.registration,
         CrossPseudoSupervisionMethod.registration, CrossConsistencyTrainingMethod.registration,
         UncertaintyRectifiedPyramidMethod.registration, CrossPatchDenseContrastMethod.registration,
-        CiampiDiffusion.teacherRegistration, CiampiDiffusion.studentRegistration,
+        CiampiDiffusion.teacherRegistration, CiampiDiffusion.studentRegistration, PathSegDiffMethod.registration,
     ]
     public static let presets = ["cpu", "paper"]
 

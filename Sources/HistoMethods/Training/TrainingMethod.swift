@@ -82,6 +82,20 @@ extension TrainingMethod {
     public var notices: [String] { [] }
 }
 
+/// A method that trains one network on the labelled batch alone and evaluates it (supervised, pathsegdiff): the
+/// conformance supplies everything but the step.
+public protocol SingleNetworkMethod: TrainingMethod {
+    var network: OptimizedNetwork { get }
+}
+
+extension SingleNetworkMethod {
+    public var lossTerms: [String] { ["loss"] }
+    public var dataNeeds: DataNeeds { DataNeeds() }
+    public var evaluatedModel: any SegmentationModel { network.model }
+    public var components: [String: any CheckpointableState] { ["optimizer": network.optimizer] }
+    public var learningRate: Float { network.optimizer.learningRate }
+}
+
 /// The optimizer and learning-rate rule of a network.
 public enum OptimizerRecipe: Equatable, Sendable {
     /// SSL4MIS: SGD with momentum and weight decay on every parameter, lr·(1 − step/total)^power over the run.
