@@ -23,6 +23,9 @@ public struct ModelCard: Codable, Equatable, Sendable {
     /// The patch side the network was trained on: the tile `segment` and `eval --model` use unless told
     /// (`defaultTile`). Absent in cards written before it was recorded.
     public var trainingPatch: Int?
+    /// The side images were resized to in training (`--resize`): inference resizes each image to it and brings
+    /// the probabilities back to the image's size. Absent: images are segmented as they are.
+    public var resize: Int?
     /// How a diffusion architecture segments (its β schedule, draws of t and their seed); absent for the others.
     public var diffusion: DiffusionInference?
 
@@ -128,6 +131,8 @@ public struct ModelCard: Codable, Equatable, Sendable {
             let card = try JSONDecoder().decode(ModelCard.self, from: data)
             _ = try card.range
             _ = try card.network
+            if let side = card.resize, side <= 0 { throw EngineError.invalidValue(op: "ModelCard", message:
+                "resize \(side) must be positive") }
             return card
         } catch {
             throw EngineError.file(path: path, message: "unreadable model card: \(error)")

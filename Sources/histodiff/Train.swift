@@ -26,6 +26,10 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "Save the resume checkpoint every N steps (default: every epoch).") var checkpointEvery: Int?
     @Option(help: "Validation metric that keeps the best weights: dice, miou or jaccard-sweep.") var metric: String?
     @Option(help: "Validate on the centred square of this side of each validation image.") var validationCrop: Int?
+    @Option(help: ArgumentHelp("Resize every image (bilinear) and mask (nearest) to SIDE×SIDE first (XNet's GlaS: "
+                               + "128); segment and eval --model resize alike and write masks at the image's size.",
+                               valueName: "side"))
+    var resize: Int?
     @Option(help: ArgumentHelp("What the network learns: binary (the masks) or boundary (nuclei: background, "
                                + "interior, boundary, from instances/ where present, else the masks' components)."))
     var target = "binary"
@@ -58,6 +62,8 @@ struct TrainingOptions: ParsableArguments {
         request.validateEvery = validateEvery
         request.checkpointEvery = checkpointEvery
         request.validationCrop = validationCrop
+        if let resize, resize <= 0 { throw ValidationError("--resize \(resize) must be a positive side") }
+        request.resize = resize
         switch target {
         case "binary": request.target = .binary
         case "boundary":

@@ -124,6 +124,8 @@ public struct TrainingRequest {
     public var checkpointEvery: Int?
     public var metric: TrainingPlan.ValidationMetric?
     public var validationCrop: Int?
+    /// Every image and mask resized to this side before anything else (`Dataset.resized(to:)`); nil: as stored.
+    public var resize: Int?
     public var methodOptions: [String: String] = [:]
     public var backend: any Backend = CPUBackend.shared
     public var progress = ProgressOutput.standardError
@@ -189,6 +191,7 @@ public enum MethodTraining {
                                   "unlabelled_folders": request.unlabelled.joined(separator: ",")]
         for (name, value) in request.methodOptions { session.methodSettings["option." + name] = value }
         try session.record(target: request.target, dataset: dataset)
+        try session.record(resize: request.resize, dataset: dataset)
         return try MethodTrainer.train(plan: plan, dataset: dataset, session: session) { setup in
             try method.make(request.preset, request.methodOptions, setup)
         }
