@@ -30,6 +30,9 @@ struct TrainingOptions: ParsableArguments {
                                + "128); segment and eval --model resize alike and write masks at the image's size.",
                                valueName: "side"))
     var resize: Int?
+    @Option(help: ArgumentHelp("Input normalisation: range (the method's pixel range) or dataset (per-channel "
+                               + "mean/std of the split's training images, recorded in model.json; XNet)."))
+    var normalize = "range"
     @Option(help: ArgumentHelp("What the network learns: binary (the masks) or boundary (nuclei: background, "
                                + "interior, boundary, from instances/ where present, else the masks' components)."))
     var target = "binary"
@@ -64,6 +67,11 @@ struct TrainingOptions: ParsableArguments {
         request.validationCrop = validationCrop
         if let resize, resize <= 0 { throw ValidationError("--resize \(resize) must be a positive side") }
         request.resize = resize
+        switch normalize {
+        case "range": request.normalizesByDataset = false
+        case "dataset": request.normalizesByDataset = true
+        default: throw ValidationError("unknown --normalize '\(normalize)' (range, dataset)")
+        }
         switch target {
         case "binary": request.target = .binary
         case "boundary":

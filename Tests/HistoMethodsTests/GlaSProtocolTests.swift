@@ -5,7 +5,7 @@ import HistoData
 import HistoNN
 @testable import HistoMethods
 
-/// Ciampi et al.'s (XNet's) GlaS protocol: `--resize` from training to inference.
+/// Ciampi et al.'s (XNet's) GlaS protocol: `--resize` and `--normalize dataset` from training to inference.
 final class GlaSProtocolTests: XCTestCase {
     /// PyTorch's `F.interpolate(torch.tensor([[[[0., 255.]]]]), size=(1, 4), mode="bilinear")` is
     /// [0, 63.75, 191.25, 255]; 8-bit samples round it.
@@ -78,5 +78,72 @@ final class GlaSProtocolTests: XCTestCase {
     func testACardWithoutResizeReads() throws {
         let old = Data(#"{"architecture": "unet", "classes": 2, "pixelRange": "zero_to_one", "preset": "cpu"}"#.utf8)
         XCTAssertNil(try JSONDecoder().decode(ModelCard.self, from: old).resize)
+    }
+
+    /// numpy on the same images: `a = concatenate([asarray(Image.open(f).convert("RGB")) / 255 …].reshape(-1, 3))`,
+    /// `a.mean(0)`, `a.std(0)` for `histodiff synth --count 3 --size 40 --seed 7`.
+    func testColorStatisticsEqualNumpys() throws {
+        let root = try temporaryFolder().path
+        try SyntheticHistology.makeDataset(at: root, count: 3, size: 40, seed: 7)
+        let statistics = try Dataset.open(path: root).colorStatistics(indices: [0, 1, 2])
+        for (value, expected) in zip(statistics.mean + statistics.std,
+                                     [0.67135948, 0.42152941, 0.56070343, 0.17435574, 0.14388501, 0.13345012]) {
+            XCTAssertEqual(Double(value), expected, accuracy: 1e-5)
+        }
+        let image = try Image(width: 1, height: 1, channels: 3, bitDepth: 8, samples: [255, 0, 51])
+        let planes = image.colorPlanes(range: .standardized(mean: [0.5, 0.5, 0.1], std: [0.5, 0.25, 0.5]))
+        for (value, expected) in zip(planes.values, [Float(1), -2, 0.2]) {
+            XCTAssertEqual(value, expected, accuracy: 1e-6)
+        }
+    }
+
+    /// `normalizesByDataset` measures the split's training images, records the statistics in training.json and
+    /// model.json, and the segmenter feeds the network the standardized image.
+    func testNormalizedRunRecordsTheSplitsStatisticsAndSegmentsWithThem() throws {
+        let root = try temporaryFolder().path
+        try SyntheticHistology.makeDataset(at: root + "/data", count: 6, size: 32, seed: 3)
+        var request = TrainingRequest(method: "supervised", data: root + "/data", directory: root + "/run")
+        request.labels = "4"
+        request.validation = "2"
+        request.patch = 32
+        request.batch = 2
+        request.cropsPerImage = 1
+        request.iterations = 1
+        request.normalizesByDataset = true
+        request.progress = .none
+        let dataset = try request.openDataset()
+        let result = try MethodTraining.run(request, dataset: dataset)
+        let training = try result.split.indices(in: dataset)
+        let expected = try dataset.colorStatistics(indices: training.labelled + training.unlabelled)
+        let model = try TrainedModel(path: root + "/run")
+        XCTAssertEqual(model.card.pixelRange, "dataset")
+        XCTAssertEqual(model.card.statistics, ModelCard.ColorStatistics(mean: expected.mean, std: expected.std))
+        XCTAssertNotEqual(expected.mean, try dataset.colorStatistics(indices: Array(0..<6)).mean,
+                          "validation images are not measured")
+        let settings = try JSONDecoder().decode([String: String].self, from: Data(contentsOf: URL(
+            fileURLWithPath: root + "/run/" + MethodTrainer.settingsFileName)))
+        let recorded = settings["pixel_range"]!
+        XCTAssert(recorded.hasPrefix("standardized(mean: [\(expected.mean[0])"), recorded)
+
+        let image = try PNG.read(path: root + "/data/images/synth0000.png")
+        let window = try SlidingWindow(tile: 32)
+        let standardized = try window.infer(image.colorPlanes(range: .standardized(mean: expected.mean,
+                                                                                   std: expected.std))) {
+            model.network($0).softmax(axis: 1)
+        }
+        XCTAssertTrue(try ImageSegmenter(model: model, window: window).probabilities(of: image) == standardized)
+    }
+
+    /// Bad values of the new options are one clear line each.
+    func testBadResizeOrNormalizeValuesAreOneLine() throws {
+        let tool = try commandLineTool()
+        let root = try temporaryFolder().path
+        for (option, value, expected) in [
+            ("--resize", "0", "--resize 0 must be a positive side"),
+            ("--normalize", "imagenet", "unknown --normalize 'imagenet' (range, dataset)")] {
+            let run = try launch(tool, ["train", "--data", root, "--out", root + "/run", option, value])
+            XCTAssertNotEqual(run.status, 0)
+            XCTAssert(run.output.contains(expected), run.output)
+        }
     }
 }

@@ -126,6 +126,8 @@ public struct TrainingRequest {
     public var validationCrop: Int?
     /// Every image and mask resized to this side before anything else (`Dataset.resized(to:)`); nil: as stored.
     public var resize: Int?
+    /// `TrainingPlan.normalizesByDataset`.
+    public var normalizesByDataset = false
     public var methodOptions: [String: String] = [:]
     public var backend: any Backend = CPUBackend.shared
     public var progress = ProgressOutput.standardError
@@ -170,6 +172,7 @@ public enum MethodTraining {
         if let every = request.checkpointEvery { plan.checkpointEvery = every }
         if let metric = request.metric { plan.metric = metric }
         if let crop = request.validationCrop { plan.validationCrop = crop }
+        plan.normalizesByDataset = request.normalizesByDataset
         return plan
     }
 
