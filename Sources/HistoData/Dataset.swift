@@ -79,7 +79,10 @@ public struct Dataset: Sendable {
 
     public let root: String
     public let classes: MaskClasses
-    public let items: [Item]
+    /// Sizes as `sample(at:)` returns them: each image's own, or `resizedSide` squared.
+    public private(set) var items: [Item]
+    /// The side every sample is resized to (`resized(to:)`); nil: samples as stored.
+    public private(set) var resizedSide: Int?
 
     public var count: Int { items.count }
 
@@ -190,20 +193,41 @@ public struct Dataset: Sendable {
                                + "use a patch of at most \(fitting)")
     }
 
-    /// Decodes item `index`: its image, mask (class ids) and instance map.
+    /// Decodes item `index`: its image, mask (class ids) and instance map, resized when `resizedSide` says so.
     public func sample(at index: Int) throws -> Sample {
         guard items.indices.contains(index) else {
             throw EngineError.invalidValue(op: "Dataset.sample", message: "index \(index) outside 0..<\(items.count) in \(root)")
         }
         let item = items[index]
         let instances = try item.instancePath.map { try PNG.read(path: $0) }
-        return Sample(
+        let sample = Sample(
             name: item.name,
             image: try PNG.read(path: item.imagePath),
             mask: try item.maskPath.map {
                 try classes.labels(of: try PNG.read(path: $0), instances: instances, path: $0)
             },
             instances: try instances?.labelPlanes())
+        guard let side = resizedSide else { return sample }
+        // Labels by nearest neighbour: blending would invent class and instance ids.
+        return Sample(name: sample.name, image: try sample.image.resized(height: side, width: side),
+                      mask: try sample.mask?.resized(height: side, width: side, filter: .nearest),
+                      instances: try sample.instances?.resized(height: side, width: side, filter: .nearest))
+    }
+
+    /// This dataset with every image, mask and instance map resized to `side × side` when decoded (XNet's GlaS
+    /// protocol trains and validates at 128²): images bilinearly (`Image.resized`), labels by nearest neighbour.
+    /// Masks keep the classes computed at the stored size (a boundary class is drawn before resizing).
+    public func resized(to side: Int) throws -> Dataset {
+        guard side > 0 else {
+            throw EngineError.invalidValue(op: "--resize", message: "side \(side) must be positive")
+        }
+        var resized = self
+        resized.resizedSide = side
+        resized.items = items.map {
+            Item(name: $0.name, imagePath: $0.imagePath, maskPath: $0.maskPath, instancePath: $0.instancePath,
+                 width: side, height: side)
+        }
+        return resized
     }
 
     private static func isDirectory(_ path: String) -> Bool {

@@ -262,7 +262,7 @@ private final class Producer: @unchecked Sendable {
         let n = range.count, size = options.patches.size
         let imageCount = 3 * size * size, labelCount = size * size
         let strong = options.views != .weak, both = options.views == .weakAndStrong
-        let signed = options.range == .minusOneToOne
+        let pixelRange = options.range
         let orders = (range.lowerBound / windows.count...(range.upperBound - 1) / windows.count).map { ($0, order(epoch: $0)) }
         var images = [Float](repeating: 0, count: n * imageCount)
         var strongImages = [Float](repeating: 0, count: both ? n * imageCount : 0)
@@ -283,9 +283,10 @@ private final class Producer: @unchecked Sendable {
                                                                          strong: strong)
                                     items[k] = item
                                     let shown = options.views == .strong ? views.strong! : views.weak
-                                    Self.copy(shown.values, to: images, at: k * imageCount, signed: signed)
+                                    Self.copy(shown.values, to: images, at: k * imageCount, range: pixelRange)
                                     if both, let second = views.strong {
-                                        Self.copy(second.values, to: strongImages, at: k * imageCount, signed: signed)
+                                        Self.copy(second.values, to: strongImages, at: k * imageCount,
+                                                  range: pixelRange)
                                     }
                                     if let mask = views.mask {
                                         for i in 0..<labelCount { labels[k * labelCount + i] = mask.values[i] }
@@ -304,12 +305,16 @@ private final class Producer: @unchecked Sendable {
                              labels: options.labelled ? labels : nil, items: items.map { $0! })
     }
 
-    /// Copies image values in [0, 1] into a batch, mapped to −1…1 when `signed` (2x − 1 equals colorPlanes' x/(max/2) − 1).
-    private static func copy(_ values: [Float], to batch: UnsafeMutableBufferPointer<Float>, at offset: Int, signed: Bool) {
-        if signed {
-            for i in values.indices { batch[offset + i] = values[i] * 2 - 1 }
-        } else {
-            for i in values.indices { batch[offset + i] = values[i] }
+    /// Copies image values `[3, S, S]` in [0, 1] into a batch, mapped to `range` (for −1…1, 2x − 1 equals
+    /// colorPlanes' x/(max/2) − 1).
+    private static func copy(_ values: [Float], to batch: UnsafeMutableBufferPointer<Float>, at offset: Int,
+                             range: PixelRange) {
+        switch range {
+        case .minusOneToOne: for i in values.indices { batch[offset + i] = values[i] * 2 - 1 }
+        case .zeroToOne: for i in values.indices { batch[offset + i] = values[i] }
+        case .standardized:
+            let plane = values.count / 3
+            for i in values.indices { batch[offset + i] = range.standardized(values[i], channel: i / plane)! }
         }
     }
 

@@ -71,11 +71,21 @@ public struct Planes: Equatable, Sendable {
 }
 
 /// How image samples map to floats.
-public enum PixelRange: Sendable {
+public enum PixelRange: Equatable, Sendable {
     /// `x / (max / 2) − 1`, e.g. `x / 127.5 − 1` for 8-bit: the range diffusion models work in.
     case minusOneToOne
     /// `x / max`, e.g. `x / 255` for 8-bit.
     case zeroToOne
+    /// `(x / max − mean[c]) / std[c]` per colour channel c: a dataset's own statistics (XNet normalises GlaS so),
+    /// `mean` and `std` in [0, 1] units (`Dataset.colorStatistics`).
+    case standardized(mean: [Float], std: [Float])
+
+    /// `value` in [0, 1] of colour channel `channel` mapped to a standardized range; nil for the fixed ranges,
+    /// whose own arithmetic is kept so that their values stay bit-for-bit as before.
+    func standardized(_ value: Float, channel: Int) -> Float? {
+        guard case let .standardized(mean, std) = self else { return nil }
+        return (value - mean[channel]) / std[channel]
+    }
 }
 
 extension Image {
@@ -89,7 +99,10 @@ extension Image {
         var values = [Float](repeating: 0, count: 3 * plane)
         for c in 0..<3 {
             let source = colorChannels == 3 ? c : 0
-            for p in 0..<plane { values[c * plane + p] = Float(samples[p * channels + source]) / divisor + offset }
+            for p in 0..<plane {
+                let value = Float(samples[p * channels + source]) / divisor + offset
+                values[c * plane + p] = range.standardized(value, channel: c) ?? value
+            }
         }
         return Planes(unchecked: 3, height: height, width: width, values: values)
     }

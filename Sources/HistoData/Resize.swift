@@ -52,3 +52,25 @@ extension Planes {
         }
     }
 }
+
+extension Image {
+    /// This image resampled bilinearly to `height × width`, every channel alike, samples rounded to the nearest
+    /// integer: what resizing an 8-bit image with OpenCV's `INTER_LINEAR` (albumentations' `Resize`) gives.
+    public func resized(height: Int, width: Int) throws -> Image {
+        let plane = self.width * self.height
+        var planar = [Float](repeating: 0, count: samples.count)
+        for p in 0..<plane {
+            for c in 0..<channels { planar[c * plane + p] = Float(samples[p * channels + c]) }
+        }
+        let resized = try Planes(unchecked: channels, height: self.height, width: self.width, values: planar)
+            .resized(height: height, width: width, filter: .bilinear)
+        let top = Float(maxValue), target = height * width
+        var out = [UInt16](repeating: 0, count: target * channels)
+        for p in 0..<target {
+            for c in 0..<channels {
+                out[p * channels + c] = UInt16(min(max(resized.values[c * target + p].rounded(), 0), top))
+            }
+        }
+        return Image(unchecked: width, height: height, channels: channels, bitDepth: bitDepth, samples: out)
+    }
+}

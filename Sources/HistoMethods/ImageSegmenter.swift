@@ -36,11 +36,17 @@ public struct ImageSegmenter {
     }
 
     /// Class probabilities [K, H, W] of `image`, which the network sees in the pixel range of its card, through
-    /// the window fitted to the image (`window(height:width:)`).
+    /// the window fitted to the image (`window(height:width:)`). A card with `resize` has the image resized to
+    /// its side first, as in training, and the probabilities resized back (bilinearly) to the image's size, so that
+    /// masks are written and scored at the size of the image and its mask.
     public func probabilities(of image: Image) throws -> Planes {
         let network = model.network
-        return try window(height: image.height, width: image.width)
-            .infer(image.colorPlanes(range: try model.card.range), on: backend) { network($0).softmax(axis: 1) }
+        let side = model.card.resize
+        let input = try side.map { try image.resized(height: $0, width: $0) } ?? image
+        let probabilities = try window(height: input.height, width: input.width)
+            .infer(input.colorPlanes(range: try model.card.range), on: backend) { network($0).softmax(axis: 1) }
+        guard side != nil else { return probabilities }
+        return try probabilities.resized(height: image.height, width: image.width, filter: .bilinear)
     }
 
     /// Segments the PNG images at `paths` and writes `masks/NAME.png`, `probabilities/NAME.png`,
@@ -62,10 +68,12 @@ public struct ImageSegmenter {
         var announced: Set<[Int]> = []
         for (done, (path, name)) in zip(paths, names).enumerated() {
             let image = try PNG.read(path: path)
-            let fitted = try window(height: image.height, width: image.width)
-            if fitted != window, announced.insert([image.height, image.width]).inserted {
+            // The size the network sees: the card's resize side, else the image's.
+            let (height, width) = model.card.resize.map { ($0, $0) } ?? (image.height, image.width)
+            let fitted = try window(height: height, width: width)
+            if fitted != window, announced.insert([height, width]).inserted {
                 notice?("tile \(window.tileWidth)×\(window.tileHeight) is larger than \(path) "
-                        + "(\(image.width)×\(image.height)); using \(fitted.tileWidth)×\(fitted.tileHeight), "
+                        + "(\(width)×\(height)); using \(fitted.tileWidth)×\(fitted.tileHeight), "
                         + "the image rounded up to a multiple of \(model.network.inputMultiple)")
             }
             let probabilities = try probabilities(of: image)

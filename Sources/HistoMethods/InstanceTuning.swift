@@ -4,9 +4,10 @@ import HistoData
 import HistoMetrics
 
 extension TrainingRequest {
-    /// The request's data folder read with its target, plus its unlabelled folders.
+    /// The request's data folder read with its target, plus its unlabelled folders, resized when it asks.
     public func openDataset() throws -> Dataset {
-        try Dataset.open(path: data, classes: target).addingUnlabelled(unlabelled)
+        let dataset = try Dataset.open(path: data, classes: target).addingUnlabelled(unlabelled)
+        return try resize.map { try dataset.resized(to: $0) } ?? dataset
     }
 }
 
@@ -24,6 +25,19 @@ extension TrainingSession {
         methodSettings["target"] = "boundary"
         methodSettings["boundary_width"] = String(width)
         modelCard?.boundaryWidth = width
+    }
+
+    /// Records `--resize` in `training.json` and the model card, so that inference resizes as training did; a run
+    /// without it records nothing, so that runs started before it existed still resume.
+    mutating func record(resize side: Int?, dataset: Dataset) throws {
+        guard dataset.resizedSide == side else {
+            throw EngineError.invalidValue(op: "--resize", message: "the dataset \(dataset.root) was opened with "
+                                           + "side \(dataset.resizedSide.map(String.init) ?? "none") but the run asks "
+                                           + "for \(side.map(String.init) ?? "none")")
+        }
+        guard let side else { return }
+        methodSettings["resize"] = String(side)
+        modelCard?.resize = side
     }
 }
 

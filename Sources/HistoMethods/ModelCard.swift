@@ -16,14 +16,19 @@ public struct ModelCard: Codable, Equatable, Sendable {
     /// cpu or paper.
     public var preset: String
     public var classes: Int
-    /// The range the network was trained on: minus_one_to_one or zero_to_one (see `range`).
+    /// The range the network was trained on: minus_one_to_one, zero_to_one or dataset (`statistics`; see `range`).
     public var pixelRange: String
+    /// With pixelRange dataset: the training images' per-channel mean and std in [0, 1] units.
+    public var statistics: ColorStatistics?
     /// The boundary width of a boundary-aware nuclei model (classes background, interior, boundary:
     /// `MaskClasses.boundary`); absent for a model of the masks' own classes.
     public var boundaryWidth: Int?
     /// The patch side the network was trained on: the tile `segment` and `eval --model` use unless told
     /// (`defaultTile`). Absent in cards written before it was recorded.
     public var trainingPatch: Int?
+    /// The side images were resized to in training (`--resize`): inference resizes each image to it and brings
+    /// the probabilities back to the image's size. Absent: images are segmented as they are.
+    public var resize: Int?
     /// How a diffusion architecture segments (its β schedule, draws of t and their seed); absent for the others.
     public var diffusion: DiffusionInference?
     /// Which frozen diffusion run a pathsegdiff head reads its features from, and its tile; absent for the others.
@@ -35,7 +40,23 @@ public struct ModelCard: Codable, Equatable, Sendable {
         self.architecture = architecture
         self.preset = preset
         self.classes = classes
-        self.pixelRange = pixelRange == .zeroToOne ? "zero_to_one" : "minus_one_to_one"
+        self.pixelRange = ""
+        record(range: pixelRange)
+    }
+
+    /// A per-channel mean and standard deviation (`PixelRange.standardized`).
+    public struct ColorStatistics: Codable, Equatable, Sendable {
+        public var mean: [Float]
+        public var std: [Float]
+    }
+
+    /// Sets `pixelRange` (and `statistics`) to `range`.
+    public mutating func record(range: PixelRange) {
+        switch range {
+        case .minusOneToOne: (pixelRange, statistics) = ("minus_one_to_one", nil)
+        case .zeroToOne: (pixelRange, statistics) = ("zero_to_one", nil)
+        case let .standardized(mean, std): (pixelRange, statistics) = ("dataset", ColorStatistics(mean: mean, std: std))
+        }
     }
 
     /// The tile of sliding-window inference unless one is given: the training patch, as `experiment` scores runs
@@ -50,8 +71,16 @@ public struct ModelCard: Codable, Equatable, Sendable {
             switch pixelRange {
             case "minus_one_to_one": return .minusOneToOne
             case "zero_to_one": return .zeroToOne
+            case "dataset":
+                guard let statistics, statistics.mean.count == 3, statistics.std.count == 3,
+                      statistics.std.allSatisfy({ $0 > 0 && $0.isFinite }) else {
+                    throw EngineError.invalidValue(op: "ModelCard", message:
+                        "pixel range dataset needs statistics with 3 means and 3 positive stds")
+                }
+                return .standardized(mean: statistics.mean, std: statistics.std)
             default:
-                throw EngineError.invalidValue(op: "ModelCard", message: "unknown pixel range '\(pixelRange)' (minus_one_to_one, zero_to_one)")
+                throw EngineError.invalidValue(op: "ModelCard", message:
+                    "unknown pixel range '\(pixelRange)' (minus_one_to_one, zero_to_one, dataset)")
             }
         }
     }
@@ -140,6 +169,8 @@ public struct ModelCard: Codable, Equatable, Sendable {
             let card = try JSONDecoder().decode(ModelCard.self, from: data)
             _ = try card.range
             _ = try card.network
+            if let side = card.resize, side <= 0 { throw EngineError.invalidValue(op: "ModelCard", message:
+                "resize \(side) must be positive") }
             return card
         } catch {
             throw EngineError.file(path: path, message: "unreadable model card: \(error)")

@@ -26,6 +26,13 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "Save the resume checkpoint every N steps (default: every epoch).") var checkpointEvery: Int?
     @Option(help: "Validation metric that keeps the best weights: dice, miou or jaccard-sweep.") var metric: String?
     @Option(help: "Validate on the centred square of this side of each validation image.") var validationCrop: Int?
+    @Option(help: ArgumentHelp("Resize every image (bilinear) and mask (nearest) to SIDE×SIDE first (XNet's GlaS: "
+                               + "128); segment and eval --model resize alike and write masks at the image's size.",
+                               valueName: "side"))
+    var resize: Int?
+    @Option(help: ArgumentHelp("Input normalisation: range (the method's pixel range) or dataset (per-channel "
+                               + "mean/std of the split's training images, recorded in model.json; XNet)."))
+    var normalize = "range"
     @Option(help: ArgumentHelp("What the network learns: binary (the masks) or boundary (nuclei: background, "
                                + "interior, boundary, from instances/ where present, else the masks' components)."))
     var target = "binary"
@@ -58,6 +65,13 @@ struct TrainingOptions: ParsableArguments {
         request.validateEvery = validateEvery
         request.checkpointEvery = checkpointEvery
         request.validationCrop = validationCrop
+        if let resize, resize <= 0 { throw ValidationError("--resize \(resize) must be a positive side") }
+        request.resize = resize
+        switch normalize {
+        case "range": request.normalizesByDataset = false
+        case "dataset": request.normalizesByDataset = true
+        default: throw ValidationError("unknown --normalize '\(normalize)' (range, dataset)")
+        }
         switch target {
         case "binary": request.target = .binary
         case "boundary":

@@ -124,6 +124,10 @@ public struct TrainingRequest {
     public var checkpointEvery: Int?
     public var metric: TrainingPlan.ValidationMetric?
     public var validationCrop: Int?
+    /// Every image and mask resized to this side before anything else (`Dataset.resized(to:)`); nil: as stored.
+    public var resize: Int?
+    /// `TrainingPlan.normalizesByDataset`.
+    public var normalizesByDataset = false
     public var methodOptions: [String: String] = [:]
     public var backend: any Backend = CPUBackend.shared
     public var progress = ProgressOutput.standardError
@@ -168,6 +172,7 @@ public enum MethodTraining {
         if let every = request.checkpointEvery { plan.checkpointEvery = every }
         if let metric = request.metric { plan.metric = metric }
         if let crop = request.validationCrop { plan.validationCrop = crop }
+        plan.normalizesByDataset = request.normalizesByDataset
         return plan
     }
 
@@ -189,6 +194,7 @@ public enum MethodTraining {
                                   "unlabelled_folders": request.unlabelled.joined(separator: ",")]
         for (name, value) in request.methodOptions { session.methodSettings["option." + name] = value }
         try session.record(target: request.target, dataset: dataset)
+        try session.record(resize: request.resize, dataset: dataset)
         return try MethodTrainer.train(plan: plan, dataset: dataset, session: session) { setup in
             try method.make(request.preset, request.methodOptions, setup)
         }

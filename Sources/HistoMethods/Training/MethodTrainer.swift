@@ -60,6 +60,9 @@ public struct TrainingPlan: Sendable {
     /// methods that ask for one view).
     public var photometric = false
     public var pixelRange = PixelRange.minusOneToOne
+    /// Replace `pixelRange` by the colour statistics of the split's training images, labelled and unlabelled
+    /// (`--normalize dataset`, XNet's protocol): measured when the run starts.
+    public var normalizesByDataset = false
     /// How validation covers an image; nil: tiles of the patch size side by side, so that memory follows the
     /// patch, not the image.
     public var validationTiling: InferenceTiling?
@@ -184,6 +187,7 @@ public enum MethodTrainer {
     public static func train(plan: TrainingPlan, dataset: Dataset, session: TrainingSession,
                              makeMethod: (MethodSetup) throws -> any TrainingMethod) throws -> TrainingResult {
         let started = Date()
+        var plan = plan
         try check(plan)
         let group = session.group, writes = group.isRoot
         try group.checkShards(ofBatch: plan.batchSize, option: "the batch")
@@ -194,6 +198,10 @@ public enum MethodTrainer {
         let indices = try split.indices(in: dataset)
         guard !indices.validation.isEmpty else {
             throw EngineError.invalidValue(op: "training", message: "the split has no validation images")
+        }
+        if plan.normalizesByDataset {
+            let statistics = try dataset.colorStatistics(indices: indices.labelled + indices.unlabelled)
+            plan.pixelRange = .standardized(mean: statistics.mean, std: statistics.std)
         }
         let classes = dataset.classes.count
         let stepsPerEpoch = (indices.labelled.count * plan.cropsPerImage + plan.batchSize - 1) / plan.batchSize
@@ -263,6 +271,7 @@ public enum MethodTrainer {
             try split.write(to: (session.directory as NSString).appendingPathComponent(splitFileName))
             var card = session.modelCard
             card?.trainingPatch = plan.patchSize
+            card?.record(range: plan.pixelRange)
             try card?.write(to: session.directory)
         }
 
