@@ -105,7 +105,7 @@ public enum Experiment {
         let scores = try cells.compactMap { cell -> ExperimentRunScore? in
             let path = runFolder(plan, cell) + "/" + scoreFileName
             guard let data = FileManager.default.contents(atPath: path) else { return nil }
-            do { return try JSONDecoder().decode(ExperimentRunScore.self, from: data) } catch {
+            do { return try MethodTrainer.jsonDecoder.decode(ExperimentRunScore.self, from: data) } catch {
                 throw EngineError.file(path: path, message: "unreadable run score: \(error)")
             }
         }

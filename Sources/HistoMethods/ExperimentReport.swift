@@ -177,11 +177,9 @@ public enum ExperimentReport {
 
     // MARK: files
 
-    /// `{"rows": [...]}`, keys sorted, indented.
+    /// `{"rows": [...]}`, keys sorted, indented, non-finite numbers as strings (`MethodTrainer.jsonEncoder`).
     static func json(_ rows: [Row]) throws -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        return String(decoding: try encoder.encode(["rows": rows]), as: UTF8.self) + "\n"
+        String(decoding: try MethodTrainer.jsonEncoder.encode(["rows": rows]), as: UTF8.self) + "\n"
     }
 
     /// One line per run: method, labels, seed, then every metric any run has, sorted by name. Values are written

@@ -202,6 +202,20 @@ final class ExperimentReportTests: XCTestCase {
         XCTAssertFalse(try String(contentsOfFile: folder + "/results.json", encoding: .utf8).contains("NaN"))
     }
 
+    /// A run that predicts no foreground has an infinite HD95: its score.json is still written and read back.
+    func testNonFiniteScoresRoundTripThroughScoreFiles() throws {
+        let path = try temporaryFolder().path + "/" + Experiment.scoreFileName
+        let score = ExperimentRunScore(method: "unet", labels: "1/4", seed: 0,
+                                       metrics: ["dice": 0, "hd95": .infinity, "aji": -.infinity, "iou": .nan])
+        try MethodTrainer.writeJSON(score, to: path)
+        let read = try MethodTrainer.jsonDecoder.decode(ExperimentRunScore.self,
+                                                        from: Data(contentsOf: URL(fileURLWithPath: path)))
+        XCTAssertEqual(read.metrics["hd95"], .infinity)
+        XCTAssertEqual(read.metrics["aji"], -.infinity)
+        XCTAssertEqual(read.metrics["iou"]?.isNaN, true)
+        XCTAssertEqual(read.metrics["dice"], 0)
+    }
+
     func testErrorsNameTheProblem() throws {
         let metrics = ["dice": 0.7, "iou": 0.5, "aji": 0.4, "hd95": 10]
         let run = ExperimentRunScore(method: "mt", labels: "1/8", seed: 3, metrics: metrics)

@@ -447,11 +447,27 @@ public enum MethodTrainer {
         }
     }
 
-    /// `value` as sorted, indented JSON, written atomically.
-    static func writeJSON(_ value: some Encodable, to path: String) throws {
+    /// The encoder of the run files: sorted, indented, and non-finite numbers as the strings "Infinity",
+    /// "-Infinity" and "NaN" (a run that predicts no foreground has an infinite HD95; plain JSON has no
+    /// infinity, and the encoder would refuse the whole file). `jsonDecoder` reads them back.
+    static var jsonEncoder: JSONEncoder {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        do { try encoder.encode(value).write(to: URL(fileURLWithPath: path), options: .atomic) } catch {
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "Infinity",
+                                                                      negativeInfinity: "-Infinity", nan: "NaN")
+        return encoder
+    }
+
+    static var jsonDecoder: JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "Infinity",
+                                                                        negativeInfinity: "-Infinity", nan: "NaN")
+        return decoder
+    }
+
+    /// `value` as `jsonEncoder` writes it, atomically.
+    static func writeJSON(_ value: some Encodable, to path: String) throws {
+        do { try jsonEncoder.encode(value).write(to: URL(fileURLWithPath: path), options: .atomic) } catch {
             throw EngineError.file(path: path, message: "cannot be written: \(FileSystem.reason(of: error))")
         }
     }
