@@ -146,4 +146,47 @@ final class GlaSProtocolTests: XCTestCase {
             XCTAssert(run.output.contains(expected), run.output)
         }
     }
+
+    /// A jaccard-sweep run writes the threshold of its best validation to threshold.json, which `TrainedModel`
+    /// reads.
+    func testAJaccardSweepRunRecordsItsBestThreshold() throws {
+        let root = try temporaryFolder().path
+        try SyntheticHistology.makeDataset(at: root + "/data", count: 6, size: 32, seed: 4)
+        var request = TrainingRequest(method: "supervised", data: root + "/data", directory: root + "/run")
+        request.labels = "4"
+        request.validation = "2"
+        request.patch = 32
+        request.batch = 2
+        request.cropsPerImage = 1
+        request.iterations = 2
+        request.validateEvery = 1
+        request.metric = .jaccardSweep
+        request.progress = .none
+        let result = try MethodTraining.run(request, dataset: request.openDataset())
+        let best = try XCTUnwrap(result.best)
+        let chosen = try JSONDecoder().decode(ChosenThreshold.self, from: Data(contentsOf: URL(
+            fileURLWithPath: root + "/run/" + ChosenThreshold.fileName)))
+        XCTAssertEqual(chosen, ChosenThreshold(threshold: try XCTUnwrap(best.threshold),
+                                               validationJaccard: best.score, step: best.step))
+        XCTAssertEqual(try TrainedModel(path: root + "/run").threshold, best.threshold)
+    }
+
+    /// The recorded threshold, not the argmax, makes the written mask (0.3 turns pixels of p(foreground) in
+    /// (0.3, 0.5] foreground).
+    func testTheRecordedThresholdMakesTheWrittenMask() throws {
+        let root = try temporaryFolder().path
+        try SyntheticHistology.makeDataset(at: root + "/data", count: 1, size: 32, seed: 5)
+        try writeRun(ModelCard(architecture: "unet", preset: "cpu", classes: 2, pixelRange: .minusOneToOne),
+                     seed: 6, to: root + "/run")
+        try MethodTrainer.writeJSON(ChosenThreshold(threshold: 0.3, validationJaccard: 0.5, step: 1),
+                                    to: root + "/run/" + ChosenThreshold.fileName)
+        let segmenter = try ImageSegmenter(model: TrainedModel(path: root + "/run"), window: SlidingWindow(tile: 32))
+        let path = root + "/data/images/synth0000.png"
+        try segmenter.segment([path], to: root + "/out")
+        let probabilities = try segmenter.probabilities(of: PNG.read(path: path))
+        let written = try PNG.read(path: root + "/out/masks/synth0000.png").samples.map { Int($0 / 255) }
+        let thresholded = SegmentationOutputs.labels(probabilities, threshold: 0.3)
+        XCTAssertTrue(written == thresholded)
+        XCTAssertTrue(written != SegmentationOutputs.labels(probabilities), "the crafted case separates the two")
+    }
 }
