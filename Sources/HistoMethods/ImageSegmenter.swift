@@ -79,7 +79,7 @@ public struct ImageSegmenter {
             let probabilities = try probabilities(of: image)
             try SegmentationOutputs.write(image: image, probabilities: probabilities,
                                           instances: try model.postprocessing?.instances(of: probabilities),
-                                          to: directory, name: name)
+                                          to: directory, name: name, threshold: model.threshold)
             progress?(done + 1, name)
         }
         return names

@@ -188,6 +188,9 @@ public struct TrainedModel {
     /// How nuclei instances are made of its probabilities: `postprocess.json` beside the weights
     /// (`InstanceTuning`), else `ModelCard.untunedPostprocessing`.
     public let postprocessing: InstancePostprocessing?
+    /// The threshold of p(foreground) chosen on validation (`threshold.json` of a jaccard-sweep run), applied
+    /// instead of the argmax to the masks `segment` writes; nil: argmax.
+    public let threshold: Double?
 
     /// `path` is a run folder (its `best.safetensors` is loaded) or a weights file, with `model.json` in its folder.
     public init(path: String) throws {
@@ -211,6 +214,17 @@ public struct TrainedModel {
         } else {
             postprocessing = card.untunedPostprocessing
         }
+        let chosen = (directory as NSString).appendingPathComponent(ChosenThreshold.fileName)
+        if let data = FileManager.default.contents(atPath: chosen) {
+            do { threshold = try JSONDecoder().decode(ChosenThreshold.self, from: data).threshold } catch {
+                throw EngineError.file(path: chosen, message: "unreadable threshold: \(error)")
+            }
+            guard card.classes == 2 else {
+                throw EngineError.file(path: chosen, message: "a threshold needs a binary model")
+            }
+        } else {
+            threshold = nil
+        }
     }
 
     /// A freshly initialised network of `card`, in eval mode, outside any run folder: what `bench` times
@@ -222,6 +236,7 @@ public struct TrainedModel {
         network = try card.makeModel(generator: RandomGenerator(seed: seed))
         network.train(false)
         postprocessing = card.untunedPostprocessing
+        threshold = nil
     }
 
     /// `split.json` of the run, written by `histodiff train`.

@@ -3,9 +3,9 @@ import HistoCore
 import HistoData
 import HistoMetrics
 
-/// The files `segment` writes for one image NAME: `masks/NAME.png` (argmax foreground, any class above 0, as
-/// 0/255; the layout `eval --pred` reads), `probabilities/NAME.png` (foreground probability 1 − p(background),
-/// 0–255), and with instances `instances/NAME.png` (16-bit ids, 0 = background: the layout of a dataset's
+/// The files `segment` writes for one image NAME: `masks/NAME.png` (argmax foreground, any class above 0, or
+/// p(foreground) above a threshold chosen on validation, as 0/255; the layout `eval --pred` reads),
+/// `probabilities/NAME.png` (foreground probability 1 − p(background), 0–255), and with instances `instances/NAME.png` (16-bit ids, 0 = background: the layout of a dataset's
 /// `instances/`) and `overlays/NAME.png` (each nucleus outlined in its own colour on the image); without them the
 /// overlay outlines the foreground in green.
 public enum SegmentationOutputs {
@@ -19,10 +19,18 @@ public enum SegmentationOutputs {
         }
     }
 
+    /// Class 1 where p(class 1) of binary probabilities [2, H, W] exceeds `threshold` (as `ThresholdSweep`
+    /// counts it), else 0.
+    public static func labels(_ probabilities: Planes, threshold: Double) -> [Int] {
+        let plane = probabilities.height * probabilities.width, cut = Float(threshold)
+        return probabilities.values[plane..<2 * plane].map { $0 > cut ? 1 : 0 }
+    }
+
+    /// `threshold` (a binary model's, `TrainedModel.threshold`) makes the mask instead of the argmax.
     public static func write(image: Image, probabilities: Planes, instances: LabelMap?, to directory: String,
-                             name: String) throws {
+                             name: String, threshold: Double? = nil) throws {
         let (h, w) = (probabilities.height, probabilities.width)
-        let labels = labels(probabilities)
+        let labels = threshold.map { Self.labels(probabilities, threshold: $0) } ?? Self.labels(probabilities)
         for folder in ["masks", "probabilities", "overlays"] + (instances == nil ? [] : ["instances"]) {
             try FileSystem.createFolder(directory + "/" + folder, purpose: "output")
         }

@@ -7,6 +7,21 @@ import HistoNN
 
 /// Ciampi et al.'s (XNet's) GlaS protocol: `--resize` and `--normalize dataset` from training to inference.
 final class GlaSProtocolTests: XCTestCase {
+    /// Two steps of supervised training on 32² patches of 6 synthetic `size`² images under `root/data` (4
+    /// labelled, 2 validating) into `root/run`.
+    func tinyRun(in root: String, size: Int, seed: UInt64) throws -> TrainingRequest {
+        try SyntheticHistology.makeDataset(at: root + "/data", count: 6, size: size, seed: seed)
+        var request = TrainingRequest(method: "supervised", data: root + "/data", directory: root + "/run")
+        request.labels = "4"
+        request.validation = "2"
+        request.patch = 32
+        request.batch = 2
+        request.cropsPerImage = 1
+        request.iterations = 2
+        request.progress = .none
+        return request
+    }
+
     /// PyTorch's `F.interpolate(torch.tensor([[[[0., 255.]]]]), size=(1, 4), mode="bilinear")` is
     /// [0, 63.75, 191.25, 255]; 8-bit samples round it.
     func testImageResizeIsBilinearRoundedToSamples() throws {
@@ -36,16 +51,8 @@ final class GlaSProtocolTests: XCTestCase {
     /// it and writes outputs at the image's own size.
     func testResizedRunRecordsItsSideAndSegmentsAtTheImageSize() throws {
         let root = try temporaryFolder().path
-        try SyntheticHistology.makeDataset(at: root + "/data", count: 6, size: 48, seed: 2)
-        var request = TrainingRequest(method: "supervised", data: root + "/data", directory: root + "/run")
-        request.labels = "4"
-        request.validation = "2"
-        request.patch = 32
-        request.batch = 2
-        request.cropsPerImage = 1
-        request.iterations = 2
+        var request = try tinyRun(in: root, size: 48, seed: 2)
         request.resize = 32
-        request.progress = .none
         let dataset = try request.openDataset()
         XCTAssertEqual(try MethodTraining.run(request, dataset: dataset).outcome, .completed)
         let settings = try JSONDecoder().decode([String: String].self, from: Data(contentsOf: URL(
@@ -101,16 +108,8 @@ final class GlaSProtocolTests: XCTestCase {
     /// model.json, and the segmenter feeds the network the standardized image.
     func testNormalizedRunRecordsTheSplitsStatisticsAndSegmentsWithThem() throws {
         let root = try temporaryFolder().path
-        try SyntheticHistology.makeDataset(at: root + "/data", count: 6, size: 32, seed: 3)
-        var request = TrainingRequest(method: "supervised", data: root + "/data", directory: root + "/run")
-        request.labels = "4"
-        request.validation = "2"
-        request.patch = 32
-        request.batch = 2
-        request.cropsPerImage = 1
-        request.iterations = 1
+        var request = try tinyRun(in: root, size: 32, seed: 3)
         request.normalizesByDataset = true
-        request.progress = .none
         let dataset = try request.openDataset()
         let result = try MethodTraining.run(request, dataset: dataset)
         let training = try result.split.indices(in: dataset)
@@ -145,5 +144,40 @@ final class GlaSProtocolTests: XCTestCase {
             XCTAssertNotEqual(run.status, 0)
             XCTAssert(run.output.contains(expected), run.output)
         }
+    }
+
+    /// A jaccard-sweep run writes the threshold of its best validation to threshold.json, which `TrainedModel`
+    /// reads.
+    func testAJaccardSweepRunRecordsItsBestThreshold() throws {
+        let root = try temporaryFolder().path
+        var request = try tinyRun(in: root, size: 32, seed: 4)
+        request.validateEvery = 1
+        request.metric = .jaccardSweep
+        let result = try MethodTraining.run(request, dataset: request.openDataset())
+        let best = try XCTUnwrap(result.best)
+        let chosen = try JSONDecoder().decode(ChosenThreshold.self, from: Data(contentsOf: URL(
+            fileURLWithPath: root + "/run/" + ChosenThreshold.fileName)))
+        XCTAssertEqual(chosen, ChosenThreshold(threshold: try XCTUnwrap(best.threshold),
+                                               validationJaccard: best.score, step: best.step))
+        XCTAssertEqual(try TrainedModel(path: root + "/run").threshold, best.threshold)
+    }
+
+    /// The recorded threshold, not the argmax, makes the written mask (0.3 turns pixels of p(foreground) in
+    /// (0.3, 0.5] foreground).
+    func testTheRecordedThresholdMakesTheWrittenMask() throws {
+        let root = try temporaryFolder().path
+        try SyntheticHistology.makeDataset(at: root + "/data", count: 1, size: 32, seed: 5)
+        try writeRun(ModelCard(architecture: "unet", preset: "cpu", classes: 2, pixelRange: .minusOneToOne),
+                     seed: 6, to: root + "/run")
+        try MethodTrainer.writeJSON(ChosenThreshold(threshold: 0.3, validationJaccard: 0.5, step: 1),
+                                    to: root + "/run/" + ChosenThreshold.fileName)
+        let segmenter = try ImageSegmenter(model: TrainedModel(path: root + "/run"), window: SlidingWindow(tile: 32))
+        let path = root + "/data/images/synth0000.png"
+        try segmenter.segment([path], to: root + "/out")
+        let probabilities = try segmenter.probabilities(of: PNG.read(path: path))
+        let written = try PNG.read(path: root + "/out/masks/synth0000.png").samples.map { Int($0 / 255) }
+        let thresholded = SegmentationOutputs.labels(probabilities, threshold: 0.3)
+        XCTAssertTrue(written == thresholded)
+        XCTAssertTrue(written != SegmentationOutputs.labels(probabilities), "the crafted case separates the two")
     }
 }

@@ -124,6 +124,18 @@ public struct ValidationRecord: Codable, Equatable, Sendable {
     /// The plan's metric (equal to `dice` for `.dice`).
     public let score: Double
     public let isBest: Bool
+    /// With the jaccard-sweep metric: the threshold of p(foreground) whose Jaccard is `score`.
+    public var threshold: Double?
+}
+
+/// `threshold.json` of a jaccard-sweep run: the threshold chosen on validation for the kept weights, which
+/// `segment`, `eval --model` and `experiment` apply to p(foreground) instead of the argmax (`TrainedModel`).
+public struct ChosenThreshold: Codable, Equatable, Sendable {
+    public static let fileName = "threshold.json"
+    /// Foreground where p(foreground) exceeds it (`ThresholdSweep`).
+    public let threshold: Double
+    public let validationJaccard: Double
+    public let step: Int
 }
 
 /// How a run ended and what it kept.
@@ -318,6 +330,12 @@ public enum MethodTrainer {
                     let scores = try validateOnRoot(model, on: validation, tiling: tiling, plan: plan,
                                                     scoringNuclei: dataset.classes.isBoundary, session: session)
                     let record = loop.record(step: done, epoch: report.values["epoch"]!, scores: scores)
+                    if writes, record.isBest, let threshold = record.threshold {
+                        try writeJSON(ChosenThreshold(threshold: threshold, validationJaccard: record.score,
+                                                      step: done),
+                                      to: (session.directory as NSString).appendingPathComponent(
+                                        ChosenThreshold.fileName))
+                    }
                     report.values["val_dice"] = scores.dice
                     report.values["val_iou"] = scores.iou
                     report.values[plan.metric.column] = scores.score
@@ -355,17 +373,20 @@ public enum MethodTrainer {
     /// (the others add zeros), so that the best step and early stopping are decided alike everywhere.
     static func validateOnRoot(_ model: any SegmentationModel, on images: [(image: Planes, truth: LabelMap)],
                                tiling: InferenceTiling, plan: TrainingPlan, scoringNuclei: Bool,
-                               session: TrainingSession) throws -> (dice: Double, iou: Double, score: Double) {
-        var scores: [Float] = [0, 0, 0]
+                               session: TrainingSession) throws -> ValidationScores {
+        var scores: [Float] = [0, 0, 0, 0]
         if session.group.isRoot {
             let root = try validate(model, on: images, tiling: tiling, metric: plan.metric,
                                     scoringNuclei: scoringNuclei, on: session.backend)
             guard session.group.size > 1 else { return root }
-            scores = [Float(root.dice), Float(root.iou), Float(root.score)]
+            scores = [Float(root.dice), Float(root.iou), Float(root.score), Float(root.threshold ?? .nan)]
         }
         try scores.withUnsafeMutableBufferPointer { try session.group.sumInPlace($0) }
-        return (Double(scores[0]), Double(scores[1]), Double(scores[2]))
+        return (Double(scores[0]), Double(scores[1]), Double(scores[2]), scores[3].isNaN ? nil : Double(scores[3]))
     }
+
+    /// Pooled foreground Dice and IoU, the plan's metric, and the threshold a jaccard-sweep chose.
+    public typealias ValidationScores = (dice: Double, iou: Double, score: Double, threshold: Double?)
 
     /// Pooled Dice and IoU (averaged over the foreground classes) and the plan's metric of `model`'s tiled
     /// predictions (eval mode; the model's mode is restored afterwards). `scoringNuclei` scores a boundary-aware
@@ -374,7 +395,7 @@ public enum MethodTrainer {
     public static func validate(_ model: any SegmentationModel, on images: [(image: Planes, truth: LabelMap)],
                                 tiling: InferenceTiling, metric: TrainingPlan.ValidationMetric = .dice,
                                 scoringNuclei: Bool = false, on backend: (any Backend)? = nil)
-        throws -> (dice: Double, iou: Double, score: Double) {
+        throws -> ValidationScores {
         let wasTraining = model.isTraining
         model.train(false)
         defer { model.train(wasTraining) }
@@ -397,9 +418,9 @@ public enum MethodTrainer {
         let summary = try ClassScoreSummary(matrices, aggregation: .pooled)
         let foreground = summary.mean(includeBackground: false)
         switch metric {
-        case .dice: return (foreground.dice, foreground.iou, foreground.dice)
-        case .meanIoU: return (foreground.dice, foreground.iou, summary.mean(includeBackground: true).iou)
-        case .jaccardSweep: return (foreground.dice, foreground.iou, sweep.best.jaccard)
+        case .dice: return (foreground.dice, foreground.iou, foreground.dice, nil)
+        case .meanIoU: return (foreground.dice, foreground.iou, summary.mean(includeBackground: true).iou, nil)
+        case .jaccardSweep: return (foreground.dice, foreground.iou, sweep.best.jaccard, sweep.best.threshold)
         }
     }
 
@@ -568,11 +589,12 @@ public enum MethodTrainer {
             return history.count - 1 - best
         }
 
-        func record(step: Int, epoch: Double, scores: (dice: Double, iou: Double, score: Double)) -> ValidationRecord {
+        func record(step: Int, epoch: Double, scores: ValidationScores) -> ValidationRecord {
             let best = history.filter(\.isBest).last?.score ?? -.infinity
             let record = ValidationRecord(step: step, epoch: epoch, meanLoss: lossSum / Double(max(lossCount, 1)),
                                           dice: scores.dice, iou: scores.iou, score: scores.score,
-                                          isBest: scores.score.isFinite && scores.score > best)
+                                          isBest: scores.score.isFinite && scores.score > best,
+                                          threshold: scores.threshold)
             history.append(record)
             lossSum = 0
             lossCount = 0
