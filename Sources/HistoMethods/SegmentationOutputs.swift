@@ -5,9 +5,10 @@ import HistoMetrics
 
 /// The files `segment` writes for one image NAME: `masks/NAME.png` (argmax foreground, any class above 0, or
 /// p(foreground) above a threshold chosen on validation, as 0/255; the layout `eval --pred` reads),
-/// `probabilities/NAME.png` (foreground probability 1 − p(background), 0–255), and with instances `instances/NAME.png` (16-bit ids, 0 = background: the layout of a dataset's
-/// `instances/`) and `overlays/NAME.png` (each nucleus outlined in its own colour on the image); without them the
-/// overlay outlines the foreground in green.
+/// `probabilities/NAME.png` (foreground probability 1 − p(background), 0–255), and with instances
+/// `instances/NAME.png` (16-bit ids, 0 = background: the layout of a dataset's `instances/`) and
+/// `overlays/NAME.png` (each nucleus outlined in its own colour on the image); without them the overlay outlines
+/// the foreground in green.
 public enum SegmentationOutputs {
     /// Argmax class per pixel of probabilities [K, H, W], row-major.
     public static func labels(_ probabilities: Planes) -> [Int] {
