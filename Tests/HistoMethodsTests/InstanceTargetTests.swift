@@ -42,12 +42,18 @@ final class InstanceTargetTests: XCTestCase {
     func testEveryMethodTrainsOnTheBoundaryTargetAndSegmentsInstances() throws {
         let root = try temporaryFolder().path
         try SyntheticHistology.makeDataset(at: root + "/data", count: 8, size: 32, seed: 2)
+        // pathsegdiff trains a head on a frozen latent diffusion run's features of 64² tiles.
+        try SyntheticHistology.makeDataset(at: root + "/data64", count: 8, size: 64, seed: 2)
+        let latentRun = try PathSegDiffTests.writeLatentRun(to: root + "/ldm")
         for method in MethodRegistry.methods.map(\.name) {
-            var request = TrainingRequest(method: method, data: root + "/data", directory: root + "/" + method)
+            let tiled = method == "pathsegdiff"
+            var request = TrainingRequest(method: method, data: root + (tiled ? "/data64" : "/data"),
+                                          directory: root + "/" + method)
+            if tiled { request.methodOptions = ["model": latentRun] }
             request.target = .boundary(width: 2)
             request.labels = "3"
             request.validation = "2"
-            request.patch = 32
+            request.patch = tiled ? 64 : 32
             request.batch = 2
             request.cropsPerImage = 1
             request.iterations = 2
