@@ -41,12 +41,17 @@ public struct ImageSegmenter {
     /// masks are written and scored at the size of the image and its mask.
     public func probabilities(of image: Image) throws -> Planes {
         let network = model.network
-        let side = model.card.resize
-        let input = try side.map { try image.resized(height: $0, width: $0) } ?? image
-        let probabilities = try window(height: input.height, width: input.width)
+        let size = networkSize(of: image)
+        let input = model.card.resize == nil ? image : try image.resized(height: size.height, width: size.width)
+        let probabilities = try window(height: size.height, width: size.width)
             .infer(input.colorPlanes(range: try model.card.range), on: backend) { network($0).softmax(axis: 1) }
-        guard side != nil else { return probabilities }
+        guard model.card.resize != nil else { return probabilities }
         return try probabilities.resized(height: image.height, width: image.width, filter: .bilinear)
+    }
+
+    /// The size the network sees `image` at: the card's resize side, else the image's own.
+    func networkSize(of image: Image) -> (height: Int, width: Int) {
+        model.card.resize.map { ($0, $0) } ?? (image.height, image.width)
     }
 
     /// Segments the PNG images at `paths` and writes `masks/NAME.png`, `probabilities/NAME.png`,
@@ -68,8 +73,7 @@ public struct ImageSegmenter {
         var announced: Set<[Int]> = []
         for (done, (path, name)) in zip(paths, names).enumerated() {
             let image = try PNG.read(path: path)
-            // The size the network sees: the card's resize side, else the image's.
-            let (height, width) = model.card.resize.map { ($0, $0) } ?? (image.height, image.width)
+            let (height, width) = networkSize(of: image)
             let fitted = try window(height: height, width: width)
             if fitted != window, announced.insert([height, width]).inserted {
                 notice?("tile \(window.tileWidth)×\(window.tileHeight) is larger than \(path) "
