@@ -8,7 +8,8 @@ import HistoNN
 public struct DiffusionModelSpec: Codable, Equatable, Sendable {
     /// genselfdiff (AttentionUNet), guided (guided-diffusion/LDM UNet).
     public var family: String
-    /// cpu, paper, bench828k and pathsegdiff (guided only; pathsegdiff: `GuidedUNet.Configuration.pathSegDiffLDM`).
+    /// cpu, paper, bench828k, pathsegdiff and dtseg (guided only: `GuidedUNet.Configuration.pathSegDiffLDM`,
+    /// `.dtsegLDM`).
     public var preset: String
     /// Sets the noise schedule and the model's target. Required: files written before runs recorded it fail to
     /// read with a message saying what to add.
@@ -43,11 +44,12 @@ public struct DiffusionModelSpec: Codable, Equatable, Sendable {
         case ("guided", "cpu"): return try GuidedUNet(.cpu, generator: generator)
         case ("guided", "bench828k"): return try GuidedUNet(.bench828k, generator: generator)
         case ("guided", "pathsegdiff"): return try GuidedUNet(.pathSegDiffLDM, generator: generator)
+        case ("guided", "dtseg"): return try GuidedUNet(.dtsegLDM, generator: generator)
         case ("guided", "paper"): return try GuidedUNet(.guidedDiffusion(imageSize: 256), generator: generator)
         default:
             throw EngineError.invalidValue(op: "diffusion model", message:
                 "unknown family/preset \(family)/\(preset) (genselfdiff: cpu, paper; guided: cpu, bench828k, paper, "
-                + "pathsegdiff)")
+                + "pathsegdiff, dtseg)")
         }
     }
 

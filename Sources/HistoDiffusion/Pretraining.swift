@@ -11,22 +11,39 @@ public enum DiffusionRecipe: String, Codable, Sendable, CaseIterable {
     case ddpm
     /// For the small `cpu` networks: cosine ᾱ, v-prediction, unweighted batch mean, gradients clipped at norm 1.
     case vCosine = "v-cosine"
+    /// Latent diffusion as DTSeg trains it (SPEC §1 step 1): LDM linear β (0.0015 → 0.0195), ε-prediction, L_simple
+    /// (batch mean), no clipping, AdamW, LitEma 0.9999, learning rate 2e-6 × batch (LDM's `scale_lr`).
+    case ldm
 
     public var configuration: DiffusionPretraining.Configuration {
         switch self {
         case .genselfdiff: return .genSelfDiff
         case .ddpm: return .init()
         case .vCosine: return .vCosine
+        case .ldm: return .ldm
         }
     }
 
-    /// The Adam learning rate `histodiff pretrain` uses unless told.
-    public var learningRate: Float {
+    /// The learning rate `histodiff pretrain` uses unless told, for a global batch of `batch` images. LDM scales
+    /// its base rate 2e-6 by GPUs × batch × accumulation (`scale_lr`, SPEC §9.4), i.e. by the global batch.
+    public func learningRate(batch: Int) -> Float {
         switch self {
         case .genselfdiff, .ddpm: return 1e-4
         case .vCosine: return 1e-3
+        case .ldm: return 2e-6 * Float(batch)
         }
     }
+
+    /// The optimizer of the recipe: AdamW (PyTorch's default weight decay 0.01) for LDM, Adam otherwise.
+    public func optimizer(_ parameters: [Parameter], learningRate: Float) -> any Optimizer {
+        switch self {
+        case .genselfdiff, .ddpm, .vCosine: return Adam([ParameterGroup(parameters)], learningRate: learningRate)
+        case .ldm: return AdamW([ParameterGroup(parameters, weightDecay: 0.01)], learningRate: learningRate)
+        }
+    }
+
+    /// The decay of the EMA weights that are sampled from and saved: LDM's LitEma 0.9999; 0.999 otherwise.
+    public var emaDecay: Float { self == .ldm ? 0.9999 : 0.999 }
 }
 
 /// Denoising pretraining (SPEC §0.1–0.4, §2): t ~ U{0..T−1}, ε ~ N(0, I), x_t = q(x_t | x₀), loss = P2-weighted
@@ -60,6 +77,10 @@ public struct DiffusionPretraining {
         /// vs 2e-4 there) this sampled H&E colours after 500 steps, where the GenSelfDiff recipe still sampled green
         /// and blue blotches after 1,800.
         public static let vCosine = Configuration(schedule: .cosine, target: .v)
+
+        /// LDM's `DDPM` defaults (SPEC §1 step 1): LDM linear β, ε-prediction, L_simple as a batch mean, no
+        /// gradient clipping.
+        public static let ldm = Configuration(schedule: .ldmLinear, clipNorm: nil)
     }
 
     public let configuration: Configuration

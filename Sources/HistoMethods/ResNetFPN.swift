@@ -85,10 +85,16 @@ public final class ResNetFPN: Module, SegmentationModel {
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
+        segmentationHead(decoderFeatures(x)).interpolateBilinear(scale: 4, alignCorners: true)
+    }
+
+    /// The decoder's output without the segmentation head: `segmentationChannels` maps at a quarter of the input's
+    /// size (what DTSeg's collaborative head reads, SPEC §1 step 3).
+    public func decoderFeatures(_ x: Tensor) -> Tensor {
         guard x.rank == 4, x.shape[2] % inputMultiple == 0, x.shape[3] % inputMultiple == 0 else {
             return .invalid("resnet_fpn", "input \(describe(x.shape)) must be [N, C, H, W] with H and W multiples of \(inputMultiple)")
         }
-        return segmentationHead(decoder(encoder(x))).interpolateBilinear(scale: 4, alignCorners: true)
+        return decoder(encoder(x))
     }
 
     // MARK: - encoder

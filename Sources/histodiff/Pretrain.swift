@@ -15,13 +15,21 @@ struct Pretrain: ParsableCommand {
     @OptionGroup var runOptions: RunOptions
     @OptionGroup var device: DeviceOptions
     @Option(help: "Model family: genselfdiff or guided.") var model = "genselfdiff"
-    @Option(help: "Model preset: cpu, paper (guided also bench828k, pathsegdiff).") var preset = "cpu"
-    @Option(help: "Recipe: genselfdiff (quadratic β, P2 k=1 γ=1, loss summed over the batch), ddpm (linear β, mean) or v-cosine (cosine ᾱ, v-prediction, mean, clip 1; for the cpu presets).")
+    @Option(help: "Model preset: cpu, paper (guided also bench828k, pathsegdiff, dtseg).") var preset = "cpu"
+    @Option(help: """
+        Recipe: genselfdiff (quadratic β, P2 k=1 γ=1, loss summed over the batch), ddpm (linear β, mean), \
+        v-cosine (cosine ᾱ, v-prediction, mean, clip 1; for the cpu presets) or ldm (LDM linear β, ε, mean, AdamW, \
+        EMA 0.9999; DTSeg's).
+        """)
     var recipe = "genselfdiff"
     @Option(help: "Patch size.") var patch = 64
     @Option(help: "Batch size.") var batch = 8
-    @Option(help: "Adam learning rate (default: the recipe's: 1e-4 for genselfdiff and ddpm, 1e-3 for v-cosine).") var lr: Float?
-    @Option(help: "EMA decay of the weights used for samples.") var emaDecay: Float = 0.999
+    @Option(help: """
+        Learning rate (default: the recipe's: 1e-4 for genselfdiff and ddpm, 1e-3 for v-cosine, 2e-6 × --batch for \
+        ldm).
+        """) var lr: Float?
+    @Option(help: "EMA decay of the weights used for samples (default: the recipe's: 0.9999 for ldm, else 0.999).")
+    var emaDecay: Float?
     @Option(help: "Write a sample grid (DDIM, 50 steps) every N steps (0: only at the end).") var sampleEvery = 0
     @Option(help: "Images in each sample grid.") var samples = 16
     @Option(help: "Latent diffusion: train on the latents of this autoencoder (a train-autoencoder run folder or its .safetensors); --patch stays in pixels.")
@@ -32,7 +40,7 @@ struct Pretrain: ParsableCommand {
         try OptionCheck.positive(patch, "--patch")
         try OptionCheck.positive(batch, "--batch")
         if let lr { try OptionCheck.positive(lr, "--lr") }
-        try OptionCheck.fraction(emaDecay, "--ema-decay")
+        if let emaDecay { try OptionCheck.fraction(emaDecay, "--ema-decay") }
         try OptionCheck.nonNegative(sampleEvery, "--sample-every", zero: "only at the end")
         try OptionCheck.positive(samples, "--samples")
     }
@@ -55,8 +63,9 @@ struct Pretrain: ParsableCommand {
         let shadow = try pixelSpec.makeModel(generator: RandomGenerator(seed: runOptions.seed))
         var pretraining = DiffusionPretraining(recipe.configuration)
         pretraining.group = group
-        let learningRate = lr ?? recipe.learningRate
-        let optimizer = Adam([ParameterGroup(network.trainableParameters())], learningRate: learningRate)
+        let learningRate = lr ?? recipe.learningRate(batch: batch)
+        let optimizer = recipe.optimizer(network.trainableParameters(), learningRate: learningRate)
+        let emaDecay = emaDecay ?? recipe.emaDecay
         let ema = DiffusionPretraining.movingAverage(of: network, decay: emaDecay)
         let noise = RandomGenerator(seed: runOptions.seed &+ 1)
         let latentNoise = RandomGenerator(seed: runOptions.seed &+ 2)

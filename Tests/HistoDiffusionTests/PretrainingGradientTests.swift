@@ -47,11 +47,30 @@ final class PretrainingGradientTests: XCTestCase {
             }
         }
         let x0 = try RandomGenerator(seed: 3).uniform([4, 3, 8, 8], -1, 1).materialized()
-        for configuration in [DiffusionPretraining.Configuration.genSelfDiff, .init(), .vCosine] {
+        for configuration in [DiffusionPretraining.Configuration.genSelfDiff, .init(), .vCosine, .ldm] {
             let pretraining = DiffusionPretraining(configuration)
             let oracle = Oracle(x0: x0, schedule: pretraining.schedule, target: configuration.target)
             let loss = try pretraining.loss(oracle, x0: x0, generator: RandomGenerator(seed: 9)).item()
             XCTAssertLessThan(loss, 1e-6, "\(configuration.schedule) \(configuration.target)")
         }
+    }
+
+    /// DTSeg's LDM recipe (SPEC §1 step 1): LDM linear β (ᾱ₅₀ = 0.916687), ε-prediction, batch mean, no clipping,
+    /// AdamW with decoupled weight decay, EMA 0.9999 and LDM's scaled learning rate 2e-6 × batch.
+    func testTheLDMRecipeIsDTSegs() throws {
+        let recipe = DiffusionRecipe.ldm
+        let pretraining = DiffusionPretraining(recipe.configuration)
+        XCTAssertEqual(pretraining.schedule.alphaBars[50], 0.916687, accuracy: 1e-6)
+        XCTAssertEqual(recipe.configuration.target, .epsilon)
+        XCTAssertNil(recipe.configuration.p2)
+        XCTAssertNil(recipe.configuration.clipNorm)
+        XCTAssertEqual(recipe.configuration.batchReduction, .mean)
+        XCTAssertEqual(recipe.learningRate(batch: 20), 4e-5, accuracy: 1e-12)
+        XCTAssertEqual(recipe.emaDecay, 0.9999)
+        let parameter = Parameter(Tensor([1, 2, 3, 4], shape: [2, 2]))
+        let optimizer = recipe.optimizer([parameter], learningRate: 0.1)
+        XCTAssertTrue(optimizer is AdamW)
+        XCTAssertEqual(optimizer.groups[0].weightDecay, 0.01)
+        XCTAssertTrue(DiffusionRecipe.ddpm.optimizer([parameter], learningRate: 0.1) is Adam)
     }
 }
