@@ -2,7 +2,7 @@ import HistoCore
 import HistoNN
 
 /// The KL-regularised autoencoder of latent diffusion (LDM's `AutoencoderKL`), the first stage of DTSeg and
-/// PathSegDiff (SPEC §1, §4, §9.7: f4, 3 latent channels).
+/// PathSegDiff here (SPEC §1, §4, §9.7: f4, 3 latent channels; `VQAutoencoder` is DTSeg's released alternative).
 ///
 /// `LDMAutoencoder`'s encoder with 2·z output channels → quant_conv (1×1) → (mean, logvar); post_quant_conv (1×1)
 /// → `LDMAutoencoder`'s decoder.
@@ -177,9 +177,6 @@ public final class AutoencoderKL: Module {
         case .sample(let generator): return sample(mean: mean, logvar: logvar, generator: generator) * scaleFactor
         }
     }
-
-    /// Images from diffusion latents: decode(z / scaleFactor) (LDM's `decode_first_stage`).
-    public func decodeLatents(_ z: Tensor, scaleFactor: Float = 1) -> Tensor { decode(z * (1 / scaleFactor)) }
 
     /// LDM's `scale_by_std` factor: 1 / std of all elements of unscaled latents (unbiased, as `torch.std`).
     public static func latentScaleFactor(_ latents: Tensor) throws -> Float {
