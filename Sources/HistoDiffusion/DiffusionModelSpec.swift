@@ -120,8 +120,8 @@ public struct DiffusionRun {
         try model.load(from: weights)
         model.train(false)
         let latentSpace = try spec.latent.map {
-            LatentSpace(autoencoder: try AutoencoderKL.load(from: inRun(autoencoderFileName)), scaleFactor: $0.scaleFactor,
-                        posterior: $0.posterior)
+            LatentSpace(autoencoder: try LatentSpace.loadFirstStage(from: inRun(autoencoderFileName)),
+                        scaleFactor: $0.scaleFactor, posterior: $0.posterior)
         }
         return try DiffusionRun(spec: spec, model: model, latentSpace: latentSpace)
     }

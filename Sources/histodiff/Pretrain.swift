@@ -100,7 +100,7 @@ struct Pretrain: ParsableCommand {
         // same latents.
         let autoencoderCopy = (runOptions.out as NSString).appendingPathComponent(DiffusionRun.autoencoderFileName)
         let frozen = try autoencoder.map {
-            try AutoencoderKL.load(from: previous?.latent != nil ? autoencoderCopy : $0)
+            try LatentSpace.loadFirstStage(from: previous?.latent != nil ? autoencoderCopy : $0)
         }
         try checkMemory(network, pretraining: pretraining, autoencoder: frozen)
         let done = try training.resume()
@@ -153,8 +153,8 @@ struct Pretrain: ParsableCommand {
     /// six times: weights, gradients, Adam's two moments, the EMA and the copy samples are drawn with. The frozen
     /// autoencoder's encoding is not counted.
     func checkMemory(_ network: any FeatureExtractingModel, pretraining: DiffusionPretraining,
-                     autoencoder: AutoencoderKL?) throws {
-        let factor = autoencoder?.configuration.downsamplingFactor ?? 1
+                     autoencoder: (any FirstStage)?) throws {
+        let factor = autoencoder?.downsamplingFactor ?? 1
         let input = StepMemoryEstimate.input(shape: [batch, network.imageChannels, patch / factor, patch / factor])
         network.train(false)
         let loss = pretraining.loss(network, x0: input, generator: RandomGenerator(seed: 0))
@@ -163,9 +163,10 @@ struct Pretrain: ParsableCommand {
     }
 
     /// The latent space of a run on `autoencoder`'s latents (loaded from `source`, or from the run's `copy` when
-    /// resumed). A fresh run saves the autoencoder to `copy` and sets the scale factor to 1/std of the first batch's
-    /// latents (LDM's scale_by_std); a resumed run keeps its factor, so that it trains on the same latents.
-    func latentSpace(_ autoencoder: AutoencoderKL, source: String, copy: String, posterior: LatentSpace.Posterior,
+    /// resumed). A fresh run saves the autoencoder to `copy` and sets the scale factor as LDM does: 1/std of the first
+    /// batch's latents (scale_by_std) for a KL autoencoder, 1 for VQ; a resumed run keeps its factor, so that it
+    /// trains on the same latents.
+    func latentSpace(_ autoencoder: any FirstStage, source: String, copy: String, posterior: LatentSpace.Posterior,
                      previous: DiffusionModelSpec.Latent?, firstBatch: () throws -> Batch?,
                      on backend: any Backend) throws -> (space: LatentSpace, settings: DiffusionModelSpec.Latent) {
         if let previous {
@@ -173,13 +174,13 @@ struct Pretrain: ParsableCommand {
             return (space, previous)
         }
         guard let first = try firstBatch() else { throw ValidationError("\(data) holds no images") }
-        let space = try LatentSpace.fitted(autoencoder: autoencoder, firstBatch: first.images, posterior: posterior,
-                                           generator: RandomGenerator(seed: runOptions.seed &+ 3), on: backend)
+        let space = try LatentSpace.ldmScaled(autoencoder: autoencoder, firstBatch: first.images, posterior: posterior,
+                                              generator: RandomGenerator(seed: runOptions.seed &+ 3), on: backend)
         let weights = AutoencoderKL.weightsFile(source)
         if Parallel.group.isRoot {
             try autoencoder.saveWithPreset(to: copy)
-            print("latent diffusion on \(weights) (copied to \(copy)): scale factor \(space.scaleFactor), "
-                     + "1/std of the first batch's latents")
+            let origin = autoencoder.fixedScaleFactor == nil ? "1/std of the first batch's latents" : "LDM's for VQ"
+            print("latent diffusion on \(weights) (copied to \(copy)): scale factor \(space.scaleFactor), " + origin)
         }
         return (space, DiffusionModelSpec.Latent(scaleFactor: space.scaleFactor, posterior: posterior, source: weights))
     }
