@@ -171,7 +171,7 @@ def print_counts():
         print(f"paper decoder, K = 5, {layout}: {count(decoder)} parameters, f_D {channels} channels")
     print(f"paper collaborative head, K = 5: {count(CollaborativeHead(384, 128, 128, 5, 0.1))} parameters")
     # The cpu preset on the `cpu` guided LDM's output blocks 7, 8, 9 (32 channels x 3 timesteps each).
-    cpu = Decoder((96, 96, 96), 64, 4, 8, 4, 2, "parallel", 0.1)
+    cpu = Decoder((96, 96, 96), 32, 2, 8, 4, 2, "parallel", 0.1)
     print(f"cpu decoder on (96, 96, 96), K = 2: {count(cpu)} parameters")
 
 
