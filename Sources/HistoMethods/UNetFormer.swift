@@ -58,11 +58,11 @@ public final class UNetFormerDecoder: Module {
         }
 
         /// For the small LDMs trained on a 2-core CPU, whose blocks give 32 channels per timestep (3 × 96 from the
-        /// `cpu` guided preset): c = 32, as wide as the LDM (the paper's c = 128 is near its 224-channel base),
-        /// 2 heads of the paper's depth 16, and the paper's 8×8 windows (64² and 128² inputs hold whole windows).
-        /// The decoder runs at the image size, so its cost is what a CPU step pays: a training step on 3 × 96
-        /// channels, batch 2, took 0.9 s at 64² and 2.4 s at 128² on a shared 2-core machine, against 1.7 s and
-        /// 6.4 s with c = 64 (the convolutions are quadratic in c). 113,702 parameters on 3 × 96 channels at K = 2.
+        /// `cpu` guided preset): c = 32, as wide as that LDM (the paper has c = 128 on a 224-channel LDM), 2 heads
+        /// of the paper's depth 16, and the paper's 8×8 windows (64² and 128² inputs hold whole windows). The
+        /// decoder runs at the image size: a training step on 3 × 96 channels, batch 2, took 0.9 s at 64² and 2.4 s
+        /// at 128² on a shared 2-core machine, against 1.7 s and 6.4 s with c = 64 (the convolutions are quadratic
+        /// in c). 113,702 parameters on 3 × 96 channels at K = 2.
         public static func cpu(inputChannels: [Int], classes: Int) -> Configuration {
             Configuration(inputChannels: inputChannels, decodeChannels: 32, window: 8, heads: 2, classes: classes)
         }
@@ -109,8 +109,9 @@ public final class UNetFormerDecoder: Module {
         let channels = inputs.map { $0.rank == 4 ? $0.shape[1] : -1 }
         guard channels == configuration.inputChannels,
               Set(inputs.map { Array($0.shape.dropFirst(2)) }).count == 1 else {
+            let shapes = inputs.map { describe($0.shape) }
             return .invalid("unetformer", "expects \(configuration.inputChannels.count) maps [N, C_i, H, W] of one "
-                                + "size with C_i = \(configuration.inputChannels), got \(inputs.map { describe($0.shape) })")
+                                + "size with C_i = \(configuration.inputChannels), got \(shapes)")
         }
         let sources = configuration.layout == .serial ? [Tensor.concat(inputs, axis: 1)] : inputs
         let projected = zip(preConvs, sources).map { $0($1) }
