@@ -65,15 +65,17 @@ public final class WindowAttention: Module, UnaryLayer {
     public let heads: Int
     public let window: Int
     public let qkv: Pointwise
-    public let proj: Pointwise
+    /// The 1×1 output projection; nil where the enclosing layer mixes the heads itself (UNetFormer's GLA ends with
+    /// its own pooling and separable convolution instead).
+    public let proj: Pointwise?
     /// [(2w − 1)², heads], N(0, 0.02²) at init (timm's trunc_normal with std .02 truncates at ±2, i.e. never).
     public let relativePositionBiasTable: Parameter
 
-    public init(dim: Int, heads: Int, window: Int, generator: RandomGenerator) {
+    public init(dim: Int, heads: Int, window: Int, outputProjection: Bool = true, generator: RandomGenerator) {
         self.heads = heads
         self.window = window
         qkv = Pointwise(dim, 3 * dim, bias: false, generator: generator)
-        proj = Pointwise(dim, dim, generator: generator)
+        proj = outputProjection ? Pointwise(dim, dim, generator: generator) : nil
         relativePositionBiasTable = Parameter(generator.normal([(2 * window - 1) * (2 * window - 1), heads], std: 0.02))
         super.init()
     }
@@ -96,7 +98,7 @@ public final class WindowAttention: Module, UnaryLayer {
         let bias = relativePositionBiasTable.value.relativePositionBias(window: window)
         let attended = Tensor.scaledDotProductAttention(q: q, k: k, v: v, bias: bias) // [Bw, heads, n, d]
         let merged = attended.permute([0, 2, 1, 3]).reshape([bw, n, c]).windowMerge(window: window, height: ph, width: pw)
-        let out = proj(merged.reshape([b, c, ph * pw])).reshape([b, c, ph, pw])
+        let out = proj.map { $0(merged.reshape([b, c, ph * pw])).reshape([b, c, ph, pw]) } ?? merged
         if padH + padW == 0 { return out }
         return out.slice(axis: 2, start: 0, end: h).slice(axis: 3, start: 0, end: w)
     }

@@ -31,9 +31,11 @@ final class LayerTests: XCTestCase {
         let x = try g.normal([2, 8, 10, 12]).materialized()
         let layers: [(String, Module, (Tensor) -> Tensor)] = {
             let window = WindowAttention(dim: 8, heads: 2, window: 4, generator: g)
+            let unprojected = WindowAttention(dim: 8, heads: 2, window: 4, outputProjection: false, generator: g)
             let spatial = SpatialAttention(dim: 8, heads: 2, headDim: 4, generator: g)
             let linear = LinearAttention(dim: 8, heads: 2, headDim: 4, generator: g)
-            return [("window", window, { window($0) }), ("spatial", spatial, { spatial($0) }), ("linear", linear, { linear($0) })]
+            return [("window", window, { window($0) }), ("window without projection", unprojected, { unprojected($0) }),
+                    ("spatial", spatial, { spatial($0) }), ("linear", linear, { linear($0) })]
         }()
         for (name, module, apply) in layers {
             let y = apply(x)
@@ -44,6 +46,8 @@ final class LayerTests: XCTestCase {
                 XCTAssert(grads[p]!.contains { $0 != 0 }, "\(name): \(p.name) gets no gradient")
             }
         }
+        XCTAssertEqual(WindowAttention(dim: 8, heads: 2, window: 4, outputProjection: false, generator: g).parameters()
+            .map(\.name), ["qkv.weight", "relativePositionBiasTable"])
         let attention = MultiheadAttention(dim: 6, heads: 2, contextDim: 5, generator: g)
         let tokens = g.normal([2, 7, 6]), context = g.normal([2, 3, 5])
         XCTAssertEqual(try attention(tokens, context: context).eval().shape, [2, 7, 6])
