@@ -157,6 +157,12 @@ public struct LatentSpace {
         try encode(images, mode: .mean, on: backend)
     }
 
+    /// Scaled posterior means of `images` as a graph, nothing evaluated: for a caller that puts the frozen first
+    /// stage inside a larger graph (the features of PathSegDiff's and DTSeg's segmenters).
+    public func meanLatents(_ images: Tensor) -> Tensor {
+        autoencoder.latents(images, scaleFactor: scaleFactor, mode: .mean)
+    }
+
     private func encode(_ images: Tensor, mode: AutoencoderKL.LatentMode, on backend: (any Backend)?) throws -> Tensor {
         try detached(autoencoder.latents(images, scaleFactor: scaleFactor, mode: mode), on: backend ?? Engine.defaultBackend)
     }

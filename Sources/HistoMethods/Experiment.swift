@@ -55,6 +55,13 @@ public enum Experiment {
 
     public static let scoreFileName = "score.json"
 
+    /// `path` with `{cell}` replaced by the `labels-…/seed-…` of a run of `plan`'s label share and seed: how a
+    /// later stage names the earlier stage's run of its own split (diffusion-ts, dtseg-collab).
+    public static func resolvingCell(_ path: String, plan: TrainingPlan) -> String {
+        let folder = Cell(method: "", labels: plan.labelRatio.description, seed: plan.seed).folder
+        return path.replacingOccurrences(of: "{cell}", with: String(folder.dropFirst()))
+    }
+
     /// Methods × labels × seeds in that nesting order.
     public static func grid(_ plan: ExperimentPlan) -> [Cell] {
         plan.methods.flatMap { method in

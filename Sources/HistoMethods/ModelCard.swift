@@ -10,8 +10,10 @@ import HistoNN
 public struct ModelCard: Codable, Equatable, Sendable {
     /// unet (SSL4MIS/Ciampi U-Net), fpn (ResNet-FPN), denseunet (CDCL's DenseUNet), genselfdiff (the GenSelfDiff
     /// Attention U-Net segmenter), diffusion-mask (Ciampi's mask pathway, `DiffusionMaskSegmenter`) or
-    /// diffusion-teacher (Ciampi's whole teacher, `DiffusionTeacher`) or pathsegdiff (the FCN head on a frozen
-    /// latent diffusion run's tile features, `PathSegDiffSegmenter`).
+    /// diffusion-teacher (Ciampi's whole teacher, `DiffusionTeacher`), pathsegdiff (the FCN head on a frozen
+    /// latent diffusion run's tile features, `PathSegDiffSegmenter`), dtseg (the transformer decoder on a frozen
+    /// diffusion run's features, `DTSegSegmenter`) or dtseg-collab (DTSeg's collaborative head,
+    /// `CollaborativeSegmenter`).
     public var architecture: String
     /// cpu or paper.
     public var preset: String
@@ -33,6 +35,10 @@ public struct ModelCard: Codable, Equatable, Sendable {
     public var diffusion: DiffusionInference?
     /// Which frozen diffusion run a pathsegdiff head reads its features from, and its tile; absent for the others.
     public var pathSegDiff: PathSegDiffSettings?
+    /// Which frozen diffusion run a dtseg decoder reads its features from, at which timesteps; absent for the others.
+    public var dtseg: DTSegSettings?
+    /// The frozen dtseg and ResNet-FPN runs of a dtseg-collab head; absent for the others.
+    public var collaboration: CollaborationSettings?
 
     public static let fileName = "model.json"
 
@@ -95,6 +101,10 @@ public struct ModelCard: Codable, Equatable, Sendable {
         case diffusion(mask: ConditionalUNet.Configuration, image: ConditionalUNet.Configuration?)
         /// A `PathSegDiffSegmenter` with the head of this preset (cpu or paper).
         case pathSegDiff(preset: String)
+        /// A `DTSegSegmenter` with the decoder of this preset.
+        case dtseg(preset: String)
+        /// A `CollaborativeSegmenter` with the head of this preset.
+        case collaboration(preset: String)
     }
 
     public var network: Network {
@@ -120,10 +130,12 @@ public struct ModelCard: Codable, Equatable, Sendable {
             return .diffusion(mask: paper ? .ciampiMask(classes: classes) : .cpuMask(classes: classes),
                               image: architecture == "diffusion-teacher" ? image : nil)
         case ("pathsegdiff", "cpu"), ("pathsegdiff", "paper"): return .pathSegDiff(preset: preset)
+        case ("dtseg", "cpu"), ("dtseg", "paper"): return .dtseg(preset: preset)
+        case ("dtseg-collab", "cpu"), ("dtseg-collab", "paper"): return .collaboration(preset: preset)
         default:
             throw EngineError.invalidValue(op: "ModelCard", message:
                 "unknown architecture/preset \(architecture)/\(preset) (unet, fpn, denseunet, genselfdiff, "
-                + "diffusion-mask, diffusion-teacher or pathsegdiff; cpu or paper)")
+                + "diffusion-mask, diffusion-teacher, pathsegdiff, dtseg or dtseg-collab; cpu or paper)")
         }
     }
 
@@ -141,12 +153,22 @@ public struct ModelCard: Codable, Equatable, Sendable {
             guard let image else { return segmenter }
             return try DiffusionTeacher(segmenter: segmenter, image: image, generator: generator)
         case .pathSegDiff(let preset):
-            guard let settings = pathSegDiff else {
-                throw EngineError.invalidValue(op: "ModelCard", message:
-                    "architecture pathsegdiff needs its settings (diffusion model, tile, noise seed)")
-            }
-            return try settings.makeSegmenter(preset: preset, classes: classes, generator: generator)
+            return try settings(pathSegDiff, "its settings (diffusion model, tile, noise seed)")
+                .makeSegmenter(preset: preset, classes: classes, generator: generator)
+        case .dtseg(let preset):
+            return try settings(dtseg, "its settings (diffusion model, timesteps)")
+                .makeSegmenter(preset: preset, classes: classes, generator: generator)
+        case .collaboration(let preset):
+            return try settings(collaboration, "its frozen dtseg and fpn runs")
+                .makeSegmenter(preset: preset, classes: classes, generator: generator)
         }
+    }
+
+    private func settings<Settings>(_ settings: Settings?, _ what: String) throws -> Settings {
+        guard let settings else {
+            throw EngineError.invalidValue(op: "ModelCard", message: "architecture \(architecture) needs \(what)")
+        }
+        return settings
     }
 
     /// Writes `<directory>/model.json` atomically.

@@ -22,7 +22,7 @@ public final class UNetFormerDecoder: Module {
     public enum Layout: String, Equatable, Sendable, CaseIterable {
         case parallel, serial
         /// The paper's "w/o SA" ablation.
-        case withoutSelfAttention
+        case withoutSelfAttention = "without-sa"
     }
 
     public struct Configuration: Equatable, Sendable {

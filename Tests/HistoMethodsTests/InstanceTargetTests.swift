@@ -42,14 +42,18 @@ final class InstanceTargetTests: XCTestCase {
     func testEveryMethodTrainsOnTheBoundaryTargetAndSegmentsInstances() throws {
         let root = try temporaryFolder().path
         try SyntheticHistology.makeDataset(at: root + "/data", count: 8, size: 32, seed: 2)
-        // pathsegdiff trains a head on a frozen latent diffusion run's features of 64² tiles.
+        // pathsegdiff and dtseg train on a frozen latent diffusion run's features of 64² crops, dtseg-collab on
+        // one-step dtseg and FPN runs of them.
         try SyntheticHistology.makeDataset(at: root + "/data64", count: 8, size: 64, seed: 2)
         let latentRun = try PathSegDiffTests.writeLatentRun(to: root + "/ldm")
+        let frozen: [String: [String: String]] = [
+            "pathsegdiff": ["model": latentRun], "dtseg": ["model": latentRun],
+            "dtseg-collab": try DTSegTests.writeFrozenRuns(data: root + "/data64", to: root + "/frozen")]
         for method in MethodRegistry.methods.map(\.name) {
-            let tiled = method == "pathsegdiff"
+            let tiled = frozen[method] != nil
             var request = TrainingRequest(method: method, data: root + (tiled ? "/data64" : "/data"),
                                           directory: root + "/" + method)
-            if tiled { request.methodOptions = ["model": latentRun] }
+            request.methodOptions = frozen[method] ?? [:]
             request.target = .boundary(width: 2)
             request.labels = "3"
             request.validation = "2"

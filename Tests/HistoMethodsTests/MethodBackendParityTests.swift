@@ -9,10 +9,11 @@ import HistoOpenCL
 /// Every registered method takes one training step on OpenCL (PoCL in CI) that matches the CPU reference: the same
 /// loss terms and the same evaluated weights afterwards, with no op falling back to the CPU. CDCL takes 64² crops
 /// (its 8×8 patch grid at 1/8 resolution) and its unlabelled terms from the first step; pathsegdiff one 64² tile
-/// of a random `cpu` latent diffusion run.
+/// of a random `cpu` latent diffusion run, dtseg 64² crops of its features, dtseg-collab 64² crops on one-step
+/// dtseg and FPN runs.
 final class MethodBackendParityTests: XCTestCase {
     static let options = ["cdcl": ["unlabelled-from": "0"]]
-    static let patches = ["cdcl": 64, "pathsegdiff": 64]
+    static let patches = ["cdcl": 64, "pathsegdiff": 64, "dtseg": 64, "dtseg-collab": 64]
     /// Relative tolerance of the loss terms (1e-4 otherwise). diffusion-ts's rounds reconstruct the image as
     /// √(1/ᾱ_t)·ĩ − √(1/ᾱ_t − 1)·ε̂, which multiplies ε̂'s rounding by up to 158 (t = 999, linear
     /// β) before the mask pathway sees it again; its alignment term differs by ~5e-4 between backends.
@@ -32,6 +33,11 @@ final class MethodBackendParityTests: XCTestCase {
         try assertParity(of: [try MethodRegistry.method(named: "pathsegdiff")])
     }
 
+    /// The same check for DTSeg's two methods alone.
+    func testOneStepOfDTSegMatchesTheCPU() throws {
+        try assertParity(of: MethodRegistry.methods.filter { $0.name.hasPrefix("dtseg") })
+    }
+
     func assertParity(of methods: [RegisteredMethod]) throws {
         guard let device = try OpenCLBackend.make() else { throw XCTSkip("no OpenCL device on this machine") }
         let root = try temporaryFolder().path
@@ -49,10 +55,16 @@ final class MethodBackendParityTests: XCTestCase {
         FallbackReport.shared.printsFirstOccurrence = false
         XCTAssertFalse(methods.isEmpty)
         let latentRun = try PathSegDiffTests.writeLatentRun(to: root + "/ldm")
+        var options = Self.options
+        options["pathsegdiff"] = ["model": latentRun]
+        options["dtseg"] = ["model": latentRun]
+        if methods.contains(where: { $0.name == "dtseg-collab" }) {
+            options["dtseg-collab"] = try DTSegTests.writeFrozenRuns(data: root, to: root + "/frozen")
+        }
         for registered in methods {
             var request = TrainingRequest(method: registered.name, data: root, directory: root)
             let patch = Self.patches[registered.name] ?? 32
-            let options = registered.name == "pathsegdiff" ? ["model": latentRun] : Self.options[registered.name] ?? [:]
+            let options = options[registered.name] ?? [:]
             request.patch = patch
             var plan = try MethodTraining.plan(for: request)
             // SGD moves each weight by its gradient, so equal weights mean equal gradients; Adam's first step is

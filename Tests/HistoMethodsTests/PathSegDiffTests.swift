@@ -20,13 +20,6 @@ final class PathSegDiffTests: XCTestCase {
         func tensor(_ name: String) -> Tensor { tensors[name]!.tensor }
     }
 
-    /// Largest |a − b| relative to the largest |b|.
-    func relativeError(_ actual: [Float], _ expected: [Float]) -> Float {
-        XCTAssertEqual(actual.count, expected.count)
-        let scale = max(expected.map(abs).max() ?? 0, 1e-12)
-        return zip(actual, expected).map { abs($0 - $1) }.max()! / scale
-    }
-
     func testHeadAndWeightedCrossEntropyMatchTheReference() throws {
         let reference = try Reference()
         let widths = reference.metadata["widths"]!.split(separator: ",").map { Int($0)! }

@@ -6,6 +6,13 @@ import HistoNN
 @testable import HistoMethods
 
 extension XCTestCase {
+    /// Largest |a − b| relative to the largest |b|.
+    func relativeError(_ actual: [Float], _ expected: [Float]) -> Float {
+        XCTAssertEqual(actual.count, expected.count)
+        let scale = max(expected.map(abs).max() ?? 0, 1e-12)
+        return zip(actual, expected).map { abs($0 - $1) }.max()! / scale
+    }
+
     /// A fresh folder under the temporary directory, removed when the test ends.
     func temporaryFolder() throws -> URL {
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("histomethods-\(UUID().uuidString)")

@@ -44,13 +44,6 @@ final class UNetFormerTests: XCTestCase {
     static let paperCollaborativeCount = 361_600
     static let cpuCount = 113_702
 
-    /// Largest |a − b| relative to the largest |b|.
-    func relativeError(_ actual: [Float], _ expected: [Float]) -> Float {
-        XCTAssertEqual(actual.count, expected.count)
-        let scale = max(expected.map(abs).max() ?? 0, 1e-12)
-        return zip(actual, expected).map { abs($0 - $1) }.max()! / scale
-    }
-
     /// Compares our gradients with `group.grad.<name>` for every parameter and input; returns the worst error.
     func assertGradients(_ gradients: Gradients, parameters: [(name: String, parameter: Parameter)],
                          reference: Reference, group: String, file: StaticString = #filePath,

@@ -461,10 +461,7 @@ enum CiampiDiffusion {
             let teacher = try teacher(preset, options, setup: setup, method: method)
             var notice = "teacher initialised at random (no teacher=…: the paper's ablation without pretraining)"
             if let path = options["teacher"] {
-                let cell = Experiment.Cell(method: method, labels: setup.plan.labelRatio.description,
-                                           seed: setup.plan.seed).folder
-                let resolved = path.replacingOccurrences(of: "{cell}",
-                                                         with: String(cell.dropFirst(method.count + 1)))
+                let resolved = Experiment.resolvingCell(path, plan: setup.plan)
                 try loadTeacher(resolved, into: teacher, preset: preset)
                 notice = "teacher initialised from the stage-1 run \(resolved)"
             }

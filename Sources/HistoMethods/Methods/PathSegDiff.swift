@@ -126,8 +126,8 @@ public final class PathSegDiffFeatures {
     /// Features of tiles [M, 3, tile, tile] in [−1, 1]: [M, C, g, g] on the latent grid g = tile/f, cut from the
     /// gradient graph (the extractor is frozen).
     public func ofTiles(_ tiles: Tensor) throws -> Tensor {
-        let latents = latentSpace.autoencoder.latents(tiles, scaleFactor: latentSpace.scaleFactor, mode: .mean)
-        return Tensor.concat(extractor.resized(try extractor.recordedMaps(latents, context: nil)), axis: 1).detach()
+        let maps = try extractor.recordedMaps(latentSpace.meanLatents(tiles), context: nil)
+        return Tensor.concat(extractor.resized(maps), axis: 1).detach()
     }
 
     /// Features of images [N, 3, H, W] (sides multiples of `tile`): every tile on its own, the tiles' features

@@ -71,6 +71,7 @@ public enum MethodRegistry {
         CrossPseudoSupervisionMethod.registration, CrossConsistencyTrainingMethod.registration,
         UncertaintyRectifiedPyramidMethod.registration, CrossPatchDenseContrastMethod.registration,
         CiampiDiffusion.teacherRegistration, CiampiDiffusion.studentRegistration, PathSegDiffMethod.registration,
+        DTSeg.registration, DTSeg.collaborativeRegistration,
     ]
     public static let presets = ["cpu", "paper"]
 
