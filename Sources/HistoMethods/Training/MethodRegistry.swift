@@ -200,8 +200,9 @@ public enum MethodTraining {
         session.split = try split ?? request.splitFile.map { try DataSplit.read(path: $0, dataset: dataset) }
         session.modelCard = try method.card(request.preset, request.methodOptions, dataset.classes.count, plan)
         session.methodSettings = ["method": request.method, "preset": request.preset,
-                                  "unlabelled_folders": request.unlabelled.joined(separator: ","),
-                                  "augment": request.augmentation ?? "method"]
+                                  "unlabelled_folders": request.unlabelled.joined(separator: ",")]
+        // Recorded only when given, so that runs from before --augment still resume.
+        if let augmentation = request.augmentation { session.methodSettings["augment"] = augmentation }
         for (name, value) in request.methodOptions { session.methodSettings["option." + name] = value }
         try session.record(target: request.target, dataset: dataset)
         try session.record(resize: request.resize, dataset: dataset)
