@@ -269,7 +269,8 @@ public struct AugmentationParameters: Equatable, Sendable {
 
 /// A sample cut and augmented: views share one geometry, so pixel (y, x) shows the same tissue in each.
 public struct AugmentedViews: Sendable {
-    /// Geometry only: RGB `[3, h, w]` in [0, 1].
+    /// Geometry (and MONAI's intensity transforms, when drawn): RGB `[3, h, w]` in [0, 1] (MONAI's noise may step
+    /// slightly outside).
     public let weak: Planes
     /// The same geometry, then the photometric changes; nil unless asked for.
     public let strong: Planes?
