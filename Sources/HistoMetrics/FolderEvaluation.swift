@@ -299,8 +299,7 @@ public struct FolderEvaluation: Sendable {
         return lines.joined(separator: "\n")
     }
 
-    /// The per-class rows and the macro means under the table (the binary scores above treat any class above 0 as
-    /// foreground).
+    /// The per-class rows and the macro means under the table.
     private func classTable(_ summary: ClassScoreSummary) -> [String] {
         func row(_ label: String, _ scores: ClassScores) -> String {
             label.padding(toLength: 8, withPad: " ", startingAt: 0)
@@ -311,7 +310,8 @@ public struct FolderEvaluation: Sendable {
                     + "(smp multiclass):", "class   IoU     F1"]
             + summary.perClass.enumerated().map { row("\($0.offset)", $0.element) }
             + [row("mean", mean),
-               "mean: macro mean over the \(classes) classes, background included (mIoU, F1)."]
+               "mean: macro mean over the \(classes) classes, background included (mIoU, F1). The binary scores above",
+               "count every label above 0, 255 included, as foreground."]
     }
 
     /// `{"images": N, "instances": …, "pooled": {…}, "image_mean": {…}, "per_image": {"NAME": {…}}}`. Every score
