@@ -5,7 +5,8 @@ import HistoCore
 public enum MaskClasses: Equatable, Sendable {
     /// 0 is background, any value above 0 is foreground; foreground becomes class 1.
     case binary
-    /// Values are class ids `0..<count`, kept as they are; any other value is an error.
+    /// Values are class ids `0..<count`, kept as they are, and 255 (`Loss.ignoredLabel`, SPEC §1): pixels that
+    /// losses and metrics skip; any other value is an error.
     case ids(count: Int)
     /// Nuclei with a boundary class (SPEC §2: "MoNuSeg 2, 3 when the boundary is kept"): 0 background, 1 interior,
     /// 2 boundary `width` pixels wide (`InstanceGrid.boundaryClasses`), from the instance map where the image has
@@ -26,13 +27,15 @@ public enum MaskClasses: Equatable, Sendable {
         return false
     }
 
-    /// Throws when a value of `mask` is not a declared class (any value is a valid binary mask).
+    /// Throws when a value of `mask` is neither a declared class nor the ignore label (any value is a valid binary
+    /// mask).
     func check(_ mask: Image, path: String) throws {
         guard case let .ids(count) = self else { return }
-        let outside = Set(mask.samples.lazy.filter { Int($0) >= count }).sorted()
+        let outside = Set(mask.samples.lazy.filter { Int($0) >= count && Int($0) != Loss.ignoredLabel }).sorted()
         guard outside.isEmpty else {
             let shown = outside.prefix(8).map(String.init).joined(separator: ", ") + (outside.count > 8 ? ", …" : "")
-            throw EngineError.file(path: path, message: "mask values \(shown) are outside the \(count) declared classes 0..<\(count)")
+            throw EngineError.file(path: path, message:
+                "mask values \(shown) are outside the \(count) declared classes 0..<\(count) (255: ignore)")
         }
     }
 

@@ -57,38 +57,51 @@ extension Planes {
         var weights = (-radius...radius).map { exp(-Float($0 * $0) / (2 * sigma * sigma)) }
         let total = weights.reduce(0, +)
         weights = weights.map { $0 / total }
-        let rowTaps = (0..<width).map { x in (-radius...radius).map { Self.source(x + $0, length: width, padding) ?? -1 } }
-        let columnTaps = (0..<height).map { y in (-radius...radius).map { Self.source(y + $0, length: height, padding) ?? -1 } }
-        var across = [Float](repeating: 0, count: values.count)
+        return separablyFiltered(across: weights, down: weights, padding: padding)
+    }
+
+    /// Each plane convolved with the centred kernels `across` (along each row) and then `down` (along each column),
+    /// both of odd length; positions outside filled according to `padding`.
+    func separablyFiltered(across: [Float], down: [Float], padding: PatchPadding) -> Planes {
+        func taps(_ kernel: [Float], _ length: Int) -> [[Int]] {
+            let radius = kernel.count / 2
+            return (0..<length).map { i in
+                (-radius...radius).map { Self.source(i + $0, length: length, padding) ?? -1 }
+            }
+        }
+        let rowTaps = taps(across, width), columnTaps = taps(down, height)
+        var mid = [Float](repeating: 0, count: values.count)
         var out = [Float](repeating: 0, count: values.count)
         for c in 0..<channels {
             for y in 0..<height {
                 let row = (c * height + y) * width
                 for x in 0..<width {
                     var sum: Float = 0
-                    for (k, sx) in rowTaps[x].enumerated() where sx >= 0 { sum += weights[k] * values[row + sx] }
-                    across[row + x] = sum
+                    for (k, sx) in rowTaps[x].enumerated() where sx >= 0 { sum += across[k] * values[row + sx] }
+                    mid[row + x] = sum
                 }
             }
             for y in 0..<height {
                 let row = (c * height + y) * width
                 for (k, sy) in columnTaps[y].enumerated() where sy >= 0 {
                     let sourceRow = (c * height + sy) * width
-                    let w = weights[k]
-                    for x in 0..<width { out[row + x] += w * across[sourceRow + x] }
+                    let w = down[k]
+                    for x in 0..<width { out[row + x] += w * mid[sourceRow + x] }
                 }
             }
         }
         return Planes(unchecked: channels, height: height, width: width, values: out)
     }
 
-    /// `x + std · n`, clamped to [0, 1], with n standard normals: element e is element e of
-    /// `RandomGenerator(seed: seed).normal([channels, height, width])`.
-    public func addingGaussianNoise(std: Float, seed: UInt64) -> Planes {
+    /// `x + std · n`, clamped to [0, 1] unless `clamped` is false, with n standard normals: element e is element e
+    /// of `RandomGenerator(seed: seed).normal([channels, height, width])`.
+    public func addingGaussianNoise(std: Float, seed: UInt64, clamped: Bool = true) -> Planes {
         var out = [Float](repeating: 0, count: values.count)
         values.withUnsafeBufferPointer { v in
             out.withUnsafeMutableBufferPointer { o in
-                @inline(__always) func put(_ i: Int, _ normal: Float) { if i < v.count { o[i] = clamp01(v[i] + std * normal) } }
+                @inline(__always) func put(_ i: Int, _ normal: Float) {
+                    if i < v.count { o[i] = clamped ? clamp01(v[i] + std * normal) : v[i] + std * normal }
+                }
                 // One Philox block gives four normals.
                 for block in 0..<(v.count + 3) / 4 {
                     let n = PhiloxStream.normals(seed: seed, block: UInt64(block))

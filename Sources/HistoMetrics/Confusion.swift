@@ -89,15 +89,19 @@ public struct ConfusionMatrix: Equatable, Sendable {
         try add(prediction: prediction, truth: truth)
     }
 
-    /// Adds one image's counts.
+    /// Adds one image's counts. Truth pixels labelled 255 (`Loss.ignoredLabel`, SPEC §1), when that is not a
+    /// class, are not counted.
     public mutating func add(prediction: LabelMap, truth: LabelMap) throws {
         try prediction.checkSameSize(as: truth, op: "ConfusionMatrix")
+        let ignored = Loss.ignoredLabel >= classes ? Int32(Loss.ignoredLabel) : -1
         for (map, role) in [(prediction, "prediction"), (truth, "truth")] {
-            if let bad = map.labels.first(where: { Int($0) >= classes }) {
+            if let bad = map.labels.first(where: { Int($0) >= classes && (role == "prediction" || $0 != ignored) }) {
                 throw EngineError.invalidValue(op: "ConfusionMatrix", message: "\(role) label \(bad) is outside the \(classes) classes 0..<\(classes)")
             }
         }
-        for (p, t) in zip(prediction.labels, truth.labels) { counts[Int(t) * classes + Int(p)] += 1 }
+        for (p, t) in zip(prediction.labels, truth.labels) where t != ignored {
+            counts[Int(t) * classes + Int(p)] += 1
+        }
     }
 
     /// The sum of several matrices (pooling a dataset). Throws when they disagree on the class count or none are given.

@@ -66,13 +66,25 @@ public struct FolderEvaluation: Sendable {
     public let predictionInstanceFolder: String?
     /// In name order.
     public let images: [ImageEvaluation]
+    /// The declared number of classes: 2 scores binarised masks alone; above 2 the masks hold class ids 0..<K and
+    /// 255 (ignore), scored per class as well.
+    public let classes: Int
+    /// With more than 2 classes: per-class IoU and F1 from the confusion matrix pooled over every pixel of every
+    /// image, ground-truth pixels labelled 255 skipped (DTSeg's smp `get_stats(mode='multiclass')`, SPEC §1).
+    public let classScores: ClassScoreSummary?
 
     /// Reads and scores every pair. All problems are reported together in one `EngineError.file` naming the
     /// prediction folder, one line per problem: a missing or empty folder, a prediction without ground truth or the
     /// reverse, a ground truth without an instance map (when `instanceFolder` is given), an unreadable file, a file
     /// that is not one-channel, and sizes that differ between a prediction, its ground truth and its instance map.
+    /// With `classes` above 2, a label outside the classes (255 in the ground truth is ignore) is an error naming
+    /// the file.
     public init(predictionFolder: String, truthFolder: String, instanceFolder: String? = nil,
-                predictionInstanceFolder: String? = nil) throws {
+                predictionInstanceFolder: String? = nil, classes: Int = 2) throws {
+        guard classes >= 2 else {
+            throw EngineError.invalidValue(op: "FolderEvaluation", message: "\(classes) classes; at least 2")
+        }
+        self.classes = classes
         self.predictionFolder = predictionFolder
         self.truthFolder = truthFolder
         self.instanceFolder = instanceFolder
@@ -152,14 +164,23 @@ public struct FolderEvaluation: Sendable {
             let count = problems.count == 1 ? "1 problem" : "\(problems.count) problems"
             throw EngineError.file(path: predictionFolder, message: "cannot evaluate, \(count):\n" + problems.map { "  " + $0 }.joined(separator: "\n"))
         }
+        var matrices: [ConfusionMatrix] = []
         images = try matched.map { name in
-            try ImageEvaluation(
-                name: name,
-                prediction: LabelMap(PNG.read(path: "\(predictionFolder)/\(name).png")),
-                truth: LabelMap(PNG.read(path: "\(truthFolder)/\(name).png")),
+            let prediction = try LabelMap(PNG.read(path: "\(predictionFolder)/\(name).png"))
+            let truth = try LabelMap(PNG.read(path: "\(truthFolder)/\(name).png"))
+            if classes > 2 {
+                do {
+                    matrices.append(try ConfusionMatrix(prediction: prediction, truth: truth, classes: classes))
+                } catch let EngineError.invalidValue(_, message) {
+                    throw EngineError.file(path: "\(predictionFolder)/\(name).png", message: message)
+                }
+            }
+            return try ImageEvaluation(
+                name: name, prediction: prediction, truth: truth,
                 truthInstances: instanceFolder.map { try LabelMap(PNG.read(path: "\($0)/\(name).png")) },
                 predictionInstances: predictionInstanceFolder.map { try LabelMap(PNG.read(path: "\($0)/\(name).png")) })
         }
+        classScores = classes > 2 ? try ClassScoreSummary(matrices, aggregation: .pooled) : nil
     }
 
     /// Pixel scores from the counts summed over all images, AJI and AJI+ from the intersections and unions summed
@@ -274,13 +295,30 @@ public struct FolderEvaluation: Sendable {
             "HD, HD95: surface distances in pixels",
             "(medpy), averaged over the \(pooled.hausdorffImages) of \(images.count) images where they are defined (n/a: exactly one mask is empty).",
         ]
+        if let classScores { lines += classTable(classScores) }
         return lines.joined(separator: "\n")
+    }
+
+    /// The per-class rows and the macro means under the table.
+    private func classTable(_ summary: ClassScoreSummary) -> [String] {
+        func row(_ label: String, _ scores: ClassScores) -> String {
+            label.padding(toLength: 8, withPad: " ", startingAt: 0)
+                + String(format: "%.4f  %.4f", scores.iou, scores.dice)
+        }
+        let mean = summary.mean(includeBackground: true)
+        return ["", "\(classes) classes, pooled over all pixels of all images, ground-truth 255 skipped "
+                    + "(smp multiclass):", "class   IoU     F1"]
+            + summary.perClass.enumerated().map { row("\($0.offset)", $0.element) }
+            + [row("mean", mean),
+               "mean: macro mean over the \(classes) classes, background included (mIoU, F1). The binary scores above",
+               "count every label above 0, 255 included, as foreground."]
     }
 
     /// `{"images": N, "instances": …, "pooled": {…}, "image_mean": {…}, "per_image": {"NAME": {…}}}`. Every score
     /// object has the keys dice, iou, aji, aji_plus, detection_f1,
     /// detection_precision, detection_recall, hd, hd95, accuracy, specificity, sensitivity, precision; the
-    /// summaries add hd_images, the images tp, fp, fn, tn. Undefined distances are null.
+    /// summaries add hd_images, the images tp, fp, fn, tn. Undefined distances are null. With more than 2 classes
+    /// `"classes": {"count": K, "iou": [per class], "f1": [per class], "miou": …, "mean_f1": …}` follows.
     public func json() -> String {
         func number(_ value: Double) -> String { value.isFinite ? "\(value)" : "null" }
         func object(_ row: Row, extra: [(String, String)]) -> String {
@@ -303,10 +341,17 @@ public struct FolderEvaluation: Sendable {
           "image_mean": \(object(Row(mean), extra: [("hd_images", "\(mean.hausdorffImages)")])),
           "per_image": {
         \(perImage.joined(separator: ",\n"))
-          }
+          }\(classScores.map { ",\n  \"classes\": " + classObject($0) } ?? "")
         }
 
         """
+    }
+
+    private func classObject(_ summary: ClassScoreSummary) -> String {
+        func list(_ values: [Double]) -> String { "[" + values.map { "\($0)" }.joined(separator: ", ") + "]" }
+        let mean = summary.mean(includeBackground: true)
+        return "{\"count\": \(classes), \"iou\": \(list(summary.perClass.map(\.iou))), "
+            + "\"f1\": \(list(summary.perClass.map(\.dice))), \"miou\": \(mean.iou), \"mean_f1\": \(mean.dice)}"
     }
 
     /// One row per image (kind `image`), then the `pooled` and `image_mean` rows; columns kind, name, the scores,

@@ -20,7 +20,10 @@ struct Eval: ParsableCommand {
         every evaluated image has an instance map). Detection F1 matches instances one-to-one at IoU ≥ 0.5. \
         Masks are PNG files matched by name (NAME.png in both folders); 0 is background, any value above 0 foreground. \
         Every missing, unmatched or size-mismatched file is reported at once. The table shows the pooled scores \
-        (pixel counts, AJI intersections and unions summed over all images), the per-image mean, and one row per image.
+        (pixel counts, AJI intersections and unions summed over all images), the per-image mean, and one row per \
+        image. --classes K (K > 2, with --pred/--gt) reads the masks as class ids 0..K-1 with 255 = ignore and adds \
+        per-class IoU and F1 and their means over the K classes, background included, pooled over all pixels \
+        (DTSeg's mIoU).
         """)
 
     @Option(help: "Folder of predicted masks (with --gt).") var pred: String?
@@ -42,10 +45,15 @@ struct Eval: ParsableCommand {
     @OptionGroup var window: WindowOptions
     @OptionGroup var device: DeviceOptions
 
+    @Option(help: ArgumentHelp("With --pred: the masks' number of classes; above 2 they are class ids (255 = ignore) "
+                               + "scored per class too.", valueName: "K"))
+    var classes = 2
+
     @Option(help: "Write the scores as JSON to this file (with --model default: OUT/scores.json).") var json: String?
     @Option(help: "Write the scores as CSV to this file.") var csv: String?
 
     func validate() throws {
+        guard classes >= 2 else { throw ValidationError("--classes \(classes): a segmentation has at least 2") }
         let modelOptions = [("--data", data != nil), ("--split", split != nil), ("--all", all), ("--out", out != nil),
                             ("--tile/--overlap/--blending", window.given)].filter(\.1).map(\.0)
         if model != nil {
@@ -55,6 +63,9 @@ struct Eval: ParsableCommand {
                 throw ValidationError("\(folderOptions.joined(separator: ", ")) cannot be combined with --model: give either --model RUN --data DIR or --pred DIR --gt DIR")
             }
             guard data != nil else { throw ValidationError("--model needs --data DIR, the dataset to segment and score") }
+            guard classes == 2 else {
+                throw ValidationError("--classes goes with --pred/--gt: segment writes binary masks")
+            }
             guard !(all && split != nil) else { throw ValidationError("--split and --all exclude each other") }
         } else if pred != nil || gt != nil {
             guard pred != nil, gt != nil else { throw ValidationError("--pred and --gt go together") }
@@ -95,7 +106,7 @@ struct Eval: ParsableCommand {
                              + "and overlays in \(output)")
         } else {
             evaluation = try FolderEvaluation(predictionFolder: pred!, truthFolder: gt!, instanceFolder: instances,
-                                              predictionInstanceFolder: predInstances)
+                                              predictionInstanceFolder: predInstances, classes: classes)
         }
         print(evaluation.table())
         if let json {

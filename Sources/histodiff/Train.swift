@@ -37,6 +37,10 @@ struct TrainingOptions: ParsableArguments {
                                + "interior, boundary, from instances/ where present, else the masks' components)."))
     var target = "binary"
     @Option(help: "With --target boundary: boundary width in pixels.") var boundaryWidth = 2
+    @Option(help: ArgumentHelp("Training augmentation instead of the method's: "
+                               + Augmentation.presets.map(\.name).joined(separator: ", ")
+                               + " (dtseg: DTSeg's MONAI transforms, SPEC §1).", valueName: "preset"))
+    var augment: String?
     @Option(help: "A method option NAME=VALUE (repeatable; see the list above).") var option: [String] = []
     @Option(help: "supervised: unet or fpn (same as --option arch=…).") var arch: String?
     @Option(help: "supervised: ce, dice or ce+dice (same as --option loss=…).") var loss: String?
@@ -67,6 +71,7 @@ struct TrainingOptions: ParsableArguments {
         request.validationCrop = validationCrop
         if let resize, resize <= 0 { throw ValidationError("--resize \(resize) must be a positive side") }
         request.resize = resize
+        request.augmentation = augment
         switch normalize {
         case "range": request.normalizesByDataset = false
         case "dataset": request.normalizesByDataset = true

@@ -1,6 +1,6 @@
 import Foundation
 import HistoCore
-import HistoData
+@testable import HistoData
 import XCTest
 
 final class AugmentationTests: XCTestCase {
@@ -216,6 +216,132 @@ final class AugmentationTests: XCTestCase {
         let moreH = try pink.stainJittered(scale: [1, 1, 1], shift: [0.05, 0, 0]).values
         XCTAssertLessThan(moreH[0], 0.85 - 0.1)
         XCTAssertGreaterThan(moreH[2] / moreH[0], 0.75 / 0.85)
+    }
+}
+
+// MARK: MONAI transforms (DTSeg, SPEC §1)
+
+extension AugmentationTests {
+    /// Contrast, smoothing, histogram shift and keep-size zoom against tools/make_monai_fixtures.py on a 0–255 image:
+    /// within 1e-4, labels exactly, 255 (ignore) included.
+    func testMONAITransformsMatchNumpyReferences() throws {
+        let fixture = try MONAIFixture.load()
+        let image = try Planes(channels: 3, height: fixture.shape[1], width: fixture.shape[2], values: fixture.image)
+        var worst: Float = 0
+        func check(_ name: String, _ got: Planes, _ want: [Float]) {
+            XCTAssertEqual(got.values.count, want.count, name)
+            for (i, (g, w)) in zip(got.values, want).enumerated() {
+                worst = max(worst, abs(g - w))
+                XCTAssertEqual(g, w, accuracy: 1e-4, "\(name) element \(i)")
+            }
+        }
+        for c in fixture.contrast { check("contrast γ \(c.gamma)", image.adjustedGamma(c.gamma), c.output) }
+        for c in fixture.smooth {
+            check("smooth σ \(c.sigma_down)/\(c.sigma_across)",
+                  try image.gaussianSmoothed(sigmaDown: c.sigma_down, sigmaAcross: c.sigma_across), c.output)
+        }
+        for c in fixture.histogram_shift {
+            check("histogram shift \(c.floating)", try image.histogramShifted(floating: c.floating), c.output)
+        }
+        let label = try Planes(channels: 1, height: fixture.shape[1], width: fixture.shape[2], values: fixture.label)
+        XCTAssertTrue(fixture.label.contains(255))
+        for c in fixture.zoom {
+            check("zoom \(c.factor) image", try image.zoomedKeepingSize(c.factor, filter: .area), c.image)
+            XCTAssertEqual(try label.zoomedKeepingSize(c.factor, filter: .nearest).values, c.label,
+                           "zoom \(c.factor) label")
+        }
+        print("MONAI transforms: max abs error \(worst) on 0–255 values")
+        XCTAssertThrowsError(try image.gaussianSmoothed(sigmaDown: 0, sigmaAcross: 1))
+        XCTAssertThrowsError(try image.histogramShifted(floating: [0, 0.6, 0.4, 1]))
+        XCTAssertThrowsError(try image.zoomedKeepingSize(0.05, filter: .area))
+    }
+
+    /// The intensity chain works on the 0–255 image: its noise is the engine's normal stream times σ on that scale,
+    /// unclamped; a sample's mask and instances follow the zoom pixel for pixel, 255 (ignore) kept.
+    func testMONAIIntensityScaleAndZoomedLabelsFollowTheImage() throws {
+        let planes = try Planes(channels: 3, height: 4, width: 5, values: [Float](repeating: 0, count: 60))
+        var parameters = AugmentationParameters()
+        parameters.intensityNoise = .init(std: 0.1, seed: 5)
+        let normals = try RandomGenerator(seed: 5).normal([3, 4, 5]).toArray()
+        let noisy = try parameters.intensity(planes).values
+        for (got, normal) in zip(noisy, normals) { XCTAssertEqual(got, 0.1 * normal / 255, accuracy: 1e-9) }
+        XCTAssertTrue(noisy.contains { $0 < 0 })
+
+        // An image whose red plane is the class id (as a fraction of 255): at zoom 2, area and nearest both copy
+        // each source pixel into a 2×2 block, so the zoomed image and mask still agree everywhere.
+        let (h, w) = (6, 8)
+        let ids: [Float] = (0..<(h * w)).map { (p: Int) -> Float in p % 7 == 3 ? 255 : Float(p * 5 / 3 % 4) }
+        let rgb: [UInt16] = ids.flatMap { (id: Float) -> [UInt16] in [UInt16(id), 128, 128] }
+        let sample = Sample(name: "ids", image: try Image(width: w, height: h, channels: 3, bitDepth: 8, samples: rgb),
+                            mask: try Planes(channels: 1, height: h, width: w, values: ids),
+                            instances: try Planes(channels: 1, height: h, width: w, values: ids))
+        var zoom = AugmentationParameters()
+        zoom.keepSizeZoom = 2
+        let views = try sample.augmented(window: .window(y: 0, x: 0, height: h, width: w), parameters: zoom,
+                                         strong: false)
+        let mask = try XCTUnwrap(views.mask), instances = try XCTUnwrap(views.instances)
+        XCTAssertEqual(mask.values, instances.values)
+        XCTAssertTrue(mask.values.contains(255))
+        for p in 0..<(h * w) {
+            XCTAssertEqual(views.weak.values[p] * 255, mask.values[p], accuracy: 1e-3, "pixel \(p)")
+        }
+        XCTAssertNotEqual(mask.values, ids)
+    }
+
+    /// The dtseg preset draws MONAI's transforms at the SPEC's rates and ranges, reproducibly; the MONAI draws come
+    /// after the others, so every other preset's parameters are unchanged.
+    func testDTSegPresetDrawsMONAIParameters() throws {
+        let dtseg = Augmentation.dtseg
+        XCTAssertEqual(dtseg.parameters(seed: 4, epoch: 1, sample: 2), dtseg.parameters(seed: 4, epoch: 1, sample: 2))
+        var offAgain = dtseg
+        (offAgain.axisFlipProbability, offAgain.quarterTurnProbability) = (0, 0)
+        (offAgain.intensityNoiseProbability, offAgain.contrastProbability, offAgain.smoothProbability) = (0, 0, 0)
+        (offAgain.histogramShiftProbability, offAgain.keepSizeZoomProbability) = (0, 0)
+        XCTAssertEqual(offAgain.parameters(seed: 4, epoch: 1, sample: 2), AugmentationParameters())
+
+        let draws = (0..<4000).map { dtseg.parameters(seed: 7, epoch: 0, sample: $0) }
+        func rate(_ predicate: (AugmentationParameters) -> Bool) -> Double {
+            Double(draws.filter(predicate).count) / Double(draws.count)
+        }
+        XCTAssertEqual(rate { $0.horizontalFlip || $0.verticalFlip }, 0.5, accuracy: 0.03)
+        XCTAssertEqual(rate { $0.horizontalFlip && $0.verticalFlip }, 0)
+        XCTAssertEqual(rate { $0.quarterTurns != 0 }, 0.5, accuracy: 0.03)
+        for k in 1...3 { XCTAssertEqual(rate { $0.quarterTurns == k }, 1.0 / 6, accuracy: 0.03) }
+        XCTAssertEqual(rate { $0.intensityNoise != nil }, 0.25, accuracy: 0.03)
+        XCTAssertEqual(rate { $0.contrastGamma != nil }, 0.25, accuracy: 0.03)
+        XCTAssertEqual(rate { $0.smoothing != nil }, 0.25, accuracy: 0.03)
+        XCTAssertEqual(rate { $0.histogramControlPoints != nil }, 0.25, accuracy: 0.03)
+        XCTAssertEqual(rate { $0.keepSizeZoom != nil }, 0.15, accuracy: 0.03)
+        XCTAssertTrue(draws.allSatisfy { $0.colorJitter == nil && $0.noise == nil && $0.degrees == 0 && $0.scale == 1 })
+        XCTAssertTrue(draws.compactMap(\.intensityNoise).allSatisfy { (0...0.1).contains($0.std) })
+        XCTAssertTrue(draws.compactMap(\.contrastGamma).allSatisfy { (1...2).contains($0) })
+        XCTAssertTrue(draws.compactMap(\.smoothing).allSatisfy {
+            (1...2).contains($0.sigmaX) && (0.25...1.5).contains($0.sigmaY)
+        })
+        XCTAssertTrue(draws.compactMap(\.keepSizeZoom).allSatisfy { (0.5...2).contains($0) })
+        XCTAssertTrue(draws.compactMap(\.histogramControlPoints).allSatisfy {
+            $0.count == 3 && $0[0] == 0 && $0[2] == 1 && (0...1).contains($0[1])
+        })
+        XCTAssertEqual(Augmentation.presets.map(\.name), ["default", "none", "dtseg"])
+    }
+}
+
+/// tools/make_monai_fixtures.py's output.
+struct MONAIFixture: Decodable {
+    struct Contrast: Decodable { let gamma: Float; let output: [Float] }
+    struct Smooth: Decodable { let sigma_down, sigma_across: Float; let output: [Float] }
+    struct Shift: Decodable { let floating: [Float]; let output: [Float] }
+    struct Zoom: Decodable { let factor: Double; let image, label: [Float] }
+    let shape: [Int]
+    let image, label: [Float]
+    let contrast: [Contrast]
+    let smooth: [Smooth]
+    let histogram_shift: [Shift]
+    let zoom: [Zoom]
+
+    static func load() throws -> MONAIFixture {
+        try JSONDecoder().decode(MONAIFixture.self,
+                                 from: Data(contentsOf: Support.fixtures.appendingPathComponent("monai.json")))
     }
 }
 

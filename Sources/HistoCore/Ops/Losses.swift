@@ -272,6 +272,10 @@ extension ClassTargetLossBackward: DeviceOperation {
 public enum Loss {
     public enum Reduction: Sendable { case mean, sum, none }
 
+    /// The label of pixels no loss or metric counts: 255 in multi-class masks (SPEC §1). The supervised losses
+    /// ignore it by default, as PyTorch's default −100: a value that is never a class.
+    public static let ignoredLabel = 255
+
     /// Soft Dice variants on probabilities p and one-hot targets y (Σ over the axes named per case).
     public enum DiceVariant: Sendable {
         /// pytorch_toolbelt `DiceLoss("multiclass")` (DTSeg): per class c, sums over batch and pixels,
@@ -288,7 +292,8 @@ public enum Loss {
 
     /// PyTorch `F.cross_entropy(logits, labels, weight, ignore_index, reduction)` as one fused op.
     /// A label outside 0..<C that is not `ignoreIndex` fails the finite check.
-    public static func crossEntropy(logits: Tensor, labels: Tensor, weights: [Float]? = nil, ignoreIndex: Int? = nil,
+    public static func crossEntropy(logits: Tensor, labels: Tensor, weights: [Float]? = nil,
+                                    ignoreIndex: Int? = ignoredLabel,
                                     reduction: Reduction = .mean) -> Tensor {
         Tensor.record(ClassTargetLoss(.logits, weights: weights, ignoreIndex: ignoreIndex, reduction: reduction),
                       [logits, labels]).checkedFinite("cross_entropy")
@@ -296,7 +301,8 @@ public enum Loss {
 
     /// `F.nll_loss(log(p + epsilon), labels, …)` for models that end in a softmax (GenSelfDiff). The default
     /// epsilon keeps log finite where a probability underflows to 0 (the reference code has none).
-    public static func nll(probabilities: Tensor, labels: Tensor, weights: [Float]? = nil, ignoreIndex: Int? = nil,
+    public static func nll(probabilities: Tensor, labels: Tensor, weights: [Float]? = nil,
+                           ignoreIndex: Int? = ignoredLabel,
                            reduction: Reduction = .mean, epsilon: Float = 1e-7) -> Tensor {
         logLikelihood(probabilities: probabilities, labels: labels, weights: weights, ignoreIndex: ignoreIndex,
                       reduction: reduction, epsilon: epsilon).checkedFinite("nll")
@@ -309,8 +315,15 @@ public enum Loss {
     }
 
     /// Soft Dice loss (see `DiceVariant`) of probabilities [N, C, d…] (softmax of the logits) against labels.
-    public static func dice(probabilities p: Tensor, labels: Tensor, variant: DiceVariant) -> Tensor {
-        let y = oneHot(labels, like: p, loss: "dice")
+    /// Positions labelled `ignoreIndex` count nowhere: their p and one-hot y are zeroed before every sum, as
+    /// pytorch_toolbelt's `DiceLoss(ignore_index=…)`.
+    public static func dice(probabilities: Tensor, labels: Tensor, variant: DiceVariant,
+                            ignoreIndex: Int? = ignoredLabel) -> Tensor {
+        let kept = ignoreIndex.map { labels.notEqual(Tensor(scalar: Float($0))) }
+        // Ignored positions become class 0 for the one-hot, then are zeroed.
+        let y = kept.map { oneHot(labels * $0, like: probabilities, loss: "dice") * $0.unsqueeze(1) }
+            ?? oneHot(labels, like: probabilities, loss: "dice")
+        let p = kept.map { probabilities * $0.unsqueeze(1) } ?? probabilities
         let pixels = Array(2..<Swift.max(p.rank, 2))
         let value: Tensor
         switch variant {
@@ -488,6 +501,9 @@ extension HarnessCatalog {
             // 4 classes, labels 0..<3: class 3 is absent and masked out of the toolbelt mean.
             HarnessCase("loss.dice.toolbelt", [.normal([2, 4, 4, 5]), labels]) {
                 Loss.dice(probabilities: $0[0].softmax(axis: 1), labels: $0[1], variant: .toolbelt)
+            },
+            HarnessCase("loss.dice.toolbelt.ignore", [logits, withIgnored]) {
+                Loss.dice(probabilities: $0[0].softmax(axis: 1), labels: $0[1], variant: .toolbelt, ignoreIndex: 3)
             },
             HarnessCase("loss.dice.toolbelt.all_present", [logits, labels]) {
                 Loss.dice(probabilities: $0[0].softmax(axis: 1), labels: $0[1], variant: .toolbelt)

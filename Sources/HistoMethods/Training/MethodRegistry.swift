@@ -129,6 +129,8 @@ public struct TrainingRequest {
     public var resize: Int?
     /// `TrainingPlan.normalizesByDataset`.
     public var normalizesByDataset = false
+    /// One of `Augmentation.presets` by name, over the method's; nil: the method's.
+    public var augmentation: String?
     public var methodOptions: [String: String] = [:]
     public var backend: any Backend = CPUBackend.shared
     public var progress = ProgressOutput.standardError
@@ -174,6 +176,13 @@ public enum MethodTraining {
         if let metric = request.metric { plan.metric = metric }
         if let crop = request.validationCrop { plan.validationCrop = crop }
         plan.normalizesByDataset = request.normalizesByDataset
+        if let name = request.augmentation {
+            guard let preset = Augmentation.presets.first(where: { $0.name == name }) else {
+                throw EngineError.invalidValue(op: "--augment", message:
+                    "unknown augmentation '\(name)' (\(Augmentation.presets.map(\.name).joined(separator: ", ")))")
+            }
+            plan.augmentation = preset.augmentation
+        }
         return plan
     }
 
@@ -193,6 +202,8 @@ public enum MethodTraining {
         session.modelCard = try method.card(request.preset, request.methodOptions, dataset.classes.count, plan)
         session.methodSettings = ["method": request.method, "preset": request.preset,
                                   "unlabelled_folders": request.unlabelled.joined(separator: ",")]
+        // Recorded only when given, so that runs from before --augment still resume.
+        if let augmentation = request.augmentation { session.methodSettings["augment"] = augmentation }
         for (name, value) in request.methodOptions { session.methodSettings["option." + name] = value }
         try session.record(target: request.target, dataset: dataset)
         try session.record(resize: request.resize, dataset: dataset)
