@@ -172,12 +172,14 @@ public enum DTSeg {
         return layout
     }
 
-    /// The shared plan: Lookahead(RAdam) with decoupled weight decay 1e-5, constant lr, validation mIoU. Preset
+    /// The shared plan: Lookahead(RAdam) with decoupled weight decay 1e-5, constant lr, validation mIoU, the MONAI
+    /// augmentations of SPEC §1 (`Augmentation.dtseg`). Preset
     /// `paper`: 256² crops, batch 10 (the paper's 5 × 2 accumulated), 200 epochs, patience 30. Preset `cpu`: 128²
     /// crops, batch 4, 4 crops per image, 30 epochs, patience 10.
     static func plan(_ preset: String, _ plan: inout TrainingPlan, learningRate: Float) {
         plan.optimizer = .lookaheadRAdam(learningRate: learningRate, weightDecay: 1e-5)
         plan.metric = .meanIoU
+        plan.augmentation = .dtseg
         if preset == "paper" {
             plan.patchSize = 256
             plan.batchSize = 10

@@ -58,7 +58,7 @@ public final class SupervisedMethod: SingleNetworkMethod {
     /// DenseUNet (`arch=denseunet`, CDCL's SupOnly: CE and CDCL's plans, the encoder from `weights` when given).
     /// Preset `cpu`: the half-width U-Net on 128² crops, batch 8, 4 crops per image, Adam 1e-3, ½(CE + Dice),
     /// 50 epochs, patience 10. Preset `paper`: SSL4MIS — 256² crops, batch 24, SGD 0.01 poly, 200 epochs, patience
-    /// 30; with `arch=fpn` DTSeg's recipe (toolbelt Dice, Lookahead-RAdam 1e-3, photometric augmentation).
+    /// 30; with `arch=fpn` DTSeg's recipe (toolbelt Dice, Lookahead-RAdam 1e-3, its MONAI augmentations).
     public static let registration = RegisteredMethod(
         name: "supervised",
         paper: "supervised-only baseline (SSL4MIS U-Net; DTSeg ResNet-FPN)",
@@ -78,7 +78,7 @@ public final class SupervisedMethod: SingleNetworkMethod {
             default:
                 if options["arch"] == "fpn" {
                     plan.optimizer = .lookaheadRAdam()
-                    plan.photometric = true
+                    plan.augmentation = .dtseg
                 }
             }
         },
