@@ -12,7 +12,10 @@ Module and attribute names are the Swift modules' parameter names (state_dict st
   collaborative head: fc1, fc2 (1x1 convs with bias), segmentation_head as above.
 Fixture groups: "decoder.*" (parallel, train mode: BN batch statistics, Dropout2d p = 0; then "decoder.eval.logits",
 one eval-mode forward with the running statistics that step left), "serial.*" and "plain.*" (the serial and w/o SA
-layouts, a train-mode forward's logits), "collab.*" (the collaborative head, train mode, with gradients).
+layouts, a train-mode forward's logits), "collab.*" (the collaborative head, train mode, with gradients), "train.*"
+(dtseg's training step, SPEC §1 step 2b, from the "decoder" weights, repeated STEPS times on fixed features and labels: toolbelt multiclass
+Dice, Lookahead(k 6, α 0.5, slow weights from the first sync as timm) around RAdam with decoupled weight decay on
+parameters of rank > 1; the loss of every step and the weights after the last).
 
 Usage: python3 tools/unetformer_reference.py      (needs torch, numpy, safetensors)
 """
@@ -30,6 +33,9 @@ OUT = os.path.join(HERE, "..", "Tests", "HistoMethodsTests", "Fixtures", "unetfo
 BATCH, SIZE, INPUTS, DECODE, HEADS, WINDOW, CLASSES = 2, 10, (6, 4), 16, 2, 4, 3
 SERIAL_DECODE = 8
 COLLAB_DTSEG, COLLAB_SUPERVISED, COLLAB_HIDDEN = 8, 6, 8
+# Twelve steps reach RAdam's rectified updates (ρ_t > 5 from step 6) and Lookahead's second sync (step 12), the
+# first that moves the weights. lr and weight decay are larger than DTSeg's so that both show in float32.
+STEPS, LR, WEIGHT_DECAY, BETAS, EPS = 12, 1e-2, 1e-1, (0.9, 0.999), 1e-8
 
 
 def conv_bn(cin, cout, k):
@@ -188,6 +194,52 @@ def randomize(module, rng):
         p.data = p.data.float().double()
 
 
+def toolbelt_dice(logits, labels, classes):
+    """pytorch_toolbelt DiceLoss('multiclass'), SPEC §1: sums over batch and pixels per class, smooth 0, denominator
+    clamped at 1e-7, classes absent from the labels count 0 but stay in the mean."""
+    p = logits.softmax(1)
+    y = F.one_hot(labels, classes).permute(0, 3, 1, 2).double()
+    dims = (0, 2, 3)
+    dice = 2 * (p * y).sum(dims) / (p.sum(dims) + y.sum(dims)).clamp_min(1e-7)
+    present = (y.sum(dims) > 0).double()
+    return ((1 - dice) * present).mean()
+
+
+def train_steps(model, inputs, labels):
+    """STEPS steps of Lookahead(RAdam) (SPEC §1 step 2b) written out; returns the loss of every step."""
+    params = list(model.parameters())
+    m = [torch.zeros_like(p) for p in params]
+    v = [torch.zeros_like(p) for p in params]
+    slow = None
+    rho_inf = 2 / (1 - BETAS[1]) - 1
+    losses = []
+    for t in range(1, STEPS + 1):
+        model.zero_grad()
+        loss = toolbelt_dice(model(inputs), labels, CLASSES)
+        loss.backward()
+        losses.append(loss.item())
+        with torch.no_grad():
+            for i, p in enumerate(params):
+                if p.dim() > 1:
+                    p.mul_(1 - LR * WEIGHT_DECAY)
+                m[i].mul_(BETAS[0]).add_(p.grad, alpha=1 - BETAS[0])
+                v[i].mul_(BETAS[1]).addcmul_(p.grad, p.grad, value=1 - BETAS[1])
+                m_hat = m[i] / (1 - BETAS[0] ** t)
+                rho = rho_inf - 2 * t * BETAS[1] ** t / (1 - BETAS[1] ** t)
+                if rho > 5:
+                    rect = ((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho)) ** 0.5
+                    p.sub_(LR * rect * m_hat * (1 - BETAS[1] ** t) ** 0.5 / (v[i].sqrt() + EPS))
+                else:
+                    p.sub_(LR * m_hat)
+            if t % 6 == 0:
+                if slow is None:
+                    slow = [p.detach().clone() for p in params]
+                for s_, p in zip(slow, params):
+                    s_.add_(p - s_, alpha=0.5)
+                    p.copy_(s_)
+    return losses
+
+
 def f32(array):
     return np.ascontiguousarray(array, dtype=np.float32)
 
@@ -210,6 +262,7 @@ def main():
     decoder = Decoder(INPUTS, DECODE, HEADS, WINDOW, 4, CLASSES, "parallel", 0.0).double()
     randomize(decoder, rng)
     out.update(state("decoder", decoder))
+    initial = {k: v.clone() for k, v in decoder.state_dict().items()}
     inputs = [tensor(rng, BATCH, c, SIZE, SIZE).requires_grad_() for c in INPUTS]
     r = tensor(rng, BATCH, CLASSES, SIZE, SIZE)
     decoder.train()
@@ -253,9 +306,21 @@ def main():
     for name, p in collab.named_parameters():
         out[f"collab.grad.{name}"] = f32(p.grad.numpy())
 
+    trained = Decoder(INPUTS, DECODE, HEADS, WINDOW, 4, CLASSES, "parallel", 0.0).double()
+    trained.load_state_dict(initial)  # starts from "decoder.initial.*"
+    features = [tensor(rng, BATCH, c, SIZE, SIZE) for c in INPUTS]
+    labels = torch.from_numpy(rng.integers(0, CLASSES - 1, size=(BATCH, SIZE, SIZE)))  # the last class is absent
+    trained.train()
+    losses = train_steps(trained, features, labels)
+    out.update({f"train.input.{i}": f32(x.numpy()) for i, x in enumerate(features)})
+    out["train.labels"] = f32(labels.numpy())
+    out["train.losses"] = f32(np.array(losses))
+    out.update({f"train.final.{k}": f32(v.detach().numpy()) for k, v in trained.named_parameters()})
+
     metadata = {"inputs": ",".join(map(str, INPUTS)), "decode": str(DECODE), "serial_decode": str(SERIAL_DECODE),
                 "heads": str(HEADS), "window": str(WINDOW), "classes": str(CLASSES),
-                "collab": f"{COLLAB_DTSEG},{COLLAB_SUPERVISED},{COLLAB_HIDDEN}"}
+                "collab": f"{COLLAB_DTSEG},{COLLAB_SUPERVISED},{COLLAB_HIDDEN}",
+                "train": f"{STEPS},{LR},{WEIGHT_DECAY}"}
     save_file(out, OUT, metadata=metadata)
     print(f"wrote {OUT} ({os.path.getsize(OUT)} bytes, {len(out)} tensors)")
 

@@ -122,8 +122,8 @@ public struct LatentSpace {
         let weights = try SafeTensors.read(file)
         guard let name = weights.metadata[AutoencoderKL.presetMetadataKey] else {
             throw EngineError.file(path: file, message: "no \(AutoencoderKL.presetMetadataKey) metadata naming the "
-                                   + "autoencoder preset; train it with `histodiff train-autoencoder` or convert LDM VQ "
-                                   + "weights with tools/convert_ldm_vq.py")
+                                   + "autoencoder preset; train it with `histodiff train-autoencoder` or convert "
+                                   + "LDM VQ weights with tools/convert_ldm_vq.py")
         }
         let model: any FirstStage
         if let configuration = AutoencoderKL.Configuration.presets[name] {

@@ -90,6 +90,42 @@ final class UNetFormerTests: XCTestCase {
               + "\(evalError), largest gradient \(worst.error) (\(worst.name))")
     }
 
+    /// dtseg's training step (SPEC §1 step 2b) on fixed features, twelve times: the toolbelt Dice of the decoder's
+    /// logits and Lookahead(RAdam) with decoupled weight decay, as `DTSeg.plan` and `SupervisedMethod` set them up.
+    /// The loss of every step and the weights after the last match the reference's, through RAdam's rectified steps
+    /// and Lookahead's first moving sync.
+    func testTrainingStepsMatchTheReference() throws {
+        let reference = try Reference()
+        let decoder = UNetFormerDecoder(reference.decoderConfiguration(.parallel), generator: RandomGenerator(seed: 0))
+        try decoder.load(reference.initialState("decoder"), source: Reference.path)
+        let settings = reference.metadata["train"]!.split(separator: ",").map { Float($0)! }
+        let (steps, learningRate, weightDecay) = (Int(settings[0]), settings[1], settings[2])
+        let (optimizer, _) = OptimizerRecipe.lookaheadRAdam(learningRate: learningRate, weightDecay: weightDecay)
+            .make(for: decoder.trainableParameters(), totalSteps: steps)
+        let inputs = (0..<2).map { reference.tensor("train.input.\($0)") }
+        let labels = reference.tensor("train.labels")
+        decoder.train(true)
+        var losses: [Float] = []
+        for _ in 0..<steps {
+            let loss = SupervisedLoss.dice.value(logits: decoder(inputs), labels: labels, diceVariant: .toolbelt)
+            let (value, gradients) = try Gradients.of(loss, wrt: decoder.trainableParameters(),
+                                                      alongside: decoder.pendingBufferUpdates())
+            try decoder.commitBufferUpdates()
+            try optimizer.step(gradients)
+            losses.append(value)
+        }
+        let expectedLosses = reference.values("train.losses")
+        XCTAssertLessThan(relativeError(losses, expectedLosses), 1e-4, "losses \(losses) vs \(expectedLosses)")
+        var worst: (error: Float, name: String) = (0, "")
+        for (name, parameter) in decoder.parameters() {
+            let error = relativeError(try parameter.values(), reference.values("train.final.\(name)"))
+            if error > worst.error { worst = (error, name) }
+        }
+        XCTAssertLessThan(worst.error, 1e-4, "weights after \(steps) steps: \(worst.name)")
+        print("dtseg training steps: losses \(losses.first!) → \(losses.last!), largest relative loss error "
+              + "\(relativeError(losses, expectedLosses)), weights \(worst.error) (\(worst.name))")
+    }
+
     func testSerialAndWithoutSelfAttentionLayoutsMatchTheReference() throws {
         let reference = try Reference()
         let inputs = (0..<2).map { reference.tensor("decoder.input.\($0)") }

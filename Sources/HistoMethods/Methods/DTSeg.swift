@@ -204,7 +204,8 @@ public enum DTSeg {
         return values.map { $0! }
     }
 
-    static func card(_ preset: String, options: [String: String], classes: Int, plan: TrainingPlan) throws -> ModelCard {
+    static func card(_ preset: String, options: [String: String], classes: Int,
+                     plan: TrainingPlan) throws -> ModelCard {
         guard let model = options["model"] else {
             throw EngineError.invalidValue(op: "--method dtseg", message:
                 "needs --option model=RUN (a `histodiff pretrain` run, e.g. --recipe ldm --autoencoder …)")
