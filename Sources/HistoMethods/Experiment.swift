@@ -133,19 +133,21 @@ public enum Experiment {
 
     /// Segments the images `names` of `dataset` (the run's validation images, or every image of `--test`) with the
     /// run's kept weights in sliding windows of its training patch, scores them (`ModelEvaluation`, outputs in
-    /// `<folder>/eval`) and writes `score.json`.
+    /// `<folder>/eval`; mIoU and mF1 are DTSeg's means over background and foreground) and writes `score.json`.
     static func score(_ cell: Cell, request: TrainingRequest,
                       on images: (dataset: Dataset, names: [String])) throws -> ExperimentRunScore {
         let folder = request.directory
         let window = try SlidingWindow(tile: MethodTraining.plan(for: request).patchSize)
         let segmenter = try ImageSegmenter(model: try TrainedModel(path: folder), window: window,
                                            backend: request.backend)
-        let pooled = try ModelEvaluation.run(segmenter, dataset: images.dataset, names: images.names,
-                                             output: folder + "/eval").pooled
+        let evaluation = try ModelEvaluation.run(segmenter, dataset: images.dataset, names: images.names,
+                                                 output: folder + "/eval")
+        let pooled = evaluation.pooled, background = evaluation.pooledCounts.complement.scores
         let score = ExperimentRunScore(method: cell.method, labels: cell.labels, seed: cell.seed, metrics: [
             "dice": pooled.scores.dice, "iou": pooled.scores.iou, "aji": pooled.aji, "aji_plus": pooled.ajiPlus,
             "detection_f1": pooled.detectionF1, "hd95": pooled.hausdorff95,
-            "precision": pooled.scores.precision, "sensitivity": pooled.scores.sensitivity])
+            "precision": pooled.scores.precision, "sensitivity": pooled.scores.sensitivity,
+            "miou": (pooled.scores.iou + background.iou) / 2, "mf1": (pooled.scores.dice + background.dice) / 2])
         try MethodTrainer.writeJSON(score, to: folder + "/" + scoreFileName)
         return score
     }

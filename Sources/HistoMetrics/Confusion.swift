@@ -21,6 +21,13 @@ public struct BinaryCounts: Equatable, Sendable {
                      falseNegatives: a.falseNegatives + b.falseNegatives, trueNegatives: a.trueNegatives + b.trueNegatives)
     }
 
+    /// The same pixels counted for the other class (foreground ↔ background): the background's scores of a binary
+    /// segmentation, for means over both classes (DTSeg's mIoU with background, SPEC §1).
+    public var complement: BinaryCounts {
+        BinaryCounts(truePositives: trueNegatives, falsePositives: falseNegatives, falseNegatives: falsePositives,
+                     trueNegatives: truePositives)
+    }
+
     /// The scores of these counts. A ratio whose denominator is 0 is 1: nothing to find and nothing found is a
     /// perfect result, as sklearn's `zero_division=1` (GenSelfDiff) and segmentation_models_pytorch's default
     /// (DTSeg) define it. So the Dice of two empty masks is 1.

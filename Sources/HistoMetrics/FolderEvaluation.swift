@@ -189,12 +189,16 @@ public struct FolderEvaluation: Sendable {
     public var pooled: EvaluationSummary {
         let detection = images.map(\.detection)
             .reduce(DetectionCounts(truePositives: 0, falsePositives: 0, falseNegatives: 0), +)
-        let counts = images.map(\.counts)
-            .reduce(BinaryCounts(truePositives: 0, falsePositives: 0, falseNegatives: 0, trueNegatives: 0), +)
-        return summary(scores: counts.scores,
+        return summary(scores: pooledCounts.scores,
                        aji: images.map(\.aji).reduce(AggregatedJaccard(intersection: 0, union: 0), +).value,
                        ajiPlus: images.map(\.ajiPlus).reduce(AggregatedJaccard(intersection: 0, union: 0), +).value,
                        detection: (detection.precision, detection.recall, detection.f1))
+    }
+
+    /// The foreground pixel counts summed over all images.
+    public var pooledCounts: BinaryCounts {
+        images.map(\.counts)
+            .reduce(BinaryCounts(truePositives: 0, falsePositives: 0, falseNegatives: 0, trueNegatives: 0), +)
     }
 
     /// Every score computed per image, then averaged over images.

@@ -45,6 +45,10 @@ final class ExperimentTests: XCTestCase {
         log = []
         scores = try Experiment.run(plan) { log.append($0) }
         XCTAssertEqual(scores.count, 8)
+        for score in scores {
+            let (iou, miou) = (score.metrics["iou"]!, score.metrics["miou"]!)
+            XCTAssertTrue(miou >= iou / 2 && miou <= (iou + 1) / 2 && score.metrics["mf1"] != nil, "\(score)")
+        }
         XCTAssertEqual(log.filter { $0.hasSuffix("done, skipped") }.count, 3, log.joined(separator: "\n"))
         for file in ["results.md", "results.csv", "results.json", "results.png"] {
             XCTAssertTrue(FileManager.default.fileExists(atPath: root + "/experiment/" + file), file)

@@ -54,6 +54,15 @@ final class ConfusionTests: XCTestCase {
         XCTAssertTrue(ClassScores.mean([]).dice.isNaN)
     }
 
+    /// The complement counts the background of a binary segmentation: its scores are the background class's of the
+    /// two-class confusion matrix (DTSeg's mIoU averages both).
+    func testTheComplementIsTheBackgroundClass() throws {
+        let prediction = try Support.map(["0110", "0011"]), truth = try Support.map(["0100", "0111"])
+        let matrix = try ConfusionMatrix(prediction: prediction, truth: truth, classes: 2)
+        XCTAssertEqual(matrix.counts(forClass: 1).complement, matrix.counts(forClass: 0))
+        XCTAssertEqual(matrix.counts(forClass: 1).complement.scores.iou, 3.0 / 5, accuracy: 1e-15)
+    }
+
     func testBadInputIsAClearError() throws {
         let small = try Support.map(["01"])
         XCTAssertEqual(Support.invalidValue { _ = try ConfusionMatrix(prediction: small, truth: Support.map(["01", "00"]), classes: 2) },
