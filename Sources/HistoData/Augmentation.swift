@@ -51,8 +51,8 @@ public struct Augmentation: Equatable, Sendable {
     /// MONAI `RandAdjustContrast`: with this probability, `Planes.adjustedGamma` with γ uniform in `contrastGamma`.
     public var contrastProbability: Float = 0
     public var contrastGamma: ClosedRange<Float> = 0.5...4.5
-    /// MONAI `RandGaussianSmooth`: with this probability, `Planes.gaussianSmoothed` with σ_x (down the columns) and σ_y
-    /// (along them) uniform in their ranges (MONAI's defaults 0.25…1.5).
+    /// MONAI `RandGaussianSmooth`: with this probability, `Planes.gaussianSmoothed` with σ_x (down the columns) and
+    /// σ_y (along them) uniform in their ranges (MONAI's defaults 0.25…1.5).
     public var smoothProbability: Float = 0
     public var smoothSigmaX: ClosedRange<Float> = 0.25...1.5
     public var smoothSigmaY: ClosedRange<Float> = 0.25...1.5
@@ -85,7 +85,8 @@ public struct Augmentation: Equatable, Sendable {
 
     /// DTSeg's training augmentation (SPEC §1 "Augmentations"), MONAI's transforms in its order: axis flip p .5,
     /// rotate-90 p .5, Gaussian noise p .25 (σ 0.1 on 0–255), contrast p .25 (γ ∈ (1, 2)), Gaussian smoothing
-    /// p .25 (σ_x ∈ (1, 2), σ_y MONAI's default), histogram shift p .25 (3 control points), zoom p .15 (∈ [0.5, 2]).
+    /// p .25 (σ_x ∈ (1, 2), σ_y MONAI's default), histogram shift p .25 (3 control points), zoom p .15
+    /// (∈ [0.5, 2]).
     public static let dtseg: Augmentation = {
         var dtseg = Augmentation.none
         dtseg.axisFlipProbability = 0.5

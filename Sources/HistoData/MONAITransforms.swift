@@ -67,10 +67,10 @@ extension Planes {
         return Planes(unchecked: channels, height: height, width: width, values: mapped)
     }
 
-    /// MONAI `Zoom(zoom: factor, keep_size: true)` on both axes: resampled with `filter` to ⌊H·factor⌋ × ⌊W·factor⌋
-    /// (`F.interpolate(recompute_scale_factor=True)`), then back to H × W as `ResizeWithPadOrCrop` does it: padded
-    /// symmetrically by repeating the edge (MONAI's default `padding_mode="edge"`; the extra pixel of an odd
-    /// difference goes after) or cropped about the centre (from ⌊zoomed/2⌋ − ⌊H/2⌋).
+    /// MONAI `Zoom(zoom: factor, keep_size: true)` on both axes: resampled with `filter` to ⌊H·factor⌋ ×
+    /// ⌊W·factor⌋ (`F.interpolate(recompute_scale_factor=True)`), then back to H × W as `ResizeWithPadOrCrop`
+    /// does it: padded symmetrically by repeating the edge (MONAI's default `padding_mode="edge"`; the extra pixel of
+    /// an odd difference goes after) or cropped about the centre (from ⌊zoomed/2⌋ − ⌊H/2⌋).
     public func zoomedKeepingSize(_ factor: Double, filter: ZoomFilter) throws -> Planes {
         let zoomedHeight = Int((Double(height) * factor).rounded(.down))
         let zoomedWidth = Int((Double(width) * factor).rounded(.down))

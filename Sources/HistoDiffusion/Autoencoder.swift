@@ -4,8 +4,8 @@ import HistoNN
 /// The KL-regularised autoencoder of latent diffusion (LDM's `AutoencoderKL`), the first stage of DTSeg and
 /// PathSegDiff here (SPEC §1, §4, §9.7: f4, 3 latent channels; `VQAutoencoder` is DTSeg's released alternative).
 ///
-/// `LDMAutoencoder`'s encoder with 2·z output channels → quant_conv (1×1) → (mean, logvar); post_quant_conv (1×1)
-/// → `LDMAutoencoder`'s decoder.
+/// `LDMAutoencoder`'s encoder with 2·z output channels → quant_conv (1×1) → (mean, logvar); post_quant_conv
+/// (1×1) → `LDMAutoencoder`'s decoder.
 ///
 /// Parameter names are those of an LDM `AutoencoderKL` state dict (`encoder.down.0.block.0.norm1.weight`,
 /// `encoder.mid.attn_1.q.weight`, `decoder.up.1.upsample.conv.weight`, `quant_conv.weight`, …), so an LDM

@@ -32,8 +32,8 @@ public enum LDMAutoencoder {
         var normEpsilon: Float { get }
     }
 
-    /// GN → SiLU → conv3×3 → GN → SiLU → conv3×3, plus the input (through a 1×1 `nin_shortcut` when the width
-    /// changes). No timestep embedding.
+    /// GN → SiLU → conv3×3 → GN → SiLU → conv3×3, plus the input (through a 1×1 `nin_shortcut` when the
+    /// width changes). No timestep embedding.
     public final class ResnetBlock: Module, UnaryLayer {
         public let norm1: GroupNorm, conv1: Conv2d, norm2: GroupNorm, conv2: Conv2d
         public let shortcut: Conv2d?

@@ -11,8 +11,8 @@ public enum DiffusionRecipe: String, Codable, Sendable, CaseIterable {
     case ddpm
     /// For the small `cpu` networks: cosine ᾱ, v-prediction, unweighted batch mean, gradients clipped at norm 1.
     case vCosine = "v-cosine"
-    /// Latent diffusion as DTSeg trains it (SPEC §1 step 1): LDM linear β (0.0015 → 0.0195), ε-prediction, L_simple
-    /// (batch mean), no clipping, AdamW, LitEma 0.9999, learning rate 2e-6 × batch (LDM's `scale_lr`).
+    /// Latent diffusion as DTSeg trains it (SPEC §1 step 1): LDM linear β (0.0015 → 0.0195), ε-prediction,
+    /// L_simple (batch mean), no clipping, AdamW, LitEma 0.9999, learning rate 2e-6 × batch (LDM's `scale_lr`).
     case ldm
 
     public var configuration: DiffusionPretraining.Configuration {

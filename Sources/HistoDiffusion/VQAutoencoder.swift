@@ -92,7 +92,8 @@ public final class VQAutoencoder: Module {
          ("quant_conv", .module(quantConv)), ("post_quant_conv", .module(postQuantConv))]
     }
 
-    /// The unquantised latents of images x [N, imageChannels, H, W] (LDM expects [−1, 1]): [N, z, ⌈H/f⌉, ⌈W/f⌉].
+    /// The unquantised latents of images x [N, imageChannels, H, W] (LDM expects [−1, 1]): [N, z, ⌈H/f⌉,
+    /// ⌈W/f⌉].
     public func encode(_ x: Tensor) -> Tensor {
         guard x.rank == 4, x.shape[1] == configuration.imageChannels else {
             return .invalid("vq_autoencoder_encode",

@@ -13,11 +13,11 @@ import HistoNN
 ///   parallel branch; the other reading (one Block of width n·c over the concatenated projections) is not implemented.
 /// - Without self-attention ("w/o SA", paper Table 6): the Blocks removed, f_D = concat(ConvBN1×1(F_i)).
 ///
-/// Head: ConvBNReLU6(f_D → c, 3×3) → Dropout2d → Conv1×1(c → K, no bias). Block(x) = x + GLA(BN(x)), then
-/// x + MLP(BN(x)) (`GlobalLocalAttention`, `ConvMLP`). Parameter names are those of tools/unetformer_reference.py:
+/// Head: ConvBNReLU6(f_D → c, 3×3) → Dropout2d → Conv1×1(c → K, no bias). Block(x) = x + GLA(BN(x)), then x +
+/// MLP(BN(x)) (`GlobalLocalAttention`, `ConvMLP`). Parameter names are those of tools/unetformer_reference.py:
 /// `pre_convs.0.0.weight`, `blocks.0.attn.relative_position_bias_table`, `blocks.0.mlp.fc1.bias`,
-/// `segmentation_head.2.weight`, …. PyTorch default init (convolutions Kaiming-uniform a = √5, BN 1/0), the position
-/// bias tables N(0, 0.02²).
+/// `segmentation_head.2.weight`, …. PyTorch default init (convolutions Kaiming-uniform a = √5, BN 1/0), the
+/// position bias tables N(0, 0.02²).
 public final class UNetFormerDecoder: Module {
     public enum Layout: String, Equatable, Sendable, CaseIterable {
         case parallel, serial
@@ -184,8 +184,8 @@ public final class CollaborativeHead: Module {
     }
 }
 
-/// ConvBNReLU6(3×3, in → hidden) → Dropout2d → Conv1×1(hidden → K, no bias): the segmentation head of both the
-/// decoder and the collaborative head (SPEC §1 steps 2b and 3), named `0.0`, `0.1`, `2`.
+/// ConvBNReLU6(3×3, in → hidden) → Dropout2d → Conv1×1(hidden → K, no bias): the segmentation head of both
+/// the decoder and the collaborative head (SPEC §1 steps 2b and 3), named `0.0`, `0.1`, `2`.
 func dtsegSegmentationHead(_ inChannels: Int, hidden: Int, classes: Int, dropout: Float,
                            generator: RandomGenerator) -> Sequential {
     Sequential(ConvBN(inChannels, hidden, kernel: 3, relu6: true, generator: generator),
@@ -218,8 +218,8 @@ final class ConvBN: Module, UnaryLayer {
     }
 }
 
-/// `SeparableConvBN`: depthwise conv k×k (padding (k − 1)/2, no bias) → BatchNorm → pointwise conv (no bias), named
-/// `0`, `1`, `2`.
+/// `SeparableConvBN`: depthwise conv k×k (padding (k − 1)/2, no bias) → BatchNorm → pointwise conv (no bias),
+/// named `0`, `1`, `2`.
 final class SeparableConvBN: Module, UnaryLayer {
     let depthwise: Conv2d
     let norm: BatchNorm2d

@@ -55,8 +55,8 @@ final class PretrainingGradientTests: XCTestCase {
         }
     }
 
-    /// DTSeg's LDM recipe (SPEC §1 step 1): LDM linear β (ᾱ₅₀ = 0.916687), ε-prediction, batch mean, no clipping,
-    /// AdamW with decoupled weight decay, EMA 0.9999 and LDM's scaled learning rate 2e-6 × batch.
+    /// DTSeg's LDM recipe (SPEC §1 step 1): LDM linear β (ᾱ₅₀ = 0.916687), ε-prediction, batch mean, no
+    /// clipping, AdamW with decoupled weight decay, EMA 0.9999 and LDM's scaled learning rate 2e-6 × batch.
     func testTheLDMRecipeIsDTSegs() throws {
         let recipe = DiffusionRecipe.ldm
         let pretraining = DiffusionPretraining(recipe.configuration)

@@ -19,8 +19,8 @@ public final class DTSegFeatures {
     /// The channels of F₁, F₂, F₃.
     public let channels: [Int]
 
-    /// `noiseSeed` nil: the clean latent; else z_t = √ᾱ_t·z + √(1 − ᾱ_t)·ε with ε drawn once from this seed and
-    /// ᾱ of the run's own schedule.
+    /// `noiseSeed` nil: the clean latent; else z_t = √ᾱ_t·z + √(1 − ᾱ_t)·ε with ε drawn once from this
+    /// seed and ᾱ of the run's own schedule.
     public init(run: DiffusionRun, timesteps: [Int], noiseSeed: UInt64?) throws {
         extractor = try run.featureExtractor(blocks: Self.blocks, timesteps: timesteps, noisedSeed: noiseSeed)
         let side = run.model.inputMultiple
