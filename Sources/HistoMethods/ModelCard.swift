@@ -216,14 +216,7 @@ public struct TrainedModel {
 
     /// `path` is a run folder (its `best.safetensors` is loaded) or a weights file, with `model.json` in its folder.
     public init(path: String) throws {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw EngineError.file(path: path, message:
-                "no such model (a run folder of `histodiff train` or its \(TrainingRun.bestFileName))")
-        }
-        let folder = isDirectory.boolValue ? path : (path as NSString).deletingLastPathComponent
-        directory = folder.isEmpty ? "." : folder
-        weightsPath = isDirectory.boolValue ? (path as NSString).appendingPathComponent(TrainingRun.bestFileName) : path
+        (directory, weightsPath) = try Self.locate(path)
         card = try ModelCard.read(from: directory)
         network = try card.makeModel(generator: RandomGenerator(seed: 0))
         try network.load(from: weightsPath)
@@ -248,6 +241,23 @@ public struct TrainedModel {
             threshold = nil
         }
     }
+
+    /// The run folder and weights file of `path`: a run folder (its `best.safetensors`) or a weights file in one.
+    static func locate(_ path: String) throws -> (directory: String, weights: String) {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw EngineError.file(path: path, message:
+                "no such model (a run folder of `histodiff train` or its \(TrainingRun.bestFileName))")
+        }
+        guard !isDirectory.boolValue else {
+            return (path, (path as NSString).appendingPathComponent(TrainingRun.bestFileName))
+        }
+        let folder = (path as NSString).deletingLastPathComponent
+        return (folder.isEmpty ? "." : folder, path)
+    }
+
+    /// The card of the run at `path` (see `locate`), read without building the network.
+    static func card(ofRun path: String) throws -> ModelCard { try ModelCard.read(from: locate(path).directory) }
 
     /// A freshly initialised network of `card`, in eval mode, outside any run folder: what `bench` times
     /// inference with (speed does not depend on the weights).

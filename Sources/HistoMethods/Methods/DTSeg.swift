@@ -132,31 +132,37 @@ public struct CollaborationSettings: Codable, Equatable, Sendable {
     /// The frozen `supervised --option arch=fpn` run (its folder).
     public var fpn: String
 
-    /// The two frozen networks, checked, with the pixel range they were both trained on.
-    func frozenNetworks() throws -> (dtseg: DTSegSegmenter, fpn: ResNetFPN, range: PixelRange) {
-        let dtsegRun = try TrainedModel(path: dtseg), fpnRun = try TrainedModel(path: fpn)
-        guard let dtsegNetwork = dtsegRun.network as? DTSegSegmenter else {
-            throw EngineError.file(path: dtseg, message: "is a \(dtsegRun.card.architecture) run, not a dtseg run")
+    /// The pixel range both frozen runs were trained on, after checking from their cards alone (nothing is loaded)
+    /// that they are a dtseg run and a supervised arch=fpn run of one pixel range and resize.
+    func checkedRange() throws -> PixelRange {
+        let dtsegCard = try TrainedModel.card(ofRun: dtseg), fpnCard = try TrainedModel.card(ofRun: fpn)
+        guard dtsegCard.architecture == "dtseg" else {
+            throw EngineError.file(path: dtseg, message: "is a \(dtsegCard.architecture) run, not a dtseg run")
         }
-        guard let fpnNetwork = fpnRun.network as? ResNetFPN else {
-            throw EngineError.file(path: fpn, message: "is a \(fpnRun.card.architecture) run, not a supervised "
+        guard fpnCard.architecture == "fpn" else {
+            throw EngineError.file(path: fpn, message: "is a \(fpnCard.architecture) run, not a supervised "
                 + "arch=fpn run")
         }
-        let range = try dtsegRun.card.range
-        guard try fpnRun.card.range == range, dtsegRun.card.resize == fpnRun.card.resize else {
+        let range = try dtsegCard.range
+        guard try fpnCard.range == range, dtsegCard.resize == fpnCard.resize else {
             throw EngineError.file(path: fpn, message: "was trained on another pixel range or resize than \(dtseg)")
         }
-        return (dtsegNetwork, fpnNetwork, range)
+        return range
     }
 
+    /// The head on the two frozen runs, each loaded once.
     func makeSegmenter(preset: String, classes: Int, generator: RandomGenerator) throws -> CollaborativeSegmenter {
-        let frozen = try frozenNetworks()
+        _ = try checkedRange()
+        guard let dtsegNetwork = try TrainedModel(path: dtseg).network as? DTSegSegmenter,
+              let fpnNetwork = try TrainedModel(path: fpn).network as? ResNetFPN else {
+            preconditionFailure("dtseg and fpn cards make a DTSegSegmenter and a ResNetFPN")
+        }
         let configuration = CollaborativeHead.Configuration(
-            dtsegChannels: frozen.dtseg.decoder.featureChannels,
-            supervisedChannels: frozen.fpn.configuration.segmentationChannels,
+            dtsegChannels: dtsegNetwork.decoder.featureChannels,
+            supervisedChannels: fpnNetwork.configuration.segmentationChannels,
             hidden: preset == "paper" ? 128 : 32, classes: classes)
         return CollaborativeSegmenter(head: CollaborativeHead(configuration, generator: generator),
-                                      dtseg: frozen.dtseg, fpn: frozen.fpn)
+                                      dtseg: dtsegNetwork, fpn: fpnNetwork)
     }
 }
 
@@ -229,7 +235,7 @@ public enum DTSeg {
             return URL(fileURLWithPath: Experiment.resolvingCell(path, plan: plan)).standardizedFileURL.path
         }
         let settings = CollaborationSettings(dtseg: try run("dtseg"), fpn: try run("fpn"))
-        let range = try settings.frozenNetworks().range
+        let range = try settings.checkedRange()
         guard range == plan.pixelRange else {
             throw EngineError.invalidValue(op: "--method dtseg-collab", message:
                 "the frozen runs take another pixel range than this run's")
