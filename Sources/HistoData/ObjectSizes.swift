@@ -73,7 +73,8 @@ public struct ObjectSizes: Codable, Equatable, Sendable {
         guard patch < smallest else { return nil }
         return String(format: "the %d² patch is smaller than %.0f× the median object diameter of the labelled "
                       + "masks (%.0f px over %d objects): the network cannot see whole objects and tends to "
-                      + "under-segment them; pass --patch %d (or larger)", patch, Self.patchFactor, medianDiameter,
+                      + "under-segment them; pass --patch %d (or larger), or downscale the images first "
+                      + "(--resize; genselfdiff: --preset gland)", patch, Self.patchFactor, medianDiameter,
                       objects, smallest)
     }
 

@@ -9,10 +9,13 @@ import HistoNN
 /// (`ExperimentReport`).
 ///
 /// Each run has its own folder, `<directory>/runs/<method>/labels-<share>/seed-<seed>`, a `histodiff train` run
-/// folder plus `score.json` once it is scored. A rerun skips scored runs and resumes the others where they stopped,
+/// folder plus `score.json` once it is scored. A method entry `METHOD@VARIANT` is that method again under its own
+/// name, with its own options (e.g. `genselfdiff@pretrained` beside `genselfdiff`), so that variants of one method
+/// are rows of one table. A rerun skips scored runs and resumes the others where they stopped,
 /// so a killed experiment goes on where it was; `shard` gives a job array's task its share of the grid, and a final
 /// plain run (or `reportOnly`) aggregates what all shards wrote.
 public struct ExperimentPlan {
+    /// Method entries: `METHOD` or `METHOD@VARIANT`.
     public var methods: [String]
     public var labels: [String]
     public var seeds: [UInt64]
@@ -27,8 +30,8 @@ public struct ExperimentPlan {
     /// Aggregate the scored runs only; train nothing.
     public var reportOnly = false
     /// Everything of a run's request besides method, labels, seed, data and folder (the options after `--`, and
-    /// per-method options from a configuration file).
-    public var configure: (inout TrainingRequest) throws -> Void = { _ in }
+    /// per-entry options from a configuration file), given the run's method entry.
+    public var configure: (_ entry: String, _ request: inout TrainingRequest) throws -> Void = { _, _ in }
 
     public init(methods: [String], labels: [String], seeds: [UInt64], data: String, directory: String) {
         self.methods = methods
@@ -42,6 +45,7 @@ public struct ExperimentPlan {
 public enum Experiment {
     /// One run of the grid.
     public struct Cell: Equatable, Sendable {
+        /// The method entry (`METHOD` or `METHOD@VARIANT`).
         public let method: String
         public let labels: String
         public let seed: UInt64
@@ -54,6 +58,9 @@ public enum Experiment {
     }
 
     public static let scoreFileName = "score.json"
+
+    /// The registered method a method entry trains: the entry up to its `@`.
+    public static func method(ofEntry entry: String) -> String { String(entry.prefix { $0 != "@" }) }
 
     /// `path` with `{cell}` replaced by the `labels-…/seed-…` of a run of `plan`'s label share and seed: how a
     /// later stage names the earlier stage's run of its own split (diffusion-ts, dtseg-collab).
@@ -93,8 +100,8 @@ public enum Experiment {
                 continue
             }
             log("[\(number + 1)/\(mine.count)] \(name) in \(folder)")
-            var request = TrainingRequest(method: cell.method, data: plan.data, directory: folder)
-            try plan.configure(&request)
+            var request = TrainingRequest(method: method(ofEntry: cell.method), data: plan.data, directory: folder)
+            try plan.configure(cell.method, &request)
             request.labels = cell.labels
             request.seed = cell.seed
             let dataset = try request.openDataset()
@@ -157,7 +164,12 @@ public enum Experiment {
         guard !plan.methods.isEmpty else { throw invalid("--methods", "names no method") }
         guard !plan.labels.isEmpty else { throw invalid("--labels", "names no label share") }
         guard !plan.seeds.isEmpty else { throw invalid("--seeds", "names no seed") }
-        for method in plan.methods { _ = try MethodRegistry.method(named: method) }
+        for entry in plan.methods {
+            _ = try MethodRegistry.method(named: method(ofEntry: entry))
+            if entry.contains("@"), entry.hasSuffix("@") || entry.filter({ $0 == "@" }).count > 1 {
+                throw invalid("--methods", "'\(entry)' is not METHOD or METHOD@VARIANT")
+            }
+        }
         for labels in plan.labels { _ = try Ratio(labels) }
         let lists = [("--methods", plan.methods), ("--labels", plan.labels), ("--seeds", plan.seeds.map(String.init))]
         for (option, values) in lists where Set(values).count != values.count {

@@ -90,40 +90,49 @@ public final class GenSelfDiffMethod: TrainingMethod {
         return try OptimizedNetwork.minimise(loss, named: "loss", networks: [network], context: context)
     }
 
-    /// `genselfdiff`. Both presets: Adam lr 1e-4, β (0.5, 0.999), batch 8, the reference's augmentation on the
+    /// `genselfdiff`. Every preset: Adam lr 1e-4, β (0.5, 0.999), batch 8, the reference's augmentation on the
     /// strong view, λ = 1, inputs in [−1, 1]. `paper`: the 31.27M-parameter network on 256² crops (8 per image and
     /// epoch), 150 epochs without early stopping. `cpu`: the `cpuSegmentation` network (dim 16, multipliers 1, 2, 4)
-    /// on 64² crops, 4 per image, 40 epochs, patience 10.
+    /// on 64² crops, 4 per image, 40 epochs, patience 10 — nucleus scale. `gland`: `cpu` on images downscaled to
+    /// 128² first (as XNet and Ciampi et al. train on GlaS): a GlaS gland (median diameter 123 px) is ~25 px there,
+    /// so the 64² window holds whole glands with their surroundings (issue 21, docs/methods/genselfdiff.md).
     public static let registration = RegisteredMethod(
         name: "genselfdiff",
         paper: "GenSelfDiff-HIS fine-tuning, L_SS + L_FL (paper 001)",
-        defaults: "cpu: dim-16 Attention U-Net 64² batch 8 Adam 1e-4 (0.5, 0.999) 40 epochs; paper: 256², 150 epochs",
+        defaults: "cpu: dim-16 Attention U-Net 64² batch 8 Adam 1e-4 (0.5, 0.999) 40 epochs; paper: 256², "
+            + "150 epochs; gland: cpu on images resized to 128² first (gland scale)",
         options: [MethodOption(name: "pretrained", help: "a `histodiff pretrain` run folder or its ema.safetensors "
                                + "(same preset); random initialisation without it")],
+        presets: MethodRegistry.presets + ["gland"],
         plan: { preset, plan, _ in
             plan.batchSize = 8
             plan.optimizer = .adam(learningRate: 1e-4, beta1: 0.5, beta2: 0.999)
             plan.augmentation = GenSelfDiffFineTuning.augmentation
             plan.photometric = true
-            if preset == "cpu" {
+            if preset == "paper" {
+                plan.length = .epochs(150)
+                plan.patience = nil
+            } else {
                 plan.patchSize = 64
                 plan.cropsPerImage = 4
                 plan.length = .epochs(40)
                 plan.patience = 10
-            } else {
-                plan.length = .epochs(150)
-                plan.patience = nil
             }
+            if preset == "gland" { plan.resize = 128 }
         },
         card: { preset, _, classes, plan in
-            ModelCard(architecture: "genselfdiff", preset: preset, classes: classes, pixelRange: plan.pixelRange)
+            ModelCard(architecture: "genselfdiff", preset: networkPreset(preset), classes: classes,
+                      pixelRange: plan.pixelRange)
         },
         make: { preset, options, setup in
-            let configuration: AttentionUNet.Configuration = preset == "paper"
+            let configuration: AttentionUNet.Configuration = networkPreset(preset) == "paper"
                 ? .genSelfDiffSegmentation(classes: setup.classes) : .cpuSegmentation(classes: setup.classes)
             let weights = try options["pretrained"].map(GenSelfDiffFineTuning.pretrainedWeights(at:))
             return try GenSelfDiffMethod(configuration: configuration, pretrained: weights, setup: setup)
         })
+
+    /// The network a training preset builds: `gland` is the `cpu` network at another input scale.
+    static func networkPreset(_ preset: String) -> String { preset == "gland" ? "cpu" : preset }
 }
 
 /// The pieces of GenSelfDiff fine-tuning that are not the step: the augmentation, the loss, the pretrained weights.

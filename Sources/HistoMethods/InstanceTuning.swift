@@ -4,10 +4,15 @@ import HistoData
 import HistoMetrics
 
 extension TrainingRequest {
-    /// The request's data folder read with its target, plus its unlabelled folders, resized when it asks.
+    /// The request's data folder read with its target, plus its unlabelled folders, resized when it or its preset asks.
     public func openDataset() throws -> Dataset {
         let dataset = try Dataset.open(path: data, classes: target).addingUnlabelled(unlabelled)
-        return try resize.map { try dataset.resized(to: $0) } ?? dataset
+        return try resizedSide().map { try dataset.resized(to: $0) } ?? dataset
+    }
+
+    /// The side images are resized to: `resize`, else the preset's (`TrainingPlan.resize`), else none.
+    public func resizedSide() throws -> Int? {
+        try resize ?? MethodTraining.plan(for: self).resize
     }
 }
 

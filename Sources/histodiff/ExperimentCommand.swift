@@ -15,10 +15,11 @@ struct ExperimentCommand: ParsableCommand {
         --shard i/n runs every n-th run from the i-th (a job array's task); a final run without --shard, or with \
         --report, aggregates. Options after `--` apply to every run (any `histodiff train` option but --method, \
         --data, --out, --labels, --seed, --split); --config FILE adds per-method ones: \
-        {"genselfdiff": ["--pretrained", "PRETRAIN_RUN", "--lr", "2e-3"]}.
+        {"genselfdiff": ["--pretrained", "PRETRAIN_RUN", "--lr", "2e-3"]}. A method twice with other options: \
+        METHOD@VARIANT, e.g. --methods genselfdiff,genselfdiff@pretrained with the config keyed by those names.
         """)
 
-    @Option(help: "Comma-separated methods.") var methods: String
+    @Option(help: "Comma-separated methods (METHOD or METHOD@VARIANT).") var methods: String
     @Option(help: "Comma-separated label shares (1/8, 12.5%, or counts).") var labels: String
     @Option(help: "Comma-separated seeds (each seeds the split, the weights and the batches).") var seeds = "0,1,2"
     @Option(help: "Dataset folder (images/, masks/; images without a mask are unlabelled).") var data: String
@@ -27,7 +28,7 @@ struct ExperimentCommand: ParsableCommand {
     @Option(help: "Method the others are compared with (paired t-test over seeds).") var baseline: String?
     @Option(help: "This task's share of the grid, i/n.") var shard: String?
     @Option(help: "Experiment folder.") var out: String
-    @Option(help: "JSON file of per-method training options: {\"METHOD\": [\"--option\", \"value\", …]}.")
+    @Option(help: "JSON file of per-entry training options: {\"METHOD[@VARIANT]\": [\"--option\", \"value\", …]}.")
     var config: String?
     @Flag(help: "Only aggregate the scored runs.") var report = false
     @Argument(parsing: .postTerminator, help: "Training options for every run, after `--`.")
@@ -66,7 +67,7 @@ struct ExperimentCommand: ParsableCommand {
                 throw ValidationError("options of \(method): \(TrainingOptions.message(for: error))")
             }
         }
-        plan.configure = { request in try options[request.method]!.apply(to: &request) }
+        plan.configure = { entry, request in try options[entry]!.apply(to: &request) }
         try Experiment.run(plan)
     }
 

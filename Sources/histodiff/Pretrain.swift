@@ -23,6 +23,9 @@ struct Pretrain: ParsableCommand {
         """)
     var recipe = "genselfdiff"
     @Option(help: "Patch size.") var patch = 64
+    @Option(help: ArgumentHelp("Resize every image (bilinear) to SIDE×SIDE first, as `train --resize` (gland scale: "
+                               + "128, for `train --method genselfdiff --preset gland`).", valueName: "side"))
+    var resize: Int?
     @Option(help: "Batch size.") var batch = 8
     @Option(help: """
         Learning rate (default: the recipe's: 1e-4 for genselfdiff and ddpm, 1e-3 for v-cosine, 2e-6 × --batch for \
@@ -38,6 +41,7 @@ struct Pretrain: ParsableCommand {
 
     func validate() throws {
         try OptionCheck.positive(patch, "--patch")
+        if let resize { try OptionCheck.positive(resize, "--resize") }
         try OptionCheck.positive(batch, "--batch")
         if let lr { try OptionCheck.positive(lr, "--lr") }
         if let emaDecay { try OptionCheck.fraction(emaDecay, "--ema-decay") }
@@ -55,7 +59,8 @@ struct Pretrain: ParsableCommand {
         let lock = try runOptions.lockRunFolder()
         defer { lock?.release() }
         // Masks are not read. Every image is decoded now, so that a damaged one stops the run before it starts.
-        let dataset = try Dataset.open(path: data, ignoringMasks: true, decodingImages: true)
+        let stored = try Dataset.open(path: data, ignoringMasks: true, decodingImages: true)
+        let dataset = try resize.map { try stored.resized(to: $0) } ?? stored
         try dataset.checkPatchFits(patch)
         let backend = try device.backend()
         let pixelSpec = DiffusionModelSpec(family: model, preset: preset, recipe: recipe)
@@ -77,7 +82,8 @@ struct Pretrain: ParsableCommand {
         options.label = "pretrain \(model)"
         let recorded = RecordedOptions(
             values: ["--patch": String(patch), "--batch": String(batch), "--lr": String(learningRate),
-                     "--ema-decay": String(emaDecay), "--seed": String(runOptions.seed)],
+                     "--ema-decay": String(emaDecay), "--seed": String(runOptions.seed),
+                     "--resize": resize.map(String.init) ?? "none"],
             changeable: "--steps may grow; --checkpoint-every, --sample-every, --samples and --device may change, "
                 + "as they do not change what a step computes")
         options.metadata = ["diffusion.family": model, "diffusion.preset": preset, "diffusion.recipe": recipe.rawValue]

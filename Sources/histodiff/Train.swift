@@ -8,7 +8,8 @@ import HistoNN
 /// The options of one training run besides the method, the labels, the seed and the folder: shared by `train` and
 /// by `experiment` (which takes them after `--` for every run of its grid).
 struct TrainingOptions: ParsableArguments {
-    @Option(help: "Model size: cpu or paper (sets the method's recipe; see the list above).") var preset = "cpu"
+    @Option(help: "Model size: cpu or paper (sets the method's recipe; see the list above); genselfdiff also gland.")
+    var preset = "cpu"
     @Option(help: "Image-only folder added as unlabelled images (repeatable).") var unlabelled: [String] = []
     @Option(help: "How the label share is rounded: nearest, floor (DTSeg) or ceil (Ciampi).") var rounding = "nearest"
     @Option(help: "Validation share of the images with masks.") var validation = "1/5"

@@ -53,7 +53,8 @@ final class ObjectSizesTests: XCTestCase {
         let notice = try? XCTUnwrap(sizes.notice(patch: 64, multiple: 32))
         XCTAssertEqual(notice?.contains("the 64² patch is smaller than 2× the median object diameter"), true)
         XCTAssertEqual(notice?.contains("(123 px over 40 objects)"), true)
-        XCTAssertEqual(notice?.hasSuffix("pass --patch 256 (or larger)"), true)
+        XCTAssertEqual(notice?.hasSuffix("pass --patch 256 (or larger), or downscale the images first (--resize; "
+                                         + "genselfdiff: --preset gland)"), true)
         // MoNuSeg's nuclei (median diameter 21 px) fit the nucleus presets' 64² patches.
         XCTAssertNil(ObjectSizes(images: 3, objects: 900, medianDiameter: 21, medianExtent: 25)
             .notice(patch: 64, multiple: 4))

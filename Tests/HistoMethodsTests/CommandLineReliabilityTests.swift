@@ -56,6 +56,7 @@ final class CommandLineReliabilityTests: XCTestCase {
             (["pretrain", "--ema-decay", "1"] + run, "--ema-decay 1.0 is not allowed"),
             (["pretrain", "--batch", "0"] + run, "--batch 0 is not allowed: it must be an integer ≥ 1"),
             (["pretrain", "--patch", "0"] + run, "--patch 0 is not allowed: it must be an integer ≥ 1"),
+            (["pretrain", "--resize", "0"] + run, "--resize 0 is not allowed: it must be an integer ≥ 1"),
             (["pretrain", "--data", "D", "--out", "O", "--steps", "0"],
              "--steps 0 is not allowed: it must be an integer ≥ 1"),
             (["pretrain", "--checkpoint-every=-1"] + run,
@@ -206,6 +207,19 @@ final class CommandLineReliabilityTests: XCTestCase {
                        + "(--steps may grow"])
         assertRefused(try pretrain(tool, data: data, out: run, ["--steps", "2"]),
                       ["--steps 2 is below the 3 steps the run in \(run) has done"])
+    }
+
+    /// `pretrain --resize` (issue 21's gland scale) trains on the resized images: a patch larger than the side is
+    /// refused naming it, and a resumed run keeps its side.
+    func testPretrainResizesTheImagesAndKeepsTheSideOnResume() throws {
+        let tool = try commandLineTool()
+        let (root, data) = try dataset()
+        assertRefused(try pretrain(tool, data: data, out: root + "/small", ["--steps", "1", "--resize", "16"]),
+                      ["a patch of 32×32 is larger than every image", "use a patch of at most 16"])
+        let run = root + "/run"
+        XCTAssertEqual(try pretrain(tool, data: data, out: run, ["--steps", "1", "--resize", "48"]).status, 0)
+        assertRefused(try pretrain(tool, data: data, out: run, ["--steps", "2"]),
+                      ["\(run) holds a run started with other options: --resize none (the run has 48)"])
     }
 
     /// Row 18: SIGTERM and SIGINT stop the run after saving, with the shells' exit codes 143 and 130.

@@ -26,7 +26,7 @@ final class ExperimentTests: XCTestCase {
         var plan = ExperimentPlan(methods: ["supervised", "genselfdiff"], labels: ["1/4", "1/2"], seeds: [0, 1],
                                   data: root + "/data", directory: root + "/experiment")
         plan.baseline = "supervised"
-        plan.configure = { request in
+        plan.configure = { _, request in
             request.patch = 32
             request.batch = 2
             request.cropsPerImage = 1
@@ -92,6 +92,31 @@ final class ExperimentTests: XCTestCase {
         XCTAssertTrue(lines.last!.hasPrefix("results: "), run.output)
     }
 
+    /// `METHOD@VARIANT` trains METHOD with the variant's own options in its own folder and report row.
+    func testAVariantIsTheMethodWithItsOwnOptionsAndRow() throws {
+        let root = try temporaryFolder().path
+        try SyntheticHistology.makeDataset(at: root + "/data", count: 6, size: 32, seed: 6)
+        var plan = ExperimentPlan(methods: ["supervised", "supervised@dice"], labels: ["1/2"], seeds: [0],
+                                  data: root + "/data", directory: root + "/experiment")
+        plan.configure = { entry, request in
+            request.patch = 32
+            request.batch = 2
+            request.cropsPerImage = 1
+            request.iterations = 1
+            request.progress = .none
+            if entry == "supervised@dice" { request.methodOptions["loss"] = "dice" }
+        }
+        let scores = try Experiment.run(plan) { _ in }
+        XCTAssertEqual(scores.map(\.method), ["supervised", "supervised@dice"])
+        for (entry, loss) in [("supervised", nil), ("supervised@dice", "dice")] {
+            let run = "\(root)/experiment/runs/\(entry)/labels-1_2/seed-0/"
+            let settings = try JSONDecoder().decode([String: String].self, from: Data(contentsOf: URL(
+                fileURLWithPath: run + MethodTrainer.settingsFileName)))
+            XCTAssertEqual(settings["method"], "supervised")
+            XCTAssertEqual(settings["option.loss"], loss, entry)
+        }
+    }
+
     func testBadGridsAreRefusedNamingTheOption() throws {
         let base = ExperimentPlan(methods: ["supervised"], labels: ["1/8"], seeds: [0], data: "/nonexistent",
                                   directory: "/tmp/x")
@@ -99,6 +124,14 @@ final class ExperimentTests: XCTestCase {
         plan.methods = ["nope"]
         XCTAssertThrowsError(try Experiment.run(plan) { _ in }) {
             XCTAssertTrue("\($0)".contains("unknown method 'nope'"), "\($0)")
+        }
+        for entry in ["nope@x", "supervised@", "supervised@a@b"] {
+            plan = base
+            plan.methods = [entry]
+            XCTAssertThrowsError(try Experiment.run(plan) { _ in }) {
+                let expected = entry.hasPrefix("nope") ? "unknown method 'nope'" : "--methods"
+                XCTAssertTrue("\($0)".contains(expected), "\($0)")
+            }
         }
         plan = base
         plan.baseline = "genselfdiff"

@@ -194,4 +194,48 @@ final class GenSelfDiffTests: XCTestCase {
         XCTAssertEqual(try MethodTrainer.validate(reloaded, on: validation, tiling: tiling).dice, best.dice,
                        accuracy: 1e-9)
     }
+
+    /// `--preset gland` (issue 21): the `cpu` plan on images resized to 128² first; an explicit `--resize` wins
+    /// over the preset's; other methods refuse the preset, naming theirs.
+    func testTheGlandPresetIsTheCPUNetworkOnDownscaledImages() throws {
+        var request = TrainingRequest(method: "genselfdiff", data: "unused", directory: "unused")
+        request.preset = "gland"
+        let plan = try MethodTraining.plan(for: request)
+        XCTAssertEqual([plan.resize, plan.patchSize, plan.batchSize], [128, 64, 8])
+        XCTAssertEqual(try request.resizedSide(), 128)
+        request.resize = 96
+        XCTAssertEqual(try request.resizedSide(), 96)
+        request.preset = "cpu"
+        request.resize = nil
+        XCTAssertNil(try request.resizedSide())
+        request.preset = "gland"
+        request.method = "supervised"
+        XCTAssertThrowsError(try MethodTraining.plan(for: request)) {
+            XCTAssert("\($0)".contains("supervised has no preset 'gland' (cpu, paper)"), "\($0)")
+        }
+    }
+
+    /// A `gland` run opens its data at 128², records the side in training.json and model.json (so `segment`
+    /// resizes alike) and a card of the `cpu` network and its 64² patch.
+    func testAGlandRunRecordsItsScaleAndTheCPUNetwork() throws {
+        let root = try temporaryFolder().path
+        try SyntheticHistology.makeDataset(at: root + "/data", count: 3, size: 48, seed: 5)
+        var request = TrainingRequest(method: "genselfdiff", data: root + "/data", directory: root + "/run")
+        request.preset = "gland"
+        request.labels = "2"
+        request.validation = "1"
+        request.batch = 2
+        request.iterations = 1
+        request.progress = .none
+        let dataset = try request.openDataset()
+        XCTAssertEqual(dataset.resizedSide, 128)
+        XCTAssertEqual(try MethodTraining.run(request, dataset: dataset).outcome, .completed)
+        let settings = try JSONDecoder().decode([String: String].self, from: Data(contentsOf: URL(
+            fileURLWithPath: root + "/run/" + MethodTrainer.settingsFileName)))
+        XCTAssertEqual([settings["resize"], settings["preset"], settings["patch"]], ["128", "gland", "64"])
+        let model = try TrainedModel(path: root + "/run")
+        XCTAssertEqual(model.card.resize, 128)
+        XCTAssertEqual(model.card.preset, "cpu")
+        XCTAssertEqual(model.card.trainingPatch, 64)
+    }
 }

@@ -25,6 +25,8 @@ public struct RegisteredMethod: Sendable {
     /// One line of defaults for `histodiff train --help`.
     public let defaults: String
     public let options: [MethodOption]
+    /// The `--preset` values it takes.
+    public let presets: [String]
     /// Sets the preset's defaults on a plan that holds the shared ones (`TrainingPlan.init`).
     public let plan: @Sendable (_ preset: String, _ plan: inout TrainingPlan,
                                 _ options: [String: String]) throws -> Void
@@ -35,6 +37,7 @@ public struct RegisteredMethod: Sendable {
                                 _ setup: MethodSetup) throws -> any TrainingMethod
 
     public init(name: String, paper: String, defaults: String, options: [MethodOption],
+                presets: [String] = MethodRegistry.presets,
                 plan: @escaping @Sendable (String, inout TrainingPlan, [String: String]) throws -> Void,
                 card: @escaping @Sendable (String, [String: String], Int, TrainingPlan) throws -> ModelCard,
                 make: @escaping @Sendable (String, [String: String], MethodSetup) throws -> any TrainingMethod) {
@@ -42,6 +45,7 @@ public struct RegisteredMethod: Sendable {
         self.paper = paper
         self.defaults = defaults
         self.options = options
+        self.presets = presets
         self.plan = plan
         self.card = card
         self.make = make
@@ -73,6 +77,7 @@ public enum MethodRegistry {
         CiampiDiffusion.teacherRegistration, CiampiDiffusion.studentRegistration, PathSegDiffMethod.registration,
         DTSeg.registration, DTSeg.collaborativeRegistration,
     ]
+    /// The presets every method has; a method may add its own (`RegisteredMethod.presets`).
     public static let presets = ["cpu", "paper"]
 
     public static func method(named name: String) throws -> RegisteredMethod {
@@ -125,7 +130,8 @@ public struct TrainingRequest {
     public var checkpointEvery: Int?
     public var metric: TrainingPlan.ValidationMetric?
     public var validationCrop: Int?
-    /// Every image and mask resized to this side before anything else (`Dataset.resized(to:)`); nil: as stored.
+    /// Every image and mask resized to this side before anything else (`Dataset.resized(to:)`); nil: the
+    /// preset's (`resizedSide()`).
     public var resize: Int?
     /// `TrainingPlan.normalizesByDataset`.
     public var normalizesByDataset = false
@@ -149,9 +155,9 @@ public enum MethodTraining {
     /// those.
     public static func plan(for request: TrainingRequest) throws -> TrainingPlan {
         let method = try MethodRegistry.method(named: request.method)
-        guard MethodRegistry.presets.contains(request.preset) else {
-            throw EngineError.invalidValue(op: "--preset", message:
-                "unknown preset '\(request.preset)' (\(MethodRegistry.presets.joined(separator: ", ")))")
+        guard method.presets.contains(request.preset) else {
+            throw EngineError.invalidValue(op: "--preset", message: "\(method.name) has no preset "
+                + "'\(request.preset)' (\(method.presets.joined(separator: ", ")))")
         }
         try method.check(request.methodOptions)
         var plan = TrainingPlan(labelRatio: try Ratio(request.labels), validationRatio: try Ratio(request.validation))
@@ -206,7 +212,7 @@ public enum MethodTraining {
         if let augmentation = request.augmentation { session.methodSettings["augment"] = augmentation }
         for (name, value) in request.methodOptions { session.methodSettings["option." + name] = value }
         try session.record(target: request.target, dataset: dataset)
-        try session.record(resize: request.resize, dataset: dataset)
+        try session.record(resize: request.resizedSide(), dataset: dataset)
         return try MethodTrainer.train(plan: plan, dataset: dataset, session: session) { setup in
             try method.make(request.preset, request.methodOptions, setup)
         }

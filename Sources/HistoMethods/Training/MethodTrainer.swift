@@ -70,6 +70,9 @@ public struct TrainingPlan: Sendable {
     public var validationCrop: Int?
     /// Save the resume checkpoint every this many steps; nil: after every epoch. Interrupts and the end save too.
     public var checkpointEvery: Int?
+    /// The side every image is resized to when the request gives no `--resize`: a preset's input scale (e.g.
+    /// genselfdiff's `gland`). Recorded as `--resize` is (`TrainingSession.record(resize:dataset:)`).
+    public var resize: Int?
 
     public init(labelRatio: Ratio, validationRatio: Ratio) {
         self.labelRatio = labelRatio
