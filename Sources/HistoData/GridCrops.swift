@@ -2,9 +2,9 @@ import HistoCore
 
 /// CDCL's MoNuSeg protocol (SPEC §5): every image cut into `count × count` non-overlapping crops (16 crops of 250²
 /// per 1000² image), each a dataset item of its own (`Dataset.gridCropped(_:)`), and at inference each image cut
-/// alike and the crops' probabilities stitched back (`ImageSegmenter`). Crops are ⌊H/n⌋ × ⌊W/n⌋; the last row and
-/// column of crops also take the H mod n and W mod n remaining pixels, so that the crops tile the image exactly and
-/// no pixel is left out of training or inference.
+/// alike and the crops' probabilities stitched back (`ImageSegmenter`). Crops are ⌊H/n⌋ × ⌊W/n⌋; the last row
+/// and column of crops also take the H mod n and W mod n remaining pixels, so that the crops tile the image
+/// exactly and no pixel is left out of training or inference.
 public struct GridCrops: Equatable, Sendable {
     /// Crops per side; 1 is the whole image.
     public let count: Int

@@ -10,7 +10,8 @@ import HistoNN
 /// the trainer, the model card and inference.
 final class GridCropTests: XCTestCase {
     /// The crops of `dataset`'s stored image `source`, in grid order, with the whole sample.
-    func crops(of source: String, in dataset: Dataset) throws -> (whole: Sample, crops: [Sample], cells: [GridCrops.Cell]) {
+    func crops(of source: String,
+               in dataset: Dataset) throws -> (whole: Sample, crops: [Sample], cells: [GridCrops.Cell]) {
         let whole = try dataset.wholeImages.sample(at: dataset.storedImages.firstIndex { $0.name == source }!)
         let indices = dataset.items.indices.filter { dataset.items[$0].source == source }
         return (whole, try indices.map(dataset.sample(at:)), indices.map { dataset.items[$0].region! })
@@ -59,6 +60,7 @@ final class GridCropTests: XCTestCase {
         XCTAssertEqual(split.validation.count, 8, "every crop of the 2 validation images")
         XCTAssertTrue(Set(dataset.sources(of: split.labelled + split.unlabelled)).isDisjoint(with: validationImages))
         XCTAssertEqual(split.labelled.count, 4, "1/4 of the 16 training crops")
+        XCTAssertGreaterThan(dataset.sources(of: split.labelled).count, 1, "drawn among all training crops")
         XCTAssertEqual(split.unlabelled.count, 12)
         XCTAssertEqual(validationImages,
                        try DataSplit.make(dataset: stored, labelRatio: Ratio("1/4"), validationRatio: Ratio("2"),
@@ -119,9 +121,9 @@ final class GridCropTests: XCTestCase {
         let image = try PNG.read(path: path)
         let cells = try GridCrops(2).cells(height: 80, width: 80, image: path)
         let byHand = try cells.map { cell in
-            try window.infer(image.cropped(to: cell).resized(height: 32, width: 32).colorPlanes(range: model.card.range)) {
-                model.network($0).softmax(axis: 1)
-            }.resized(height: 40, width: 40, filter: .bilinear)
+            let input = try image.cropped(to: cell).resized(height: 32, width: 32)
+            return try window.infer(input.colorPlanes(range: model.card.range)) { model.network($0).softmax(axis: 1) }
+                .resized(height: 40, width: 40, filter: .bilinear)
         }
         XCTAssertTrue(try segmenter.probabilities(of: image) == GridCrops.stitch(byHand, cells: cells, height: 80,
                                                                                  width: 80))
