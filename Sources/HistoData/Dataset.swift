@@ -78,6 +78,22 @@ public struct Dataset: Sendable {
         public let instancePath: String?
         public let width: Int
         public let height: Int
+        /// The name of the stored image the item comes from: its own name unless it is a grid crop.
+        public let source: String
+        /// The part of the stored image the item is (`gridCropped(_:)`); nil: all of it.
+        public let region: GridCrops.Cell?
+
+        init(name: String, imagePath: String, maskPath: String?, instancePath: String?, width: Int, height: Int,
+             source: String? = nil, region: GridCrops.Cell? = nil) {
+            self.name = name
+            self.imagePath = imagePath
+            self.maskPath = maskPath
+            self.instancePath = instancePath
+            self.width = width
+            self.height = height
+            self.source = source ?? name
+            self.region = region
+        }
     }
 
     public let root: String
@@ -86,8 +102,28 @@ public struct Dataset: Sendable {
     public private(set) var items: [Item]
     /// The side every sample is resized to (`resized(to:)`); nil: samples as stored.
     public private(set) var resizedSide: Int?
+    /// How every image is cut into items (`gridCropped(_:)`); nil: one item per image.
+    public private(set) var gridCrops: GridCrops?
+    /// The stored images the items come from, as opened: before `gridCropped(_:)` and `resized(to:)`.
+    public let storedImages: [Item]
 
     public var count: Int { items.count }
+
+    init(root: String, classes: MaskClasses, items: [Item]) {
+        self.root = root
+        self.classes = classes
+        self.items = items
+        storedImages = items
+    }
+
+    /// The dataset of the stored images, one item each, as opened: what inference segments and scores whole.
+    public var wholeImages: Dataset { Dataset(root: root, classes: classes, items: storedImages) }
+
+    /// The names of the stored images of the items `names`, each once, sorted (a name not in the dataset is kept).
+    public func sources(of names: [String]) -> [String] {
+        let source = Dictionary(uniqueKeysWithValues: items.map { ($0.name, $0.source) })
+        return Set(names.map { source[$0] ?? $0 }).sorted()
+    }
 
     /// Opens and validates a dataset folder. Every image header is read and every mask decoded, and all problems
     /// are reported together in one `EngineError.file(path: root, …)`, one line per offending file: an image that
@@ -203,13 +239,18 @@ public struct Dataset: Sendable {
         }
         let item = items[index]
         let instances = try item.instancePath.map { try PNG.read(path: $0) }
-        let sample = Sample(
+        let stored = Sample(
             name: item.name,
             image: try PNG.read(path: item.imagePath),
             mask: try item.maskPath.map {
                 try classes.labels(of: try PNG.read(path: $0), instances: instances, path: $0)
             },
             instances: try instances?.labelPlanes())
+        // Cropped after the labels are made, so that a boundary class is drawn where the whole image has one.
+        let sample = try item.region.map { region in
+            Sample(name: stored.name, image: stored.image.cropped(to: region),
+                   mask: try stored.mask?.cropped(to: region), instances: try stored.instances?.cropped(to: region))
+        } ?? stored
         guard let side = resizedSide else { return sample }
         // Labels by nearest neighbour: blending would invent class and instance ids.
         return Sample(name: sample.name, image: try sample.image.resized(height: side, width: side),
@@ -228,9 +269,31 @@ public struct Dataset: Sendable {
         resized.resizedSide = side
         resized.items = items.map {
             Item(name: $0.name, imagePath: $0.imagePath, maskPath: $0.maskPath, instancePath: $0.instancePath,
-                 width: side, height: side)
+                 width: side, height: side, source: $0.source, region: $0.region)
         }
         return resized
+    }
+
+    /// This dataset with every image, mask and instance map cut into the crops of `grid` (`GridCrops`), each an
+    /// item named `NAME@row,column`, cropped when decoded (CDCL's MoNuSeg protocol: 4, then `resized(to: 320)`).
+    /// A grid of 1 is this dataset. Throws, naming the option, when the grid does not fit an image, or when this
+    /// dataset is already cut or resized (crops are taken from the stored images, before resizing).
+    public func gridCropped(_ grid: GridCrops) throws -> Dataset {
+        guard grid.count > 1 else { return self }
+        guard gridCrops == nil, resizedSide == nil else {
+            throw EngineError.invalidValue(op: "--grid-crops", message: "\(root) is already cut or resized; cut "
+                                           + "the stored images before resizing")
+        }
+        var cropped = self
+        cropped.gridCrops = grid
+        cropped.items = try items.flatMap { item in
+            try grid.cells(height: item.height, width: item.width, image: item.imagePath).map {
+                Item(name: GridCrops.name(of: $0, in: item.name), imagePath: item.imagePath, maskPath: item.maskPath,
+                     instancePath: item.instancePath, width: $0.width, height: $0.height, source: item.name,
+                     region: $0)
+            }
+        }
+        return cropped
     }
 
     private static func isDirectory(_ path: String) -> Bool {

@@ -57,14 +57,16 @@ public struct Ratio: Equatable, Sendable, CustomStringConvertible {
     }
 }
 
-/// Which images of a dataset play which role: labelled and unlabelled training images, and validation images. Split
-/// by source image, so patches of one image never land on both sides.
+/// Which items of a dataset play which role: labelled and unlabelled training items, and validation items. Split
+/// by source image, so patches (and grid crops) of one image never land on both sides.
 ///
-/// `make` is deterministic: the images that have masks, in name order, are ordered by the keys
+/// `make` is deterministic: the stored images that have masks, in name order, are ordered by the keys
 /// `RandomGenerator(seed: seed).uniform([n])` (stable argsort; see `PhiloxStream.permutation`); the first
 /// `validationRatio.count(of: n)` are validation, and of the rest the first `labelRatio.count(of:)` are labelled and
 /// the others unlabelled, as are images without masks. So for one seed the validation set does not depend on the label
-/// ratio, and the labelled set of a smaller ratio is a subset of a larger one's.
+/// ratio, and the labelled set of a smaller ratio is a subset of a larger one's. A dataset cut into grid crops
+/// (`Dataset.gridCropped(_:)`) is split alike, all crops of an image on its side; the label ratio then counts
+/// crops (CDCL), the training images' crops ordered by a second permutation drawn from the same stream.
 public struct DataSplit: Equatable, Sendable {
     public let seed: UInt64
     public let labelRatio: Ratio
@@ -72,6 +74,8 @@ public struct DataSplit: Equatable, Sendable {
     public let rounding: Rounding
     /// nil when every image with a mask is used for training.
     public let validationRatio: Ratio?
+    /// The crops per side of the dataset the split was made on (`Dataset.gridCrops`); 1: whole images.
+    public let gridCrops: Int
     /// Image names of each role, sorted.
     public let labelled: [String]
     public let unlabelled: [String]
@@ -88,7 +92,9 @@ public struct DataSplit: Equatable, Sendable {
     /// validation, as DTSeg validates on the labelled share of its validation set; the others are left out.
     public static func make(dataset: Dataset, labelRatio: Ratio, validationRatio: Ratio?, seed: UInt64,
                             rounding: Rounding = .nearest, validationFollowsLabels: Bool = false) throws -> DataSplit {
-        let masked = dataset.items.filter { $0.maskPath != nil }.map(\.name)
+        let maskedItems = dataset.items.filter { $0.maskPath != nil }
+        let itemsOf = Dictionary(grouping: maskedItems.map { ($0.source, $0.name) }, by: \.0).mapValues { $0.map(\.1) }
+        let masked = itemsOf.keys.sorted()
         func invalid(_ message: String) -> EngineError { .invalidValue(op: "DataSplit", message: message) }
         let validationCount = validationRatio?.count(of: masked.count) ?? 0
         guard masked.count > validationCount else {
@@ -96,20 +102,24 @@ public struct DataSplit: Equatable, Sendable {
         }
         var stream = PhiloxStream(seed: seed)
         let order = stream.permutation(masked.count).map { masked[$0] }
-        let training = order.dropFirst(validationCount)
+        var training = order.dropFirst(validationCount).flatMap { itemsOf[$0]! }
+        let crops = dataset.gridCrops != nil
+        if crops { training = stream.permutation(training.count).map { training[$0] } }
         let labelledCount = labelRatio.count(of: training.count, rounding: rounding)
         guard labelledCount <= training.count else {
-            throw invalid("\(labelledCount) labelled images asked for, but only \(training.count) images with masks "
-                          + "are left for training")
+            let kind = crops ? "crops" : "images"
+            throw invalid("\(labelledCount) labelled \(kind) asked for, but only \(training.count) \(kind) with "
+                          + "masks are left for training")
         }
         let validation = order.prefix(validationCount)
         let keptValidation = validationFollowsLabels && labelRatio.fixedCount == nil
             ? validation.prefix(labelRatio.count(of: validation.count, rounding: rounding)) : validation
         let unmasked = dataset.items.filter { $0.maskPath == nil }.map(\.name)
         return DataSplit(seed: seed, labelRatio: labelRatio, rounding: rounding, validationRatio: validationRatio,
+                         gridCrops: dataset.gridCrops?.count ?? 1,
                          labelled: training.prefix(labelledCount).sorted(),
                          unlabelled: (training.dropFirst(labelledCount) + unmasked).sorted(),
-                         validation: keptValidation.sorted())
+                         validation: keptValidation.flatMap { itemsOf[$0]! }.sorted())
     }
 
     /// The indices of each role's images in `dataset`. Throws, listing them, when names are not in the dataset,
@@ -127,13 +137,13 @@ public struct DataSplit: Equatable, Sendable {
 
     // MARK: files
 
-    /// Writes the split as JSON: `seed`, `labelRatio`, `validationRatio` (null when none), and the name lists
-    /// `labelled`, `unlabelled`, `validation`.
+    /// Writes the split as JSON: `seed`, `labelRatio`, `validationRatio` (null when none), `gridCrops` (only when
+    /// above 1), and the name lists `labelled`, `unlabelled`, `validation`.
     public func write(to path: String) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         let file = File(seed: seed, labelRatio: labelRatio.description, rounding: rounding,
-                        validationRatio: validationRatio?.description,
+                        validationRatio: validationRatio?.description, gridCrops: gridCrops > 1 ? gridCrops : nil,
                         labelled: labelled, unlabelled: unlabelled, validation: validation)
         do { try encoder.encode(file).write(to: URL(fileURLWithPath: path)) } catch {
             throw EngineError.file(path: path, message: "cannot write the split: \(error.localizedDescription)")
@@ -156,6 +166,7 @@ public struct DataSplit: Equatable, Sendable {
             split = DataSplit(seed: file.seed, labelRatio: try Ratio(file.labelRatio),
                               rounding: file.rounding ?? .nearest,
                               validationRatio: try file.validationRatio.map(Ratio.init),
+                              gridCrops: file.gridCrops ?? 1,
                               labelled: file.labelled.sorted(), unlabelled: file.unlabelled.sorted(), validation: file.validation.sorted())
         } catch { throw EngineError.file(path: path, message: "\(error)") }
         let problems = split.problems(in: dataset)
@@ -171,6 +182,8 @@ public struct DataSplit: Equatable, Sendable {
         /// Absent in files written before rounding could be chosen (they rounded to nearest).
         let rounding: Rounding?
         let validationRatio: String?
+        /// Absent in files of whole images (and in files written before grid crops existed).
+        let gridCrops: Int?
         let labelled: [String]
         let unlabelled: [String]
         let validation: [String]
@@ -183,6 +196,10 @@ public struct DataSplit: Equatable, Sendable {
         let items = Dictionary(uniqueKeysWithValues: dataset.items.map { ($0.name, $0) })
         let all = labelled + unlabelled + validation
         var problems: [String] = []
+        if gridCrops != dataset.gridCrops?.count ?? 1 {
+            problems.append("the split was made on \(gridCrops) crops per side (--grid-crops), the dataset is cut "
+                            + "into \(dataset.gridCrops?.count ?? 1)")
+        }
         if labelled.isEmpty { problems.append("no labelled images") }
         let unknown = all.filter { items[$0] == nil }
         if !unknown.isEmpty { problems.append("\(unknown.count) name\(unknown.count == 1 ? " is" : "s are") not in the dataset: \(list(unknown))") }

@@ -110,7 +110,9 @@ public enum Experiment {
             let tuned = try InstanceTuning.run(after: result, request: request, dataset: dataset)
             log("\(name): instances \(tuned.chosen.description) (validation AJI "
                 + String(format: "%.4f", tuned.aji) + ")")
-            let scored = testSet.map { ($0, $0.items.map(\.name)) } ?? (dataset, result.split.validation)
+            // Whole validation images, also when the run trained on grid crops of them.
+            let scored = testSet.map { ($0, $0.items.map(\.name)) }
+                ?? (dataset.wholeImages, dataset.sources(of: result.split.validation))
             let score = try self.score(cell, request: request, on: scored)
             log(String(format: "%@: Dice %.4f, IoU %.4f, AJI %.4f, detection F1 %.4f, HD95 %.2f", name,
                        score.metrics["dice"] ?? .nan, score.metrics["iou"] ?? .nan, score.metrics["aji"] ?? .nan,

@@ -38,20 +38,32 @@ public struct ImageSegmenter {
     /// Class probabilities [K, H, W] of `image`, which the network sees in the pixel range of its card, through
     /// the window fitted to the image (`window(height:width:)`). A card with `resize` has the image resized to
     /// its side first, as in training, and the probabilities resized back (bilinearly) to the image's size, so that
-    /// masks are written and scored at the size of the image and its mask.
+    /// masks are written and scored at the size of the image and its mask. A card with `gridCrops` has the image
+    /// cut into the crops of its grid (`GridCrops`) first, each crop segmented so (resized and back), and the
+    /// crops' probabilities stitched back into the image's.
     public func probabilities(of image: Image) throws -> Planes {
+        guard let grid = model.card.gridCrops else { return try probabilities(ofInput: image) }
+        let cells = try GridCrops(grid).cells(height: image.height, width: image.width, image: "the image")
+        return try GridCrops.stitch(cells.map { try probabilities(ofInput: image.cropped(to: $0)) }, cells: cells,
+                                    height: image.height, width: image.width)
+    }
+
+    /// The probabilities of an input the network sees whole, as in training: an image, or a grid crop of one.
+    private func probabilities(ofInput image: Image) throws -> Planes {
         let network = model.network
-        let size = networkSize(of: image)
-        let input = model.card.resize == nil ? image : try image.resized(height: size.height, width: size.width)
-        let probabilities = try window(height: size.height, width: size.width)
+        let side = model.card.resize
+        let input = try side.map { try image.resized(height: $0, width: $0) } ?? image
+        let probabilities = try window(height: input.height, width: input.width)
             .infer(input.colorPlanes(range: try model.card.range), on: backend) { network($0).softmax(axis: 1) }
-        guard model.card.resize != nil else { return probabilities }
+        guard side != nil else { return probabilities }
         return try probabilities.resized(height: image.height, width: image.width, filter: .bilinear)
     }
 
-    /// The size the network sees `image` at: the card's resize side, else the image's own.
+    /// The size the network sees `image` at: the card's resize side, else the image's own, or its grid crop's
+    /// (the first; the last row and column take a remainder).
     func networkSize(of image: Image) -> (height: Int, width: Int) {
-        model.card.resize.map { ($0, $0) } ?? (image.height, image.width)
+        let grid = model.card.gridCrops ?? 1
+        return model.card.resize.map { ($0, $0) } ?? (image.height / grid, image.width / grid)
     }
 
     /// Segments the PNG images at `paths` and writes `masks/NAME.png`, `probabilities/NAME.png`,

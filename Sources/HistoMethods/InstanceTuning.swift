@@ -4,9 +4,11 @@ import HistoData
 import HistoMetrics
 
 extension TrainingRequest {
-    /// The request's data folder read with its target, plus its unlabelled folders, resized when it or its preset asks.
+    /// The request's data folder read with its target, plus its unlabelled folders, cut into grid crops and then
+    /// resized when it or its preset asks.
     public func openDataset() throws -> Dataset {
         let dataset = try Dataset.open(path: data, classes: target).addingUnlabelled(unlabelled)
+            .gridCropped(GridCrops(gridCrops))
         return try resizedSide().map { try dataset.resized(to: $0) } ?? dataset
     }
 
@@ -43,6 +45,19 @@ extension TrainingSession {
         guard let side else { return }
         methodSettings["resize"] = String(side)
         modelCard?.resize = side
+    }
+
+    /// Records `--grid-crops` above 1 in `training.json` and the model card, so that inference cuts images as
+    /// training did; whole images record nothing, so that runs started before grid crops existed still resume.
+    mutating func record(gridCrops: Int, dataset: Dataset) throws {
+        guard dataset.gridCrops?.count ?? 1 == gridCrops else {
+            throw EngineError.invalidValue(op: "--grid-crops", message: "the dataset \(dataset.root) was cut into "
+                                           + "\(dataset.gridCrops?.count ?? 1) crops per side but the run asks for "
+                                           + "\(gridCrops)")
+        }
+        guard gridCrops > 1 else { return }
+        methodSettings["grid_crops"] = String(gridCrops)
+        modelCard?.gridCrops = gridCrops
     }
 }
 
@@ -115,13 +130,13 @@ public enum InstanceTuning {
     }
 
     /// Tunes a finished training run (`MethodTraining.run`) on its validation images, segmented in windows of its
-    /// training patch.
+    /// training patch; whole images, as `segment` sees them, when the run trained on grid crops of them.
     @discardableResult
     public static func run(after result: TrainingResult, request: TrainingRequest, dataset: Dataset) throws -> Record {
         let window = try SlidingWindow(tile: MethodTraining.plan(for: request).patchSize)
         let segmenter = try ImageSegmenter(model: TrainedModel(path: request.directory), window: window,
                                            backend: request.backend)
-        return try run(segmenter, dataset: dataset, names: result.split.validation)
+        return try run(segmenter, dataset: dataset.wholeImages, names: dataset.sources(of: result.split.validation))
     }
 }
 

@@ -31,6 +31,9 @@ public struct ModelCard: Codable, Equatable, Sendable {
     /// The side images were resized to in training (`--resize`): inference resizes each image to it and brings
     /// the probabilities back to the image's size. Absent: images are segmented as they are.
     public var resize: Int?
+    /// The crops per side images were cut into in training (`--grid-crops`): inference cuts each image alike, runs
+    /// each crop as training saw it and stitches the probabilities back. Absent: whole images.
+    public var gridCrops: Int?
     /// How a diffusion architecture segments (its β schedule, draws of t and their seed); absent for the others.
     public var diffusion: DiffusionInference?
     /// Which frozen diffusion run a pathsegdiff head reads its features from, and its tile; absent for the others.
@@ -193,6 +196,7 @@ public struct ModelCard: Codable, Equatable, Sendable {
             _ = try card.network
             if let side = card.resize, side <= 0 { throw EngineError.invalidValue(op: "ModelCard", message:
                 "resize \(side) must be positive") }
+            _ = try card.gridCrops.map(GridCrops.init)
             return card
         } catch {
             throw EngineError.file(path: path, message: "unreadable model card: \(error)")

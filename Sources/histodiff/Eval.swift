@@ -93,7 +93,9 @@ struct Eval: ParsableCommand {
                 guard split != nil || FileManager.default.fileExists(atPath: splitPath) else {
                     throw ValidationError("\(splitPath) does not exist: give --split SPLIT.json or --all")
                 }
-                names = try DataSplit.read(path: splitPath, dataset: dataset).validation
+                // A run of grid crops splits crops; its validation images are those the crops come from.
+                let cropped = try dataset.gridCropped(GridCrops(trained.card.gridCrops ?? 1))
+                names = cropped.sources(of: try DataSplit.read(path: splitPath, dataset: cropped).validation)
                 guard !names.isEmpty else { throw ValidationError("\(splitPath) has no validation images: give --all") }
             }
             let output = out ?? (trained.directory as NSString).appendingPathComponent("eval")

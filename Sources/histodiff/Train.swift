@@ -27,6 +27,11 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "Save the resume checkpoint every N steps (default: every epoch).") var checkpointEvery: Int?
     @Option(help: "Validation metric that keeps the best weights: dice, miou or jaccard-sweep.") var metric: String?
     @Option(help: "Validate on the centred square of this side of each validation image.") var validationCrop: Int?
+    @Option(help: ArgumentHelp("Cut every image, mask and instance map into N×N non-overlapping crops first, each "
+                               + "an item of the split (labels count crops; validation keeps an image's crops "
+                               + "together), before --resize (CDCL's MoNuSeg: 4 with --resize 320); segment and "
+                               + "eval --model cut alike and stitch.", valueName: "n"))
+    var gridCrops = 1
     @Option(help: ArgumentHelp("Resize every image (bilinear) and mask (nearest) to SIDE×SIDE first (XNet's GlaS: "
                                + "128); segment and eval --model resize alike and write masks at the image's size.",
                                valueName: "side"))
@@ -70,6 +75,8 @@ struct TrainingOptions: ParsableArguments {
         request.validateEvery = validateEvery
         request.checkpointEvery = checkpointEvery
         request.validationCrop = validationCrop
+        if gridCrops < 1 { throw ValidationError("--grid-crops \(gridCrops) must be at least 1 (1: whole images)") }
+        request.gridCrops = gridCrops
         if let resize, resize <= 0 { throw ValidationError("--resize \(resize) must be a positive side") }
         request.resize = resize
         request.augmentation = augment

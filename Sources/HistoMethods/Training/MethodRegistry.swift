@@ -130,8 +130,11 @@ public struct TrainingRequest {
     public var checkpointEvery: Int?
     public var metric: TrainingPlan.ValidationMetric?
     public var validationCrop: Int?
-    /// Every image and mask resized to this side before anything else (`Dataset.resized(to:)`); nil: the
-    /// preset's (`resizedSide()`).
+    /// Every image and mask cut into this many crops per side, each an item (`Dataset.gridCropped(_:)`), before
+    /// resizing; 1: whole images.
+    public var gridCrops = 1
+    /// Every image and mask (or grid crop) resized to this side before anything else (`Dataset.resized(to:)`);
+    /// nil: the preset's (`resizedSide()`).
     public var resize: Int?
     /// `TrainingPlan.normalizesByDataset`.
     public var normalizesByDataset = false
@@ -212,6 +215,7 @@ public enum MethodTraining {
         if let augmentation = request.augmentation { session.methodSettings["augment"] = augmentation }
         for (name, value) in request.methodOptions { session.methodSettings["option." + name] = value }
         try session.record(target: request.target, dataset: dataset)
+        try session.record(gridCrops: request.gridCrops, dataset: dataset)
         try session.record(resize: request.resizedSide(), dataset: dataset)
         return try MethodTrainer.train(plan: plan, dataset: dataset, session: session) { setup in
             try method.make(request.preset, request.methodOptions, setup)

@@ -273,6 +273,11 @@ public enum MethodTrainer {
             }
         } else if writes {
             try writeJSON(settings, to: settingsPath)
+            // Items are grid crops when the run cuts images (`--grid-crops`): labels count crops then.
+            let validationItems = dataset.gridCrops == nil ? "images"
+                : "crops (of \(dataset.sources(of: split.validation).count) images)"
+            message(session, "split: \(indices.labelled.count) labelled, \(indices.unlabelled.count) unlabelled, "
+                    + "\(indices.validation.count) validation \(validationItems)")
             for notice in method.notices { message(session, notice) }
             // Whether the patch sees whole objects (issue 21), measured on the labelled masks, once per run.
             if let objects = try ObjectSizes.measure(dataset, indices: indices.labelled) {
