@@ -128,3 +128,107 @@ __kernel void class_target_loss_backward(__global const float* x, int xo, __glob
         for (int j = 0; j < classes; ++j) dx[dxo + base + j * inner] = j == c ? -g : 0.0f;
     }
 }
+
+// CDCL's cross-patch InfoNCE (CrossPatchInfoNCE in Sources/HistoCore/Ops/Losses.swift): one work-item per anchor
+// (per key for the keys' gradient) that recomputes its similarities as it goes, so that nothing [anchors, keys] is
+// stored. Anchors q and their positives [P, D], keys [K, D], the anchors' labels and patch scores [P], the keys' [K].
+#define CONTRAST_INPUTS __global const float* q, int qo, __global const float* pos, int po, \
+    __global const float* k, int ko, __global const float* ql, int qlo, __global const float* qs, int qso, \
+    __global const float* kl, int klo, __global const float* ks, int kso
+#define CONTRAST_ARGUMENTS int anchors, int keys, int depth, float tau, float background, float foreground, \
+    int use_limit, float limit, float epsilon
+
+inline float contrast_logit(__global const float* a, int ao, __global const float* b, int bo, int depth, float tau) {
+    float dot = 0.0f;
+    for (int d = 0; d < depth; ++d) dot += a[ao + d] * b[bo + d];
+    return dot / tau;
+}
+
+// Whether a key is a negative of an anchor: different labels and opposite patch types (or FS_q + FS_k ≤ limit).
+inline int contrast_is_negative(float lq, float sq, float lk, float sk, float background, float foreground,
+                                int use_limit, float limit) {
+    if (lq == lk) return 0;
+    if (use_limit) return sq + sk <= limit;
+    return (sq <= background && sk >= foreground) || (sq >= foreground && sk <= background);
+}
+// Whether key j is a negative of anchor i, inside a kernel or function that takes CONTRAST_INPUTS and _ARGUMENTS.
+#define CONTRAST_NEGATIVE(i, j) contrast_is_negative(ql[qlo + (i)], qs[qso + (i)], kl[klo + (j)], ks[kso + (j)], \
+                                                     background, foreground, use_limit, limit)
+// Passes on CONTRAST_INPUTS and CONTRAST_ARGUMENTS.
+#define CONTRAST_PASS_INPUTS q, qo, pos, po, k, ko, ql, qlo, qs, qso, kl, klo, ks, kso
+#define CONTRAST_PASS_ARGUMENTS anchors, keys, depth, tau, background, foreground, use_limit, limit, epsilon
+
+// Anchor i's (m, ties of m, p, Σ J·e^{n−m}), the keys streamed once (the sum rescaled when the running max rises).
+inline float4 contrast_row(CONTRAST_INPUTS, int i, CONTRAST_ARGUMENTS) {
+    float p = contrast_logit(q, qo + i * depth, pos, po + i * depth, depth, tau);
+    float m = p, ties = 1.0f, sum = 0.0f;
+    for (int j = 0; j < keys; ++j) {
+        float n = contrast_logit(q, qo + i * depth, k, ko + j * depth, depth, tau);
+        if (n > m) { sum *= exp(m - n); m = n; ties = 0.0f; }
+        if (n == m) ties += 1.0f;
+        if (CONTRAST_NEGATIVE(i, j)) sum += exp(n - m);
+    }
+    return (float4)(m, ties, p, sum);
+}
+
+// (m, g·∂l/∂n per J·e^{n−m}, g·∂l/∂m per tie, g·∂l/∂p in all) of a row's statistics and its
+// cotangent g (RowStatistics.weights in Sources/HistoCore/Ops/Losses.swift).
+inline float4 contrast_weights(float4 row, float g, float epsilon) {
+    float e = exp(row.z - row.x), denominator = e + row.w + epsilon;
+    float outer = -1.0f / (e / denominator + epsilon), squared = denominator * denominator;
+    float tie = -outer * e * epsilon / squared / row.y;
+    return (float4)(row.x, -g * outer * e / squared, g * tie,
+                    g * (outer * e * (denominator - e) / squared + (row.z == row.x ? tie : 0.0f)));
+}
+
+// w of anchor i and key j with similarity n, from the anchor's (m, negative, tie).
+inline float contrast_weight(float n, float m, float negative, float tie, int is_negative) {
+    return (is_negative ? negative * exp(n - m) : 0.0f) + (n == m ? tie : 0.0f);
+}
+
+__kernel void cross_patch_info_nce(CONTRAST_INPUTS, __global float* y, int yo, CONTRAST_ARGUMENTS, int n) {
+    int i = get_global_id(0);
+    if (i >= n) return;
+    float4 row = contrast_row(CONTRAST_PASS_INPUTS, i, CONTRAST_PASS_ARGUMENTS);
+    float e = exp(row.z - row.x);
+    y[yo + i] = -log(e / (e + row.w + epsilon) + epsilon);
+}
+
+// Anchor i: its (m, negative, tie) into `weights`, dq and dk₊ into `grad` ([dq, dpositives, dkeys], flat).
+__kernel void cross_patch_info_nce_backward_anchors(CONTRAST_INPUTS, __global const float* dy, int dyo,
+                                                    __global float* weights, int wo, __global float* grad, int go,
+                                                    CONTRAST_ARGUMENTS, int n) {
+    int i = get_global_id(0);
+    if (i >= n) return;
+    float4 w = contrast_weights(contrast_row(CONTRAST_PASS_INPUTS, i, CONTRAST_PASS_ARGUMENTS), dy[dyo + i], epsilon);
+    weights[wo + 3 * i] = w.x;
+    weights[wo + 3 * i + 1] = w.y;
+    weights[wo + 3 * i + 2] = w.z;
+    int dq = go + i * depth, dpositive = go + (anchors + i) * depth;
+    for (int d = 0; d < depth; ++d) {
+        grad[dq + d] = w.w * pos[po + i * depth + d];
+        grad[dpositive + d] = w.w * q[qo + i * depth + d] / tau;
+    }
+    for (int j = 0; j < keys; ++j) {
+        float s = contrast_logit(q, qo + i * depth, k, ko + j * depth, depth, tau);
+        float wj = contrast_weight(s, w.x, w.y, w.z, CONTRAST_NEGATIVE(i, j));
+        if (wj != 0.0f) for (int d = 0; d < depth; ++d) grad[dq + d] += wj * k[ko + j * depth + d];
+    }
+    for (int d = 0; d < depth; ++d) grad[dq + d] /= tau;
+}
+
+// Key j: dk = Σ_q w·q/τ from the anchors' (m, negative, tie).
+__kernel void cross_patch_info_nce_backward_keys(CONTRAST_INPUTS, __global const float* weights, int wo,
+                                                 __global float* grad, int go, CONTRAST_ARGUMENTS, int n) {
+    int j = get_global_id(0);
+    if (j >= n) return;
+    int dk = go + (2 * anchors + j) * depth;
+    for (int d = 0; d < depth; ++d) grad[dk + d] = 0.0f;
+    for (int i = 0; i < anchors; ++i) {
+        float s = contrast_logit(q, qo + i * depth, k, ko + j * depth, depth, tau);
+        float wi = contrast_weight(s, weights[wo + 3 * i], weights[wo + 3 * i + 1], weights[wo + 3 * i + 2],
+                                   CONTRAST_NEGATIVE(i, j));
+        if (wi != 0.0f) for (int d = 0; d < depth; ++d) grad[dk + d] += wi * q[qo + i * depth + d];
+    }
+    for (int d = 0; d < depth; ++d) grad[dk + d] /= tau;
+}

@@ -6,14 +6,18 @@ extension Workloads {
     /// One training step of MT and CPS (issue 13, "Speed") and CDCL (issue 14): batch 8 labelled + 8 unlabelled
     /// 128² crops, the `cpu` preset (SegmentationUNet at width 8, Adam 1e-3; CDCL's DenseUNet, Adam 1e-3 poly),
     /// through the method's own `step` as `histodiff train` builds it. `benchmarks/torch_peer.py` times the MT and
-    /// CPS steps in PyTorch.
+    /// CPS steps in PyTorch. CDCL's `paper` preset (DenseNet-161, 320², 8 + 8; issue 14's memory question) is
+    /// also timed, outside --quick.
     static func methodWorkloads(quick: Bool) -> [Workload] {
         let batch = quick ? 2 : 8, size = quick ? 64 : 128
+        // CDCL's unlabelled terms from the first step: its first five epochs are supervised only.
+        let cdcl = ["unlabelled-from": "0"]
+        let paper: [Workload] = quick ? [] : [.methodStep("cdcl step paper denseunet 8+8 320", method: "cdcl",
+                                                          preset: "paper", batch: 8, size: 320, options: cdcl)]
         return [("mt", "unet"), ("cps", "unet"), ("cdcl", "denseunet")].map { name, network in
-            // CDCL's unlabelled terms from the first step: its first five epochs are supervised only.
-            .methodStep("\(name) step cpu \(network) \(batch)+\(batch) \(size)", method: name, batch: batch,
-                        size: size, options: name == "cdcl" ? ["unlabelled-from": "0"] : [:])
-        } + [("supervised", "unet"), ("cdcl", "denseunet"), ("genselfdiff", "genselfdiff")].map {
+            .methodStep("\(name) step cpu \(network) \(batch)+\(batch) \(size)", method: name, preset: "cpu",
+                        batch: batch, size: size, options: name == "cdcl" ? cdcl : [:])
+        } + paper + [("supervised", "unet"), ("cdcl", "denseunet"), ("genselfdiff", "genselfdiff")].map {
             .segmentation(method: $0, architecture: $1, side: quick ? 200 : 1000)
         }
     }
@@ -41,11 +45,11 @@ extension Workload {
         })
     }
 
-    /// `method`'s step on fixed synthetic batches (uniform images, binary labels, a second unlabelled view for the
-    /// methods that take weak and strong ones), at step 100 of 1000 in epochs of 100 (the ramps' position does not
-    /// change the work), with the method's `options`. The method is built on first use, so workloads that a
-    /// filter skips cost nothing; every run is one more optimizer step of the same method.
-    static func methodStep(_ name: String, method: String, batch: Int, size: Int,
+    /// `method`'s step under `preset` on fixed synthetic batches (uniform images, binary labels, a second unlabelled
+    /// view for the methods that take weak and strong ones), at step 100 of 1000 in epochs of 100 (the ramps'
+    /// position does not change the work), with the method's `options`. The method is built on first use, so
+    /// workloads that a filter skips cost nothing; every run is one more optimizer step of the same method.
+    static func methodStep(_ name: String, method: String, preset: String, batch: Int, size: Int,
                            options: [String: String]) -> Workload {
         let images = { (seed: UInt64) in
             try! RandomGenerator(seed: seed).uniform([batch, 3, size, size], -1, 1).materialized()
@@ -57,9 +61,11 @@ extension Workload {
         var trainer: (any TrainingMethod)?
         return Workload(name: name, flops: 0, bytes: 0, peer: nil, run: { backend in
             if trainer == nil {
-                let plan = try MethodTraining.plan(for: TrainingRequest(method: method, data: "", directory: ""))
+                var request = TrainingRequest(method: method, data: "", directory: "")
+                request.preset = preset
+                let plan = try MethodTraining.plan(for: request)
                 trainer = try MethodRegistry.method(named: method).make(
-                    "cpu", options, MethodSetup(plan: plan, classes: 2, totalSteps: 1000, stepsPerEpoch: 100))
+                    preset, options, MethodSetup(plan: plan, classes: 2, totalSteps: 1000, stepsPerEpoch: 100))
             }
             _ = try trainer!.step(batches, context: StepContext(step: 100, totalSteps: 1000, stepsPerEpoch: 100,
                                                                   backend: backend))

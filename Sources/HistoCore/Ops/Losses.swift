@@ -1,8 +1,10 @@
 import Foundation
+import CBLAS
 
 // Losses: cross-entropy / NLL over integer class targets as one fused op with a dedicated backward op, the
 // finite-check marker every public loss ends in, and composite losses (soft Dice variants, focal, GenSelfDiff's
-// structural-similarity loss, MSE, KL, entropy, CDCL's InfoNCE) built from existing ops.
+// structural-similarity loss, MSE, KL, entropy) built from existing ops, and CDCL's cross-patch InfoNCE as one fused
+// op whose backward recomputes the similarities.
 //
 // Conventions: scores (logits or probabilities) are [N, C, d…] with the class axis 1; labels are float tensors
 // of integer class ids of shape [N, d…] ([N] for [N, C] scores) and never receive a gradient.
@@ -268,6 +270,288 @@ extension ClassTargetLossBackward: DeviceOperation {
     }
 }
 
+// MARK: CDCL's cross-patch InfoNCE (Kernels/losses.cl)
+
+/// CDCL's cross-patch InfoNCE over a bank of keys (SPEC §5; paper 004 Eq. 7–10), fused so that its memory is
+/// O(anchors + keys) rather than the [anchors, keys] tensors a composite keeps for its backward (issue 14): the
+/// similarities are recomputed a block of anchors × a chunk of keys at a time, in the forward and in the backward.
+/// Inputs: anchors q [P, D], their positives [P, D] and the keys [K, D] (ℓ2-normalised by the caller), the anchors'
+/// pseudo-labels and patch foreground scores FS [P], and the keys' [K]. Key k is a negative of q (J = 1) when their
+/// labels differ and their patches are of opposite types (one FS ≤ `background`, the other ≥ `foreground`: the
+/// paper) or, with a `scoreLimit`, FS_q + FS_k ≤ scoreLimit (the released code). With p = q·k₊/τ,
+/// n = q·k/τ and m = max(p, maxₖ n) over every key, negative or not:
+/// l(q) = −log(e^{p−m}/(e^{p−m} + Σₖ J·e^{n−m} + ε) + ε), output [P]. Gradients reach q, the positives
+/// and the keys (m's, through the ε terms, shared by its ties as `max` shares it); labels and scores get none.
+public struct CrossPatchInfoNCE: Operation {
+    public let temperature: Float
+    public let background: Float
+    public let foreground: Float
+    /// The released code's rule when set; the paper's opposite patch types when nil.
+    public let scoreLimit: Float?
+    public let epsilon: Float
+
+    public init(temperature: Float, background: Float, foreground: Float, scoreLimit: Float?, epsilon: Float = 1e-8) {
+        self.temperature = temperature; self.background = background; self.foreground = foreground
+        self.scoreLimit = scoreLimit; self.epsilon = epsilon
+    }
+
+    public var name: String { "cross_patch_info_nce" }
+    public func outputShape(_ inputs: [[Int]]) throws(ShapeError) -> [Int] {
+        guard inputs.count == 7, inputs[0].count == 2, inputs[1] == inputs[0], inputs[2].count == 2,
+              inputs[2][1] == inputs[0][1], inputs[3] == [inputs[0][0]], inputs[4] == inputs[3],
+              inputs[5] == [inputs[2][0]], inputs[6] == inputs[5] else {
+            throw ShapeError("takes anchors and positives [P, D], keys [K, D], the anchors' labels and scores [P] and "
+                + "the keys' [K] (got \(inputs.map(describe).joined(separator: ", ")))")
+        }
+        return [inputs[0][0]]
+    }
+    public func cpuForward(_ args: CPUArgs) {
+        let sweep = ContrastSweep(self, args.inputs, args.inputShapes), out = args.output.baseAddress!
+        let epsilon = epsilon
+        parallelSingleThreadedGemms(sweep.blocks, scratch: sweep.makeScratch) { block, scratch in
+            for (row, statistics) in zip(sweep.rows(ofBlock: block), sweep.statistics(block: block, scratch)) {
+                out[row] = statistics.loss(epsilon: epsilon)
+            }
+        }
+    }
+    public func vjp(_ ctx: VJPContext) -> [Tensor?] {
+        let packed = Tensor.record(CrossPatchInfoNCEBackward(self), ctx.inputs + [ctx.cotangent])
+        var start = 0
+        return ctx.inputs.indices.map { index in
+            guard index < 3 else { return nil }
+            let input = ctx.inputs[index]
+            defer { start += input.count }
+            return packed.slice(axis: 0, start: start, end: start + input.count).reshape(input.shape)
+        }
+    }
+
+    /// Whether key k is a negative of anchor q: different labels and the rule on their patches' scores.
+    @inline(__always) func isNegative(labels: (q: Float, k: Float), scores: (q: Float, k: Float)) -> Bool {
+        guard labels.q != labels.k else { return false }
+        if let scoreLimit { return scores.q + scores.k <= scoreLimit }
+        return (scores.q <= background && scores.k >= foreground) || (scores.q >= foreground && scores.k <= background)
+    }
+}
+
+/// The gradients of `CrossPatchInfoNCE` from its inputs and the cotangent [P], packed flat as [dq, dpositives, dkeys].
+/// Per anchor, with E = e^{p−m}, A = E + Σ J·e^{n−m} + ε, r = E/A and a = −1/(r + ε) (∂l/∂r):
+/// ∂l/∂p = a·E·(A − E)/A², ∂l/∂n = −a·E·J·e^{n−m}/A² and ∂l/∂m = −a·E·ε/A², shared by
+/// the ties of m; dq = (w₊·k₊ + Σₖ wₖ·k)/τ, dk₊ = w₊·q/τ and dk = Σ_q wₖ·q/τ with w the
+/// cotangent times these.
+/// First per block of anchors (their statistics, then dq and dk₊ over the key chunks), then per chunk of keys (dk
+/// over the anchor blocks, the weights recomputed from the statistics).
+public struct CrossPatchInfoNCEBackward: Operation {
+    public let forward: CrossPatchInfoNCE
+    public init(_ forward: CrossPatchInfoNCE) { self.forward = forward }
+
+    public var name: String { "cross_patch_info_nce_backward" }
+    public func outputShape(_ inputs: [[Int]]) throws(ShapeError) -> [Int] {
+        guard inputs.count == 8 else {
+            throw ShapeError("takes the 7 inputs of cross_patch_info_nce and its cotangent")
+        }
+        let loss = try forward.outputShape(Array(inputs[0..<7]))
+        guard inputs[7] == loss else {
+            throw ShapeError("cotangent \(describe(inputs[7])) does not match loss shape \(describe(loss))")
+        }
+        return [(2 * inputs[0][0] + inputs[2][0]) * inputs[0][1]]
+    }
+    public func cpuForward(_ args: CPUArgs) {
+        let sweep = ContrastSweep(forward, Array(args.inputs[0..<7]), Array(args.inputShapes[0..<7]))
+        let dy = args.inputs[7].baseAddress!, depth = sweep.depth, epsilon = forward.epsilon
+        let inverseTemperature = 1 / forward.temperature
+        let dq = args.output.baseAddress!, dPositives = dq + sweep.anchors * depth
+        let dKeys = dPositives + sweep.anchors * depth
+        let weights = UnsafeMutablePointer<ContrastSweep.RowWeights>.allocate(capacity: Swift.max(sweep.anchors, 1))
+        defer { weights.deallocate() }
+        parallelSingleThreadedGemms(sweep.blocks, scratch: sweep.makeScratch) { block, scratch in
+            let rows = sweep.rows(ofBlock: block)
+            for (row, statistics) in zip(rows, sweep.statistics(block: block, scratch)) {
+                let w = statistics.weights(cotangent: dy[row], epsilon: epsilon)
+                weights[row] = w
+                for e in row * depth..<(row + 1) * depth {
+                    dq[e] = w.positive * sweep.positives[e] * inverseTemperature
+                    dPositives[e] = w.positive * sweep.q[e] * inverseTemperature
+                }
+            }
+            for chunk in 0..<sweep.chunks {
+                let keys = sweep.keys(ofChunk: chunk)
+                sweep.weights(rows, keys, weights, scratch)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows.count), Int32(depth),
+                            Int32(keys.count), inverseTemperature, scratch.logits, Int32(keys.count),
+                            sweep.keys + keys.lowerBound * depth, Int32(depth), 1, dq + rows.lowerBound * depth,
+                            Int32(depth))
+            }
+        }
+        parallelSingleThreadedGemms(sweep.chunks, scratch: sweep.makeScratch) { chunk, scratch in
+            let keys = sweep.keys(ofChunk: chunk)
+            for block in 0..<sweep.blocks {
+                let rows = sweep.rows(ofBlock: block)
+                sweep.weights(rows, keys, weights, scratch)
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(keys.count), Int32(depth),
+                            Int32(rows.count), inverseTemperature, scratch.logits, Int32(keys.count),
+                            sweep.q + rows.lowerBound * depth, Int32(depth), block == 0 ? 0 : 1,
+                            dKeys + keys.lowerBound * depth, Int32(depth))
+            }
+        }
+        if sweep.blocks == 0 { dKeys.update(repeating: 0, count: sweep.keyCount * depth) }
+    }
+    public func vjp(_ ctx: VJPContext) -> [Tensor?] { noGradient(ctx) }
+}
+
+/// The CPU loops of `CrossPatchInfoNCE` and its backward: the anchors in blocks of `rowsPerBlock`, the keys in
+/// chunks of `keysPerChunk`, and a block × chunk of similarities n = q·kᵀ/τ at a time, always through the same
+/// GEMM call so that every pass sees the same values (m and its ties).
+struct ContrastSweep {
+    static let rowsPerBlock = 256, keysPerChunk = 1024
+
+    let op: CrossPatchInfoNCE
+    let q: UnsafePointer<Float>, positives: UnsafePointer<Float>, keys: UnsafePointer<Float>
+    let anchorLabels: UnsafePointer<Float>, anchorScores: UnsafePointer<Float>
+    let keyLabels: UnsafePointer<Float>, keyScores: UnsafePointer<Float>
+    let anchors: Int, keyCount: Int, depth: Int
+
+    init(_ op: CrossPatchInfoNCE, _ inputs: [UnsafeBufferPointer<Float>], _ shapes: [[Int]]) {
+        self.op = op
+        let base = inputs.map { $0.baseAddress ?? UnsafePointer(bitPattern: MemoryLayout<Float>.alignment)! }
+        (q, positives, keys) = (base[0], base[1], base[2])
+        (anchorLabels, anchorScores, keyLabels, keyScores) = (base[3], base[4], base[5], base[6])
+        (anchors, keyCount, depth) = (shapes[0][0], shapes[2][0], shapes[0][1])
+    }
+
+    var blocks: Int { (anchors + Self.rowsPerBlock - 1) / Self.rowsPerBlock }
+    var chunks: Int { (keyCount + Self.keysPerChunk - 1) / Self.keysPerChunk }
+    func rows(ofBlock block: Int) -> Range<Int> {
+        block * Self.rowsPerBlock..<Swift.min(anchors, (block + 1) * Self.rowsPerBlock)
+    }
+    func keys(ofChunk chunk: Int) -> Range<Int> {
+        chunk * Self.keysPerChunk..<Swift.min(keyCount, (chunk + 1) * Self.keysPerChunk)
+    }
+
+    /// A worker's block × chunk of similarities (or weights) and one row of their exponentials.
+    final class Scratch {
+        let logits = UnsafeMutablePointer<Float>.allocate(capacity: rowsPerBlock * keysPerChunk)
+        let exponentials = UnsafeMutablePointer<Float>.allocate(capacity: keysPerChunk)
+        deinit { logits.deallocate(); exponentials.deallocate() }
+    }
+    func makeScratch() -> Scratch { Scratch() }
+
+    /// n = q·kᵀ/τ of anchors `rows` and keys `keys` into `logits` [rows, keys], row-major.
+    func logits(_ rows: Range<Int>, _ keys: Range<Int>, into logits: UnsafeMutablePointer<Float>) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows.count), Int32(keys.count), Int32(depth), 1,
+                    q + rows.lowerBound * depth, Int32(depth), self.keys + keys.lowerBound * depth, Int32(depth), 0,
+                    logits, Int32(keys.count))
+        let temperature = op.temperature
+        vectorMap(logits, logits, count: rows.count * keys.count) { $0 / temperature }
+    }
+
+    @inline(__always) func isNegative(_ row: Int, _ key: Int) -> Bool {
+        op.isNegative(labels: (anchorLabels[row], keyLabels[key]), scores: (anchorScores[row], keyScores[key]))
+    }
+
+    /// What one anchor's loss and gradient need: p, m and its ties among p and every n, Σ J·e^{n−m}.
+    struct RowStatistics {
+        var positive: Float
+        var max: Float
+        var ties: Int = 1
+        var negatives: Double = 0
+
+        init(positive: Float) { self.positive = positive; max = positive }
+
+        func loss(epsilon: Float) -> Float {
+            let e = Foundation.exp(positive - max)
+            return -Foundation.log(e / (e + Float(negatives) + epsilon) + epsilon)
+        }
+
+        /// The cotangent g times ∂l/∂n per J·e^{n−m} (`negative`), per tie of m (`tie`), and ∂l/∂p in all
+        /// (`positive`).
+        func weights(cotangent g: Float, epsilon: Float) -> RowWeights {
+            let e = Foundation.exp(positive - max), denominator = e + Float(negatives) + epsilon
+            let outer = -1 / (e / denominator + epsilon), squared = denominator * denominator
+            let tie = -outer * e * epsilon / squared / Float(ties)
+            return RowWeights(max: max, negative: -g * outer * e / squared, tie: g * tie,
+                              positive: g * (outer * e * (denominator - e) / squared + (positive == max ? tie : 0)))
+        }
+    }
+
+    struct RowWeights { var max: Float, negative: Float, tie: Float, positive: Float }
+
+    /// The statistics of the anchors of `block`, the keys streamed once (Σ rescaled when the running max rises).
+    func statistics(block: Int, _ scratch: Scratch) -> [RowStatistics] {
+        let rows = rows(ofBlock: block)
+        var statistics = rows.map { row in
+            var dot: Float = 0
+            for e in row * depth..<(row + 1) * depth { dot += q[e] * positives[e] }
+            return RowStatistics(positive: dot / op.temperature)
+        }
+        for chunk in 0..<chunks {
+            let keys = keys(ofChunk: chunk), width = keys.count
+            logits(rows, keys, into: scratch.logits)
+            for (index, row) in rows.enumerated() {
+                let n = scratch.logits + index * width
+                var chunkMax = -Float.infinity
+                for j in 0..<width { chunkMax = Swift.max(chunkMax, n[j]) }
+                if chunkMax > statistics[index].max {
+                    let rise = Foundation.exp(statistics[index].max - chunkMax)
+                    statistics[index].negatives *= Double(rise)
+                    statistics[index].max = chunkMax
+                    statistics[index].ties = 0
+                }
+                let m = statistics[index].max
+                if chunkMax == m { for j in 0..<width where n[j] == m { statistics[index].ties += 1 } }
+                vectorMap(n, scratch.exponentials, count: width) { exp16($0 - m) }
+                var sum: Double = 0
+                for j in 0..<width where isNegative(row, keys.lowerBound + j) { sum += Double(scratch.exponentials[j]) }
+                statistics[index].negatives += sum
+            }
+        }
+        return statistics
+    }
+
+    /// The weights w of anchors `rows` × `keys` into `scratch.logits` (their similarities recomputed):
+    /// `negative`·J·e^{n−m} plus `tie` where n = m.
+    func weights(_ rows: Range<Int>, _ keys: Range<Int>, _ rowWeights: UnsafePointer<RowWeights>, _ scratch: Scratch) {
+        let width = keys.count
+        logits(rows, keys, into: scratch.logits)
+        for (index, row) in rows.enumerated() {
+            let n = scratch.logits + index * width, w = rowWeights[row]
+            vectorMap(n, scratch.exponentials, count: width) { exp16($0 - w.max) }
+            for j in 0..<width {
+                let negative = isNegative(row, keys.lowerBound + j) ? w.negative * scratch.exponentials[j] : 0
+                n[j] = negative + (n[j] == w.max ? w.tie : 0)
+            }
+        }
+    }
+}
+
+extension CrossPatchInfoNCE: DeviceOperation {
+    /// The seven inputs, as every contrast kernel takes them first.
+    static let kernelInputs: [KernelArgument] = (0..<7).map { .input($0) }
+
+    /// The kernels' trailing arguments (CONTRAST_ARGUMENTS in Kernels/losses.cl).
+    func kernelArguments(_ inputShapes: [[Int]]) -> [KernelArgument] {
+        [.int(Int32(inputShapes[0][0])), .int(Int32(inputShapes[2][0])), .int(Int32(inputShapes[0][1])),
+         .float(temperature), .float(background), .float(foreground), .int(scoreLimit == nil ? 0 : 1),
+         .float(scoreLimit ?? 0), .float(epsilon)]
+    }
+
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        [elementwiseLaunch("losses", "cross_patch_info_nce",
+                           Self.kernelInputs + [.output] + kernelArguments(inputShapes), count: inputShapes[0][0])]
+    }
+}
+
+extension CrossPatchInfoNCEBackward: DeviceOperation {
+    /// Per anchor: its weights (m, `negative`, `tie`) into a scratch buffer, dq and dk₊; then per key: dk.
+    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
+        let weights = KernelArgument.scratch(index: 0, count: 3 * inputShapes[0][0])
+        let inputs = CrossPatchInfoNCE.kernelInputs, tail = forward.kernelArguments(inputShapes)
+        return [elementwiseLaunch("losses", "cross_patch_info_nce_backward_anchors",
+                                  inputs + [.input(7), weights, .output] + tail, count: inputShapes[0][0]),
+                elementwiseLaunch("losses", "cross_patch_info_nce_backward_keys", inputs + [weights, .output] + tail,
+                                  count: inputShapes[2][0])]
+    }
+}
+
 /// The losses of the engine. Each returns its value through `checkedFinite(<loss name>)`.
 public enum Loss {
     public enum Reduction: Sendable { case mean, sum, none }
@@ -415,24 +699,13 @@ public enum Loss {
         return reduced(value, reduction).checkedFinite("entropy")
     }
 
-    /// CDCL's pixel InfoNCE. Queries [M, D] against keys [K, D] (features ℓ2-normalised by the caller), masks
-    /// [M, K]: `positiveMask` marks each query's positive key(s), `negativeMask` the negatives it may use
-    /// (J_{q,k}; the two must be disjoint). With L = q·kᵀ/τ and m the row max of L over all keys:
-    /// l(q) = −log(Σ_pos e^{L−m} / (Σ_{pos+neg} e^{L−m} + ε) + ε). Returns l per query for `.none`.
-    /// CDCL takes the max over its positive and bank columns; keys outside both masks only enter through m.
-    public static func infoNCE(queries q: Tensor, keys k: Tensor, positiveMask: Tensor, negativeMask: Tensor,
-                               temperature: Float = 0.1, epsilon: Float = 1e-8, reduction: Reduction = .mean) -> Tensor {
-        guard q.rank == 2, k.rank == 2, q.shape[1] == k.shape[1],
-              positiveMask.shape == [q.shape[0], k.shape[0]], negativeMask.shape == positiveMask.shape else {
-            return .invalid("info_nce", "queries \(describe(q.shape)) and keys \(describe(k.shape)) must be [M, D] and "
-                + "[K, D] with masks [M, K]; masks are \(describe(positiveMask.shape)) and \(describe(negativeMask.shape))")
-        }
-        let logits = q.matmul(k, transposeB: true) / temperature
-        let shifted = (logits - logits.max(axes: [1], keepDims: true)).exp()
-        let positive = (shifted * positiveMask).sum(axes: [1])
-        let all = (shifted * (positiveMask + negativeMask)).sum(axes: [1])
-        let losses = -(positive / (all + epsilon) + epsilon).log()
-        return reduced(losses, reduction).checkedFinite("info_nce")
+    /// CDCL's cross-patch InfoNCE per anchor [P] (`CrossPatchInfoNCE`): anchors and their positives [P, D] against
+    /// the keys [K, D], with the anchors' and the keys' pseudo-labels and patch scores.
+    public static func crossPatchInfoNCE(_ loss: CrossPatchInfoNCE, anchors: Tensor, positives: Tensor, keys: Tensor,
+                                         anchorLabels: Tensor, anchorScores: Tensor, keyLabels: Tensor,
+                                         keyScores: Tensor) -> Tensor {
+        Tensor.record(loss, [anchors, positives, keys, anchorLabels, anchorScores, keyLabels, keyScores])
+            .checkedFinite("cross_patch_info_nce")
     }
 
     static func reduced(_ t: Tensor, _ reduction: Reduction) -> Tensor {
@@ -547,20 +820,33 @@ extension HarnessCatalog {
                 Loss.entropy(probabilities: $0[0].softmax(axis: 1), normalized: false, reduction: .none)
             },
             HarnessCase("loss.entropy.logits", [logits]) { Loss.entropy(logits: $0[0] * 2) },
-            HarnessCase("loss.info_nce", [.normal([6, 4]), .normal([8, 4]), .integers([6, 8], 0, 2)]) {
-                infoNCECase($0, reduction: .mean)
+            HarnessCase("loss.cross_patch_info_nce.paper", crossPatchInputs, frozen: [4, 6]) {
+                crossPatchInfoNCECase($0, scoreLimit: nil, epsilon: 1e-8)
             },
-            HarnessCase("loss.info_nce.none", [.normal([6, 4]), .normal([8, 4]), .integers([6, 8], 0, 2)]) {
-                infoNCECase($0, reduction: .none)
+            HarnessCase("loss.cross_patch_info_nce.code", crossPatchInputs, frozen: [4, 6]) {
+                crossPatchInfoNCECase($0, scoreLimit: 0.3 + 0.7 + 1e-4, epsilon: 1e-8)
+            },
+            // A large ε gives m's gradient (through the ε terms) a size the finite differences see.
+            HarnessCase("loss.cross_patch_info_nce.epsilon", crossPatchInputs, frozen: [4, 6]) {
+                crossPatchInfoNCECase($0, scoreLimit: nil, epsilon: 0.05)
             },
         ]
     }
 
-    /// InfoNCE on ℓ2-normalised rows; query i's positive is key i, its negatives the random mask off that key.
-    static func infoNCECase(_ x: [Tensor], reduction: Loss.Reduction) -> Tensor {
-        func normalized(_ t: Tensor) -> Tensor { t / t.square().sum(axes: [1], keepDims: true).sqrt() }
-        let positive = Tensor((0..<48).map { Float($0 / 8 == $0 % 8 ? 1 : 0) }, shape: [6, 8])
-        return Loss.infoNCE(queries: normalized(x[0]), keys: normalized(x[1]), positiveMask: positive,
-                            negativeMask: x[2] * (1 - positive), reduction: reduction)
+    /// 6 anchors, their positives and 9 keys, with labels and with scores of both patch types, mixed patches and
+    /// the thresholds themselves (0.3, 0.7; 0.3 + 0.7 under the score rule).
+    static var crossPatchInputs: [HarnessCase.Input] {
+        [.normal([6, 4]), .normal([6, 4]), .normal([9, 4]), .integers([6], 0, 2),
+         .values([0, 0.2, 0.5, 0.8, 1, 0.3], [6]), .integers([9], 0, 2),
+         .values([1, 0.75, 0.7, 0.5, 0.25, 0, 0.9, 0.1, 0.3], [9])]
+    }
+
+    /// CDCL's cross-patch InfoNCE on ℓ2-normalised rows at τ 0.5 (milder logits for the finite differences).
+    static func crossPatchInfoNCECase(_ x: [Tensor], scoreLimit: Float?, epsilon: Float) -> Tensor {
+        Loss.crossPatchInfoNCE(CrossPatchInfoNCE(temperature: 0.5, background: 0.3, foreground: 0.7,
+                                                 scoreLimit: scoreLimit, epsilon: epsilon),
+                               anchors: x[0].l2Normalize(axis: 1), positives: x[1].l2Normalize(axis: 1),
+                               keys: x[2].l2Normalize(axis: 1), anchorLabels: x[3], anchorScores: x[4],
+                               keyLabels: x[5], keyScores: x[6])
     }
 }

@@ -101,8 +101,9 @@ public struct CrossPatchContrast: Equatable, Sendable {
     /// an anchor is the teacher entry at its position; the bank holds the student's and the teacher's entries and
     /// `previous` (the last batch's, detached here).
     /// l(q) = −log(e^{p−m}/(e^{p−m} + Σ J·e^{n−m} + 1e-8) + 1e-8)
-    /// with m the row maximum over the positive and the bank (SPEC §5). `groups` splits the anchors into as many
-    /// equal runs (one per image) so that a logits block is anchors of one image × bank. 0 without anchors.
+    /// with m the row maximum over the positive and the bank (SPEC §5), through the fused `CrossPatchInfoNCE`, whose
+    /// memory is O(anchors + bank). `groups`: the images the anchors come from, in equal runs (checked). 0 without
+    /// anchors.
     public func loss(student: Entries, teacher: Entries, previous: Entries?, groups: Int) -> Tensor {
         let count = student.labels.shape[0]
         guard groups > 0, count % groups == 0, teacher.labels.shape == [count] else {
@@ -111,39 +112,17 @@ public struct CrossPatchContrast: Equatable, Sendable {
         }
         let detached = previous.map { Entries(features: $0.features.detach(), labels: $0.labels, scores: $0.scores) }
         let bank = Entries.joined([student, teacher] + (detached.map { [$0] } ?? []))
-        let isBackground = bank.scores.lessEqual(Tensor(scalar: background))
-        let isForeground = bank.scores.greaterEqual(Tensor(scalar: foreground))
-        let anchorIsBackground = isBackground.slice(axis: 0, start: 0, end: count)
-        let anchorIsForeground = isForeground.slice(axis: 0, start: 0, end: count)
-        let anchors = anchorIsBackground + anchorIsForeground
-        let rows = count / groups, keys = bank.labels.shape[0]
-        let identity = Tensor((0..<rows * rows).map { $0 / rows == $0 % rows ? 1 : 0 }, shape: [rows, rows])
-        let positive = Tensor.concat([identity, .zeros([rows, keys])], axis: 1)
-        var total = Tensor(scalar: 0)
-        for group in 0..<groups {
-            let (start, end) = (group * rows, group * rows + rows)
-            let row = { (t: Tensor) in t.slice(axis: 0, start: start, end: end).unsqueeze(1) }
-            let different = row(student.labels).notEqual(bank.labels.unsqueeze(0))
-            let patches: Tensor
-            switch rule {
-            case .oppositePatch:
-                patches = row(anchorIsBackground) * isForeground.unsqueeze(0)
-                    + row(anchorIsForeground) * isBackground.unsqueeze(0)
-            case .scoreSum:
-                // FS are pixel counts over the patch size, so a sum of exactly 1 may round above it; 1e-4 is far
-                // below one pixel's share of any patch.
-                patches = (row(student.scores) + bank.scores.unsqueeze(0))
-                    .lessEqual(Tensor(scalar: background + foreground + 1e-4))
-            }
-            let negative = Tensor.concat([.zeros([rows, rows]), different * patches], axis: 1)
-            let keyFeatures = Tensor.concat([teacher.features.slice(axis: 0, start: start, end: end),
-                                             bank.features], axis: 0)
-            let perAnchor = Loss.infoNCE(queries: student.features.slice(axis: 0, start: start, end: end),
-                                         keys: keyFeatures, positiveMask: positive, negativeMask: negative,
-                                         temperature: temperature, reduction: .none)
-            total = total + (perAnchor * anchors.slice(axis: 0, start: start, end: end)).sum()
-        }
-        return total / anchors.sum().maximum(Tensor(scalar: 1))
+        let anchors = student.scores.lessEqual(Tensor(scalar: background))
+            + student.scores.greaterEqual(Tensor(scalar: foreground))
+        // FS are pixel counts over the patch size, so a sum of exactly 1 may round above it; 1e-4 is far below one
+        // pixel's share of any patch.
+        let scoreLimit: Float? = rule == .scoreSum ? background + foreground + 1e-4 : nil
+        let perAnchor = Loss.crossPatchInfoNCE(
+            CrossPatchInfoNCE(temperature: temperature, background: background, foreground: foreground,
+                              scoreLimit: scoreLimit),
+            anchors: student.features, positives: teacher.features, keys: bank.features,
+            anchorLabels: student.labels, anchorScores: student.scores, keyLabels: bank.labels, keyScores: bank.scores)
+        return (perAnchor * anchors).sum() / anchors.sum().maximum(Tensor(scalar: 1))
     }
 }
 
