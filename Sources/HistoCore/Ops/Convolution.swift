@@ -593,7 +593,7 @@ struct ShiftedCorrelation {
 /// OpenBLAS's 101 (Haswell kernels) / 157 (SkylakeX kernels); A·Bᵀ over 4208 pixels 128 against 98 / 152.
 enum OwnGemm {
     static let enabled = AVX512GEMM.isSupported && ProcessInfo.processInfo.environment["HISTODIFF_GEMM"] != "openblas"
-    static let transposedToo = !["skylakex", "cooperlake", "sapphirerapids"].contains(OpenBLASTuning.coreName.lowercased())
+    static let transposedToo = !OpenBLASTuning.runsAVX512Kernels
 }
 
 // MARK: Device kernels (Kernels/conv.cl)
