@@ -35,15 +35,16 @@ public struct MatMul: Operation {
         let a = args.inputs[0].baseAddress!, b = args.inputs[1].baseAddress!, c = args.output.baseAddress!
         let lda = transposeA ? d.m : d.k, ldb = transposeB ? d.k : d.n
         if d.m * d.n * d.k == 0 { args.output.update(repeating: 0); return }
-        // A shared B with a batched, untransposed A is one tall GEMM.
-        if d.batchA && !d.batchB && !transposeA {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+        // One product, or a shared B with a batched, untransposed A (one tall GEMM): OpenBLAS's packed GEMM over
+        // all cores (HistoAVX512's unpacked kernel ran sgemm 1024³ at a third of its speed).
+        if batches == 1 || (d.batchA && !d.batchB && !transposeA) {
+            cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
                         Int32(batches * d.m), Int32(d.n), Int32(d.k), 1, a, Int32(lda), b, Int32(ldb), 0, c, Int32(d.n))
             return
         }
-        // Small products (the linear attentions' per-head 32×32 contexts over a tile's pixels, issue 21) one per
-        // core at a time through `gemm` (HistoAVX512's kernels where they suit the shape): one multithreaded
-        // OpenBLAS call per item cost more in dispatch than in arithmetic. A single product keeps OpenBLAS's threads.
+        // Batches of small products (the linear attentions' per-head 32×32 contexts over a tile's pixels, issue 21)
+        // one per core at a time through `gemm` (HistoAVX512's kernels where they suit the shape): one multithreaded
+        // OpenBLAS call per item cost more in dispatch than in arithmetic.
         parallelSingleThreadedGemms(batches) { i in
             gemm(transposeA, transposeB, d.m, d.n, d.k, a + (d.batchA ? i * d.m * d.k : 0), lda,
                  b + (d.batchB ? i * d.k * d.n : 0), ldb, 0, c + i * d.m * d.n, d.n)
