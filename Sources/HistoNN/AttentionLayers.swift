@@ -139,7 +139,8 @@ public final class SpatialAttention: Module, UnaryLayer {
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
         let (b, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-        let parts = qkv(x.reshape([b, c, h * w]), groups: 3).map { $0.splitHeads(heads).transpose(2, 3) } // [B, heads, L, d]
+        // [B, heads, L, d]
+        let parts = qkv(x.reshape([b, c, h * w]), groups: 3).map { $0.splitHeads(heads).transpose(2, 3) }
         let attended = Tensor.scaledDotProductAttention(q: parts[0], k: parts[1], v: parts[2]) // [B, heads, L, d]
         return output(attended.transpose(2, 3).reshape([b, heads * headDim, h * w])).reshape([b, c, h, w])
     }

@@ -13,9 +13,10 @@ final class AVX512GEMMTests: XCTestCase {
             (0..<count).map { _ in state = state &* 1664525 &+ 1013904223; return Float(state >> 8) / Float(1 << 24) - 0.5 }
         }
         let shapes: [(transposedA: Bool, transposedB: Bool, m: Int, n: Int, k: Int)] = [
-            (false, false, 4, 48, 1), (false, false, 7, 101, 19), (false, false, 64, 4222, 64), (false, false, 13, 97, 3),
-            (true, false, 4, 48, 1), (true, false, 7, 101, 19), (true, false, 32, 4100, 32), (true, false, 13, 97, 3),
-            (false, true, 4, 4, 16), (false, true, 9, 7, 1047), (false, true, 64, 64, 4222), (false, true, 6, 66, 300),
+            (false, false, 4, 48, 1), (false, false, 7, 101, 19), (false, false, 64, 4222, 64),
+            (false, false, 13, 97, 3), (true, false, 4, 48, 1), (true, false, 7, 101, 19),
+            (true, false, 32, 4100, 32), (true, false, 13, 97, 3), (false, true, 4, 4, 16),
+            (false, true, 9, 7, 1047), (false, true, 64, 64, 4222), (false, true, 6, 66, 300),
         ]
         var cases = 0
         for (transposedA, transposedB, m, n, k) in shapes {
@@ -38,7 +39,8 @@ final class AVX512GEMMTests: XCTestCase {
                     // Includes C's row padding, which both must leave alone.
                     let worst = zip(ours, reference).map { abs($0 - $1) }.max() ?? 0
                     XCTAssert(worst <= 1e-5 * Float(k),
-                              "\(transposedA ? "Aᵀ" : "A")·\(transposedB ? "Bᵀ" : "B") \(m)×\(n)×\(k) beta \(beta) parallel \(parallel): largest difference \(worst)")
+                              "\(transposedA ? "Aᵀ" : "A")·\(transposedB ? "Bᵀ" : "B") \(m)×\(n)×\(k) beta \(beta) "
+                                  + "parallel \(parallel): largest difference \(worst)")
                     cases += 1
                 }
             }

@@ -579,7 +579,8 @@ struct ShiftedCorrelation {
         // Spread over the cores unless a per-core loop runs this (OpenBLAS is single-threaded there).
         let parallel = openblas_get_num_threads() > 1
         if !transposeB, n >= 48 {
-            return AVX512GEMM.multiply(m, n, k, a, lda, b, ldb, beta, c, ldc, transposedA: transposeA, parallel: parallel)
+            return AVX512GEMM.multiply(m, n, k, a, lda, b, ldb, beta, c, ldc, transposedA: transposeA,
+                                       parallel: parallel)
         }
         if !transposeA, transposeB, OwnGemm.transposedToo, n >= 4, k >= 256 {
             return AVX512GEMM.multiplyTransposed(m, n, k, a, lda, b, ldb, beta, c, ldc, parallel: parallel)
