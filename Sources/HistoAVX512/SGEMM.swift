@@ -21,21 +21,31 @@ public enum AVX512GEMM {
         #endif
     }()
 
-    /// C[m×n] = A[m×k]·B[k×n] + beta·C (row-major, leading dimensions lda, ldb, ldc), for m ≥ 4 and n ≥ 48;
-    /// `parallel` spreads the blocks over the cores (each block's arithmetic is the same either way).
+    /// C[m×n] = op(A)·B[k×n] + beta·C (row-major, leading dimensions lda, ldb, ldc) with op(A) = A[m×k], or Aᵀ for
+    /// A[k×m] when `transposedA`, for m ≥ 4 and n ≥ 48; `parallel` spreads the blocks over the cores (each block's
+    /// arithmetic is the same either way).
     @inline(never)
     public static func multiply(_ m: Int, _ n: Int, _ k: Int, _ a: UnsafePointer<Float>, _ lda: Int,
                                 _ b: UnsafePointer<Float>, _ ldb: Int, _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
-                                parallel: Bool) {
+                                transposedA: Bool = false, parallel: Bool) {
         let m4 = m / 4 * 4, n48 = n / 48 * 48
+        // Element (i, p) of op(A) lies at a[i·rowStride + p·depthStride].
+        let rowStride = transposedA ? 1 : lda
         forEach(n48 / 48, parallel: parallel) { column in
             let j0 = column * 48
             for i0 in stride(from: 0, to: m4, by: 4) {
-                blockNN(k, a + i0 * lda, lda, b + j0, ldb, beta, c + i0 * ldc + j0, ldc)
+                // Two calls, so that each inlined copy has its A strides as constants where they are 1.
+                if transposedA {
+                    blockNN(k, a + i0, 1, lda, b + j0, ldb, beta, c + i0 * ldc + j0, ldc)
+                } else {
+                    blockNN(k, a + i0 * lda, lda, 1, b + j0, ldb, beta, c + i0 * ldc + j0, ldc)
+                }
             }
         }
-        if n48 < n { openBLAS(false, false, m4, n - n48, k, a, lda, b + n48, ldb, beta, c + n48, ldc) }
-        if m4 < m { openBLAS(false, false, m - m4, n, k, a + m4 * lda, lda, b, ldb, beta, c + m4 * ldc, ldc) }
+        if n48 < n { openBLAS(transposedA, false, m4, n - n48, k, a, lda, b + n48, ldb, beta, c + n48, ldc) }
+        if m4 < m {
+            openBLAS(transposedA, false, m - m4, n, k, a + m4 * rowStride, lda, b, ldb, beta, c + m4 * ldc, ldc)
+        }
     }
 
     /// C[m×n] = A[m×k]·B[n×k]ᵀ + beta·C, for m ≥ 4, n ≥ 4 and k ≥ 16; `parallel` as for `multiply`.
@@ -72,24 +82,27 @@ public enum AVX512GEMM {
         UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD16<Float>.self)
     }
 
-    /// A 4×48 block of C: 12 vector accumulators, each step one row of B (three vectors) times four broadcast A values.
-    @inline(__always) static func blockNN(_ k: Int, _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
+    /// A 4×48 block of C: 12 vector accumulators, each step one row of B (three vectors) times four broadcast A values
+    /// (A's element (i, p) at a[i·rowStride + p·depthStride]).
+    @inline(__always) static func blockNN(_ k: Int, _ a: UnsafePointer<Float>, _ rowStride: Int, _ depthStride: Int,
+                                          _ b: UnsafePointer<Float>, _ ldb: Int,
                                           _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
         var c00 = SIMD16<Float>(), c01 = SIMD16<Float>(), c02 = SIMD16<Float>()
         var c10 = SIMD16<Float>(), c11 = SIMD16<Float>(), c12 = SIMD16<Float>()
         var c20 = SIMD16<Float>(), c21 = SIMD16<Float>(), c22 = SIMD16<Float>()
         var c30 = SIMD16<Float>(), c31 = SIMD16<Float>(), c32 = SIMD16<Float>()
-        let a1 = a + lda, a2 = a1 + lda, a3 = a2 + lda
+        let a1 = a + rowStride, a2 = a1 + rowStride, a3 = a2 + rowStride
         var row = b
         for p in 0..<k {
             let b0 = load(row), b1 = load(row + 16), b2 = load(row + 32)
-            var s = SIMD16<Float>(repeating: a[p])
+            let q = p * depthStride
+            var s = SIMD16<Float>(repeating: a[q])
             c00.addProduct(s, b0); c01.addProduct(s, b1); c02.addProduct(s, b2)
-            s = SIMD16<Float>(repeating: a1[p])
+            s = SIMD16<Float>(repeating: a1[q])
             c10.addProduct(s, b0); c11.addProduct(s, b1); c12.addProduct(s, b2)
-            s = SIMD16<Float>(repeating: a2[p])
+            s = SIMD16<Float>(repeating: a2[q])
             c20.addProduct(s, b0); c21.addProduct(s, b1); c22.addProduct(s, b2)
-            s = SIMD16<Float>(repeating: a3[p])
+            s = SIMD16<Float>(repeating: a3[q])
             c30.addProduct(s, b0); c31.addProduct(s, b1); c32.addProduct(s, b2)
             row += ldb
         }

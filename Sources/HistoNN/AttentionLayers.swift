@@ -16,10 +16,28 @@ public final class Pointwise: Module {
 
     /// x [B, in, L] → [B, out, L].
     public func callAsFunction(_ x: Tensor) -> Tensor {
+        project(x, weight.value.reshape(Array(weight.shape.prefix(2))), bias?.value)
+    }
+
+    /// x [B, in, L] → `groups` tensors [B, out/groups, L], the outputs of `callAsFunction(x).chunk(groups, axis: 1)`
+    /// as one product per group of the weight's rows: attention's q, k and v come out as tensors of their own instead
+    /// of copies sliced out of a shared one (issue 21).
+    public func callAsFunction(_ x: Tensor, groups: Int) -> [Tensor] {
         let w = weight.value.reshape(Array(weight.shape.prefix(2)))
+        guard groups > 0, w.shape[0] % groups == 0 else {
+            return [.invalid("pointwise", "\(w.shape[0]) outputs do not split into \(groups) groups")]
+        }
+        let rows = w.shape[0] / groups
+        return (0..<groups).map { g in
+            project(x, w.slice(axis: 0, start: g * rows, end: (g + 1) * rows),
+                    bias?.value.slice(axis: 0, start: g * rows, end: (g + 1) * rows))
+        }
+    }
+
+    private func project(_ x: Tensor, _ w: Tensor, _ b: Tensor?) -> Tensor {
         let y = w.matmul(x)
-        guard let bias else { return y }
-        return y + bias.value.reshape([1, bias.count, 1])
+        guard let b else { return y }
+        return y + b.reshape([1, b.count, 1])
     }
 }
 
@@ -121,7 +139,8 @@ public final class SpatialAttention: Module, UnaryLayer {
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
         let (b, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-        let parts = qkv(x.reshape([b, c, h * w])).chunk(3, axis: 1).map { $0.splitHeads(heads).transpose(2, 3) } // [B, heads, L, d]
+        // [B, heads, L, d]
+        let parts = qkv(x.reshape([b, c, h * w]), groups: 3).map { $0.splitHeads(heads).transpose(2, 3) }
         let attended = Tensor.scaledDotProductAttention(q: parts[0], k: parts[1], v: parts[2]) // [B, heads, L, d]
         return output(attended.transpose(2, 3).reshape([b, heads * headDim, h * w])).reshape([b, c, h, w])
     }
@@ -147,7 +166,7 @@ public final class LinearAttention: Module, UnaryLayer {
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
         let (b, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-        let parts = qkv(x.reshape([b, c, h * w])).chunk(3, axis: 1).map { $0.splitHeads(heads) } // [B, heads, d, L]
+        let parts = qkv(x.reshape([b, c, h * w]), groups: 3).map { $0.splitHeads(heads) } // [B, heads, d, L]
         let attended = Tensor.linearAttention(q: parts[0], k: parts[1], v: parts[2]) // [B, heads, d, L]
         return norm(output(attended.reshape([b, heads * headDim, h * w])).reshape([b, c, h, w]))
     }

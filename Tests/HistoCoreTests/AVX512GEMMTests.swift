@@ -3,7 +3,7 @@ import HistoAVX512
 import XCTest
 
 /// HistoAVX512's kernels against OpenBLAS on shapes with every kind of edge: rows past the blocks of 4, columns past
-/// the blocks of 48 (A·B) or 4 (A·Bᵀ), a K tail past the multiples of 16 and K past one chunk, strided operands,
+/// the blocks of 48 (A·B, Aᵀ·B) or 4 (A·Bᵀ), a K tail past the multiples of 16 and K past one chunk, strided operands,
 /// beta 0 and 1, on one core and spread over the cores.
 final class AVX512GEMMTests: XCTestCase {
     func testKernelsMatchOpenBLAS() throws {
@@ -12,33 +12,39 @@ final class AVX512GEMMTests: XCTestCase {
         func values(_ count: Int) -> [Float] {
             (0..<count).map { _ in state = state &* 1664525 &+ 1013904223; return Float(state >> 8) / Float(1 << 24) - 0.5 }
         }
-        let shapes: [(transposedB: Bool, m: Int, n: Int, k: Int)] = [
-            (false, 4, 48, 1), (false, 7, 101, 19), (false, 64, 4222, 64), (false, 13, 97, 3),
-            (true, 4, 4, 16), (true, 9, 7, 1047), (true, 64, 64, 4222), (true, 6, 66, 300),
+        let shapes: [(transposedA: Bool, transposedB: Bool, m: Int, n: Int, k: Int)] = [
+            (false, false, 4, 48, 1), (false, false, 7, 101, 19), (false, false, 64, 4222, 64),
+            (false, false, 13, 97, 3), (true, false, 4, 48, 1), (true, false, 7, 101, 19),
+            (true, false, 32, 4100, 32), (true, false, 13, 97, 3), (false, true, 4, 4, 16),
+            (false, true, 9, 7, 1047), (false, true, 64, 64, 4222), (false, true, 6, 66, 300),
         ]
         var cases = 0
-        for (transposedB, m, n, k) in shapes {
+        for (transposedA, transposedB, m, n, k) in shapes {
             for beta: Float in [0, 1] {
                 for parallel in [false, true] {
-                    // B is k×n, or n×k when transposed; every operand has padding at the end of its rows.
-                    let lda = k + 3, ldb = (transposedB ? k : n) + 5, ldc = n + 2
-                    let a = values(m * lda), b = values((transposedB ? n : k) * ldb), c = values(m * ldc)
+                    // A is m×k, or k×m when transposed, B k×n or n×k; every operand has padding at the end of its rows.
+                    let lda = (transposedA ? m : k) + 3, ldb = (transposedB ? k : n) + 5, ldc = n + 2
+                    let a = values((transposedA ? k : m) * lda), b = values((transposedB ? n : k) * ldb)
+                    let c = values(m * ldc)
                     var ours = c, reference = c
                     if transposedB {
                         AVX512GEMM.multiplyTransposed(m, n, k, a, lda, b, ldb, beta, &ours, ldc, parallel: parallel)
                     } else {
-                        AVX512GEMM.multiply(m, n, k, a, lda, b, ldb, beta, &ours, ldc, parallel: parallel)
+                        AVX512GEMM.multiply(m, n, k, a, lda, b, ldb, beta, &ours, ldc, transposedA: transposedA,
+                                            parallel: parallel)
                     }
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, transposedB ? CblasTrans : CblasNoTrans, Int32(m), Int32(n),
-                                Int32(k), 1, a, Int32(lda), b, Int32(ldb), beta, &reference, Int32(ldc))
+                    cblas_sgemm(CblasRowMajor, transposedA ? CblasTrans : CblasNoTrans,
+                                transposedB ? CblasTrans : CblasNoTrans, Int32(m), Int32(n), Int32(k), 1, a, Int32(lda),
+                                b, Int32(ldb), beta, &reference, Int32(ldc))
                     // Includes C's row padding, which both must leave alone.
                     let worst = zip(ours, reference).map { abs($0 - $1) }.max() ?? 0
                     XCTAssert(worst <= 1e-5 * Float(k),
-                              "\(transposedB ? "A·Bᵀ" : "A·B") \(m)×\(n)×\(k) beta \(beta) parallel \(parallel): largest difference \(worst)")
+                              "\(transposedA ? "Aᵀ" : "A")·\(transposedB ? "Bᵀ" : "B") \(m)×\(n)×\(k) beta \(beta) "
+                                  + "parallel \(parallel): largest difference \(worst)")
                     cases += 1
                 }
             }
         }
-        XCTAssertEqual(cases, 32)
+        XCTAssertEqual(cases, 48)
     }
 }

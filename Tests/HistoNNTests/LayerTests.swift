@@ -53,6 +53,20 @@ final class LayerTests: XCTestCase {
         XCTAssertEqual(try attention(tokens, context: context).eval().shape, [2, 7, 6])
         XCTAssertEqual(attention.parameters().map(\.name).first, "queryProjection.weight")
     }
+
+    func testPointwiseGroupsAreTheChunksOfItsOutput() throws {
+        let g = RandomGenerator(seed: 4)
+        let pointwise = Pointwise(3, 6, generator: g)
+        let x = try g.normal([2, 3, 50]).materialized()
+        let chunks = pointwise(x).chunk(3, axis: 1), groups = pointwise(x, groups: 3)
+        XCTAssertEqual(groups.count, 3)
+        for (group, chunk) in zip(groups, chunks) {
+            XCTAssertEqual(group.shape, [2, 2, 50])
+            let worst = zip(try group.toArray(), try chunk.toArray()).map { abs($0 - $1) }.max() ?? .infinity
+            XCTAssertLessThan(worst, 1e-6)
+        }
+        XCTAssertThrowsError(try pointwise(x, groups: 4)[0].eval())
+    }
 }
 
 final class MemoryReuseTests: XCTestCase {

@@ -363,9 +363,10 @@ extension Tensor {
     /// context = k·vᵀ [B, H, D, Dv], out = contextᵀ·q [B, H, Dv, N].
     public static func linearAttention(q: Tensor, k: Tensor, v: Tensor, scale: Float? = nil) -> Tensor {
         let depth = q.rank == 4 ? Float(q.shape[2]) : 1
-        let queries = q.softmax(axis: -2) * (scale ?? 1 / depth.squareRoot())
-        let context = k.softmax(axis: -1).matmul(v, transposeB: true)
-        return context.matmul(queries, transposeA: true)
+        // The scale multiplies the D×Dv context instead of the D×N queries: the same product, one pass over a
+        // small matrix instead of one over the queries (issue 21).
+        let context = k.softmax(axis: -1).matmul(v, transposeB: true) * (scale ?? 1 / depth.squareRoot())
+        return context.matmul(q.softmax(axis: -2), transposeA: true)
     }
 
     /// Non-overlapping windows of x [B, C, H, W] as token sequences [B·(H/w)·(W/w), w·w, C]: windows ordered by

@@ -569,17 +569,20 @@ struct ShiftedCorrelation {
 }
 
 /// Row-major C = op(A)·op(B) + beta·C through OpenBLAS or, on an AVX-512 CPU, through HistoAVX512's kernels for the
-/// shapes they run faster: A·B with at least 48 columns always, A·Bᵀ over long rows when OpenBLAS's own kernels are
-/// not its AVX-512 ones (`OwnGemm`). The choice depends on the shape only, so an image gives the same result alone
-/// or in a batch. `HISTODIFF_GEMM=openblas` keeps OpenBLAS throughout.
+/// shapes they run faster: A·B and Aᵀ·B with at least 48 columns always, A·Bᵀ over long rows when OpenBLAS's own
+/// kernels are not its AVX-512 ones (`OwnGemm`). The choice depends on the shape only, so an image gives the same
+/// result alone or in a batch. `HISTODIFF_GEMM=openblas` keeps OpenBLAS throughout.
 @inline(__always) func gemm(_ transposeA: Bool, _ transposeB: Bool, _ m: Int, _ n: Int, _ k: Int,
                             _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
                             _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
-    if OwnGemm.enabled, !transposeA, m >= 4 {
+    if OwnGemm.enabled, m >= 4 {
         // Spread over the cores unless a per-core loop runs this (OpenBLAS is single-threaded there).
         let parallel = openblas_get_num_threads() > 1
-        if !transposeB, n >= 48 { return AVX512GEMM.multiply(m, n, k, a, lda, b, ldb, beta, c, ldc, parallel: parallel) }
-        if transposeB, OwnGemm.transposedToo, n >= 4, k >= 256 {
+        if !transposeB, n >= 48 {
+            return AVX512GEMM.multiply(m, n, k, a, lda, b, ldb, beta, c, ldc, transposedA: transposeA,
+                                       parallel: parallel)
+        }
+        if !transposeA, transposeB, OwnGemm.transposedToo, n >= 4, k >= 256 {
             return AVX512GEMM.multiplyTransposed(m, n, k, a, lda, b, ldb, beta, c, ldc, parallel: parallel)
         }
     }
@@ -591,7 +594,7 @@ struct ShiftedCorrelation {
 /// OpenBLAS's 101 (Haswell kernels) / 157 (SkylakeX kernels); A·Bᵀ over 4208 pixels 128 against 98 / 152.
 enum OwnGemm {
     static let enabled = AVX512GEMM.isSupported && ProcessInfo.processInfo.environment["HISTODIFF_GEMM"] != "openblas"
-    static let transposedToo = !["skylakex", "cooperlake", "sapphirerapids"].contains(OpenBLASTuning.coreName.lowercased())
+    static let transposedToo = !OpenBLASTuning.runsAVX512Kernels
 }
 
 // MARK: Device kernels (Kernels/conv.cl)

@@ -1,7 +1,8 @@
 import CBLAS
 
 /// Batched matrix product C = op(A)·op(B) with op = transpose when flagged. Batch axes are equal on both
-/// sides, or one side is a plain matrix shared by every batch. GEMM goes through CBLAS (OpenBLAS).
+/// sides, or one side is a plain matrix shared by every batch. GEMM goes through CBLAS (OpenBLAS) or, per batch
+/// item, through `gemm`.
 public struct MatMul: Operation {
     public let transposeA: Bool
     public let transposeB: Bool
@@ -34,18 +35,19 @@ public struct MatMul: Operation {
         let a = args.inputs[0].baseAddress!, b = args.inputs[1].baseAddress!, c = args.output.baseAddress!
         let lda = transposeA ? d.m : d.k, ldb = transposeB ? d.k : d.n
         if d.m * d.n * d.k == 0 { args.output.update(repeating: 0); return }
-        // A shared B with a batched, untransposed A is one tall GEMM.
-        if d.batchA && !d.batchB && !transposeA {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+        // One product, or a shared B with a batched, untransposed A (one tall GEMM): OpenBLAS's packed GEMM over
+        // all cores (HistoAVX512's unpacked kernel ran sgemm 1024³ at a third of its speed).
+        if batches == 1 || (d.batchA && !d.batchB && !transposeA) {
+            cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
                         Int32(batches * d.m), Int32(d.n), Int32(d.k), 1, a, Int32(lda), b, Int32(ldb), 0, c, Int32(d.n))
             return
         }
-        for i in 0..<batches {
-            cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
-                        Int32(d.m), Int32(d.n), Int32(d.k), 1,
-                        a + (d.batchA ? i * d.m * d.k : 0), Int32(lda),
-                        b + (d.batchB ? i * d.k * d.n : 0), Int32(ldb), 0,
-                        c + i * d.m * d.n, Int32(d.n))
+        // Batches of small products (the linear attentions' per-head 32×32 contexts over a tile's pixels, issue 21)
+        // one per core at a time through `gemm` (HistoAVX512's kernels where they suit the shape): one multithreaded
+        // OpenBLAS call per item cost more in dispatch than in arithmetic.
+        parallelSingleThreadedGemms(batches) { i in
+            gemm(transposeA, transposeB, d.m, d.n, d.k, a + (d.batchA ? i * d.m * d.k : 0), lda,
+                 b + (d.batchB ? i * d.k * d.n : 0), ldb, 0, c + i * d.m * d.n, d.n)
         }
     }
 
