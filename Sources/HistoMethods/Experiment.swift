@@ -141,14 +141,12 @@ public enum Experiment {
     }
 
     /// Segments the images `names` of `dataset` (the run's validation images, or every image of `--test`) with the
-    /// run's kept weights in sliding windows of its training patch, scores them (`ModelEvaluation`, outputs in
+    /// run's kept weights as `segment` does (`ImageSegmenter.ofRun`), scores them (`ModelEvaluation`, outputs in
     /// `<folder>/eval`; mIoU and mF1 are DTSeg's means over background and foreground) and writes `score.json`.
     static func score(_ cell: Cell, request: TrainingRequest,
                       on images: (dataset: Dataset, names: [String])) throws -> ExperimentRunScore {
         let folder = request.directory
-        let window = try SlidingWindow(tile: MethodTraining.plan(for: request).patchSize)
-        let segmenter = try ImageSegmenter(model: try TrainedModel(path: folder), window: window,
-                                           backend: request.backend)
+        let segmenter = try ImageSegmenter.ofRun(at: folder, backend: request.backend)
         let evaluation = try ModelEvaluation.run(segmenter, dataset: images.dataset, names: images.names,
                                                  output: folder + "/eval")
         let pooled = evaluation.pooled, background = evaluation.pooledCounts.complement.scores

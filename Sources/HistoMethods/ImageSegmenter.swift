@@ -23,6 +23,14 @@ public struct ImageSegmenter {
         self.backend = backend
     }
 
+    /// The segmenter `histodiff segment` uses for the run in `directory` when no window option is given: tiles of
+    /// its training patch, overlap 0.25, Gaussian blending, reflect padding (`SlidingWindow.segmentation`).
+    /// `experiment` scores and the instance tuning use it too, so that a table measures the masks `segment` writes.
+    public static func ofRun(at directory: String, backend: (any Backend)? = nil) throws -> ImageSegmenter {
+        let model = try TrainedModel(path: directory)
+        return try ImageSegmenter(model: model, window: .segmentation(tile: model.card.defaultTile), backend: backend)
+    }
+
     /// The window for an image of `height × width`: the tile shrunk, along each axis where it is larger than the
     /// image, to the image's side rounded up to the network's input multiple. A larger tile would only add padding,
     /// and the memory of a tile grows with its area (`--tile 100000` on a 128² image asked for 26 GB).

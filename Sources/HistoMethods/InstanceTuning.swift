@@ -129,13 +129,11 @@ public enum InstanceTuning {
         return record
     }
 
-    /// Tunes a finished training run (`MethodTraining.run`) on its validation images, segmented in windows of its
-    /// training patch; whole images, as `segment` sees them, when the run trained on grid crops of them.
+    /// Tunes a finished training run (`MethodTraining.run`) on its validation images, segmented as `segment`
+    /// segments them (`ImageSegmenter.ofRun`); whole images when the run trained on grid crops of them.
     @discardableResult
     public static func run(after result: TrainingResult, request: TrainingRequest, dataset: Dataset) throws -> Record {
-        let window = try SlidingWindow(tile: MethodTraining.plan(for: request).patchSize)
-        let segmenter = try ImageSegmenter(model: TrainedModel(path: request.directory), window: window,
-                                           backend: request.backend)
+        let segmenter = try ImageSegmenter.ofRun(at: request.directory, backend: request.backend)
         return try run(segmenter, dataset: dataset.wholeImages, names: dataset.sources(of: result.split.validation))
     }
 }

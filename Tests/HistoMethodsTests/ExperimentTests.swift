@@ -117,6 +117,34 @@ final class ExperimentTests: XCTestCase {
         }
     }
 
+    /// A run's scores are those of the masks `histodiff segment` writes: the experiment's probabilities equal the
+    /// ones of `segment`'s window (training patch, overlap, Gaussian blending, reflect padding) on images larger
+    /// than the patch, where tiles overlap.
+    func testScoresAreOfTheOutputsSegmentWrites() throws {
+        let root = try temporaryFolder().path
+        try SyntheticHistology.makeDataset(at: root + "/data", count: 5, size: 56, seed: 8)
+        var plan = ExperimentPlan(methods: ["supervised"], labels: ["1/2"], seeds: [0], data: root + "/data",
+                                  directory: root + "/experiment")
+        plan.configure = { _, request in
+            request.patch = 32
+            request.batch = 2
+            request.cropsPerImage = 1
+            request.iterations = 1
+            request.progress = .none
+        }
+        try Experiment.run(plan) { _ in }
+        let run = root + "/experiment/runs/supervised/labels-1_2/seed-0"
+        let model = try TrainedModel(path: run)
+        let segment = try ImageSegmenter(model: model, window: .segmentation(tile: model.card.defaultTile))
+        let written = try FileManager.default.contentsOfDirectory(atPath: run + "/eval/probabilities").sorted()
+        XCTAssertFalse(written.isEmpty)
+        try segment.segment(written.map { root + "/data/images/" + $0 }, to: root + "/segment")
+        for name in written {
+            XCTAssertEqual(FileManager.default.contents(atPath: run + "/eval/probabilities/" + name),
+                           FileManager.default.contents(atPath: root + "/segment/probabilities/" + name), name)
+        }
+    }
+
     func testBadGridsAreRefusedNamingTheOption() throws {
         let base = ExperimentPlan(methods: ["supervised"], labels: ["1/8"], seeds: [0], data: "/nonexistent",
                                   directory: "/tmp/x")
