@@ -92,6 +92,15 @@ final class ExperimentTests: XCTestCase {
         XCTAssertTrue(lines.last!.hasPrefix("results: "), run.output)
     }
 
+    /// A run of one iteration on 32² patches, batch 2, one crop per image, without progress lines.
+    static func oneTinyIteration(_ request: inout TrainingRequest) {
+        request.patch = 32
+        request.batch = 2
+        request.cropsPerImage = 1
+        request.iterations = 1
+        request.progress = .none
+    }
+
     /// `METHOD@VARIANT` trains METHOD with the variant's own options in its own folder and report row.
     func testAVariantIsTheMethodWithItsOwnOptionsAndRow() throws {
         let root = try temporaryFolder().path
@@ -99,11 +108,7 @@ final class ExperimentTests: XCTestCase {
         var plan = ExperimentPlan(methods: ["supervised", "supervised@dice"], labels: ["1/2"], seeds: [0],
                                   data: root + "/data", directory: root + "/experiment")
         plan.configure = { entry, request in
-            request.patch = 32
-            request.batch = 2
-            request.cropsPerImage = 1
-            request.iterations = 1
-            request.progress = .none
+            Self.oneTinyIteration(&request)
             if entry == "supervised@dice" { request.methodOptions["loss"] = "dice" }
         }
         let scores = try Experiment.run(plan) { _ in }
@@ -125,13 +130,7 @@ final class ExperimentTests: XCTestCase {
         try SyntheticHistology.makeDataset(at: root + "/data", count: 5, size: 56, seed: 8)
         var plan = ExperimentPlan(methods: ["supervised"], labels: ["1/2"], seeds: [0], data: root + "/data",
                                   directory: root + "/experiment")
-        plan.configure = { _, request in
-            request.patch = 32
-            request.batch = 2
-            request.cropsPerImage = 1
-            request.iterations = 1
-            request.progress = .none
-        }
+        plan.configure = { _, request in Self.oneTinyIteration(&request) }
         try Experiment.run(plan) { _ in }
         let run = root + "/experiment/runs/supervised/labels-1_2/seed-0"
         let model = try TrainedModel(path: run)
