@@ -103,6 +103,23 @@ public struct Augmentation: Equatable, Sendable {
         return dtseg
     }()
 
+    /// The augmentation as a run's training.json records it: its description without the MONAI transforms'
+    /// fields while they are all at their defaults (off), as runs recorded it before those fields existed, so that
+    /// such runs still resume (`recorded(_:)` reads either form).
+    public var recordedDescription: String { Self.recorded(String(describing: self)) }
+
+    /// A description, as recorded before or after the MONAI fields existed, in `recordedDescription`'s form.
+    public static func recorded(_ description: String) -> String {
+        guard let tail = defaultMONAITail, description.hasSuffix(tail) else { return description }
+        return String(description.dropLast(tail.count)) + ")"
+    }
+
+    /// The end of a description whose MONAI fields are their defaults: ", axisFlipProbability: 0.0, … )".
+    static let defaultMONAITail: String? = {
+        let text = String(describing: Augmentation())
+        return text.range(of: ", axisFlipProbability:").map { String(text[$0.lowerBound...]) }
+    }()
+
     /// The augmentations `histodiff train --augment` names.
     public static let presets: [(name: String, augmentation: Augmentation)] =
         [("default", Augmentation()), ("none", .none), ("dtseg", .dtseg)]

@@ -333,6 +333,31 @@ final class MethodTrainerTests: XCTestCase {
         }) { error in XCTAssertTrue("\(error)".contains("batch: 2 then, 4 now"), "\(error)") }
     }
 
+    /// Runs recorded before the MONAI transforms existed (their augmentation without those fields) and runs that
+    /// spelled the fields out at their defaults both resume; a run with a MONAI transform on does not match either.
+    func testRecordedAugmentationsOfEveryFormResume() throws {
+        let plan = try tinyPlan(epochs: 1)
+        let path = try temporaryFolder().appendingPathComponent(MethodTrainer.settingsFileName).path
+        let current = plan.settings["augmentation"]!
+        XCTAssertFalse(current.contains("axisFlipProbability"), current)
+        let spelledOut = String(describing: plan.augmentation)
+        XCTAssertTrue(spelledOut.hasSuffix("keepSizeZoom: ClosedRange(0.9...1.1))"), spelledOut)
+        var dtseg = plan
+        dtseg.augmentation = .dtseg
+        for (recorded, resumes) in [(current, true), (spelledOut, true), (dtseg.settings["augmentation"]!, false)] {
+            var settings = plan.settings
+            settings["augmentation"] = recorded
+            try MethodTrainer.writeJSON(settings, to: path)
+            if resumes {
+                XCTAssertNoThrow(try MethodTrainer.checkResumable(settings: plan.settings, path: path))
+            } else {
+                XCTAssertThrowsError(try MethodTrainer.checkResumable(settings: plan.settings, path: path)) {
+                    XCTAssertTrue("\($0)".contains("augmentation: "), "\($0)")
+                }
+            }
+        }
+    }
+
     func testLossesOnPerfectAndWrongLogits() throws {
         let labels = Tensor([0, 1, 1, 0], shape: [1, 2, 2])
         let perfect = Tensor([20, -20, -20, 20, -20, 20, 20, -20], shape: [1, 2, 2, 2])

@@ -87,7 +87,8 @@ public struct TrainingPlan: Sendable {
             "seed": String(seed), "patch": String(patchSize), "crops_per_image": String(cropsPerImage),
             "batch": String(batchSize), "unlabelled_batch": String(unlabelledBatchSize ?? batchSize),
             "metric": metric.rawValue, "patience": patience.map(String.init) ?? "none",
-            "optimizer": "\(optimizer)", "augmentation": "\(augmentation)", "photometric": String(photometric),
+            "optimizer": "\(optimizer)", "augmentation": augmentation.recordedDescription,
+            "photometric": String(photometric),
             "pixel_range": "\(pixelRange)", "validation_crop": validationCrop.map(String.init) ?? "none",
             "validate_every": validateEvery.map(String.init) ?? "epoch"]
         switch length {
@@ -461,10 +462,12 @@ public enum MethodTrainer {
     /// Refuses to resume a run whose recorded settings differ from these, listing the differences.
     static func checkResumable(settings: [String: String], path: String) throws {
         guard let data = FileManager.default.contents(atPath: path),
-              let saved = try? JSONDecoder().decode([String: String].self, from: data) else {
+              var saved = try? JSONDecoder().decode([String: String].self, from: data) else {
             throw EngineError.file(path: path, message: "the run folder holds a checkpoint but no readable "
                                    + "\(settingsFileName): it was not made by this trainer")
         }
+        // Runs recorded between the MONAI transforms' arrival and this form spelled their default fields out.
+        saved["augmentation"] = saved["augmentation"].map(Augmentation.recorded)
         let keys = Set(saved.keys).union(settings.keys).sorted()
         let differences = keys.filter { saved[$0] != settings[$0] }.map {
             "\($0): \(saved[$0] ?? "(unset)") then, \(settings[$0] ?? "(unset)") now"
