@@ -119,6 +119,12 @@ public struct Dataset: Sendable {
     /// The dataset of the stored images, one item each, as opened: what inference segments and scores whole.
     public var wholeImages: Dataset { Dataset(root: root, classes: classes, items: storedImages) }
 
+    /// The stored images the items `names` come from, whole, and their names: what inference segments and scores
+    /// when a run trained on grid crops of them.
+    public func wholeImages(of names: [String]) -> (dataset: Dataset, names: [String]) {
+        (wholeImages, sources(of: names))
+    }
+
     /// The names of the stored images of the items `names`, each once, sorted (a name not in the dataset is kept).
     public func sources(of names: [String]) -> [String] {
         let source = Dictionary(uniqueKeysWithValues: items.map { ($0.name, $0.source) })

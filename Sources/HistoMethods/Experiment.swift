@@ -110,9 +110,7 @@ public enum Experiment {
             let tuned = try InstanceTuning.run(after: result, request: request, dataset: dataset)
             log("\(name): instances \(tuned.chosen.description) (validation AJI "
                 + String(format: "%.4f", tuned.aji) + ")")
-            // Whole validation images, also when the run trained on grid crops of them.
-            let scored = testSet.map { ($0, $0.items.map(\.name)) }
-                ?? (dataset.wholeImages, dataset.sources(of: result.split.validation))
+            let scored = testSet.map { ($0, $0.items.map(\.name)) } ?? dataset.wholeImages(of: result.split.validation)
             let score = try self.score(cell, request: request, on: scored)
             log(String(format: "%@: Dice %.4f, IoU %.4f, AJI %.4f, detection F1 %.4f, HD95 %.2f", name,
                        score.metrics["dice"] ?? .nan, score.metrics["iou"] ?? .nan, score.metrics["aji"] ?? .nan,
@@ -166,7 +164,7 @@ public enum Experiment {
         guard !plan.seeds.isEmpty else { throw invalid("--seeds", "names no seed") }
         for entry in plan.methods {
             _ = try MethodRegistry.method(named: method(ofEntry: entry))
-            if entry.contains("@"), entry.hasSuffix("@") || entry.filter({ $0 == "@" }).count > 1 {
+            if entry.hasSuffix("@") || entry.filter({ $0 == "@" }).count > 1 {
                 throw invalid("--methods", "'\(entry)' is not METHOD or METHOD@VARIANT")
             }
         }

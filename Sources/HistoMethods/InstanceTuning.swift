@@ -134,7 +134,8 @@ public enum InstanceTuning {
     @discardableResult
     public static func run(after result: TrainingResult, request: TrainingRequest, dataset: Dataset) throws -> Record {
         let segmenter = try ImageSegmenter.ofRun(at: request.directory, backend: request.backend)
-        return try run(segmenter, dataset: dataset.wholeImages, names: dataset.sources(of: result.split.validation))
+        let validation = dataset.wholeImages(of: result.split.validation)
+        return try run(segmenter, dataset: validation.dataset, names: validation.names)
     }
 }
 

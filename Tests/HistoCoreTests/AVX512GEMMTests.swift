@@ -2,9 +2,9 @@ import CBLAS
 import HistoAVX512
 import XCTest
 
-/// HistoAVX512's kernels against OpenBLAS on shapes with every kind of edge: rows past the blocks of 4, columns past
-/// the blocks of 48 (A·B, Aᵀ·B) or 4 (A·Bᵀ), a K tail past the multiples of 16 and K past one chunk, strided operands,
-/// beta 0 and 1, on one core and spread over the cores.
+/// HistoAVX512's kernels against OpenBLAS on shapes with every kind of edge: rows past the blocks of 4, columns
+/// past the blocks of 48 (A·B, Aᵀ·B) or 4 (A·Bᵀ), a K tail past the multiples of 16 and K past one chunk,
+/// strided operands, beta 0 and 1, on one core and spread over the cores.
 final class AVX512GEMMTests: XCTestCase {
     func testKernelsMatchOpenBLAS() throws {
         guard AVX512GEMM.isSupported else { throw XCTSkip("this CPU (or OS) has no AVX-512") }
@@ -22,7 +22,8 @@ final class AVX512GEMMTests: XCTestCase {
         for (transposedA, transposedB, m, n, k) in shapes {
             for beta: Float in [0, 1] {
                 for parallel in [false, true] {
-                    // A is m×k, or k×m when transposed, B k×n or n×k; every operand has padding at the end of its rows.
+                    // A is m×k, or k×m when transposed, B k×n or n×k; every operand has padding at the end of
+                    // its rows.
                     let lda = (transposedA ? m : k) + 3, ldb = (transposedB ? k : n) + 5, ldc = n + 2
                     let a = values((transposedA ? k : m) * lda), b = values((transposedB ? n : k) * ldb)
                     let c = values(m * ldc)
@@ -38,8 +39,8 @@ final class AVX512GEMMTests: XCTestCase {
                                 b, Int32(ldb), beta, &reference, Int32(ldc))
                     // Includes C's row padding, which both must leave alone.
                     let worst = zip(ours, reference).map { abs($0 - $1) }.max() ?? 0
-                    XCTAssert(worst <= 1e-5 * Float(k),
-                              "\(transposedA ? "Aᵀ" : "A")·\(transposedB ? "Bᵀ" : "B") \(m)×\(n)×\(k) beta \(beta) "
+                    let product = "\(transposedA ? "Aᵀ" : "A")·\(transposedB ? "Bᵀ" : "B")"
+                    XCTAssert(worst <= 1e-5 * Float(k), "\(product) \(m)×\(n)×\(k) beta \(beta) "
                                   + "parallel \(parallel): largest difference \(worst)")
                     cases += 1
                 }
