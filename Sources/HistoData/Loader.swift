@@ -32,6 +32,9 @@ public struct LoaderOptions: Sendable {
     /// Batches carry labels (class ids); every image must then have a mask.
     public var labelled: Bool
     public var augmentation = Augmentation()
+    /// Random crops start at multiples of this in both axes, so that the same tiles recur from epoch to epoch
+    /// (PathSegDiff's feature cache); 1: any position.
+    public var cropAlignment = 1
     public var views = BatchViews.weak
     /// A fresh random order of the epoch's windows in every epoch; otherwise image order, windows row-major.
     public var shuffle = true
@@ -110,6 +113,9 @@ public final class BatchLoader {
         func invalid(_ message: String) -> EngineError { .invalidValue(op: "BatchLoader", message: message) }
         guard options.batchSize > 0 else { throw invalid("batch size \(options.batchSize) must be positive") }
         guard options.prefetch > 0 else { throw invalid("prefetch \(options.prefetch) must be positive") }
+        guard options.cropAlignment > 0 else {
+            throw invalid("crop alignment \(options.cropAlignment) must be positive")
+        }
         if let (index, count) = options.shard, !(0..<count).contains(index) {
             throw invalid("shard \(index) of \(count) does not exist")
         }
@@ -324,8 +330,9 @@ private final class Producer: @unchecked Sendable {
         let size = options.patches.size
         var stream = PhiloxStream(seed: options.seed, path: [kind, 1, UInt64(epoch), UInt64(position)])
         // Two draws always, so the augmentation's stream positions do not depend on the patch mode.
-        let y = stream.integer(0, max(1, sample.image.height - size + 1))
-        let x = stream.integer(0, max(1, sample.image.width - size + 1))
+        let a = options.cropAlignment
+        let y = stream.integer(0, max(1, (sample.image.height - size) / a + 1)) * a
+        let x = stream.integer(0, max(1, (sample.image.width - size) / a + 1)) * a
         let origin: (y: Int, x: Int)
         if case .grid = options.patches {
             origin = (window.y, window.x)

@@ -166,11 +166,26 @@ public struct FeatureExtractor {
         guard images.rank == 4, ids.count == images.shape[0] else {
             throw EngineError.invalidOp(op: Self.op, message: "\(ids.count) ids for images \(describe(images.shape))")
         }
+        return try self(ids: ids, imageShape: Array(images.shape.dropFirst()), cache: cache, on: backend) { missing in
+            guard missing.count < ids.count else { return (images, context) }
+            let selection = Tensor(missing.map(Float.init), shape: [missing.count])
+            return (images.indexSelect(axis: 0, indices: selection),
+                    context?.indexSelect(axis: 0, indices: selection))
+        }
+    }
+
+    /// Features of the images named `ids`, each [`imageShape`], with a per-image cache: files in `cache` that
+    /// match are read; `inputs(missing)` gives the images (and context) of the others, in that order, which are
+    /// computed in one batch and written. Lets a caller make only the inputs it lacks (PathSegDiff encodes only
+    /// the tiles the cache does not hold).
+    public func callAsFunction(ids: [String], imageShape: [Int], cache: FeatureCache, on backend: (any Backend)? = nil,
+                               inputs: (_ missing: [Int]) throws -> (images: Tensor, context: Tensor?))
+        throws -> DiffusionFeatures {
         let badIDs = ids.filter { $0.isEmpty || $0.contains("/") || $0.hasPrefix(".") }
         guard badIDs.isEmpty else {
             throw EngineError.invalidOp(op: Self.op, message: "ids must be plain file names, got \(badIDs)")
         }
-        let signature = self.signature(tag: cache.tag, imageShape: Array(images.shape.dropFirst()))
+        let signature = self.signature(tag: cache.tag, imageShape: imageShape)
         var stored: [[String: HostTensor]?] = ids.map { id in
             guard let file = try? SafeTensors.read(cache.path(for: id)), file.metadata["signature"] == signature
             else { return nil }
@@ -179,9 +194,7 @@ public struct FeatureExtractor {
         }
         let missing = stored.indices.filter { stored[$0] == nil }
         if !missing.isEmpty {
-            let selection = Tensor(missing.map(Float.init), shape: [missing.count])
-            let subset = missing.count == ids.count ? images : images.indexSelect(axis: 0, indices: selection)
-            let subContext = context.map { missing.count == ids.count ? $0 : $0.indexSelect(axis: 0, indices: selection) }
+            let (subset, subContext) = try inputs(missing)
             let raw = try rawMaps(subset, context: subContext, on: backend)
             var hostMaps: [String: HostTensor] = [:]
             for (k, key) in keys.enumerated() { hostMaps[key] = try HostTensor(raw[k]) }

@@ -95,17 +95,14 @@ extension Module {
     /// on two ranks only if they were given the same options and built the same model from the same seed.
     /// (Swift's `Hasher` is seeded per process, so it cannot compare processes.)
     public func fingerprint(settings: [String: String]) throws -> UInt64 {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        func add<Bytes: Sequence>(_ bytes: Bytes) where Bytes.Element == UInt8 {
-            for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-        }
-        for key in settings.keys.sorted() { add("\(key)=\(settings[key]!)\n".utf8) }
+        var hash = FNV1a()
+        for key in settings.keys.sorted() { hash.add("\(key)=\(settings[key]!)\n".utf8) }
         let tensors = parameters().map { ($0.name, $0.parameter as ModuleTensor) }
             + buffers().map { ($0.name, $0.buffer as ModuleTensor) }
         for (name, tensor) in tensors {
-            add("\(name)\(tensor.shape)".utf8)
-            for value in try tensor.values() { withUnsafeBytes(of: value.bitPattern.littleEndian) { add($0) } }
+            hash.add("\(name)\(tensor.shape)".utf8)
+            hash.add(values: try tensor.values())
         }
-        return hash
+        return hash.value
     }
 }

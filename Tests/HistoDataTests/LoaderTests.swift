@@ -206,6 +206,19 @@ final class LoaderTests: XCTestCase {
         XCTAssertTrue(message([0]) { $0.epochs = 0 }.contains("0 epochs"))
         XCTAssertTrue(message([0]) { $0.patches = .grid(size: 8, stride: 9) }.contains("stride ≤ size"))
         XCTAssertTrue(message([0]) { $0.patches = .randomCrops(size: 8, perImage: 0) }.contains("both must be positive"))
+        XCTAssertTrue(message([0]) { $0.cropAlignment = 0 }.contains("crop alignment 0 must be positive"))
+    }
+
+    /// Aligned random crops start at multiples of the alignment (PathSegDiff's tiles recur) and still reach every
+    /// aligned origin, up to the last one that fits.
+    func testAlignedRandomCropsStartOnTheGrid() throws {
+        let dataset = try Support.syntheticDataset(self, count: 2, width: 61, height: 45)
+        var options = options(8, .randomCrops(size: 16, perImage: 40), epochs: 3)
+        options.cropAlignment = 8
+        let items = try drain(try BatchLoader(dataset: dataset, indices: [0, 1], options: options)).flatMap(\.items)
+        XCTAssertEqual(items.count, 3 * 2 * 40)
+        XCTAssertEqual(Set(items.map(\.y)), [0, 8, 16, 24], "45 − 16 = 29: origins 0…24")
+        XCTAssertEqual(Set(items.map(\.x)), [0, 8, 16, 24, 32, 40], "61 − 16 = 45: origins 0…40")
     }
 
     /// MoNuSeg through a split: 256² patches of the right shapes, and each stream only sees its role's images.

@@ -1,7 +1,7 @@
 import Foundation
 import XCTest
 import HistoCore
-import HistoData
+@testable import HistoData
 import HistoDiffusion
 import HistoNN
 @testable import HistoMethods
@@ -109,6 +109,56 @@ final class PathSegDiffTests: XCTestCase {
         XCTAssertLessThan(worst, 1e-5)
     }
 
+    /// With a cache, tile features equal the computed ones, each distinct tile is one file named by its pixels,
+    /// and a later call reads the files (a file changed on disk changes what it returns).
+    func testCachedTileFeaturesEqualComputedOnesAndAreReadBack() throws {
+        let run = try Self.tinyRun()
+        let computed = try PathSegDiffFeatures(run: run, tile: 32, noiseSeed: 3)
+        let cached = try PathSegDiffFeatures(run: run, tile: 32, noiseSeed: 3)
+        let folder = try temporaryFolder().path
+        try cached.useCache(directory: folder, backend: CPUBackend.shared)
+        let tile = try RandomGenerator(seed: 4).uniform([1, 3, 32, 32], -1, 1).materialized()
+        let other = try RandomGenerator(seed: 5).uniform([1, 3, 32, 32], -1, 1).materialized()
+        // A 64×64 image of tiles [tile other; other tile]: two distinct tiles.
+        let image = Tensor.concat([Tensor.concat([tile, other], axis: 3), Tensor.concat([other, tile], axis: 3)],
+                                  axis: 2)
+        let expected = try computed(image).toArray()
+        XCTAssertLessThan(relativeError(try cached(image).toArray(), expected), 1e-6)
+        let store = try XCTUnwrap(cached.cache?.store)
+        let files = try FileManager.default.contentsOfDirectory(atPath: store.directory).sorted()
+        let tileFile = PathSegDiffFeatures.contentID(try tile.toArray()[...]) + ".safetensors"
+        XCTAssertEqual(files.count, 2)
+        XCTAssertTrue(files.contains(tileFile))
+        let path = store.directory + "/" + tileFile
+        let written = try SafeTensors.read(path)
+        try SafeTensors.write(written.tensors.sorted { $0.key < $1.key }.map {
+            (name: $0.key, tensor: HostTensor(shape: $0.value.shape, values: $0.value.values.map { $0 * 2 }))
+        }, metadata: written.metadata, to: path)
+        let again = try cached(tile).toArray()
+        let alone = try computed(tile).toArray()
+        XCTAssertLessThan(relativeError(again, alone.map { $0 * 2 }), 1e-6, "the second call reads the file")
+    }
+
+    /// The step's augmentation turns and flips each crop's features and labels alike, drawn from the crop's own
+    /// stream: equal inputs stay equal, and the draws vary over crops.
+    func testDihedralAugmentationMovesFeaturesAndLabelsTogether() throws {
+        let values: [Float] = (0..<(8 * 36)).map { (p: Int) -> Float in Float((p * 7 + p / 5) % 3) }
+        let labels = Tensor(values, shape: [8, 6, 6])
+        let items = (0..<8).map { BatchItem(name: "c\($0)", datasetIndex: 0, epoch: 2, position: $0, y: 0, x: 0) }
+        let (features, turned) = PathSegDiffMethod.dihedral(labels.reshape([8, 1, 6, 6]), labels, items: items,
+                                                            seed: 7)
+        XCTAssertEqual(features.shape, [8, 1, 6, 6])
+        XCTAssertEqual(try features.reshape([8, 6, 6]).toArray(), try turned.toArray())
+        let before = try labels.toArray(), after = try turned.toArray()
+        let changed = (0..<8).filter { (i: Int) -> Bool in
+            let crop = (i * 36)..<((i + 1) * 36)
+            return before[crop] != after[crop]
+        }
+        XCTAssertGreaterThan(changed.count, 3, "most of 8 crops are turned or flipped")
+        let (_, same) = PathSegDiffMethod.dihedral(labels.reshape([8, 1, 6, 6]), labels, items: items, seed: 7)
+        XCTAssertEqual(try same.toArray(), after)
+    }
+
     func testFeaturesUseTheLDMLinearScheduleAtFifty() {
         XCTAssertEqual(PathSegDiffFeatures.ldmAlphaBars[PathSegDiffFeatures.timestep], 0.916687, accuracy: 1e-6)
     }
@@ -147,6 +197,16 @@ final class PathSegDiffTests: XCTestCase {
         let loaded = try TrainedModel(path: root + "/run")
         XCTAssertEqual(loaded.card.pathSegDiff?.tile, 64)
         let x = try RandomGenerator(seed: 9).uniform([1, 3, 64, 128], -1, 1).materialized()
-        XCTAssertEqual(try loaded.network(x).toArray(), try result.model(x).toArray())
+        let reloaded = try loaded.network(x).toArray()
+        XCTAssertLessThan(relativeError(reloaded, try result.model(x).toArray()), 1e-6,
+                          "the trained model (cached features) and the reloaded one (computed) agree")
+        let cache = root + "/ldm/feature-cache"
+        let cached = try FileManager.default.subpathsOfDirectory(atPath: cache).filter { $0.hasSuffix(".safetensors") }
+        XCTAssertFalse(cached.isEmpty, "training kept its tiles' features in the model's run folder")
+        request.directory = root + "/run-without-cache"
+        request.methodOptions["cache"] = "off"
+        _ = try MethodTraining.run(request)
+        let after = try FileManager.default.subpathsOfDirectory(atPath: cache).filter { $0.hasSuffix(".safetensors") }
+        XCTAssertEqual(after.count, cached.count, "cache=off writes nothing")
     }
 }

@@ -103,6 +103,9 @@ public final class PathSegDiffFeatures {
     public let tile: Int
     public let extractor: FeatureExtractor
     public let channels: Int
+    /// Where tile features are kept once computed, and the backend that computes the missing ones; nil: every
+    /// call computes (inference). Training sets it (`useCache`).
+    public private(set) var cache: (store: FeatureCache, backend: any Backend)?
 
     public init(run: DiffusionRun, tile: Int, noiseSeed: UInt64) throws {
         guard let latentSpace = run.latentSpace else {
@@ -123,11 +126,45 @@ public final class PathSegDiffFeatures {
         self.tile = tile
     }
 
+    /// Keeps every tile's features in a folder of `directory` named by the fingerprints of the frozen UNet and
+    /// autoencoder, one file per tile named by a hash of its pixels (issue 17's cache keyed by model, image, tile
+    /// and t: the file's signature holds t, ᾱ_t, the noise seed and the blocks). A tile seen again (the same
+    /// aligned crop in a later epoch, validation's windows, another seed's run on the same model) is read, not
+    /// recomputed; only the missing tiles are encoded, on `backend`.
+    public func useCache(directory: String, backend: any Backend) throws {
+        let model = try run.model.fingerprint(settings: [:])
+        let autoencoder = try latentSpace.autoencoder.fingerprint(
+            settings: ["scale": String(latentSpace.scaleFactor), "posterior": "mean"])
+        let tag = String(format: "%016llx-%016llx", model, autoencoder)
+        cache = (FeatureCache(directory: (directory as NSString).appendingPathComponent(tag), tag: tag), backend)
+    }
+
     /// Features of tiles [M, 3, tile, tile] in [−1, 1]: [M, C, g, g] on the latent grid g = tile/f, cut from the
-    /// gradient graph (the extractor is frozen).
+    /// gradient graph (the extractor is frozen); read from the cache where it holds them.
     public func ofTiles(_ tiles: Tensor) throws -> Tensor {
-        let maps = try extractor.recordedMaps(latentSpace.meanLatents(tiles), context: nil)
-        return Tensor.concat(extractor.resized(maps), axis: 1).detach()
+        guard let (store, backend) = cache else {
+            let maps = try extractor.recordedMaps(latentSpace.meanLatents(tiles), context: nil)
+            return Tensor.concat(extractor.resized(maps), axis: 1).detach()
+        }
+        let values = try tiles.toArray(on: backend)
+        let size = values.count / max(tiles.shape[0], 1)
+        let ids = (0..<tiles.shape[0]).map { Self.contentID(values[($0 * size)..<(($0 + 1) * size)]) }
+        let grid = tile / latentSpace.downsamplingFactor
+        let features = try extractor(ids: ids, imageShape: [run.model.imageChannels, grid, grid], cache: store,
+                                     on: backend) { missing in
+            let pixels = missing.flatMap { values[($0 * size)..<(($0 + 1) * size)] }
+            return (latentSpace.meanLatents(Tensor(pixels, shape: [missing.count] + Array(tiles.shape.dropFirst()))),
+                    nil)
+        }
+        return features.stacked()
+    }
+
+    /// A tile's cache file name: a 64-bit FNV-1a hash of its values' bits (collisions are negligible for the
+    /// thousands of tiles of a dataset).
+    static func contentID(_ values: ArraySlice<Float>) -> String {
+        var hash = FNV1a()
+        hash.add(values: values)
+        return String(format: "%016llx", hash.value)
     }
 
     /// Features of images [N, 3, H, W] (sides multiples of `tile`): every tile on its own, the tiles' features
@@ -165,13 +202,17 @@ public final class PathSegDiffSegmenter: Module, SegmentationModel {
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
         do {
-            let logits = head(try features(x))
-            let size = Array(x.shape.suffix(2))
-            return logits.shape.suffix(2).elementsEqual(size) ? logits
-                : logits.interpolateBilinear(size: size, alignCorners: false)
+            return logits(features: try features(x), size: Array(x.shape.suffix(2)))
         } catch {
             return .invalid("pathsegdiff", "\(error)")
         }
+    }
+
+    /// The head's logits of tile features, at `size` [H, W] (resized when the autoencoder does not downsample by 4).
+    func logits(features: Tensor, size: [Int]) -> Tensor {
+        let logits = head(features)
+        return logits.shape.suffix(2).elementsEqual(size) ? logits
+            : logits.interpolateBilinear(size: size, alignCorners: false)
     }
 }
 
@@ -203,16 +244,47 @@ public struct PathSegDiffSettings: Codable, Equatable, Sendable {
 /// a latent diffusion run, with the weighted CE. docs/methods/pathsegdiff.md.
 public final class PathSegDiffMethod: SingleNetworkMethod {
     public let network: OptimizedNetwork
+    let segmenter: PathSegDiffSegmenter
+    /// The feature cache's folder; nil: features are computed at every step.
+    let cacheDirectory: String?
+    let seed: UInt64
 
-    public init(_ segmenter: PathSegDiffSegmenter, setup: MethodSetup) {
+    public init(_ segmenter: PathSegDiffSegmenter, cacheDirectory: String?, setup: MethodSetup) {
         network = OptimizedNetwork(segmenter, recipe: setup.plan.optimizer, totalSteps: setup.totalSteps)
+        self.segmenter = segmenter
+        self.cacheDirectory = cacheDirectory
+        seed = setup.plan.seed
     }
 
+    /// The frozen features of the (unaugmented, tile-aligned) crops, then a flip and quarter turns drawn per crop
+    /// applied to features and labels together: the augmentations that keep cached features valid (issue 17).
     public func step(_ batch: MethodBatch, context: StepContext) throws -> [String: Float] {
-        network.model.train(true)
-        let loss = try WeightedCrossEntropy.loss(logits: network.model(batch.labelled.images),
-                                                 labels: batch.labelled.labels!, on: context.backend)
+        if let cacheDirectory, segmenter.features.cache == nil {
+            try segmenter.features.useCache(directory: cacheDirectory, backend: context.backend)
+        }
+        segmenter.train(true)
+        let (features, labels) = Self.dihedral(try segmenter.features(batch.labelled.images),
+                                               batch.labelled.labels!, items: batch.labelled.items, seed: seed)
+        let logits = segmenter.logits(features: features, size: Array(labels.shape.suffix(2)))
+        let loss = try WeightedCrossEntropy.loss(logits: logits, labels: labels, on: context.backend)
         return try OptimizedNetwork.minimise(loss, named: "loss", networks: [network], context: context)
+    }
+
+    /// Features [N, C, h, w] and labels [N, S, S], each crop turned by k quarter turns and, with probability ½,
+    /// flipped left–right, k and the flip drawn from the crop's own stream (its epoch and position, as the loader's
+    /// augmentations: a resumed or data-parallel run draws the same).
+    static func dihedral(_ features: Tensor, _ labels: Tensor, items: [BatchItem], seed: UInt64) -> (Tensor, Tensor) {
+        var turnedFeatures: [Tensor] = [], turnedLabels: [Tensor] = []
+        for (i, item) in items.enumerated() {
+            var stream = PhiloxStream(seed: seed, path: [3, UInt64(item.epoch), UInt64(item.position)])
+            let (turns, flips) = (stream.integer(0, 4), stream.integer(0, 2) == 1)
+            var f = features.slice(axis: 0, start: i, end: i + 1).rot90(k: turns, axes: (2, 3))
+            var l = labels.slice(axis: 0, start: i, end: i + 1).rot90(k: turns, axes: (1, 2))
+            if flips { (f, l) = (f.flip(axes: [3]), l.flip(axes: [2])) }
+            turnedFeatures.append(f)
+            turnedLabels.append(l)
+        }
+        return (Tensor.concat(turnedFeatures, axis: 0), Tensor.concat(turnedLabels, axis: 0))
     }
 
     /// The tile of each preset: the paper's 256² (3×3 of them in a 768² crop); 64² on the CPU.
@@ -239,10 +311,16 @@ public final class PathSegDiffMethod: SingleNetworkMethod {
         paper: "PathSegDiff: FCN head on frozen latent-diffusion features with 3×3 tile context (Graikos et al.)",
         defaults: "cpu: 64² tiles in 192² crops, batch 4, Adam 1e-4, weighted CE, 30 epochs; paper: 256² tiles in "
             + "768² crops, batch 4",
-        options: [MethodOption(name: "model", help: "the frozen `histodiff pretrain --autoencoder` run (required)")],
+        options: [MethodOption(name: "model", help: "the frozen `histodiff pretrain --autoencoder` run (required)"),
+                  MethodOption(name: "cache", help: "folder of the tile feature cache, or off (default: "
+                                + "feature-cache in the model's run folder)")],
         plan: { preset, plan, _ in
             plan.optimizer = .adam(learningRate: 1e-4)
             plan.patchSize = 3 * tile(preset)
+            // Tile-aligned crops without pixel changes: their tiles recur, so cached features stay valid; the
+            // step flips and turns features and labels instead.
+            plan.cropAlignment = tile(preset)
+            plan.augmentation = .none
             plan.batchSize = 4
             if preset == "cpu" {
                 plan.cropsPerImage = 2
@@ -255,6 +333,8 @@ public final class PathSegDiffMethod: SingleNetworkMethod {
             let card = try card(preset, options: options, classes: setup.classes, plan: setup.plan)
             guard let segmenter = try card.makeModel(generator: RandomGenerator(seed: setup.plan.seed))
                 as? PathSegDiffSegmenter else { preconditionFailure("a pathsegdiff card makes a PathSegDiffSegmenter") }
-            return PathSegDiffMethod(segmenter, setup: setup)
+            let runFolder = (DiffusionRun.weightsFile(card.pathSegDiff!.model) as NSString).deletingLastPathComponent
+            let cache = options["cache"] ?? (runFolder as NSString).appendingPathComponent("feature-cache")
+            return PathSegDiffMethod(segmenter, cacheDirectory: cache == "off" ? nil : cache, setup: setup)
         })
 }

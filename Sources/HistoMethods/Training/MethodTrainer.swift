@@ -44,6 +44,9 @@ public struct TrainingPlan: Sendable {
     public var seed: UInt64 = 0
     /// Side of the square training crops; a multiple of the model's `inputMultiple`.
     public var patchSize = 256
+    /// Random crops start at multiples of this (`LoaderOptions.cropAlignment`): PathSegDiff's tiles then recur
+    /// from epoch to epoch and its feature cache hits.
+    public var cropAlignment = 1
     public var cropsPerImage = 8
     public var batchSize = 24
     /// The unlabelled batch of methods that take one; nil: `batchSize`.
@@ -95,6 +98,8 @@ public struct TrainingPlan: Sendable {
         case .epochs(let n): settings["epochs"] = String(n)
         case .iterations(let n): settings["iterations"] = String(n)
         }
+        // Recorded only when set, so runs from before the setting resume.
+        if cropAlignment != 1 { settings["crop_alignment"] = String(cropAlignment) }
         if let tiling = validationTiling { settings["validation_tiling"] = "\(tiling.size)/\(tiling.stride)" }
         return settings
     }
@@ -517,6 +522,7 @@ public enum MethodTrainer {
                                                                              perImage: plan.cropsPerImage),
                                     labelled: labelled)
         options.augmentation = plan.augmentation
+        options.cropAlignment = plan.cropAlignment
         options.views = views == .weak && plan.photometric ? .strong : views
         options.seed = plan.seed
         options.range = plan.pixelRange
