@@ -107,11 +107,13 @@ public enum Experiment {
             let dataset = try request.openDataset()
             let result = try MethodTraining.run(request, dataset: dataset)
             if case let .interrupted(signal) = result.outcome { throw TrainingInterrupted(signal: signal) }
-            let tuned = try InstanceTuning.run(after: result, request: request, dataset: dataset)
+            // Without a test set, tuning and scoring segment the same validation images: once, through the memo.
+            let memo = testSet == nil ? ProbabilityMemo() : nil
+            let tuned = try InstanceTuning.run(after: result, request: request, dataset: dataset, memo: memo)
             log("\(name): instances \(tuned.chosen.description) (validation AJI "
                 + String(format: "%.4f", tuned.aji) + ")")
             let scored = testSet.map { ($0, $0.items.map(\.name)) } ?? dataset.wholeImages(of: result.split.validation)
-            let score = try self.score(cell, request: request, on: scored)
+            let score = try self.score(cell, request: request, on: scored, memo: memo)
             log(String(format: "%@: Dice %.4f, IoU %.4f, AJI %.4f, detection F1 %.4f, HD95 %.2f", name,
                        score.metrics["dice"] ?? .nan, score.metrics["iou"] ?? .nan, score.metrics["aji"] ?? .nan,
                        score.metrics["detection_f1"] ?? .nan, score.metrics["hd95"] ?? .nan))
@@ -141,10 +143,10 @@ public enum Experiment {
     /// Segments the images `names` of `dataset` (the run's validation images, or every image of `--test`) with the
     /// run's kept weights as `segment` does (`ImageSegmenter.ofRun`), scores them (`ModelEvaluation`, outputs in
     /// `<folder>/eval`; mIoU and mF1 are DTSeg's means over background and foreground) and writes `score.json`.
-    static func score(_ cell: Cell, request: TrainingRequest,
-                      on images: (dataset: Dataset, names: [String])) throws -> ExperimentRunScore {
+    static func score(_ cell: Cell, request: TrainingRequest, on images: (dataset: Dataset, names: [String]),
+                      memo: ProbabilityMemo?) throws -> ExperimentRunScore {
         let folder = request.directory
-        let segmenter = try ImageSegmenter.ofRun(at: folder, backend: request.backend)
+        let segmenter = try ImageSegmenter.ofRun(at: folder, backend: request.backend, memo: memo)
         let evaluation = try ModelEvaluation.run(segmenter, dataset: images.dataset, names: images.names,
                                                  output: folder + "/eval")
         let pooled = evaluation.pooled, background = evaluation.pooledCounts.complement.scores

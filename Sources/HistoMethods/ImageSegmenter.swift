@@ -10,6 +10,9 @@ public struct ImageSegmenter {
     public let window: SlidingWindow
     /// Where tensors are evaluated; the default backend when nil.
     public let backend: (any Backend)?
+    /// Probabilities already computed for an image, shared with other segmenters of the same model and window;
+    /// nil: every image is computed.
+    public var memo: ProbabilityMemo?
 
     /// Throws when the window's tiles are not multiples of the network's downsampling.
     public init(model: TrainedModel, window: SlidingWindow, backend: (any Backend)? = nil) throws {
@@ -26,9 +29,13 @@ public struct ImageSegmenter {
     /// The segmenter `histodiff segment` uses for the run in `directory` when no window option is given: tiles of
     /// its training patch, overlap 0.25, Gaussian blending, reflect padding (`SlidingWindow.segmentation`).
     /// `experiment` scores and the instance tuning use it too, so that a table measures the masks `segment` writes.
-    public static func ofRun(at directory: String, backend: (any Backend)? = nil) throws -> ImageSegmenter {
+    public static func ofRun(at directory: String, backend: (any Backend)? = nil,
+                             memo: ProbabilityMemo? = nil) throws -> ImageSegmenter {
         let model = try TrainedModel(path: directory)
-        return try ImageSegmenter(model: model, window: .segmentation(tile: model.card.defaultTile), backend: backend)
+        var segmenter = try ImageSegmenter(model: model, window: .segmentation(tile: model.card.defaultTile),
+                                           backend: backend)
+        segmenter.memo = memo
+        return segmenter
     }
 
     /// The window for an image of `height × width`: the tile shrunk, along each axis where it is larger than the
@@ -50,6 +57,11 @@ public struct ImageSegmenter {
     /// cut into the crops of its grid (`GridCrops`) first, each crop segmented so (resized and back), and the
     /// crops' probabilities stitched back into the image's.
     public func probabilities(of image: Image) throws -> Planes {
+        if let memo { return try memo.probabilities(of: image) { try computedProbabilities(of: image) } }
+        return try computedProbabilities(of: image)
+    }
+
+    private func computedProbabilities(of image: Image) throws -> Planes {
         guard let grid = model.card.gridCrops else { return try probabilities(ofInput: image) }
         let cells = try GridCrops(grid).cells(height: image.height, width: image.width, image: "the image")
         return try GridCrops.stitch(cells.map { try probabilities(ofInput: image.cropped(to: $0)) }, cells: cells,
@@ -107,6 +119,26 @@ public struct ImageSegmenter {
             progress?(done + 1, name)
         }
         return names
+    }
+}
+
+/// Probabilities by image, kept while `experiment` tunes a run's instance post-processing on its validation
+/// images and then scores the same images: each is segmented once. Holds the images it is given, so it is made for
+/// one run's validation set (not for `--test` sets of any size).
+public final class ProbabilityMemo {
+    private var stored: [UInt64: [(image: Image, probabilities: Planes)]] = [:]
+
+    public init() {}
+
+    /// `image`'s stored probabilities, or `compute()`'s, stored.
+    func probabilities(of image: Image, compute: () throws -> Planes) throws -> Planes {
+        var hash = FNV1a()
+        hash.add("\(image.width)×\(image.height)×\(image.channels)".utf8)
+        image.samples.withUnsafeBytes { hash.add($0) }
+        if let hit = stored[hash.value]?.first(where: { $0.image == image }) { return hit.probabilities }
+        let probabilities = try compute()
+        stored[hash.value, default: []].append((image, probabilities))
+        return probabilities
     }
 }
 

@@ -130,10 +130,12 @@ public enum InstanceTuning {
     }
 
     /// Tunes a finished training run (`MethodTraining.run`) on its validation images, segmented as `segment`
-    /// segments them (`ImageSegmenter.ofRun`); whole images when the run trained on grid crops of them.
+    /// segments them (`ImageSegmenter.ofRun`); whole images when the run trained on grid crops of them. `memo`
+    /// keeps their probabilities for a scoring that follows.
     @discardableResult
-    public static func run(after result: TrainingResult, request: TrainingRequest, dataset: Dataset) throws -> Record {
-        let segmenter = try ImageSegmenter.ofRun(at: request.directory, backend: request.backend)
+    public static func run(after result: TrainingResult, request: TrainingRequest, dataset: Dataset,
+                           memo: ProbabilityMemo? = nil) throws -> Record {
+        let segmenter = try ImageSegmenter.ofRun(at: request.directory, backend: request.backend, memo: memo)
         let validation = dataset.wholeImages(of: result.split.validation)
         return try run(segmenter, dataset: validation.dataset, names: validation.names)
     }

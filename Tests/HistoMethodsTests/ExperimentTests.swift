@@ -144,6 +144,26 @@ final class ExperimentTests: XCTestCase {
         }
     }
 
+    /// Tuning (dataset samples) and scoring (`segment`'s PNG reads) meet in the memo: the images scoring reads
+    /// are found, so each validation image is segmented once; another image is computed.
+    func testTuningAndScoringSegmentEachImageOnce() throws {
+        let root = try temporaryFolder().path
+        try SyntheticHistology.makeDataset(at: root + "/data", count: 3, size: 40, seed: 2)
+        let dataset = try Dataset.open(path: root + "/data")
+        let memo = ProbabilityMemo()
+        let planes = try Planes(channels: 1, height: 2, width: 2, values: [0, 1, 2, 3])
+        var computed = 0
+        func count() -> Planes { computed += 1; return planes }
+        for index in 0..<2 { _ = try memo.probabilities(of: try dataset.sample(at: index).image, compute: count) }
+        XCTAssertEqual(computed, 2)
+        for item in dataset.items.prefix(2) {
+            XCTAssertEqual(try memo.probabilities(of: try PNG.read(path: item.imagePath), compute: count), planes)
+        }
+        XCTAssertEqual(computed, 2, "scoring's reads of the tuned images are found")
+        _ = try memo.probabilities(of: try PNG.read(path: dataset.items[2].imagePath), compute: count)
+        XCTAssertEqual(computed, 3)
+    }
+
     func testBadGridsAreRefusedNamingTheOption() throws {
         let base = ExperimentPlan(methods: ["supervised"], labels: ["1/8"], seeds: [0], data: "/nonexistent",
                                   directory: "/tmp/x")
