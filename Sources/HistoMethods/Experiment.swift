@@ -146,7 +146,8 @@ public enum Experiment {
     static func score(_ cell: Cell, request: TrainingRequest, on images: (dataset: Dataset, names: [String]),
                       memo: ProbabilityMemo?) throws -> ExperimentRunScore {
         let folder = request.directory
-        let segmenter = try ImageSegmenter.ofRun(at: folder, backend: request.backend, memo: memo)
+        let segmenter = try ImageSegmenter.ofRun(at: folder, backend: request.backend, memo: memo,
+                                                 cachingFeatures: true)
         let evaluation = try ModelEvaluation.run(segmenter, dataset: images.dataset, names: images.names,
                                                  output: folder + "/eval")
         let pooled = evaluation.pooled, background = evaluation.pooledCounts.complement.scores

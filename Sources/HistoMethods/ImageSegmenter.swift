@@ -29,9 +29,14 @@ public struct ImageSegmenter {
     /// The segmenter `histodiff segment` uses for the run in `directory` when no window option is given: tiles of
     /// its training patch, overlap 0.25, Gaussian blending, reflect padding (`SlidingWindow.segmentation`).
     /// `experiment` scores and the instance tuning use it too, so that a table measures the masks `segment` writes.
-    public static func ofRun(at directory: String, backend: (any Backend)? = nil,
-                             memo: ProbabilityMemo? = nil) throws -> ImageSegmenter {
+    /// With `cachingFeatures`, a model that can keep frozen features (`FeatureCaching`) uses the cache its card
+    /// names (`experiment`: every run on the same frozen model segments the same images).
+    public static func ofRun(at directory: String, backend: (any Backend)? = nil, memo: ProbabilityMemo? = nil,
+                             cachingFeatures: Bool = false) throws -> ImageSegmenter {
         let model = try TrainedModel(path: directory)
+        if cachingFeatures, let caching = model.network as? FeatureCaching {
+            try caching.cacheFeatures(on: backend ?? Engine.defaultBackend)
+        }
         var segmenter = try ImageSegmenter(model: model, window: .segmentation(tile: model.card.defaultTile),
                                            backend: backend)
         segmenter.memo = memo

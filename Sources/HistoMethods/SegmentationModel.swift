@@ -10,6 +10,14 @@ public protocol SegmentationModel: Module, UnaryLayer {
     var inputMultiple: Int { get }
 }
 
+/// A model with frozen parts that can keep what they compute for inputs seen again (PathSegDiff's tile features):
+/// its training turns the cache on, and so does `experiment`'s scoring, where every run on the same frozen model
+/// segments the same images. `segment` on new images does not (a new image rarely repeats a tile).
+public protocol FeatureCaching {
+    /// Uses the cache the model's card names, computing what it lacks on `backend`; nothing when it names none.
+    func cacheFeatures(on backend: any Backend) throws
+}
+
 /// The supervised segmentation networks, by configuration.
 public enum SegmentationArchitecture: Equatable, Sendable {
     case unet(SegmentationUNet.Configuration)

@@ -201,6 +201,11 @@ final class PathSegDiffTests: XCTestCase {
         XCTAssertLessThan(relativeError(reloaded, try result.model(x).toArray()), 1e-6,
                           "the trained model (cached features) and the reloaded one (computed) agree")
         let cache = root + "/ldm/feature-cache"
+        XCTAssertEqual(loaded.card.pathSegDiff?.cache, URL(fileURLWithPath: cache).standardizedFileURL.path)
+        XCTAssertNil((loaded.network as? PathSegDiffSegmenter)?.features.cache, "segment computes")
+        let scoring = try ImageSegmenter.ofRun(at: root + "/run", cachingFeatures: true)
+        XCTAssertEqual((scoring.model.network as? PathSegDiffSegmenter)?.features.cache?.store.directory
+                        .hasPrefix(URL(fileURLWithPath: cache).standardizedFileURL.path), true, "experiment reads it")
         let cached = try FileManager.default.subpathsOfDirectory(atPath: cache).filter { $0.hasSuffix(".safetensors") }
         XCTAssertFalse(cached.isEmpty, "training kept its tiles' features in the model's run folder")
         request.directory = root + "/run-without-cache"
@@ -208,5 +213,6 @@ final class PathSegDiffTests: XCTestCase {
         _ = try MethodTraining.run(request)
         let after = try FileManager.default.subpathsOfDirectory(atPath: cache).filter { $0.hasSuffix(".safetensors") }
         XCTAssertEqual(after.count, cached.count, "cache=off writes nothing")
+        XCTAssertNil(try TrainedModel(path: request.directory).card.pathSegDiff?.cache)
     }
 }

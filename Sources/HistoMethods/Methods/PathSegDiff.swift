@@ -187,14 +187,22 @@ public final class PathSegDiffFeatures {
 
 /// PathSegDiff's segmenter: the frozen tile features and the FCN head, whose logits (at 4× the latent grid) are
 /// resized to the input when the autoencoder does not downsample by 4. Only the head is a member.
-public final class PathSegDiffSegmenter: Module, SegmentationModel {
+public final class PathSegDiffSegmenter: Module, SegmentationModel, FeatureCaching {
     public let head: PathSegDiffHead
     public let features: PathSegDiffFeatures
+    /// The folder of the tile feature cache (`PathSegDiffSettings.cache`); nil: none.
+    public let cacheDirectory: String?
 
-    public init(head: PathSegDiffHead, features: PathSegDiffFeatures) {
+    public init(head: PathSegDiffHead, features: PathSegDiffFeatures, cacheDirectory: String? = nil) {
         self.head = head
         self.features = features
+        self.cacheDirectory = cacheDirectory
         super.init()
+    }
+
+    public func cacheFeatures(on backend: any Backend) throws {
+        guard let cacheDirectory, features.cache == nil else { return }
+        try features.useCache(directory: cacheDirectory, backend: backend)
     }
 
     public var classes: Int { head.configuration.classes }
@@ -223,11 +231,14 @@ public struct PathSegDiffSettings: Codable, Equatable, Sendable {
     public var tile: Int
     /// The seed of the shared noise ε of every tile.
     public var noiseSeed: UInt64
+    /// The tile feature cache's folder (`--option cache`), used by training and `experiment`'s scoring; nil: off.
+    public var cache: String?
 
-    public init(model: String, tile: Int, noiseSeed: UInt64 = 0) {
+    public init(model: String, tile: Int, noiseSeed: UInt64 = 0, cache: String? = nil) {
         self.model = model
         self.tile = tile
         self.noiseSeed = noiseSeed
+        self.cache = cache
     }
 
     /// The segmenter: the frozen run's features and a fresh head of `preset`'s widths.
@@ -236,7 +247,8 @@ public struct PathSegDiffSettings: Codable, Equatable, Sendable {
         let configuration: PathSegDiffHead.Configuration = preset == "paper"
             ? .paper(featureChannels: features.channels, classes: classes)
             : .cpu(featureChannels: features.channels, classes: classes)
-        return PathSegDiffSegmenter(head: PathSegDiffHead(configuration, generator: generator), features: features)
+        return PathSegDiffSegmenter(head: PathSegDiffHead(configuration, generator: generator), features: features,
+                                    cacheDirectory: cache)
     }
 }
 
@@ -245,23 +257,18 @@ public struct PathSegDiffSettings: Codable, Equatable, Sendable {
 public final class PathSegDiffMethod: SingleNetworkMethod {
     public let network: OptimizedNetwork
     let segmenter: PathSegDiffSegmenter
-    /// The feature cache's folder; nil: features are computed at every step.
-    let cacheDirectory: String?
     let seed: UInt64
 
-    public init(_ segmenter: PathSegDiffSegmenter, cacheDirectory: String?, setup: MethodSetup) {
+    public init(_ segmenter: PathSegDiffSegmenter, setup: MethodSetup) {
         network = OptimizedNetwork(segmenter, recipe: setup.plan.optimizer, totalSteps: setup.totalSteps)
         self.segmenter = segmenter
-        self.cacheDirectory = cacheDirectory
         seed = setup.plan.seed
     }
 
     /// The frozen features of the (unaugmented, tile-aligned) crops, then a flip and quarter turns drawn per crop
     /// applied to features and labels together: the augmentations that keep cached features valid (issue 17).
     public func step(_ batch: MethodBatch, context: StepContext) throws -> [String: Float] {
-        if let cacheDirectory, segmenter.features.cache == nil {
-            try segmenter.features.useCache(directory: cacheDirectory, backend: context.backend)
-        }
+        try segmenter.cacheFeatures(on: context.backend)
         segmenter.train(true)
         let (features, labels) = Self.dihedral(try segmenter.features(batch.labelled.images),
                                                batch.labelled.labels!, items: batch.labelled.items, seed: seed)
@@ -297,8 +304,12 @@ public final class PathSegDiffMethod: SingleNetworkMethod {
                 "needs --option model=RUN (a `histodiff pretrain --autoencoder` run)")
         }
         var card = ModelCard(architecture: "pathsegdiff", preset: preset, classes: classes, pixelRange: plan.pixelRange)
-        card.pathSegDiff = PathSegDiffSettings(model: URL(fileURLWithPath: model).standardizedFileURL.path,
-                                               tile: tile(preset))
+        let modelPath = URL(fileURLWithPath: model).standardizedFileURL.path
+        let cache = options["cache"].map { URL(fileURLWithPath: $0).standardizedFileURL.path }
+            ?? ((DiffusionRun.weightsFile(modelPath) as NSString).deletingLastPathComponent as NSString)
+                .appendingPathComponent("feature-cache")
+        card.pathSegDiff = PathSegDiffSettings(model: modelPath, tile: tile(preset),
+                                               cache: options["cache"] == "off" ? nil : cache)
         return card
     }
 
@@ -333,8 +344,6 @@ public final class PathSegDiffMethod: SingleNetworkMethod {
             let card = try card(preset, options: options, classes: setup.classes, plan: setup.plan)
             guard let segmenter = try card.makeModel(generator: RandomGenerator(seed: setup.plan.seed))
                 as? PathSegDiffSegmenter else { preconditionFailure("a pathsegdiff card makes a PathSegDiffSegmenter") }
-            let runFolder = (DiffusionRun.weightsFile(card.pathSegDiff!.model) as NSString).deletingLastPathComponent
-            let cache = options["cache"] ?? (runFolder as NSString).appendingPathComponent("feature-cache")
-            return PathSegDiffMethod(segmenter, cacheDirectory: cache == "off" ? nil : cache, setup: setup)
+            return PathSegDiffMethod(segmenter, setup: setup)
         })
 }
