@@ -165,6 +165,14 @@ public final class VisionTransformer: Module {
         model.train(false)
         return model
     }
+
+    /// Writes the weights as `tools/hipt_export.py` does (DINO's names, the architecture in the metadata), so that
+    /// `load(from:)` reads them back: e.g. a randomly initialised encoder for a test run.
+    public func export(to path: String) throws {
+        let keys = Configuration.metadataKeys, c = configuration
+        try save(to: path, metadata: [keys.embedDim: String(c.embedDim), keys.depth: String(c.depth),
+                                      keys.heads: String(c.heads), keys.patch: String(c.patch)])
+    }
 }
 
 /// A DINO ViT block: x + attn(norm1(x)), then + mlp(norm2(x)); LayerNorm eps 1e-6.
