@@ -117,16 +117,18 @@ public final class PathSegDiffFeatures {
                                          input: .noised(seed: noiseSeed, alphaBar: { alphaBars[$0] }),
                                          outputSize: [grid, grid])
         let probe = Tensor.zeros([1, run.model.imageChannels, grid, grid])
-        channels = run.model.featureShapes(blocks, for: probe).values.reduce(0) { $0 + $1[1] }
+        let probeContext = run.hipt.map { Tensor.zeros([1, $0.configuration.embedDim]) }
+        channels = run.model.featureShapes(blocks, for: probe, context: probeContext).values.reduce(0) { $0 + $1[1] }
         self.run = run
         self.latentSpace = latentSpace
         self.tile = tile
     }
 
     /// Features of tiles [M, 3, tile, tile] in [−1, 1]: [M, C, g, g] on the latent grid g = tile/f, cut from the
-    /// gradient graph (the extractor is frozen).
+    /// gradient graph (the extractor is frozen). A conditioned run sees each tile's own HIPT embedding (SPEC §4:
+    /// every tile gets its own HIPT embedding and LDM pass).
     public func ofTiles(_ tiles: Tensor) throws -> Tensor {
-        let maps = try extractor.recordedMaps(latentSpace.meanLatents(tiles), context: nil)
+        let maps = try extractor.recordedMaps(latentSpace.meanLatents(tiles), context: run.context(tiles))
         return Tensor.concat(extractor.resized(maps), axis: 1).detach()
     }
 
