@@ -71,9 +71,10 @@ struct Pretrain: ParsableCommand {
         try dataset.checkPatchFits(patch)
         let backend = try device.backend()
         let hiptPath = hipt.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
-        let encoder = try hiptPath.map { try VisionTransformer.load(from: $0) }
-        let conditioning = encoder.map {
-            DiffusionModelSpec.Conditioning(hipt: hiptPath!, embeddingDim: $0.configuration.embedDim)
+        let hiptModel = try hiptPath.map { (path: $0, encoder: try VisionTransformer.load(from: $0)) }
+        let encoder = hiptModel?.encoder
+        let conditioning = hiptModel.map {
+            DiffusionModelSpec.Conditioning(hipt: $0.path, embeddingDim: $0.encoder.configuration.embedDim)
         }
         let pixelSpec = DiffusionModelSpec(family: model, preset: preset, recipe: recipe, conditioning: conditioning)
         let network = try pixelSpec.makeModel(generator: RandomGenerator(seed: runOptions.seed))
@@ -108,7 +109,8 @@ struct Pretrain: ParsableCommand {
         let resuming = training.latestCheckpoint != nil && FileManager.default.fileExists(atPath: specPath)
         let previous = try resuming ? DiffusionModelSpec.read(specPath) : nil
         if let previous, previous.family != model || previous.preset != preset || previous.recipe != recipe
-            || (previous.latent == nil) != (autoencoder == nil) || (previous.latent.map { $0.posterior != posterior } ?? false)
+            || (previous.latent == nil) != (autoencoder == nil)
+            || (previous.latent.map { $0.posterior != posterior } ?? false)
             || previous.conditioning?.hipt != hiptPath {
             throw CommandError("\(runOptions.out) holds a run of \(previous.family)/\(previous.preset), "
                                + "recipe \(previous.recipe.rawValue), "
@@ -148,7 +150,7 @@ struct Pretrain: ParsableCommand {
         let loader = try BatchLoader(dataset: dataset, indices: Array(0..<dataset.count), options: loaderOptions)
 
         // A conditioned run samples on the HIPT embeddings of the first `samples` patches the loader draws.
-        let sampleContext = try encoder.map { _ in
+        let sampleContext = try (writes ? encoder : nil).map { _ in
             let options = DiffusionPretraining.loaderOptions(patch: patch, batch: samples, seed: runOptions.seed)
             let loader = try BatchLoader(dataset: dataset, indices: Array(0..<dataset.count), options: options)
             guard let first = try loader.next(), let context = try diffusion.context(first.images, on: backend) else {

@@ -24,10 +24,12 @@ final class HIPTTests: XCTestCase {
         let cls64 = model(io["input64"]!.tensor)
         let cls224 = model(io["input56"]!.tensor.interpolateNearest(scale: 4))
         try eval([cls64, cls224])
-        let error64 = try largestDifference(cls64, io["cls64"]!), error224 = try largestDifference(cls224, io["cls224"]!)
+        let error64 = try largestDifference(cls64, io["cls64"]!)
+        let error224 = try largestDifference(cls224, io["cls224"]!)
         let positions = try model.positions(rows: 4, columns: 6)
         let positionError = try largestDifference(positions, io["pos4x6"]!)
-        print("HIPT tiny ViT against PyTorch: CLS at 64² \(error64), at 224² \(error224), positions 4×6 \(positionError)")
+        print("HIPT tiny ViT against PyTorch: CLS at 64² \(error64), at 224² \(error224), "
+              + "positions 4×6 \(positionError)")
         XCTAssertLessThan(error64, 1e-4)
         XCTAssertLessThan(error224, 1e-4)
         XCTAssertLessThan(positionError, 1e-5)
@@ -61,8 +63,8 @@ final class HIPTTests: XCTestCase {
             var tensors = source.tensors
             edit(&tensors)
             let path = directory.appendingPathComponent(name).path
-            try SafeTensors.write(tensors.keys.sorted().map { ($0, tensors[$0]!) }, metadata: metadata ?? source.metadata,
-                                  to: path)
+            try SafeTensors.write(tensors.keys.sorted().map { ($0, tensors[$0]!) },
+                                  metadata: metadata ?? source.metadata, to: path)
             do {
                 _ = try VisionTransformer.load(from: path)
                 XCTFail("\(name) loaded")
@@ -84,7 +86,8 @@ final class HIPTTests: XCTestCase {
             $0["blocks.0.mlp.fc1.bias"] = HostTensor(shape: [64], values: [Float](repeating: 0, count: 64))
         }
         XCTAssert(misshapen.contains("blocks.0.mlp.fc1.bias (file [64], module [128])"), misshapen)
-        let unnamed = try refusal("no-heads.safetensors", metadata: source.metadata.filter { $0.key != "hipt.num_heads" }) { _ in }
+        let headless = source.metadata.filter { $0.key != "hipt.num_heads" }
+        let unnamed = try refusal("no-heads.safetensors", metadata: headless) { _ in }
         XCTAssert(unnamed.contains("no positive metadata hipt.num_heads"), unnamed)
     }
 }
