@@ -5,11 +5,13 @@ Converting the released weights (SPEC §4: PathSegDiff's conditioning, HIPT's `v
 
     python3 tools/hipt_export.py vit256_small_dino.pth hipt256.safetensors [--heads 6] [--unsafe-pickle]
 
-The checkpoint is a torch pickle holding the ViT's state dict, possibly under `teacher`, `student` or `state_dict`
-and with `teacher.`, `backbone.` or `module.` prefixes on the names; the prefixes are stripped, DINO's projection
-head (`head.*`) is skipped, and what remains must load strictly into the model below. The output records the
-architecture under the metadata keys `hipt.embed_dim`, `hipt.depth`, `hipt.num_heads`, `hipt.patch_size` (read by
-HistoDiffusion's `VisionTransformer.load`).
+The checkpoint is a torch pickle holding the ViT's state dict, possibly under `teacher` (DINO's; taken first),
+`state_dict` or `model`, and with `teacher.`, `backbone.` or `module.` prefixes on the names; the prefixes are
+stripped, DINO's projection head (`head.*`) is skipped, and what remains must load strictly into the model below.
+DINO's checkpoints also hold their training arguments (an argparse Namespace), which torch refuses to load as weights
+only: add `--unsafe-pickle` for such a trusted file. The output records the architecture under the metadata keys
+`hipt.embed_dim`, `hipt.depth`, `hipt.num_heads`, `hipt.patch_size` (read by HistoDiffusion's
+`VisionTransformer.load`).
 
     python3 tools/hipt_export.py --random OUT.safetensors [--embed-dim 384 --depth 12 --heads 6 --seed 0]
 
