@@ -16,6 +16,8 @@ public struct DiffusionModelSpec: Codable, Equatable, Sendable {
     public var recipe: DiffusionRecipe
     /// Set when the model was trained on autoencoder latents (nil: on pixels).
     public var latent: Latent?
+    /// Set when the model is conditioned on HIPT embeddings (`SSLGuidedUNet`; nil: unconditional, the default).
+    public var conditioning: Conditioning?
 
     /// How a latent diffusion run maps images to its latents; the autoencoder's weights lie beside the spec
     /// (`DiffusionRun.autoencoderFileName`).
@@ -31,27 +33,49 @@ public struct DiffusionModelSpec: Codable, Equatable, Sendable {
         }
     }
 
+    /// PathSegDiff's SSL conditioning (SPEC §4): the frozen HIPT ViT whose CLS embeddings, through the model's
+    /// `SSLEmbedder`, are the context of its cross-attention.
+    public struct Conditioning: Codable, Equatable, Sendable {
+        /// The `tools/hipt_export.py` weights file (absolute path), reloaded by `DiffusionRun.load`.
+        public var hipt: String
+        /// Its CLS width (384 for HIPT-256).
+        public var embeddingDim: Int
+
+        public init(hipt: String, embeddingDim: Int) { self.hipt = hipt; self.embeddingDim = embeddingDim }
+    }
+
     public static let fileName = "diffusion_model.json"
 
-    public init(family: String, preset: String, recipe: DiffusionRecipe, latent: Latent? = nil) {
+    public init(family: String, preset: String, recipe: DiffusionRecipe, latent: Latent? = nil,
+                conditioning: Conditioning? = nil) {
         self.family = family; self.preset = preset; self.recipe = recipe; self.latent = latent
+        self.conditioning = conditioning
     }
 
     public func makeModel(generator: RandomGenerator) throws -> any FeatureExtractingModel {
+        if family == "guided", let configuration = try Self.guidedConfigurations[preset]?() {
+            guard let conditioning else { return try GuidedUNet(configuration, generator: generator) }
+            return try SSLGuidedUNet(configuration, embeddingDim: conditioning.embeddingDim, generator: generator)
+        }
+        if conditioning != nil, family != "guided" {
+            throw EngineError.invalidValue(op: "diffusion model", message:
+                "HIPT conditioning needs the guided family (cross-attention), not \(family)")
+        }
         switch (family, preset) {
         case ("genselfdiff", "cpu"): return try AttentionUNet(.cpu, generator: generator)
         case ("genselfdiff", "paper"): return try AttentionUNet(.genSelfDiff, generator: generator)
-        case ("guided", "cpu"): return try GuidedUNet(.cpu, generator: generator)
-        case ("guided", "bench828k"): return try GuidedUNet(.bench828k, generator: generator)
-        case ("guided", "pathsegdiff"): return try GuidedUNet(.pathSegDiffLDM, generator: generator)
-        case ("guided", "dtseg"): return try GuidedUNet(.dtsegLDM, generator: generator)
-        case ("guided", "paper"): return try GuidedUNet(.guidedDiffusion(imageSize: 256), generator: generator)
         default:
             throw EngineError.invalidValue(op: "diffusion model", message:
                 "unknown family/preset \(family)/\(preset) (genselfdiff: cpu, paper; guided: cpu, bench828k, paper, "
                 + "pathsegdiff, dtseg)")
         }
     }
+
+    /// The guided family's presets.
+    static let guidedConfigurations: [String: () throws -> GuidedUNet.Configuration] = [
+        "cpu": { .cpu }, "bench828k": { .bench828k }, "pathsegdiff": { .pathSegDiffLDM }, "dtseg": { .dtsegLDM },
+        "paper": { try .guidedDiffusion(imageSize: 256) },
+    ]
 
     /// The spec in the JSON file at `path`.
     public static func read(_ path: String) throws -> DiffusionModelSpec {
@@ -88,12 +112,21 @@ public struct DiffusionRun {
     public let model: any FeatureExtractingModel
     public let schedule: NoiseSchedule
     public let latentSpace: LatentSpace?
+    /// The frozen HIPT encoder of a conditioned run (`spec.conditioning`).
+    public let hipt: VisionTransformer?
 
-    /// `latentSpace` must be given exactly when `spec.latent` is set.
-    public init(spec: DiffusionModelSpec, model: any FeatureExtractingModel, latentSpace: LatentSpace?) throws {
+    /// `latentSpace` must be given exactly when `spec.latent` is set, `hipt` exactly when `spec.conditioning` is.
+    public init(spec: DiffusionModelSpec, model: any FeatureExtractingModel, latentSpace: LatentSpace?,
+                hipt: VisionTransformer? = nil) throws {
         guard (spec.latent == nil) == (latentSpace == nil) else {
             throw EngineError.invalidValue(op: "DiffusionRun", message: spec.latent == nil
                 ? "a latent space was given for a pixel-space model" : "the spec describes a latent model but no latent space was given")
+        }
+        guard spec.conditioning?.embeddingDim == hipt?.configuration.embedDim else {
+            throw EngineError.invalidValue(op: "DiffusionRun", message: spec.conditioning.map {
+                "the spec describes a model conditioned on \($0.embeddingDim)-wide HIPT embeddings; "
+                    + (hipt.map { "the encoder gives \($0.configuration.embedDim)" } ?? "no encoder was given")
+            } ?? "a HIPT encoder was given for an unconditional model")
         }
         if let latentSpace {
             guard latentSpace.latentChannels == model.imageChannels else {
@@ -104,6 +137,7 @@ public struct DiffusionRun {
         self.spec = spec
         self.model = model
         self.latentSpace = latentSpace
+        self.hipt = hipt
         schedule = DiffusionPretraining(spec.recipe.configuration).schedule
     }
 
@@ -123,7 +157,8 @@ public struct DiffusionRun {
             LatentSpace(autoencoder: try LatentSpace.loadFirstStage(from: inRun(autoencoderFileName)),
                         scaleFactor: $0.scaleFactor, posterior: $0.posterior)
         }
-        return try DiffusionRun(spec: spec, model: model, latentSpace: latentSpace)
+        let hipt = try spec.conditioning.map { try VisionTransformer.load(from: $0.hipt) }
+        return try DiffusionRun(spec: spec, model: model, latentSpace: latentSpace, hipt: hipt)
     }
 
     /// The model weights `load(path)` reads: `path` itself when it is a .safetensors file, else the run's
@@ -158,6 +193,14 @@ public struct DiffusionRun {
         let alphaBars = schedule.alphaBars
         let input = noisedSeed.map { FeatureInput.noised(seed: $0, alphaBar: { alphaBars[$0] }) } ?? .clean
         return try FeatureExtractor(model: model, blocks: blocks, timesteps: timesteps, input: input, outputSize: outputSize)
+    }
+
+    /// The context the model takes for images [N, 3, H, W] in [−1, 1]: nil for an unconditional run, else their
+    /// HIPT CLS embeddings [N, E] (of the pixels mapped to [0, 1]), evaluated and cut from the graph (the encoder is
+    /// frozen).
+    public func context(_ images: Tensor, on backend: (any Backend)? = nil) throws -> Tensor? {
+        guard let hipt else { return nil }
+        return try detached(hipt((images + 1) * 0.5), on: backend ?? Engine.defaultBackend)
     }
 
     /// What the model sees for images [N, 3, H, W] in [−1, 1]: the images, or for a latent run their scaled

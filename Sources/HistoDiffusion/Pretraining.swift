@@ -112,12 +112,14 @@ public struct DiffusionPretraining {
         ExponentialMovingAverage(tracking: model, decay: decay, warmup: .litEma)
     }
 
-    /// The loss of `model` on clean images x₀ [N, C, H, W] in [−1, 1], with t and ε drawn from `generator`.
-    public func loss(_ model: some NoisePredictor, x0: Tensor, generator: RandomGenerator) -> Tensor {
+    /// The loss of `model` on clean images x₀ [N, C, H, W] in [−1, 1], with t and ε drawn from `generator`;
+    /// `context` conditions a conditioned model (`DiffusionRun.context`).
+    public func loss(_ model: some NoisePredictor, x0: Tensor, context: Tensor? = nil,
+                     generator: RandomGenerator) -> Tensor {
         let n = x0.shape.first ?? 0
         let t = generator.integers([n], 0, schedule.steps)
         let noise = generator.normal(x0.shape)
-        let output = model(schedule.qSample(x0: x0, noise: noise, t: t), timesteps: t, context: nil)
+        let output = model(schedule.qSample(x0: x0, noise: noise, t: t), timesteps: t, context: context)
         let target = schedule.trainingTarget(configuration.target, x0: x0, noise: noise, t: t)
         let weights = configuration.p2.map { schedule.p2Weight(t: t, k: $0.k, gamma: $0.gamma) }
         return DiffusionLoss.simple(predicted: output, target: target, weights: weights,
@@ -126,18 +128,19 @@ public struct DiffusionPretraining {
 
     /// The pretraining loop of `histodiff pretrain` and the demo, on `run` (progress, `metrics.csv` with the
     /// gradient norm, checkpoints, resume, signals): one `step` per batch of `loader`, whose images `encode` maps to
-    /// the x₀ the model learns (latents; the images themselves when nil); `afterStep` gets the steps done.
+    /// the x₀ the model learns (latents; the images themselves when nil) and `condition` to the model's context
+    /// (the HIPT embeddings of a conditioned run; nil: none); `afterStep` gets the steps done.
     public func train(_ model: some NoisePredictor, run: TrainingRun, loader: BatchLoader, optimizer: any Optimizer,
                       ema: ExponentialMovingAverage?, noise: RandomGenerator, on backend: (any Backend)? = nil,
-                      encode: ((Tensor) throws -> Tensor)? = nil,
+                      encode: ((Tensor) throws -> Tensor)? = nil, condition: ((Tensor) throws -> Tensor?)? = nil,
                       afterStep: ((Int) throws -> Void)? = nil) throws -> TrainingOutcome {
         try run.train { step in
             guard let batch = try loader.next() else {
                 return StepReport(loss: .nan, learningRate: optimizer.learningRate, stop: true)
             }
             let x0 = try encode?(batch.images) ?? batch.images
-            let (loss, norm) = try self.step(model, x0: x0, optimizer: optimizer, ema: ema, generator: noise,
-                                             on: backend)
+            let (loss, norm) = try self.step(model, x0: x0, context: try condition?(batch.images), optimizer: optimizer,
+                                             ema: ema, generator: noise, on: backend)
             try afterStep?(step + 1)
             return StepReport(loss: loss, learningRate: optimizer.learningRate,
                               values: [Self.gradientNormColumn: Double(norm)])
@@ -148,13 +151,15 @@ public struct DiffusionPretraining {
     public static let gradientNormColumn = "grad_norm"
 
     /// One optimizer step; updates `ema` (when given) after it. Returns the loss and the gradient norm.
-    public func step(_ model: some NoisePredictor, x0: Tensor, optimizer: any Optimizer, ema: ExponentialMovingAverage?,
-                     generator: RandomGenerator, on backend: (any Backend)? = nil) throws -> (loss: Float, gradientNorm: Float) {
+    public func step(_ model: some NoisePredictor, x0: Tensor, context: Tensor? = nil, optimizer: any Optimizer,
+                     ema: ExponentialMovingAverage?, generator: RandomGenerator,
+                     on backend: (any Backend)? = nil) throws -> (loss: Float, gradientNorm: Float) {
         model.train(true)
         // A rank's loss covers its shard; a loss summed over the batch is the sum over every shard, so the mean
         // over the ranks is scaled back to it (a batch mean is the mean of the equal shards' means).
         let shards = Float(configuration.batchReduction == .sum ? group.size : 1)
-        var (loss, gradients) = try Gradients.of(self.loss(model, x0: x0, generator: generator) * shards,
+        let objective = self.loss(model, x0: x0, context: context, generator: generator)
+        var (loss, gradients) = try Gradients.of(objective * shards,
                                                  wrt: model.trainableParameters(), on: backend)
         var averaged = [loss]
         try gradients.average(across: group, with: &averaged)

@@ -131,11 +131,17 @@ public enum SamplerChoice: Sendable {
 
 extension DiffusionRun {
     /// `count` images [count, 3, size, size] in [−1, 1] sampled from x_T drawn with `seed` (the same seed gives the
-    /// same images); a latent run samples latents and decodes them. The model runs in evaluation mode and is put
-    /// back in the mode it was in; `progress` sees every sampling step.
-    public func sample(count: Int, size: Int, sampler: SamplerChoice, seed: UInt64, on backend: (any Backend)? = nil,
-                       progress: ((SamplingStep) -> Void)? = nil) throws -> Tensor {
+    /// same images); a latent run samples latents and decodes them. A conditioned run needs `context`, the
+    /// [count, E] embeddings of `context(_:on:)` to condition each sample on. The model runs in evaluation mode and
+    /// is put back in the mode it was in; `progress` sees every sampling step.
+    public func sample(count: Int, size: Int, sampler: SamplerChoice, seed: UInt64, context: Tensor? = nil,
+                       on backend: (any Backend)? = nil, progress: ((SamplingStep) -> Void)? = nil) throws -> Tensor {
         guard count >= 1 else { throw EngineError.invalidValue(op: "sample", message: "count \(count) must be at least 1") }
+        guard (context == nil) == (hipt == nil) else {
+            throw EngineError.invalidValue(op: "sample", message: hipt == nil
+                ? "this run is unconditional; it takes no context"
+                : "this run is conditioned on HIPT embeddings: give the embeddings of the images to condition on")
+        }
         try checkImageSize(height: size, width: size, "the sample size")
         let backend = backend ?? Engine.defaultBackend
         let side = size / (latentSpace?.downsamplingFactor ?? 1)
@@ -150,10 +156,12 @@ extension DiffusionRun {
         switch sampler {
         case let .ddim(steps, eta):
             x0 = try DDIMSampler(schedule: schedule, steps: steps, eta: eta, clipDenoised: clip)
-                .sample(model, shape: shape, target: target, generator: generator, on: backend, progress: progress)
+                .sample(model, shape: shape, target: target, context: context, generator: generator, on: backend,
+                        progress: progress)
         case let .ddpm(steps):
             x0 = try DDPMSampler(schedule: schedule, steps: steps, clipDenoised: clip)
-                .sample(model, shape: shape, target: target, generator: generator, on: backend, progress: progress)
+                .sample(model, shape: shape, target: target, context: context, generator: generator, on: backend,
+                        progress: progress)
         }
         guard let latentSpace else { return x0 }
         return try detached(latentSpace.decode(x0), on: backend)
@@ -163,10 +171,12 @@ extension DiffusionRun {
     /// between images) and, when `individualDirectory` is given, each as `sample_000.png`, … there. Returns the
     /// samples.
     @discardableResult
-    public func writeSamples(count: Int, size: Int, sampler: SamplerChoice, seed: UInt64, grid gridPath: String,
-                             individual individualDirectory: String? = nil, on backend: (any Backend)? = nil,
+    public func writeSamples(count: Int, size: Int, sampler: SamplerChoice, seed: UInt64, context: Tensor? = nil,
+                             grid gridPath: String, individual individualDirectory: String? = nil,
+                             on backend: (any Backend)? = nil,
                              progress: ((SamplingStep) -> Void)? = nil) throws -> Tensor {
-        let images = try sample(count: count, size: size, sampler: sampler, seed: seed, on: backend, progress: progress)
+        let images = try sample(count: count, size: size, sampler: sampler, seed: seed, context: context, on: backend,
+                                progress: progress)
         let values = try images.toArray(on: backend)
         let (channels, height, width) = (images.shape[1], images.shape[2], images.shape[3])
         let perImage = channels * height * width

@@ -60,9 +60,13 @@ struct FeaturesCommand: ParsableCommand {
         for (index, (path, name)) in zip(images, names).enumerated() {
             let image = try PNG.read(path: path)
             try diffusion.checkImageSize(height: image.height, width: image.width, path)
-            let input = try diffusion.modelInput(Planes.batch([image.colorPlanes()]), on: backend)
-            let features = try featureCache.map { try extractor(input, ids: [name], cache: $0, on: backend) }
-                ?? extractor(input, on: backend)
+            let pixels = Planes.batch([image.colorPlanes()])
+            let input = try diffusion.modelInput(pixels, on: backend)
+            // A conditioned run (pretrain --hipt) sees the image's own HIPT embedding.
+            let context = try diffusion.context(pixels, on: backend)
+            let features = try featureCache.map {
+                try extractor(input, ids: [name], cache: $0, context: context, on: backend)
+            } ?? extractor(input, context: context, on: backend)
             let named = try features.namedTensors(image: 0, concatenated: concat)
             let file = (out as NSString).appendingPathComponent(name + ".safetensors")
             try SafeTensors.write(named, metadata: metadata, to: file)

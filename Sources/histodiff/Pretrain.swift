@@ -38,6 +38,12 @@ struct Pretrain: ParsableCommand {
     @Option(help: "Latent diffusion: train on the latents of this autoencoder (a train-autoencoder run folder or its .safetensors); --patch stays in pixels.")
     var autoencoder: String?
     @Option(help: "Latents to train on: sample (a posterior draw, as LDM) or mean.") var latent = "sample"
+    @Option(help: ArgumentHelp("""
+        Condition on the frozen HIPT ViT's CLS embedding of each training patch (PathSegDiff's SSL-guided LDM; \
+        --model guided; a tools/hipt_export.py file; the cpu preset gains cross-attention to 512-wide tokens). \
+        Default: unconditional.
+        """, valueName: "weights.safetensors"))
+    var hipt: String?
 
     func validate() throws {
         try OptionCheck.positive(patch, "--patch")
@@ -47,6 +53,7 @@ struct Pretrain: ParsableCommand {
         if let emaDecay { try OptionCheck.fraction(emaDecay, "--ema-decay") }
         try OptionCheck.nonNegative(sampleEvery, "--sample-every", zero: "only at the end")
         try OptionCheck.positive(samples, "--samples")
+        if hipt != nil, model != "guided" { throw ValidationError("--hipt needs --model guided (cross-attention)") }
     }
 
     func run() throws {
@@ -63,7 +70,13 @@ struct Pretrain: ParsableCommand {
         let dataset = try resize.map { try stored.resized(to: $0) } ?? stored
         try dataset.checkPatchFits(patch)
         let backend = try device.backend()
-        let pixelSpec = DiffusionModelSpec(family: model, preset: preset, recipe: recipe)
+        let hiptPath = hipt.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
+        let hiptModel = try hiptPath.map { (path: $0, encoder: try VisionTransformer.load(from: $0)) }
+        let encoder = hiptModel?.encoder
+        let conditioning = hiptModel.map {
+            DiffusionModelSpec.Conditioning(hipt: $0.path, embeddingDim: $0.encoder.configuration.embedDim)
+        }
+        let pixelSpec = DiffusionModelSpec(family: model, preset: preset, recipe: recipe, conditioning: conditioning)
         let network = try pixelSpec.makeModel(generator: RandomGenerator(seed: runOptions.seed))
         let shadow = try pixelSpec.makeModel(generator: RandomGenerator(seed: runOptions.seed))
         var pretraining = DiffusionPretraining(recipe.configuration)
@@ -96,10 +109,14 @@ struct Pretrain: ParsableCommand {
         let resuming = training.latestCheckpoint != nil && FileManager.default.fileExists(atPath: specPath)
         let previous = try resuming ? DiffusionModelSpec.read(specPath) : nil
         if let previous, previous.family != model || previous.preset != preset || previous.recipe != recipe
-            || (previous.latent == nil) != (autoencoder == nil) || (previous.latent.map { $0.posterior != posterior } ?? false) {
+            || (previous.latent == nil) != (autoencoder == nil)
+            || (previous.latent.map { $0.posterior != posterior } ?? false)
+            || previous.conditioning?.hipt != hiptPath {
             throw CommandError("\(runOptions.out) holds a run of \(previous.family)/\(previous.preset), "
                                + "recipe \(previous.recipe.rawValue), "
                                   + (previous.latent.map { "on \($0.posterior.rawValue) latents of \($0.source)" } ?? "on pixels")
+                                  + (previous.conditioning.map { ", conditioned on --hipt \($0.hipt)" }
+                                     ?? ", unconditional")
                                   + "; resume it with the options it was started with, or choose another --out")
         }
         // A resumed latent run keeps its copy of the autoencoder (and its scale factor), so that it trains on the
@@ -108,7 +125,8 @@ struct Pretrain: ParsableCommand {
         let frozen = try autoencoder.map {
             try LatentSpace.loadFirstStage(from: previous?.latent != nil ? autoencoderCopy : $0)
         }
-        try checkMemory(network, pretraining: pretraining, autoencoder: frozen)
+        try checkMemory(network, pretraining: pretraining, autoencoder: frozen,
+                        embeddingDim: conditioning?.embeddingDim)
         let done = try training.resume()
         try recorded.checkResumed(from: training.resumedMetadata, run: runOptions.out)
         try runOptions.announceResume(done: done)
@@ -121,8 +139,9 @@ struct Pretrain: ParsableCommand {
                                      firstBatch: { try BatchLoader(dataset: dataset, indices: Array(0..<dataset.count), options: loaderOptions).next() },
                                      on: backend)
         }
-        let spec = DiffusionModelSpec(family: model, preset: preset, recipe: recipe, latent: latent?.settings)
-        let diffusion = try DiffusionRun(spec: spec, model: shadow, latentSpace: latent?.space)
+        let spec = DiffusionModelSpec(family: model, preset: preset, recipe: recipe, latent: latent?.settings,
+                                      conditioning: conditioning)
+        let diffusion = try DiffusionRun(spec: spec, model: shadow, latentSpace: latent?.space, hipt: encoder)
         try diffusion.checkImageSize(height: patch, width: patch, "--patch")
         if writes { try spec.write(toDirectory: runOptions.out) }
         // A resumed run sees the batches an uninterrupted one would.
@@ -130,15 +149,26 @@ struct Pretrain: ParsableCommand {
         loaderOptions.shard = group.batchShard
         let loader = try BatchLoader(dataset: dataset, indices: Array(0..<dataset.count), options: loaderOptions)
 
+        // A conditioned run samples on the HIPT embeddings of the first `samples` patches the loader draws.
+        let sampleContext = try (writes ? encoder : nil).map { _ in
+            let options = DiffusionPretraining.loaderOptions(patch: patch, batch: samples, seed: runOptions.seed)
+            let loader = try BatchLoader(dataset: dataset, indices: Array(0..<dataset.count), options: options)
+            guard let first = try loader.next(), let context = try diffusion.context(first.images, on: backend) else {
+                throw ValidationError("\(data) holds no images")
+            }
+            return context
+        }
         func writeSamples(after step: Int) throws {
             try ema.copy(to: shadow)
             try diffusion.writeSamples(count: samples, size: patch, sampler: .ddim(steps: 50, eta: 0), seed: 1234,
+                                       context: sampleContext,
                                        grid: runOptions.out + String(format: "/samples_%06d.png", step), on: backend)
         }
 
         let outcome = try pretraining.train(
             network, run: training, loader: loader, optimizer: optimizer, ema: ema, noise: noise, on: backend,
             encode: latent.map { latent in { try latent.space.encode($0, drawingFrom: latentNoise, on: backend) } },
+            condition: { try diffusion.context($0, on: backend) },
             afterStep: { done in
                 if writes, sampleEvery > 0, done % sampleEvery == 0 { try writeSamples(after: done) }
             })
@@ -155,15 +185,17 @@ struct Pretrain: ParsableCommand {
 
     /// Refuses a step too large for this machine's memory before anything is allocated (`StepMemoryEstimate`):
     /// the loss of one batch is recorded, not run, on a shape-only input of the model's input size (the latents'
-    /// for a latent run), in evaluation mode so that recording draws no dropout numbers. The weights are counted
-    /// six times: weights, gradients, Adam's two moments, the EMA and the copy samples are drawn with. The frozen
-    /// autoencoder's encoding is not counted.
+    /// for a latent run, with a shape-only context of `embeddingDim`-wide embeddings for a conditioned one), in
+    /// evaluation mode so that recording draws no dropout numbers. The weights are counted six times: weights,
+    /// gradients, Adam's two moments, the EMA and the copy samples are drawn with. The frozen autoencoder's
+    /// encoding and the frozen HIPT's are not counted.
     func checkMemory(_ network: any FeatureExtractingModel, pretraining: DiffusionPretraining,
-                     autoencoder: (any FirstStage)?) throws {
+                     autoencoder: (any FirstStage)?, embeddingDim: Int?) throws {
         let factor = autoencoder?.downsamplingFactor ?? 1
         let input = StepMemoryEstimate.input(shape: [batch, network.imageChannels, patch / factor, patch / factor])
+        let context = embeddingDim.map { StepMemoryEstimate.input(shape: [batch, $0]) }
         network.train(false)
-        let loss = pretraining.loss(network, x0: input, generator: RandomGenerator(seed: 0))
+        let loss = pretraining.loss(network, x0: input, context: context, generator: RandomGenerator(seed: 0))
         try StepMemoryEstimate(model: network, extraWeightCopies: 2, batch: batch, loss: loss)
             .check(patch: patch, patchMultiple: network.inputMultiple * factor)
     }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import HistoCore
+import HistoData
 import HistoDiffusion
 import HistoNN
 
@@ -19,6 +20,11 @@ struct SampleCommand: ParsableCommand {
     @Option(help: "Seed of the initial noise (and of the per-step noise of ddpm or η > 0).") var seed: UInt64 = 0
     @Option(help: "Grid PNG.") var out = "grid.png"
     @Option(help: "Folder for one PNG per sample (sample_000.png, …).") var individual: String?
+    @Option(parsing: .upToNextOption, help: ArgumentHelp("""
+        A run pretrained with --hipt: condition sample i on the HIPT embedding of image i (PNG files, cycled to \
+        --count).
+        """, valueName: "image"))
+    var condition: [String] = []
     @OptionGroup var device: DeviceOptions
 
     func validate() throws {
@@ -39,10 +45,27 @@ struct SampleCommand: ParsableCommand {
         }
         let backend = try device.backend()
         let diffusion = try DiffusionRun.load(model)
+        let context = try conditioningContext(diffusion, on: backend)
         let progress = ProgressReporter(total: choice.steps, label: "sample \(sampler)")
-        try diffusion.writeSamples(count: count, size: size, sampler: choice, seed: seed, grid: out, individual: individual,
-                                   on: backend) { progress.update(step: $0.index + 1) }
+        try diffusion.writeSamples(count: count, size: size, sampler: choice, seed: seed, context: context, grid: out,
+                                   individual: individual, on: backend) { progress.update(step: $0.index + 1) }
         progress.message("\(progress.summary(step: choice.steps)); \(count) samples in \(out)"
                          + (individual.map { " and \($0)/sample_*.png" } ?? ""))
+    }
+
+    /// The HIPT embeddings [count, E] of the --condition images, cycled, for a conditioned run; nil otherwise.
+    func conditioningContext(_ diffusion: DiffusionRun, on backend: any Backend) throws -> Tensor? {
+        guard diffusion.hipt != nil else {
+            if !condition.isEmpty { throw ValidationError("--condition applies to runs pretrained with --hipt") }
+            return nil
+        }
+        guard !condition.isEmpty else {
+            throw ValidationError("\(model) is conditioned on HIPT embeddings (pretrained with --hipt): give "
+                                  + "--condition IMAGE… to condition the samples on")
+        }
+        let embeddings = try condition.map {
+            try diffusion.context(Planes.batch([PNG.read(path: $0).colorPlanes()]), on: backend)!
+        }
+        return Tensor.concat((0..<count).map { embeddings[$0 % embeddings.count] }, axis: 0)
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import XCTest
 import HistoCore
 import HistoData
+import HistoDiffusion
 import HistoNN
 @testable import HistoMethods
 
@@ -207,6 +208,45 @@ final class CommandLineReliabilityTests: XCTestCase {
                        + "(--steps may grow"])
         assertRefused(try pretrain(tool, data: data, out: run, ["--steps", "2"]),
                       ["--steps 2 is below the 3 steps the run in \(run) has done"])
+    }
+
+    /// `pretrain --hipt` (issue 17) trains the guided `cpu` UNet conditioned on a HIPT export's CLS embeddings: the
+    /// run records the export's path and the embedder's weights, resumes with the same --hipt and refuses another
+    /// one, or none, in one line.
+    func testPretrainWithHIPTRecordsTheWeightsAndResumesOnlyWithThem() throws {
+        let tool = try commandLineTool()
+        let (root, data) = try dataset()
+        let hipt = root + "/hipt.safetensors", other = root + "/other/hipt.safetensors"
+        try FileManager.default.createDirectory(atPath: root + "/other", withIntermediateDirectories: true)
+        try VisionTransformer(.init(embedDim: 32, depth: 1, heads: 2), generator: RandomGenerator(seed: 1))
+            .export(to: hipt)
+        try FileManager.default.copyItem(atPath: hipt, toPath: other)
+        let run = root + "/run"
+        let conditioned = ["--model", "guided", "--recipe", "v-cosine", "--hipt", hipt]
+        let started = try pretrain(tool, data: data, out: run, ["--steps", "2"] + conditioned)
+        XCTAssertEqual(started.status, 0, started.output)
+        let spec = try DiffusionModelSpec.read(run + "/" + DiffusionModelSpec.fileName)
+        XCTAssertEqual(spec.conditioning, .init(hipt: hipt, embeddingDim: 32))
+        let weights = try SafeTensors.read(run + "/" + DiffusionRun.weightsFileName).tensors
+        XCTAssertEqual(weights["cond_stage_model.patch_projection.weight"]?.shape, [512, 32])
+        let resumed = try pretrain(tool, data: data, out: run, ["--steps", "3"] + conditioned)
+        XCTAssertEqual(resumed.status, 0, resumed.output)
+        XCTAssertTrue(resumed.output.contains("resuming from step 2 of 3"), resumed.output)
+        XCTAssertNotNil(try DiffusionRun.load(run).hipt, "reloaded from the recorded path")
+        let image = try XCTUnwrap(try Dataset.open(path: data).items.first?.imagePath)
+        let sampled = try launch(tool, ["sample", "--model", run, "--count", "2", "--size", "32", "--steps", "2",
+                                        "--out", root + "/grid.png", "--condition", image])
+        XCTAssertEqual(sampled.status, 0, sampled.output)
+        assertRefused(try launch(tool, ["sample", "--model", run, "--steps", "2", "--out", root + "/grid.png"]),
+                      ["is conditioned on HIPT embeddings (pretrained with --hipt): give --condition IMAGE…"])
+        let refusal = "\(run) holds a run of guided/cpu, recipe v-cosine, on pixels, conditioned on --hipt \(hipt); "
+            + "resume it with the options it was started with"
+        assertRefused(try pretrain(tool, data: data, out: run, ["--steps", "4", "--model", "guided", "--recipe",
+                                                               "v-cosine", "--hipt", other]), [refusal])
+        assertRefused(try pretrain(tool, data: data, out: run, ["--steps", "4", "--model", "guided", "--recipe",
+                                                               "v-cosine"]), [refusal])
+        assertRefused(try pretrain(tool, data: data, out: root + "/attention", ["--steps", "1", "--hipt", hipt]),
+                      ["--hipt needs --model guided"])
     }
 
     /// `pretrain --resize` (issue 21's gland scale) trains on the resized images: a patch larger than the side is

@@ -120,7 +120,8 @@ public final class PathSegDiffFeatures {
                                          input: .noised(seed: noiseSeed, alphaBar: { alphaBars[$0] }),
                                          outputSize: [grid, grid])
         let probe = Tensor.zeros([1, run.model.imageChannels, grid, grid])
-        channels = run.model.featureShapes(blocks, for: probe).values.reduce(0) { $0 + $1[1] }
+        let probeContext = run.hipt.map { Tensor.zeros([1, $0.configuration.embedDim]) }
+        channels = run.model.featureShapes(blocks, for: probe, context: probeContext).values.reduce(0) { $0 + $1[1] }
         self.run = run
         self.latentSpace = latentSpace
         self.tile = tile
@@ -132,18 +133,21 @@ public final class PathSegDiffFeatures {
     /// aligned crop in a later epoch, validation's windows, another seed's run on the same model) is read, not
     /// recomputed; only the missing tiles are encoded, on `backend`.
     public func useCache(directory: String, backend: any Backend) throws {
+        // The UNet (with a conditioned run's SSLEmbedder), the autoencoder and the HIPT encoder if any.
         let model = try run.model.fingerprint(settings: [:])
         let autoencoder = try latentSpace.autoencoder.fingerprint(
             settings: ["scale": String(latentSpace.scaleFactor), "posterior": "mean"])
-        let tag = String(format: "%016llx-%016llx", model, autoencoder)
+        let hipt = try run.hipt.map { try String(format: "-%016llx", $0.fingerprint(settings: [:])) } ?? ""
+        let tag = String(format: "%016llx-%016llx", model, autoencoder) + hipt
         cache = (FeatureCache(directory: (directory as NSString).appendingPathComponent(tag), tag: tag), backend)
     }
 
     /// Features of tiles [M, 3, tile, tile] in [−1, 1]: [M, C, g, g] on the latent grid g = tile/f, cut from the
-    /// gradient graph (the extractor is frozen); read from the cache where it holds them.
+    /// gradient graph (the extractor is frozen); read from the cache where it holds them. A conditioned run sees
+    /// each tile's own HIPT embedding (SPEC §4: every tile gets its own HIPT embedding and LDM pass).
     public func ofTiles(_ tiles: Tensor) throws -> Tensor {
         guard let (store, backend) = cache else {
-            let maps = try extractor.recordedMaps(latentSpace.meanLatents(tiles), context: nil)
+            let maps = try extractor.recordedMaps(latentSpace.meanLatents(tiles), context: run.context(tiles))
             return Tensor.concat(extractor.resized(maps), axis: 1).detach()
         }
         let values = try tiles.toArray(on: backend)
@@ -153,8 +157,8 @@ public final class PathSegDiffFeatures {
         let features = try extractor(ids: ids, imageShape: [run.model.imageChannels, grid, grid], cache: store,
                                      on: backend) { missing in
             let pixels = missing.flatMap { values[($0 * size)..<(($0 + 1) * size)] }
-            return (latentSpace.meanLatents(Tensor(pixels, shape: [missing.count] + Array(tiles.shape.dropFirst()))),
-                    nil)
+            let subset = Tensor(pixels, shape: [missing.count] + Array(tiles.shape.dropFirst()))
+            return (latentSpace.meanLatents(subset), try run.context(subset, on: backend))
         }
         return features.stacked()
     }
