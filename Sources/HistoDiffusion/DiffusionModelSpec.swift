@@ -54,7 +54,7 @@ public struct DiffusionModelSpec: Codable, Equatable, Sendable {
 
     public func makeModel(generator: RandomGenerator) throws -> any FeatureExtractingModel {
         if family == "guided", let configuration = try Self.guidedConfigurations[preset]?() {
-            guard let conditioning else { return try GuidedUNet(configuration, generator: generator) }
+            guard let conditioning else { return try GuidedUNet(Self.unconditional(configuration), generator: generator) }
             return try SSLGuidedUNet(configuration, embeddingDim: conditioning.embeddingDim, generator: generator)
         }
         if conditioning != nil, family != "guided" {
@@ -69,6 +69,15 @@ public struct DiffusionModelSpec: Codable, Equatable, Sendable {
                 "unknown family/preset \(family)/\(preset) (genselfdiff: cpu, paper; guided: cpu, bench828k, paper, "
                 + "pathsegdiff, dtseg)")
         }
+    }
+
+    /// A preset trained without conditioning: its spatial transformers' cross-attention attends to the block's
+    /// own tokens (LDM's unconditional models; the `pathsegdiff` preset is Graikos et al.'s conditioned LDM, whose
+    /// 512-wide context an unconditional run does not have).
+    static func unconditional(_ configuration: GuidedUNet.Configuration) -> GuidedUNet.Configuration {
+        var c = configuration
+        c.crossAttention?.contextDim = nil
+        return c
     }
 
     /// The guided family's presets.

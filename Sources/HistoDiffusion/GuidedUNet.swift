@@ -151,7 +151,7 @@ public final class GuidedUNet: Module, FeatureExtractingModel {
         }
         guard let context else { return nil }
         guard let contextDim = c.crossAttention?.contextDim else {
-            return "this model has no cross-attention; context must be nil, got \(describe(context.shape))"
+            return "this model takes no context (unconditional); context must be nil, got \(describe(context.shape))"
         }
         guard context.rank == 3, context.shape[0] == x.shape[0], context.shape[2] == contextDim else {
             return "context must be [\(x.shape[0]), M, \(contextDim)], got \(describe(context.shape))"
@@ -180,9 +180,11 @@ extension GuidedUNet {
 
     /// The LDM spatial transformer in place of every attention block (`use_spatial_transformer`).
     public struct CrossAttention: Equatable, Sendable {
-        public var contextDim: Int
+        /// The width of the context tokens; nil: the cross-attention attends to the block's own tokens (LDM's
+        /// `context_dim=None`, an unconditional model).
+        public var contextDim: Int?
         public var depth: Int
-        public init(contextDim: Int, depth: Int = 1) { self.contextDim = contextDim; self.depth = depth }
+        public init(contextDim: Int?, depth: Int = 1) { self.contextDim = contextDim; self.depth = depth }
     }
 
     /// Which encoder outputs feed the decoder.
@@ -238,8 +240,9 @@ extension GuidedUNet {
                 throw fail("inChannels \(inChannels), outChannels \(outChannels), modelChannels \(modelChannels), numResBlocks \(numResBlocks) and channelMult \(channelMult) must be positive and non-empty")
             }
             guard (0..<1).contains(dropout) else { throw fail("dropout \(dropout) is outside [0, 1)") }
-            if let crossAttention, crossAttention.contextDim < 1 || crossAttention.depth < 1 {
-                throw fail("cross-attention context dim \(crossAttention.contextDim) and depth \(crossAttention.depth) must be positive")
+            if let crossAttention, (crossAttention.contextDim ?? 1) < 1 || crossAttention.depth < 1 {
+                throw fail("cross-attention context dim \(crossAttention.contextDim ?? 0) and depth "
+                           + "\(crossAttention.depth) must be positive")
             }
             let widths = channelMult.map { $0 * modelChannels }
             var problems = widths.filter { normGroups < 1 || $0 % normGroups != 0 }
@@ -415,7 +418,8 @@ final class SpatialTransformer: Module, GuidedLayer {
     let blocks: [TransformerBlock]
     let projOut: Conv2d
 
-    init(_ channels: Int, heads: Int, headDim: Int, depth: Int, contextDim: Int, groups: Int, generator: RandomGenerator) {
+    init(_ channels: Int, heads: Int, headDim: Int, depth: Int, contextDim: Int?, groups: Int,
+         generator: RandomGenerator) {
         let inner = heads * headDim
         norm = GroupNorm(groups: groups, channels: channels, eps: 1e-6)
         projIn = Conv2d(channels, inner, kernel: 1, generator: generator)
@@ -450,10 +454,11 @@ final class TransformerBlock: Module {
     let attn2: LDMCrossAttention
     let norm1: LayerNorm, norm2: LayerNorm, norm3: LayerNorm
 
-    init(_ dim: Int, heads: Int, headDim: Int, contextDim: Int, generator: RandomGenerator) {
+    init(_ dim: Int, heads: Int, headDim: Int, contextDim: Int?, generator: RandomGenerator) {
         attn1 = LDMCrossAttention(dim, contextDim: dim, heads: heads, headDim: headDim, generator: generator)
         ff = GEGLUFeedForward(dim, generator: generator)
-        attn2 = LDMCrossAttention(dim, contextDim: contextDim, heads: heads, headDim: headDim, generator: generator)
+        attn2 = LDMCrossAttention(dim, contextDim: contextDim ?? dim, heads: heads, headDim: headDim,
+                                  generator: generator)
         norm1 = LayerNorm([dim]); norm2 = LayerNorm([dim]); norm3 = LayerNorm([dim])
         super.init()
     }

@@ -44,14 +44,14 @@ public final class SSLGuidedUNet: Module, FeatureExtractingModel {
     public let unet: GuidedUNet
     public let embedder: SSLEmbedder
 
-    /// `configuration` gains cross-attention to 512-wide tokens when it has none (the `cpu` preset); the
-    /// embedder's context width is the UNet's.
+    /// `configuration` gains cross-attention to 512-wide tokens when it has none (the `cpu` preset) or attends to
+    /// its own tokens; the embedder's context width is the UNet's.
     public init(_ configuration: GuidedUNet.Configuration, embeddingDim: Int, generator: RandomGenerator) throws {
         var c = configuration
-        if c.crossAttention == nil { c.crossAttention = GuidedUNet.CrossAttention(contextDim: 512) }
+        let contextDim = c.crossAttention?.contextDim ?? 512
+        c.crossAttention = GuidedUNet.CrossAttention(contextDim: contextDim, depth: c.crossAttention?.depth ?? 1)
         unet = try GuidedUNet(c, generator: generator)
-        embedder = SSLEmbedder(embeddingDim: embeddingDim, contextDim: c.crossAttention!.contextDim,
-                               generator: generator)
+        embedder = SSLEmbedder(embeddingDim: embeddingDim, contextDim: contextDim, generator: generator)
         super.init()
     }
 

@@ -32,6 +32,29 @@ final class SSLConditioningTests: XCTestCase {
         XCTAssertLessThan(zip(scaled, values).map { abs($0 - $1) }.max()!, 1e-6)
     }
 
+    /// An unconditional run of a preset with cross-attention (`pathsegdiff`) attends to its own tokens (LDM's
+    /// `context_dim=None`): a small configuration so built runs without a context, which the 512-wide one refuses.
+    func testUnconditionalSpatialTransformersAttendToTheirOwnTokens() throws {
+        XCTAssertNil(DiffusionModelSpec.unconditional(.pathSegDiffLDM).crossAttention?.contextDim)
+        XCTAssertEqual(DiffusionModelSpec.unconditional(.pathSegDiffLDM).crossAttention?.depth, 1)
+        var c = GuidedUNet.Configuration(inChannels: 3, outChannels: 3, modelChannels: 8, channelMult: [1, 1],
+                                         numResBlocks: 1, attentionResolutions: [2], heads: .count(1),
+                                         crossAttention: .init(contextDim: 16), normGroups: 4)
+        let x = try RandomGenerator(seed: 3).normal([1, 3, 8, 8]).materialized(), t = Tensor([10], shape: [1])
+        let conditioned = try GuidedUNet(c, generator: RandomGenerator(seed: 1))
+        XCTAssertThrowsError(try conditioned(x, timesteps: t, context: nil).toArray())
+        c = DiffusionModelSpec.unconditional(c)
+        let unconditional = try GuidedUNet(c, generator: RandomGenerator(seed: 1))
+        let names = Set(unconditional.parameters().map(\.name))
+        XCTAssert(names.contains("middle_block.1.transformer_blocks.0.attn2.to_k.weight"))
+        let output = try unconditional(x, timesteps: t, context: nil).toArray()
+        XCTAssertEqual(output.count, 3 * 64)
+        XCTAssert(output.allSatisfy(\.isFinite))
+        XCTAssertThrowsError(try unconditional(x, timesteps: t, context: .zeros([1, 2, 16])).toArray()) {
+            XCTAssert("\($0)".contains("takes no context"), "\($0)")
+        }
+    }
+
     /// The conditioned `cpu` UNet gains 512-wide cross-attention; its UNet keeps the unconditional names and the
     /// embedder lies under `cond_stage_model.`; the pathsegdiff preset's embedder (HIPT-256 → 512) has 590,848
     /// parameters. Without an embedding the forward pass is refused; different embeddings give different outputs.
