@@ -54,7 +54,9 @@ public struct DiffusionModelSpec: Codable, Equatable, Sendable {
 
     public func makeModel(generator: RandomGenerator) throws -> any FeatureExtractingModel {
         if family == "guided", let configuration = try Self.guidedConfigurations[preset]?() {
-            guard let conditioning else { return try GuidedUNet(Self.unconditional(configuration), generator: generator) }
+            guard let conditioning else {
+                return try GuidedUNet(Self.unconditional(configuration), generator: generator)
+            }
             return try SSLGuidedUNet(configuration, embeddingDim: conditioning.embeddingDim, generator: generator)
         }
         if conditioning != nil, family != "guided" {

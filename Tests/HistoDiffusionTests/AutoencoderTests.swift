@@ -11,6 +11,12 @@ enum AutoencoderTestSupport {
         Bundle.module.url(forResource: "Fixtures", withExtension: nil)!.appendingPathComponent(name).path
     }
 
+    /// The largest absolute difference from a fixture's tensor (shapes must agree).
+    static func largestDifference(_ actual: Tensor, _ expected: HostTensor) throws -> Float {
+        XCTAssertEqual(actual.shape, expected.shape)
+        return zip(try actual.toArray(), expected.values).map { abs($0 - $1) }.max() ?? .infinity
+    }
+
     /// The tiny configuration of tools/fixtures_autoencoder.py.
     static let tiny = AutoencoderKL.Configuration(channels: 4, channelMultipliers: [1, 2, 2], resBlocksPerLevel: 1,
                                                   latentChannels: 3, normGroups: 2)

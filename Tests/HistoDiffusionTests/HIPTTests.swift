@@ -8,11 +8,6 @@ import HistoNN
 final class HIPTTests: XCTestCase {
     typealias Support = AutoencoderTestSupport
 
-    func largestDifference(_ actual: Tensor, _ expected: HostTensor) throws -> Float {
-        XCTAssertEqual(actual.shape, expected.shape)
-        return zip(try actual.toArray(), expected.values).map { abs($0 - $1) }.max() ?? .infinity
-    }
-
     /// The tiny export (embed 32, 2 heads, depth 2, patch 16, positions for 224²) gives PyTorch's CLS within 1e-4
     /// at its native 14×14 grid (224²) and at 4×4 (64², interpolated), and DINO's interpolated positions for 4×6.
     func testTinyExportMatchesPyTorch() throws {
@@ -24,10 +19,10 @@ final class HIPTTests: XCTestCase {
         let cls64 = model(io["input64"]!.tensor)
         let cls224 = model(io["input56"]!.tensor.interpolateNearest(scale: 4))
         try eval([cls64, cls224])
-        let error64 = try largestDifference(cls64, io["cls64"]!)
-        let error224 = try largestDifference(cls224, io["cls224"]!)
+        let error64 = try Support.largestDifference(cls64, io["cls64"]!)
+        let error224 = try Support.largestDifference(cls224, io["cls224"]!)
         let positions = try model.positions(rows: 4, columns: 6)
-        let positionError = try largestDifference(positions, io["pos4x6"]!)
+        let positionError = try Support.largestDifference(positions, io["pos4x6"]!)
         print("HIPT tiny ViT against PyTorch: CLS at 64² \(error64), at 224² \(error224), "
               + "positions 4×6 \(positionError)")
         XCTAssertLessThan(error64, 1e-4)

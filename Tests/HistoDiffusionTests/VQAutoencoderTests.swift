@@ -7,11 +7,6 @@ import HistoNN
 final class VQAutoencoderTests: XCTestCase {
     typealias Support = AutoencoderTestSupport
 
-    func largestDifference(_ actual: Tensor, _ expected: HostTensor) throws -> Float {
-        XCTAssertEqual(actual.shape, expected.shape)
-        return zip(try actual.toArray(), expected.values).map { abs($0 - $1) }.max() ?? .infinity
-    }
-
     /// A randomly initialised LDM `VQModel` (tools/convert_ldm_vq.py: LDM names, a `.ckpt` with `loss.*` decoys,
     /// converted) loads through the first-stage loader and encodes and decodes as the float64 PyTorch model.
     func testConvertedLDMExportMatchesPyTorch() throws {
@@ -25,8 +20,8 @@ final class VQAutoencoderTests: XCTestCase {
         let indices = model.quantizer.indices(latents)
         let reconstruction = model.decode(latents)
         try eval([latents, indices, reconstruction])
-        let latentError = try largestDifference(latents, io["latents"]!)
-        let reconstructionError = try largestDifference(reconstruction, io["reconstruction"]!)
+        let latentError = try Support.largestDifference(latents, io["latents"]!)
+        let reconstructionError = try Support.largestDifference(reconstruction, io["reconstruction"]!)
         print("vq-f4-tiny against PyTorch: latents \(latentError), reconstruction \(reconstructionError)")
         XCTAssertLessThan(latentError, 1e-4)
         XCTAssertEqual(try indices.toArray(), io["indices"]!.values)
