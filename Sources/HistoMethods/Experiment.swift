@@ -142,7 +142,8 @@ public enum Experiment {
 
     /// Segments the images `names` of `dataset` (the run's validation images, or every image of `--test`) with the
     /// run's kept weights as `segment` does (`ImageSegmenter.ofRun`), scores them (`ModelEvaluation`, outputs in
-    /// `<folder>/eval`; mIoU and mF1 are DTSeg's means over background and foreground) and writes `score.json`.
+    /// `<folder>/eval`; pixel accuracy beside Dice and IoU; mIoU and mF1 are DTSeg's means over background and
+    /// foreground) and writes `score.json`.
     static func score(_ cell: Cell, request: TrainingRequest, on images: (dataset: Dataset, names: [String]),
                       memo: ProbabilityMemo?) throws -> ExperimentRunScore {
         let folder = request.directory
@@ -155,6 +156,7 @@ public enum Experiment {
             "dice": pooled.scores.dice, "iou": pooled.scores.iou, "aji": pooled.aji, "aji_plus": pooled.ajiPlus,
             "detection_f1": pooled.detectionF1, "hd95": pooled.hausdorff95,
             "precision": pooled.scores.precision, "sensitivity": pooled.scores.sensitivity,
+            "accuracy": pooled.scores.accuracy,
             "miou": (pooled.scores.iou + background.iou) / 2, "mf1": (pooled.scores.dice + background.dice) / 2])
         try MethodTrainer.writeJSON(score, to: folder + "/" + scoreFileName)
         return score

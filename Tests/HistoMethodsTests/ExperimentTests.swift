@@ -48,6 +48,8 @@ final class ExperimentTests: XCTestCase {
         for score in scores {
             let (iou, miou) = (score.metrics["iou"]!, score.metrics["miou"]!)
             XCTAssertTrue(miou >= iou / 2 && miou <= (iou + 1) / 2 && score.metrics["mf1"] != nil, "\(score)")
+            let accuracy = try XCTUnwrap(score.metrics["accuracy"], "pixel accuracy (issue 17's metrics)")
+            XCTAssertTrue(accuracy >= 0 && accuracy <= 1, "\(score)")
         }
         XCTAssertEqual(log.filter { $0.hasSuffix("done, skipped") }.count, 3, log.joined(separator: "\n"))
         for file in ["results.md", "results.csv", "results.json", "results.png"] {
