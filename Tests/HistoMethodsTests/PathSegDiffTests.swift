@@ -214,5 +214,9 @@ final class PathSegDiffTests: XCTestCase {
         let after = try FileManager.default.subpathsOfDirectory(atPath: cache).filter { $0.hasSuffix(".safetensors") }
         XCTAssertEqual(after.count, cached.count, "cache=off writes nothing")
         XCTAssertNil(try TrainedModel(path: request.directory).card.pathSegDiff?.cache)
+        request.methodOptions["cache"] = ""
+        XCTAssertThrowsError(try MethodTraining.run(request)) {
+            XCTAssertTrue("\($0)".contains("--option cache: is empty; give a folder, or off"), "\($0)")
+        }
     }
 }

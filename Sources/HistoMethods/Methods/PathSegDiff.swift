@@ -307,6 +307,9 @@ public final class PathSegDiffMethod: SingleNetworkMethod {
             throw EngineError.invalidValue(op: "--method pathsegdiff", message:
                 "needs --option model=RUN (a `histodiff pretrain --autoencoder` run)")
         }
+        if options["cache"]?.isEmpty == true {
+            throw EngineError.invalidValue(op: "--option cache", message: "is empty; give a folder, or off")
+        }
         var card = ModelCard(architecture: "pathsegdiff", preset: preset, classes: classes, pixelRange: plan.pixelRange)
         let modelPath = URL(fileURLWithPath: model).standardizedFileURL.path
         let cache = options["cache"].map { URL(fileURLWithPath: $0).standardizedFileURL.path }
