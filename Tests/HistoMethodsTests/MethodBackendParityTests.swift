@@ -73,6 +73,9 @@ final class MethodBackendParityTests: XCTestCase {
             let setup = MethodSetup(plan: plan, classes: 2, totalSteps: 10, stepsPerEpoch: 5)
             var outcomes: [(values: [String: Float], weights: [String: HostTensor])] = []
             for backend in [CPUBackend.shared as any Backend, device] {
+                var options = options
+                // A cache of its own per backend: the OpenCL step computes its frozen features, not reads the CPU's.
+                if registered.name == "pathsegdiff" { options["cache"] = root + "/feature-cache-" + backend.name }
                 let method = try registered.make("cpu", options, setup)
                 let needs = method.dataNeeds
                 let step = MethodBatch(labelled: try batch(needs.labelledViews, labelled: true, patch: patch),
@@ -85,6 +88,13 @@ final class MethodBackendParityTests: XCTestCase {
                 XCTAssertEqual(FallbackReport.shared.counts, [:],
                                "\(registered.name) on \(backend.name): CPU fallbacks")
                 outcomes.append((values, try method.evaluatedModel.checkpointState().tensors))
+            }
+            if registered.name == "pathsegdiff" {
+                for backend in [CPUBackend.shared as any Backend, device] {
+                    let cache = root + "/feature-cache-" + backend.name
+                    let files = FileManager.default.subpaths(atPath: cache) ?? []
+                    XCTAssertTrue(files.contains { $0.hasSuffix(".safetensors") }, "\(cache) holds no features")
+                }
             }
             let (cpu, opencl) = (outcomes[0], outcomes[1])
             XCTAssertEqual(Set(cpu.values.keys), Set(opencl.values.keys))
