@@ -1,10 +1,10 @@
 import HistoCore
 import HistoNN
 
-/// PathSegDiff's conditioning tokens (SPEC §4, Graikos et al.'s `SSLEmbedder`): an SSL embedding y [N, E] becomes
-/// the context [N, 2, C] = [Linear(E → C)(y / ‖y‖₂), Linear(R → C)(0)]: the patch token of the ℓ2-normalised
-/// embedding and a region token whose embedding is zero (so it is the second layer's bias). Trained with the UNet:
-/// its weights are part of the conditioned LDM (`SSLGuidedUNet`).
+/// PathSegDiff's conditioning tokens (SPEC §4, Graikos et al.'s `SSLEmbedder`): an SSL embedding y [N, E]
+/// becomes the context [N, 2, C] = [Linear(E → C)(y / ‖y‖₂), Linear(R → C)(0)]: the patch token of the
+/// ℓ2-normalised embedding and a region token whose embedding is zero (so it is the second layer's bias). Trained
+/// with the UNet: its weights are part of the conditioned LDM (`SSLGuidedUNet`).
 public final class SSLEmbedder: Module {
     /// E (384: HIPT-256's CLS), R (768: the region embedding the single-scale model leaves at zero), C (512).
     public let embeddingDim: Int, regionDim: Int, contextDim: Int

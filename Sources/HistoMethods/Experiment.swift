@@ -107,13 +107,16 @@ public enum Experiment {
             let dataset = try request.openDataset()
             let result = try MethodTraining.run(request, dataset: dataset)
             if case let .interrupted(signal) = result.outcome { throw TrainingInterrupted(signal: signal) }
-            // Without a test set, tuning and scoring segment the same validation images: once, through the memo.
-            let memo = testSet == nil ? ProbabilityMemo() : nil
-            let tuned = try InstanceTuning.run(after: result, request: request, dataset: dataset, memo: memo)
+            // One segmenter (one model load) tunes and scores; without a test set both segment the same
+            // validation images: once, through the memo.
+            var segmenter = try ImageSegmenter.ofRun(at: folder, backend: request.backend, cachingFeatures: true)
+            if testSet == nil { segmenter.memo = ProbabilityMemo() }
+            let tuned = try InstanceTuning.run(after: result, request: request, dataset: dataset, segmenter: segmenter)
+            segmenter.model.postprocessing = tuned.chosen  // what a reload reads from postprocess.json
             log("\(name): instances \(tuned.chosen.description) (validation AJI "
                 + String(format: "%.4f", tuned.aji) + ")")
             let scored = testSet.map { ($0, $0.items.map(\.name)) } ?? dataset.wholeImages(of: result.split.validation)
-            let score = try self.score(cell, request: request, on: scored, memo: memo)
+            let score = try self.score(cell, with: segmenter, on: scored)
             log(String(format: "%@: Dice %.4f, IoU %.4f, AJI %.4f, detection F1 %.4f, HD95 %.2f", name,
                        score.metrics["dice"] ?? .nan, score.metrics["iou"] ?? .nan, score.metrics["aji"] ?? .nan,
                        score.metrics["detection_f1"] ?? .nan, score.metrics["hd95"] ?? .nan))
@@ -140,15 +143,13 @@ public enum Experiment {
         (plan.directory as NSString).appendingPathComponent("runs/" + cell.folder)
     }
 
-    /// Segments the images `names` of `dataset` (the run's validation images, or every image of `--test`) with the
-    /// run's kept weights as `segment` does (`ImageSegmenter.ofRun`), scores them (`ModelEvaluation`, outputs in
-    /// `<folder>/eval`; pixel accuracy beside Dice and IoU; mIoU and mF1 are DTSeg's means over background and
-    /// foreground) and writes `score.json`.
-    static func score(_ cell: Cell, request: TrainingRequest, on images: (dataset: Dataset, names: [String]),
-                      memo: ProbabilityMemo?) throws -> ExperimentRunScore {
-        let folder = request.directory
-        let segmenter = try ImageSegmenter.ofRun(at: folder, backend: request.backend, memo: memo,
-                                                 cachingFeatures: true)
+    /// Segments the images `names` of `dataset` (the run's validation images, or every image of `--test`) with
+    /// `segmenter` (the run's kept weights as `segment` segments, `ImageSegmenter.ofRun`), scores them
+    /// (`ModelEvaluation`, outputs in the run's `eval`; pixel accuracy beside Dice and IoU; mIoU and mF1 are
+    /// DTSeg's means over background and foreground) and writes `score.json`.
+    static func score(_ cell: Cell, with segmenter: ImageSegmenter,
+                      on images: (dataset: Dataset, names: [String])) throws -> ExperimentRunScore {
+        let folder = segmenter.model.directory
         let evaluation = try ModelEvaluation.run(segmenter, dataset: images.dataset, names: images.names,
                                                  output: folder + "/eval")
         let pooled = evaluation.pooled, background = evaluation.pooledCounts.complement.scores

@@ -6,12 +6,12 @@ import HistoMetrics
 /// Whole images of any size segmented by a trained model with sliding-window inference and written as
 /// `SegmentationOutputs`: the one path of `histodiff segment` and `histodiff eval --model`.
 public struct ImageSegmenter {
-    public let model: TrainedModel
+    public internal(set) var model: TrainedModel
     public let window: SlidingWindow
     /// Where tensors are evaluated; the default backend when nil.
     public let backend: (any Backend)?
-    /// Probabilities already computed for an image, shared with other segmenters of the same model and window;
-    /// nil: every image is computed.
+    /// Probabilities already computed for an image (`experiment`'s tuning, then its scoring); nil: every image is
+    /// computed.
     public var memo: ProbabilityMemo?
 
     /// Throws when the window's tiles are not multiples of the network's downsampling.
@@ -31,16 +31,13 @@ public struct ImageSegmenter {
     /// `experiment` scores and the instance tuning use it too, so that a table measures the masks `segment` writes.
     /// With `cachingFeatures`, a model that can keep frozen features (`FeatureCaching`) uses the cache its card
     /// names (`experiment`: every run on the same frozen model segments the same images).
-    public static func ofRun(at directory: String, backend: (any Backend)? = nil, memo: ProbabilityMemo? = nil,
+    public static func ofRun(at directory: String, backend: (any Backend)? = nil,
                              cachingFeatures: Bool = false) throws -> ImageSegmenter {
         let model = try TrainedModel(path: directory)
         if cachingFeatures, let caching = model.network as? FeatureCaching {
             try caching.cacheFeatures(on: backend ?? Engine.defaultBackend)
         }
-        var segmenter = try ImageSegmenter(model: model, window: .segmentation(tile: model.card.defaultTile),
-                                           backend: backend)
-        segmenter.memo = memo
-        return segmenter
+        return try ImageSegmenter(model: model, window: .segmentation(tile: model.card.defaultTile), backend: backend)
     }
 
     /// The window for an image of `height × width`: the tile shrunk, along each axis where it is larger than the

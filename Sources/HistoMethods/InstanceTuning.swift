@@ -129,14 +129,14 @@ public enum InstanceTuning {
         return record
     }
 
-    /// Tunes a finished training run (`MethodTraining.run`) on its validation images, segmented as `segment`
-    /// segments them (`ImageSegmenter.ofRun`); whole images when the run trained on grid crops of them. `memo`
-    /// keeps their probabilities for a scoring that follows; the model's feature cache is used when it has one.
+    /// Tunes a finished training run (`MethodTraining.run`) on its validation images (whole images when the run
+    /// trained on grid crops of them), segmented by `segmenter`; by default the run's as `segment` segments them
+    /// (`ImageSegmenter.ofRun`), with the model's feature cache when it has one.
     @discardableResult
     public static func run(after result: TrainingResult, request: TrainingRequest, dataset: Dataset,
-                           memo: ProbabilityMemo? = nil) throws -> Record {
-        let segmenter = try ImageSegmenter.ofRun(at: request.directory, backend: request.backend, memo: memo,
-                                                 cachingFeatures: true)
+                           segmenter: ImageSegmenter? = nil) throws -> Record {
+        let segmenter = try segmenter
+            ?? ImageSegmenter.ofRun(at: request.directory, backend: request.backend, cachingFeatures: true)
         let validation = dataset.wholeImages(of: result.split.validation)
         return try run(segmenter, dataset: validation.dataset, names: validation.names)
     }

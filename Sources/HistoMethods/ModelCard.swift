@@ -213,7 +213,7 @@ public struct TrainedModel {
     public let network: any SegmentationModel
     /// How nuclei instances are made of its probabilities: `postprocess.json` beside the weights
     /// (`InstanceTuning`), else `ModelCard.untunedPostprocessing`.
-    public let postprocessing: InstancePostprocessing?
+    public internal(set) var postprocessing: InstancePostprocessing?
     /// The threshold of p(foreground) chosen on validation (`threshold.json` of a jaccard-sweep run), applied
     /// instead of the argmax to the masks `segment` writes; nil: argmax.
     public let threshold: Double?

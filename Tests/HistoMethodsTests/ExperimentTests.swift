@@ -143,6 +143,9 @@ final class ExperimentTests: XCTestCase {
         for name in written {
             XCTAssertEqual(FileManager.default.contents(atPath: run + "/eval/probabilities/" + name),
                            FileManager.default.contents(atPath: root + "/segment/probabilities/" + name), name)
+            // Scored with the tuned post-processing, as `segment` reads it from postprocess.json.
+            XCTAssertEqual(FileManager.default.contents(atPath: run + "/eval/instances/" + name),
+                           FileManager.default.contents(atPath: root + "/segment/instances/" + name), name)
         }
     }
 
