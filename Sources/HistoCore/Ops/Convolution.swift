@@ -480,6 +480,9 @@ struct ShiftedCorrelation {
     /// [taps][outputChannels][channels].
     func run(_ source: UnsafePointer<Float>, images: Int, taps a: UnsafePointer<Float>, outputChannels m: Int,
              bias: UnsafePointer<Float>?, _ out: UnsafeMutablePointer<Float>) {
+        if let winograd = WinogradCorrelation(self) {
+            return winograd.run(source, images: images, taps: a, outputChannels: m, bias: bias, out)
+        }
         parallelSingleThreadedGemms(images, scratch: { workerScratch(outputChannels: m) }) { image, scratch in
             let (padded, product) = scratch
             padPlanes(source + image * channels * h * w, into: padded.pointer)
@@ -504,6 +507,9 @@ struct ShiftedCorrelation {
     /// pixels, dy laid out at the padded row width with zeros in the extra columns so that they add nothing.
     func weightGradient(_ source: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, images: Int, outputChannels m: Int,
                         _ dw: UnsafeMutablePointer<Float>) {
+        if let winograd = WinogradCorrelation(self) {
+            return winograd.weightGradient(source, dy, images: images, outputChannels: m, dw)
+        }
         let size = taps * m * channels
         // One [taps][m][channels] block per image, summed in image order afterwards (the same result however the
         // images were spread over the cores).
@@ -907,6 +913,11 @@ extension HarnessCatalog {
             // Top padding beyond the kernel span: forward and weight gradient shifted, the input gradient by im2col.
             conv("conv2d.shifted_pad_beyond_span", [.normal([3, 3, 7, 5]), .normal([4, 3, 3, 3]), .normal([4])]) {
                 $0[0].conv2d($0[1], bias: $0[2], padding: [3, 0, 2, 1])
+            },
+            // 3×3 stride 1: Winograd F(2×2, 3×3) with odd output sides (a last tile half outside), a second 16-tile
+            // vector per row holding one tile and two blocks of tile rows.
+            conv("conv2d.winograd_tiles", [.normal([1, 2, 27, 33]), .normal([3, 2, 3, 3]), .normal([3])]) {
+                $0[0].conv2d($0[1], bias: $0[2], stride: 1, padding: 1)
             },
             // Its forward is the shifted input-gradient correlation with a bias.
             conv("conv_transpose2d.stride1", [.normal([3, 4, 5, 6]), .normal([4, 3, 3, 2]), .normal([3])]) {
