@@ -62,6 +62,9 @@ struct Bench: ParsableCommand {
                 let peakMB = Double(pool.peakLiveElements - liveBefore) * 4 / 1e6
                 row["engine_peak_mb"] = peakMB
                 line += String(format: "  engine peak %.0f MB", peakMB)
+                row["user_ms"] = timing.user * 1e3
+                row["system_ms"] = timing.system * 1e3
+                line += String(format: "  sys %.0f%% of user", 100 * timing.system / Swift.max(timing.user, 1e-9))
             }
             if workload.flops > 0 {
                 let gflops = workload.flops / timing.median / 1e9

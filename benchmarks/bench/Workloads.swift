@@ -1,22 +1,36 @@
 import CBLAS
 import Dispatch
+import Glibc
 import HistoCore
 import HistoOpenCL
 
-struct Timing { var median: Double; var min: Double; var runs: Int }
+/// Median and fastest wall time per run, and the process's CPU time per run over the timed runs (all threads: user
+/// and system, from getrusage), since system time is where waiting threads and page faults show.
+struct Timing { var median: Double; var min: Double; var runs: Int; var user: Double; var system: Double }
 
 /// Runs `body` once to warm up, then until `minSeconds` have passed (at least 3 runs unless maxRuns is smaller).
 func time(minSeconds: Double, maxRuns: Int, _ body: () throws -> Void) rethrows -> Timing {
     try body()
     var samples: [Double] = []
+    let (user0, system0) = processCPUSeconds()
     let start = DispatchTime.now().uptimeNanoseconds
     repeat {
         let t0 = DispatchTime.now().uptimeNanoseconds
         try body()
         samples.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
     } while samples.count < maxRuns && (samples.count < 3 || Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 < minSeconds)
+    let (user1, system1) = processCPUSeconds(), runs = Double(samples.count)
     samples.sort()
-    return Timing(median: samples[samples.count / 2], min: samples[0], runs: samples.count)
+    return Timing(median: samples[samples.count / 2], min: samples[0], runs: samples.count,
+                  user: (user1 - user0) / runs, system: (system1 - system0) / runs)
+}
+
+/// User and system CPU seconds of this process so far.
+func processCPUSeconds() -> (user: Double, system: Double) {
+    var usage = rusage()
+    getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+    func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+    return (seconds(usage.ru_utime), seconds(usage.ru_stime))
 }
 
 /// A peer implementation timed in the same run (e.g. OpenBLAS's SGEMM called directly).

@@ -5,13 +5,14 @@
 
 /// A 3×3 `ShiftedCorrelation` by F(2×2, 3×3): each 2×2 output tile y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A of its 4×4 input
 /// window d, so the channel sum becomes one GEMM per transformed position ξ (16 of them): M_ξ = U_ξ · V_ξ with
-/// U_ξ [outputs × channels] the transformed kernels and V_ξ [channels × tiles] the transformed windows. Tiles run
-/// in blocks of whole tile rows (about `blockTarget` tiles), so that a block's V and M stay in the L2 cache between
-/// the transforms and the GEMMs. The transforms run 16 tiles to a vector (a row of 32 input columns, split into its
+/// U_ξ [outputs × channels] the transformed kernels and V_ξ [channels × tiles] the transformed windows. The forward
+/// takes tiles in blocks of whole tile rows (about `blockTarget` tiles), so that a block's V and M stay in the L2
+/// cache between the transforms and the GEMMs. The transforms run 8 tiles to a vector (a row of 16 input columns, split into its
 /// even and odd columns).
 struct WinogradCorrelation {
     let correlation: ShiftedCorrelation
 
+    /// nil unless `correlation` is 3×3 and undilated.
     init?(_ correlation: ShiftedCorrelation) {
         guard correlation.kh == 3, correlation.kw == 3, correlation.dh == 1, correlation.dw == 1 else { return nil }
         self.correlation = correlation
@@ -22,23 +23,24 @@ struct WinogradCorrelation {
     var outW: Int { correlation.outW }
     var tilesH: Int { (outH + 1) / 2 }
     var tilesW: Int { (outW + 1) / 2 }
-    /// 16-tile vectors per tile row.
-    var chunks: Int { (tilesW + 15) / 16 }
-    /// The zero-padded image, large enough for every tile's window and every chunk's 34-column reads.
+    /// 8-tile vectors per tile row.
+    var chunks: Int { (tilesW + 7) / 8 }
+    /// The zero-padded image, large enough for every tile's window and every chunk's 18-column reads.
     var planeH: Int { 2 * tilesH + 2 }
-    var planeW: Int { 32 * chunks + 2 }
+    var planeW: Int { 16 * chunks + 2 }
     var plane: Int { planeH * planeW }
-    /// Tiles per block: about 192, a multiple of the AVX-512 GEMM's 48 columns for power-of-two widths.
+    /// Tiles per forward block, about (whole tile rows): a multiple of the AVX-512 GEMM's 48 columns for power-of-two
+    /// widths.
     static let blockTarget = 192
     var rowsPerBlock: Int { Swift.min(tilesH, Swift.max(1, (Self.blockTarget + tilesW - 1) / tilesW)) }
     var blocks: Int { (tilesH + rowsPerBlock - 1) / rowsPerBlock }
-    /// Row length of V and M: a block's tiles and the 16 lanes its last vector may write past them.
-    var lead: Int { rowsPerBlock * tilesW + 16 }
+    /// Row length of a block's V and M: its tiles and the 8 lanes its last vector may write past them.
+    var blockLead: Int { rowsPerBlock * tilesW + 8 }
 
     /// One worker's padded image, V block and product block for `m` outputs.
     func workerScratch(outputChannels m: Int) -> (HostBuffer, HostBuffer, HostBuffer) {
         let pool = CPUBackend.shared.pool
-        return (pool.take(channels * plane), pool.take(16 * channels * lead), pool.take(16 * m * lead))
+        return (pool.take(channels * plane), pool.take(16 * channels * blockLead), pool.take(16 * m * blockLead))
     }
 
     /// The forward of `ShiftedCorrelation.run`: out [images, m, outH, outW] from `taps` [9][m][channels].
@@ -50,10 +52,10 @@ struct WinogradCorrelation {
             parallelSingleThreadedGemms(images, scratch: { workerScratch(outputChannels: m) }) { image, scratch in
                 let (padded, v, product) = scratch
                 pad(source + image * channels * correlation.h * correlation.w, into: padded.pointer)
-                let target = out + image * m * outH * outW
+                let target = out + image * m * outH * outW, lead = blockLead
                 for block in 0..<blocks {
                     let rows = rowRange(block), tiles = rows.count * tilesW
-                    transformInput(padded.pointer, rows: rows, into: v.pointer)
+                    transformInput(padded.pointer, rows: rows, into: v.pointer, lead: lead)
                     for xi in 0..<16 {
                         gemm(false, false, m, tiles, channels, u + xi * m * channels, channels,
                              v.pointer + xi * channels * lead, lead, 0, product.pointer + xi * m * lead, lead)
@@ -65,25 +67,26 @@ struct WinogradCorrelation {
     }
 
     /// The kernel gradient of `ShiftedCorrelation.weightGradient`: dw [m, channels, 3, 3] from the source and dy
-    /// [images, m, outH, outW]. Per ξ, dU_ξ = Σ_tiles (A dY Aᵀ)_ξ · V_ξᵀ, then dw = Gᵀ dU G; one partial per image,
-    /// summed in image order (the same result however the images were spread over the cores).
+    /// [images, m, outH, outW]. Per ξ, dU_ξ = Σ_tiles (A dY Aᵀ)_ξ · V_ξᵀ over a whole image's tiles (the GEMM's K:
+    /// measured faster than the forward's blocks, and than all images at once), then dw = Gᵀ dU G; one partial per
+    /// image, summed in image order (the same result however the images were spread over the cores).
     func weightGradient(_ source: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, images: Int, outputChannels m: Int,
                         _ dw: UnsafeMutablePointer<Float>) {
-        let size = 16 * m * channels
-        let partial = CPUBackend.shared.pool.take(images * size)
+        let size = 16 * m * channels, tiles = tilesH * tilesW, lead = tiles + 8
+        let pool = CPUBackend.shared.pool
+        let partial = pool.take(images * size)
         withExtendedLifetime(partial) {
-            parallelSingleThreadedGemms(images, scratch: { workerScratch(outputChannels: m) }) { image, scratch in
+            let scratch = { (pool.take(channels * plane), pool.take(16 * channels * lead), pool.take(16 * m * lead)) }
+            parallelSingleThreadedGemms(images, scratch: scratch) { image, scratch in
                 let (padded, v, product) = scratch
                 pad(source + image * channels * correlation.h * correlation.w, into: padded.pointer)
-                let gradient = dy + image * m * outH * outW, sums = partial.pointer + image * size
-                for block in 0..<blocks {
-                    let rows = rowRange(block), tiles = rows.count * tilesW
-                    transformInput(padded.pointer, rows: rows, into: v.pointer)
-                    transformOutputGradient(gradient, outputChannels: m, rows: rows, into: product.pointer)
-                    for xi in 0..<16 {
-                        gemm(false, true, m, channels, tiles, product.pointer + xi * m * lead, lead,
-                             v.pointer + xi * channels * lead, lead, block == 0 ? 0 : 1, sums + xi * m * channels, channels)
-                    }
+                transformInput(padded.pointer, rows: 0..<tilesH, into: v.pointer, lead: lead)
+                transformOutputGradient(dy + image * m * outH * outW, outputChannels: m, rows: 0..<tilesH,
+                                        into: product.pointer, lead: lead)
+                for xi in 0..<16 {
+                    gemm(false, true, m, channels, tiles, product.pointer + xi * m * lead, lead,
+                         v.pointer + xi * channels * lead, lead, 0, partial.pointer + image * size + xi * m * channels,
+                         channels)
                 }
             }
             let sums = partial.pointer
@@ -142,67 +145,65 @@ struct WinogradCorrelation {
 
     /// V_ξ[c][tile] = (Bᵀ d B)_ξ for the tiles of `rows`, tile (ty, tx) at (ty − first row)·tilesW + tx;
     /// Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]. A vector's lanes past the row's last tile
-    /// land on the next row's first tiles (written after) or in the slack of `lead`.
-    func transformInput(_ padded: UnsafePointer<Float>, rows: Range<Int>, into v: UnsafeMutablePointer<Float>) {
-        let w = planeW, lead = lead, ld = channels * lead
+    /// land on the next row's first tiles (written after) or in the slack of `lead`. Written for 16 vector
+    /// registers (AVX2): each window row's d·B is used and dropped in turn.
+    func transformInput(_ padded: UnsafePointer<Float>, rows: Range<Int>, into v: UnsafeMutablePointer<Float>,
+                        lead: Int) {
+        let w = planeW, ld = channels * lead
         for c in 0..<channels {
             let base = padded + c * plane
             for ty in rows {
                 for j in 0..<chunks {
-                    let p = base + 2 * ty * w + 32 * j
-                    let r0 = rowTransform(p), r1 = rowTransform(p + w), r2 = rowTransform(p + 2 * w)
+                    let p = base + 2 * ty * w + 16 * j
+                    let dst = v + c * lead + (ty - rows.lowerBound) * tilesW + 8 * j
+                    @inline(__always) func put(_ xi: Int, _ value: Tiles) { storeTiles(value, dst + xi * ld) }
+                    // Bᵀ over the window rows: ξ rows 0 (r0 − r2), 1 (r1 + r2), 2 (r2 − r1), 3 (r1 − r3).
+                    let r0 = rowTransform(p), r2 = rowTransform(p + 2 * w)
+                    put(0, r0.0 - r2.0); put(1, r0.1 - r2.1); put(2, r0.2 - r2.2); put(3, r0.3 - r2.3)
+                    let r1 = rowTransform(p + w)
+                    put(4, r1.0 + r2.0); put(5, r1.1 + r2.1); put(6, r1.2 + r2.2); put(7, r1.3 + r2.3)
+                    put(8, r2.0 - r1.0); put(9, r2.1 - r1.1); put(10, r2.2 - r1.2); put(11, r2.3 - r1.3)
                     let r3 = rowTransform(p + 3 * w)
-                    let dst = v + c * lead + (ty - rows.lowerBound) * tilesW + 16 * j
-                    // Bᵀ over the window's rows, for each of the row transform's four columns.
-                    func column(_ k: Int, _ a0: SIMD16<Float>, _ a1: SIMD16<Float>, _ a2: SIMD16<Float>,
-                                _ a3: SIMD16<Float>) {
-                        store16(a0 - a2, dst + k * ld)
-                        store16(a1 + a2, dst + (4 + k) * ld)
-                        store16(a2 - a1, dst + (8 + k) * ld)
-                        store16(a1 - a3, dst + (12 + k) * ld)
-                    }
-                    column(0, r0.0, r1.0, r2.0, r3.0)
-                    column(1, r0.1, r1.1, r2.1, r3.1)
-                    column(2, r0.2, r1.2, r2.2, r3.2)
-                    column(3, r0.3, r1.3, r2.3, r3.3)
+                    put(12, r1.0 - r3.0); put(13, r1.1 - r3.1); put(14, r1.2 - r3.2); put(15, r1.3 - r3.3)
                 }
             }
         }
     }
 
-    /// d·B for one window row of 16 tiles: their columns 2t, 2t+1, 2t+2, 2t+3 are the even and odd lanes of the 32
-    /// values at p and of the 32 at p + 2.
-    @inline(__always) func rowTransform(_ p: UnsafePointer<Float>)
-        -> (SIMD16<Float>, SIMD16<Float>, SIMD16<Float>, SIMD16<Float>) {
-        let a = UnsafeRawPointer(p).loadUnaligned(as: SIMD32<Float>.self)
-        let b = UnsafeRawPointer(p + 2).loadUnaligned(as: SIMD32<Float>.self)
+    /// d·B for one window row of 8 tiles: their columns 2t, 2t+1, 2t+2, 2t+3 are the even and odd lanes of the 16
+    /// values at p and of the 16 at p + 2.
+    @inline(__always) func rowTransform(_ p: UnsafePointer<Float>) -> (Tiles, Tiles, Tiles, Tiles) {
+        let a = load16(p), b = load16(p + 2)
         let d0 = a.evenHalf, d1 = a.oddHalf, d2 = b.evenHalf, d3 = b.oddHalf
         return (d0 - d2, d1 + d2, d2 - d1, d1 - d3)
     }
 
-    /// out tiles = Aᵀ M A (+ bias) for the tiles of `rows`, A ᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]; rows and columns
+    /// out tiles = Aᵀ M A (+ bias) for the tiles of `rows`, Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]; rows and columns
     /// past outH, outW are not written.
     func transformOutput(_ product: UnsafePointer<Float>, outputChannels m: Int, rows: Range<Int>,
                          bias: UnsafePointer<Float>?, into out: UnsafeMutablePointer<Float>) {
-        let lead = lead, ld = m * lead
+        let lead = blockLead, ld = m * lead
         for co in 0..<m {
-            let b = SIMD16<Float>(repeating: bias?[co] ?? 0)
+            let b = Tiles(repeating: bias?[co] ?? 0)
             for ty in rows {
                 for j in 0..<chunks {
-                    let src = product + co * lead + (ty - rows.lowerBound) * tilesW + 16 * j
+                    let src = product + co * lead + (ty - rows.lowerBound) * tilesW + 8 * j
                     // M A: per window row i, the tile's left (m0 + m1 + m2) and right (m1 − m2 − m3) column.
-                    @inline(__always) func rowSums(_ i: Int) -> (SIMD16<Float>, SIMD16<Float>) {
-                        let m0 = load16(src + (4 * i) * ld), m1 = load16(src + (4 * i + 1) * ld)
-                        let m2 = load16(src + (4 * i + 2) * ld), m3 = load16(src + (4 * i + 3) * ld)
+                    @inline(__always) func rowSums(_ i: Int) -> (Tiles, Tiles) {
+                        let m0 = loadTiles(src + (4 * i) * ld), m1 = loadTiles(src + (4 * i + 1) * ld)
+                        let m2 = loadTiles(src + (4 * i + 2) * ld), m3 = loadTiles(src + (4 * i + 3) * ld)
                         return (m0 + m1 + m2, m1 - m2 - m3)
                     }
-                    let q0 = rowSums(0), q1 = rowSums(1), q2 = rowSums(2), q3 = rowSums(3)
-                    let top = interleave(q0.0 + q1.0 + q2.0 + b, q0.1 + q1.1 + q2.1 + b)
-                    let bottom = interleave(q1.0 - q2.0 - q3.0 + b, q1.1 - q2.1 - q3.1 + b)
-                    let columns = Swift.min(32, outW - 32 * j)
-                    let row = out + (co * outH + 2 * ty) * outW + 32 * j
-                    store(top, row, count: columns)
-                    if 2 * ty + 1 < outH { store(bottom, row + outW, count: columns) }
+                    let q1 = rowSums(1), q2 = rowSums(2)
+                    let middle = (q1.0 + q2.0 + b, q1.1 + q2.1 + b), lower = (q1.0 - q2.0 + b, q1.1 - q2.1 + b)
+                    let q0 = rowSums(0)
+                    let top = interleave(q0.0 + middle.0, q0.1 + middle.1)
+                    let q3 = rowSums(3)
+                    let bottom = interleave(lower.0 - q3.0, lower.1 - q3.1)
+                    let columns = Swift.min(16, outW - 16 * j)
+                    let row = out + (co * outH + 2 * ty) * outW + 16 * j
+                    store16(top, row, count: columns)
+                    if 2 * ty + 1 < outH { store16(bottom, row + outW, count: columns) }
                 }
             }
         }
@@ -210,24 +211,24 @@ struct WinogradCorrelation {
 
     /// dM_ξ = (A dY Aᵀ)_ξ for the tiles of `rows`, from dy [m, outH, outW] (zero past its edges).
     func transformOutputGradient(_ dy: UnsafePointer<Float>, outputChannels m: Int, rows: Range<Int>,
-                                 into product: UnsafeMutablePointer<Float>) {
-        let lead = lead, ld = m * lead
+                                 into product: UnsafeMutablePointer<Float>, lead: Int) {
+        let ld = m * lead
         for co in 0..<m {
             for ty in rows {
                 for j in 0..<chunks {
-                    let columns = Swift.min(32, outW - 32 * j)
-                    let source = dy + (co * outH + 2 * ty) * outW + 32 * j
-                    let top = load(source, count: columns)
-                    let bottom = 2 * ty + 1 < outH ? load(source + outW, count: columns) : .zero
-                    // A dY: rows y0, y0 + y1, y0 − y1, −y1 of the tile's two rows, each of two columns.
+                    let columns = Swift.min(16, outW - 16 * j)
+                    let source = dy + (co * outH + 2 * ty) * outW + 16 * j
+                    let top = load16(source, stride: 1, count: columns)
+                    let bottom = 2 * ty + 1 < outH ? load16(source + outW, stride: 1, count: columns) : .zero
+                    // A dY: rows y0, y0 + y1, y0 − y1, −y1 of the tile's two rows, each of two columns …
                     let x0 = top.evenHalf, x1 = top.oddHalf, z0 = bottom.evenHalf, z1 = bottom.oddHalf
-                    let dst = product + co * lead + (ty - rows.lowerBound) * tilesW + 16 * j
+                    let dst = product + co * lead + (ty - rows.lowerBound) * tilesW + 8 * j
                     // … then times Aᵀ: columns l, l + r, l − r, −r of each row (l, r).
-                    func row(_ i: Int, _ l: SIMD16<Float>, _ r: SIMD16<Float>) {
-                        store16(l, dst + (4 * i) * ld)
-                        store16(l + r, dst + (4 * i + 1) * ld)
-                        store16(l - r, dst + (4 * i + 2) * ld)
-                        store16(-r, dst + (4 * i + 3) * ld)
+                    @inline(__always) func row(_ i: Int, _ l: Tiles, _ r: Tiles) {
+                        storeTiles(l, dst + (4 * i) * ld)
+                        storeTiles(l + r, dst + (4 * i + 1) * ld)
+                        storeTiles(l - r, dst + (4 * i + 2) * ld)
+                        storeTiles(-r, dst + (4 * i + 3) * ld)
                     }
                     row(0, x0, x1)
                     row(1, x0 + z0, x1 + z1)
@@ -269,23 +270,19 @@ struct WinogradCorrelation {
     }
 
     /// Lanes 2l and 2l + 1 from even[l] and odd[l].
-    @inline(__always) func interleave(_ even: SIMD16<Float>, _ odd: SIMD16<Float>) -> SIMD32<Float> {
-        var v = SIMD32<Float>()
+    @inline(__always) func interleave(_ even: Tiles, _ odd: Tiles) -> SIMD16<Float> {
+        var v = SIMD16<Float>()
         v.evenHalf = even
         v.oddHalf = odd
         return v
     }
+}
 
-    @inline(__always) func store(_ v: SIMD32<Float>, _ p: UnsafeMutablePointer<Float>, count: Int) {
-        if count == 32 { return UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD32<Float>.self) }
-        for lane in 0..<count { p[lane] = v[lane] }
-    }
+/// One value for each of 8 tiles: the transforms' vector, two of which fill 16 image columns.
+typealias Tiles = SIMD8<Float>
 
-    /// The first `count` ≤ 32 values at p, zeros after.
-    @inline(__always) func load(_ p: UnsafePointer<Float>, count: Int) -> SIMD32<Float> {
-        if count == 32 { return UnsafeRawPointer(p).loadUnaligned(as: SIMD32<Float>.self) }
-        var v = SIMD32<Float>()
-        for lane in 0..<Swift.max(count, 0) { v[lane] = p[lane] }
-        return v
-    }
+@inline(__always) func loadTiles(_ p: UnsafePointer<Float>) -> Tiles { UnsafeRawPointer(p).loadUnaligned(as: Tiles.self) }
+
+@inline(__always) func storeTiles(_ v: Tiles, _ p: UnsafeMutablePointer<Float>) {
+    UnsafeMutableRawPointer(p).storeBytes(of: v, as: Tiles.self)
 }
