@@ -111,19 +111,28 @@ public struct Resample: Operation {
         let shape = args.inputShapes[0], w = cols.inputSize, planeSize = rows.inputSize * w
         let planes = Shape.count(Array(shape.dropLast(2)))
         let outH = rows.outputSize, outW = cols.outputSize
-        let x = args.inputs[0], y = args.output, rows = rows, cols = cols
+        let x = args.inputs[0].baseAddress!, y = args.output.baseAddress!, rows = rows, cols = cols
+        // Separable: an output row's input rows are combined first (whole rows, vectorised; one row with weight 1 is
+        // read in place), then resampled along the row.
         parallelFor(planes * outH, grain: Swift.max(1, 4096 / Swift.max(outW, 1))) { range in
-            for r in range {
-                let plane = (r / outH) * planeSize, oh = r % outH
-                for ow in 0..<outW {
-                    var sum: Float = 0
-                    for a in rows.offsets[oh]..<rows.offsets[oh + 1] {
-                        let row = plane + rows.index[a] * w
-                        var rowSum: Float = 0
-                        for b in cols.offsets[ow]..<cols.offsets[ow + 1] { rowSum += cols.weight[b] * x[row + cols.index[b]] }
-                        sum += rows.weight[a] * rowSum
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: w) { buffer in
+                let combined = buffer.baseAddress!
+                for r in range {
+                    let plane = x + (r / outH) * planeSize, taps = rows.offsets[r % outH]..<rows.offsets[r % outH + 1]
+                    let source: UnsafePointer<Float>
+                    if taps.count == 1 && rows.weight[taps.lowerBound] == 1 {
+                        source = plane + rows.index[taps.lowerBound] * w
+                    } else {
+                        combined.update(repeating: 0, count: w)
+                        for a in taps { axpy(w, rows.weight[a], plane + rows.index[a] * w, 1, combined, 1) }
+                        source = UnsafePointer(combined)
                     }
-                    y[r * outW + ow] = sum
+                    let out = y + r * outW
+                    for ow in 0..<outW {
+                        var sum: Float = 0
+                        for b in cols.offsets[ow]..<cols.offsets[ow + 1] { sum += cols.weight[b] * source[cols.index[b]] }
+                        out[ow] = sum
+                    }
                 }
             }
         }
