@@ -1,5 +1,4 @@
 import Foundation
-import CBLAS
 
 // Attention: fused scaled-dot-product attention (self or cross, optional additive logits bias) with a fused
 // backward; Swin-style window partition/merge and the relative-position-bias gather; linear attention.
@@ -45,48 +44,220 @@ struct AttentionDims {
         return (b * (biasHeads ?? 1) + h) * scores
     }
 
-    /// Items run in parallel with single-threaded GEMMs (parallelSingleThreadedGemms: BLAS-threaded GEMMs inside
-    /// item-parallel loops oversubscribe the cores); with fewer items than cores they run one after another with
-    /// BLAS-threaded GEMMs and row-parallel loops between.
-    var itemsInParallel: Bool { items >= CPUThreads.count }
-    var chunkCount: Int { itemsInParallel ? Swift.min(items, CPUThreads.count * 4) : 1 }
+    /// The backward runs items in parallel with single-threaded GEMMs (parallelSingleThreadedGemms: BLAS-threaded
+    /// GEMMs inside item-parallel loops oversubscribe the cores), a fixed run of items per chunk; with fewer items
+    /// than cores they run one after another with multithreaded GEMMs.
+    var chunkCount: Int { items >= CPUThreads.count ? Swift.min(items, CPUThreads.count * 4) : 1 }
     func items(ofChunk c: Int) -> Range<Int> { (c * items / chunkCount)..<((c + 1) * items / chunkCount) }
-    /// Row grain of the loops between GEMMs: a single chunk (inline) when items already run in parallel.
-    var rowGrain: Int { itemsInParallel ? queries : Swift.max(1, 16384 / keys) }
+}
 
-    /// P = softmax(scale·Q·Kᵀ + bias) of one item into `p` [N, M], rows max-subtracted.
-    func probabilities(item: Int, q: UnsafePointer<Float>, k: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-                       scale: Float, into p: UnsafeMutablePointer<Float>) {
-        let n = queries, m = keys, d = depth
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(m), Int32(d), scale,
-                    q + item * n * d, Int32(d), k + item * m * d, Int32(d), 0, p, Int32(m))
-        let slice = bias.map { $0 + biasOffset(item: item) }
-        parallelFor(n, grain: rowGrain) { rows in
-            for row in rows {
-                let r = p + row * m
-                if let slice { for j in 0..<m { r[j] += slice[row * m + j] } }
-                softmaxRow(r, m)
+// MARK: CPU kernels: blocked ("flash") attention, FlashAttention (Dao et al. 2022) on the CPU. Scores are made one
+// block at a time and never stored whole; every product is an A·B GEMM with a wide axis of at least 48 columns
+// (queries, keys, or a depth widened with zeros), which `gemm` runs on HistoAVX512's kernels.
+
+extension AttentionDims {
+    /// Queries per block of the forward: two 48-column blocks of HistoAVX512's A·B kernel, a whole number of 16 lanes.
+    static let queryBlock = 96
+    /// Keys per block of the forward's online softmax: Vᵀ·Pᵀ then reads its 128 × 48 strips of Pᵀ (24 KB) from L1.
+    static let keyBlock = 128
+
+    var queryBlocks: Int { (queries + Self.queryBlock - 1) / Self.queryBlock }
+    func queries(ofBlock block: Int) -> Range<Int> {
+        (block * Self.queryBlock)..<Swift.min(queries, (block + 1) * Self.queryBlock)
+    }
+    /// Floats of scratch per forward worker: (scale·Q)ᵀ, a score block, Oᵀ and three lane-wise row statistics.
+    var forwardScratch: Int { (depth + Self.keyBlock + valueDepth + 3) * Self.queryBlock }
+
+    /// Output rows `rows` of `item` by FlashAttention's forward with an online softmax over key blocks. The blocks
+    /// are transposed, Sᵀ = K·(scale·Q)ᵀ [keys × queries] (plus the bias), so that each lane holds one query: the
+    /// running maximum and sum are lane-wise, without horizontal reductions, and Oᵀ [Dv × queries] += Vᵀ·Pᵀ is an
+    /// A·B product too. Queries are padded to 16 lanes with zero rows of Q, whose outputs are never written.
+    func forward(item: Int, rows: Range<Int>, q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                 bias: UnsafePointer<Float>?, scale: Float, out: UnsafeMutablePointer<Float>,
+                 scratch: UnsafeMutablePointer<Float>) {
+        let n = queries, m = keys, d = depth, dv = valueDepth, width = (rows.count + 15) / 16 * 16
+        let qT = scratch, sT = qT + d * width, oT = sT + Self.keyBlock * width
+        let top = oT + dv * width, total = top + width, rescale = total + width
+        let qi = q + (item * n + rows.lowerBound) * d
+        transpose(qi, rows: rows.count, columns: d, scale: scale, into: qT, width: width)
+        top.update(repeating: -.infinity, count: width)
+        total.update(repeating: 0, count: width)
+        for k0 in stride(from: 0, to: m, by: Self.keyBlock) {
+            let bk = Swift.min(Self.keyBlock, m - k0)
+            gemm(false, false, bk, width, d, k + (item * m + k0) * d, d, qT, width, 0, sT, width)
+            if let bias {
+                let block = bias + biasOffset(item: item) + rows.lowerBound * m + k0
+                for i in 0..<rows.count { for j in 0..<bk { sT[j * width + i] += block[i * m + j] } }
             }
+            for lane in stride(from: 0, to: width, by: 16) {
+                let old = load16(top + lane), blockTop = columnMax(sT + lane, rows: bk, stride: width)
+                let new = old.replacing(with: blockTop, where: blockTop .> old)
+                // While a query's logits are all −∞ (masked), subtract 0: its weights stay 0 instead of NaN.
+                let reference = new.replacing(with: 0, where: new .== -.infinity)
+                let factor = softmaxExp16(old - reference)
+                let sum = exponentiate(sT + lane, rows: bk, stride: width, minus: reference)
+                store16(load16(total + lane) * factor + sum, total + lane)
+                store16(new, top + lane)
+                store16(factor, rescale + lane)
+            }
+            if k0 > 0 {
+                for e in 0..<dv {
+                    let row = oT + e * width
+                    for lane in stride(from: 0, to: width, by: 16) {
+                        store16(load16(row + lane) * load16(rescale + lane), row + lane)
+                    }
+                }
+            }
+            gemm(true, false, dv, width, bk, v + (item * m + k0) * dv, dv, sT, width, k0 == 0 ? 0 : 1, oT, width)
+        }
+        let o = out + (item * n + rows.lowerBound) * dv
+        for i in 0..<rows.count {
+            let inverse = 1 / total[i]
+            for e in 0..<dv { o[i * dv + e] = oT[e * width + i] * inverse }
         }
     }
+
+    /// Queries per block of the backward: P and dS blocks [block × keys] of about 384 KB each stay in L2.
+    var backwardQueryBlock: Int { Swift.max(16, Swift.min(96, 96 * 1024 / keys / 16 * 16)) }
+    /// Columns of the backward's dQ product: the depth widened to whole 48-column blocks (see `backward`).
+    var paddedDepth: Int { (depth + 47) / 48 * 48 }
+    /// Floats of scratch per backward worker: Kᵀ, Vᵀ, the dKᵀ and dVᵀ sums, a P and a dS block, the widened K and dQ.
+    var backwardScratch: Int {
+        2 * (depth + valueDepth) * keys + 2 * backwardQueryBlock * keys + paddedDepth * (keys + backwardQueryBlock)
+    }
+
+    /// The gradients of `item`, a block of queries at a time: P = softmax(scale·Q_b·Kᵀ + bias) by whole rows (exact:
+    /// no statistics carried from the forward), dP = dO_b·Vᵀ, dS = P∘(dP − rowsum(dO_b∘O_b)), dQ_b = dS·(scale·K),
+    /// and the key-side sums dVᵀ += dO_bᵀ·P, dKᵀ += Q_bᵀ·dS over the blocks in order (the same sums however the
+    /// items are spread). With Kᵀ and Vᵀ made once per item, these products have the keys as their wide axis; dQ's
+    /// has the depth, so K is widened with zero columns to whole 48-column blocks: HistoAVX512's kernel then runs it
+    /// too, with the same bits whether the GEMMs are multithreaded (an item alone) or not (OpenBLAS's sgemm differs).
+    /// dS rows go to `biasGradient` (added when `accumulate`, for a bias slice that several items share).
+    func backward(item: Int, q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                  o: UnsafePointer<Float>, dO: UnsafePointer<Float>, bias: UnsafePointer<Float>?, scale: Float,
+                  dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>,
+                  dv dvOut: UnsafeMutablePointer<Float>,
+                  biasGradient: UnsafeMutablePointer<Float>?, accumulate: Bool, scratch: UnsafeMutablePointer<Float>) {
+        let n = queries, m = keys, d = depth, dv = valueDepth, block = backwardQueryBlock, wide = paddedDepth
+        let qi = q + item * n * d, ki = k + item * m * d, oi = o + item * n * dv, dOi = dO + item * n * dv
+        let kT = scratch, vT = kT + d * m, dkT = vT + dv * m, dvT = dkT + d * m, p = dvT + dv * m, ds = p + block * m
+        let kWide = ds + block * m, dqWide = kWide + wide * m
+        transpose(ki, rows: m, columns: d, scale: scale, into: kT, width: m)
+        transpose(v + item * m * dv, rows: m, columns: dv, scale: 1, into: vT, width: m)
+        for j in 0..<m {
+            for e in 0..<d { kWide[j * wide + e] = scale * ki[j * d + e] }
+            (kWide + j * wide + d).update(repeating: 0, count: wide - d)
+        }
+        for q0 in stride(from: 0, to: n, by: block) {
+            let rows = Swift.min(block, n - q0), first: Float = q0 == 0 ? 0 : 1
+            gemm(false, false, rows, m, d, qi + q0 * d, d, kT, m, 0, p, m)
+            let biasRows = bias.map { $0 + biasOffset(item: item) + q0 * m }
+            for r in 0..<rows {
+                let pr = p + r * m
+                if let biasRows { for j in 0..<m { pr[j] += biasRows[r * m + j] } }
+                softmaxRow(pr, m)
+            }
+            gemm(false, false, rows, m, dv, dOi + q0 * dv, dv, vT, m, 0, ds, m)
+            for r in 0..<rows {
+                var dot: Float = 0
+                for e in 0..<dv { dot += dOi[(q0 + r) * dv + e] * oi[(q0 + r) * dv + e] }
+                let pr = p + r * m, dsr = ds + r * m
+                for j in 0..<m { dsr[j] = pr[j] * (dsr[j] - dot) }
+            }
+            gemm(true, false, dv, m, rows, dOi + q0 * dv, dv, p, m, first, dvT, m)
+            gemm(true, false, d, m, rows, qi + q0 * d, d, ds, m, first, dkT, m)
+            gemm(false, false, rows, wide, m, ds, m, kWide, wide, 0, dqWide, wide)
+            for r in 0..<rows { (dq + (item * n + q0 + r) * d).update(from: dqWide + r * wide, count: d) }
+            if let biasGradient {
+                let target = biasGradient + biasOffset(item: item) + q0 * m
+                if accumulate {
+                    for i in 0..<(rows * m) { target[i] += ds[i] }
+                } else {
+                    target.update(from: ds, count: rows * m)
+                }
+            }
+        }
+        transpose(dkT, rows: d, columns: m, scale: scale, into: dk + item * m * d, width: d)
+        transpose(dvT, rows: dv, columns: m, scale: 1, into: dvOut + item * m * dv, width: dv)
+    }
+}
+
+/// t[c·width + r] = scale·x[r·columns + c] for r < rows, and 0 for rows ≤ r < width: x [rows × columns] transposed
+/// into the first `rows` columns of t [columns × width].
+func transpose(_ x: UnsafePointer<Float>, rows: Int, columns: Int, scale: Float, into t: UnsafeMutablePointer<Float>,
+               width: Int) {
+    for c in 0..<columns {
+        let row = t + c * width
+        for r in 0..<rows { row[r] = scale * x[r * columns + c] }
+        (row + rows).update(repeating: 0, count: width - rows)
+    }
+}
+
+/// The lane-wise maximum of the 16-lane vectors p[j·stride] for j < rows (four running maxima: the compare-and-select
+/// chain is latency-bound otherwise).
+@inline(__always) func columnMax(_ p: UnsafePointer<Float>, rows: Int, stride: Int) -> SIMD16<Float> {
+    var a = SIMD16<Float>(repeating: -.infinity), b = a, c = a, e = a
+    var j = 0
+    while j + 4 <= rows {
+        let x = load16(p + j * stride), y = load16(p + (j + 1) * stride)
+        let z = load16(p + (j + 2) * stride), w = load16(p + (j + 3) * stride)
+        a = a.replacing(with: x, where: x .> a); b = b.replacing(with: y, where: y .> b)
+        c = c.replacing(with: z, where: z .> c); e = e.replacing(with: w, where: w .> e)
+        j += 4
+    }
+    while j < rows { let x = load16(p + j * stride); a = a.replacing(with: x, where: x .> a); j += 1 }
+    a = a.replacing(with: b, where: b .> a); c = c.replacing(with: e, where: e .> c)
+    return a.replacing(with: c, where: c .> a)
+}
+
+/// p[j·stride] = exp(p[j·stride] − reference) for j < rows, 16 lanes each, with reference ≥ every p (a softmax's
+/// maximum); returns their lane-wise sum.
+@inline(__always) func exponentiate(_ p: UnsafeMutablePointer<Float>, rows: Int, stride: Int,
+                                    minus reference: SIMD16<Float>) -> SIMD16<Float> {
+    var sum = SIMD16<Float>()
+    for j in 0..<rows {
+        let x = softmaxExp16(load16(p + j * stride) - reference)
+        store16(x, p + j * stride)
+        sum += x
+    }
+    return sum
+}
+
+/// eˣ for x ≤ 0 (a logit minus the maximum, where the softmax spends its time): `exp16`'s arithmetic, hence its
+/// values, from −87 to 0, with a single 2ⁿ scale (the result lies in (0, 1]) and no overflow or NaN handling beyond
+/// the reduction's own (NaN stays NaN); below −87 (eˣ < 1.7·10⁻³⁸, beside a softmax sum ≥ 1) and at −∞ (masked
+/// logits) it is 0. About two thirds of `exp16`'s instructions. (Written with `*` and `+`: the SIMD16 fused
+/// `addingProduct` is split into scalar FMAs in a loop this long on AVX2.)
+@inline(__always) func softmaxExp16(_ x: SIMD16<Float>) -> SIMD16<Float> {
+    let magic: Float = 12_582_912  // 1.5·2²³: adding it leaves round(x·log₂e) in the low mantissa bits
+    let underflow = x .< -87
+    let clamped = x.replacing(with: -87, where: underflow)
+    let shifted = clamped * 1.442_695_04 + magic
+    let n = shifted - magic
+    let r = clamped - n * 0.693_359_375 + n * 2.121_944_4e-4
+    var p = SIMD16<Float>(repeating: 1.987_569_15e-4)
+    p = p * r + 1.398_199_950_7e-3
+    p = p * r + 8.333_451_907_3e-3
+    p = p * r + 4.166_579_589_4e-2
+    p = p * r + 1.666_666_545_9e-1
+    p = p * r + 5.000_000_120_1e-1
+    p = p * r * r + r + 1
+    // 2ⁿ for n in −126…0: n + 127 in the exponent field, n being the integer in shifted's low mantissa bits.
+    let power = unsafeBitCast((unsafeBitCast(shifted, to: SIMD16<Int32>.self) &- (0x4B40_0000 - 127)) &<< 23,
+                              to: SIMD16<Float>.self)
+    return (p * power).replacing(with: 0, where: underflow)
 }
 
 /// Softmax of m logits in place, max-subtracted, 16 lanes at a time (the tail padded with −∞).
 @inline(__always) func softmaxRow(_ r: UnsafeMutablePointer<Float>, _ m: Int) {
     let full = m - m % 16
-    var top16 = SIMD16<Float>(repeating: -.infinity)
-    for j in stride(from: 0, to: full, by: 16) { let v = load16(r + j); top16 = top16.replacing(with: v, where: v .> top16) }
-    var top = top16.max()
+    var top = columnMax(r, rows: full / 16, stride: 16).max()
     for j in full..<m { top = Swift.max(top, r[j]) }
-    var sum16 = SIMD16<Float>()
-    for j in stride(from: 0, to: full, by: 16) {
-        let e = exp16(load16(r + j) - top)
-        store16(e, r + j); sum16 += e
-    }
+    var sum16 = exponentiate(r, rows: full / 16, stride: 16, minus: SIMD16(repeating: top))
     if full < m {
         var tail = SIMD16<Float>(repeating: -.infinity)
         for t in 0..<(m - full) { tail[t] = r[full + t] }
-        let e = exp16(tail - top)
+        let e = softmaxExp16(tail - top)
         for t in 0..<(m - full) { r[full + t] = e[t] }
         sum16 += e
     }
@@ -95,8 +266,8 @@ struct AttentionDims {
 }
 
 /// softmax(scale·Q·Kᵀ + bias)·V for q [B, H, N, D], k [B, H, M, D], v [B, H, M, Dv] and an optional fourth input,
-/// an additive logits bias [B or 1, H or 1, N, M] → [B, H, N, Dv]. One GEMM pair and a row softmax per
-/// (batch, head).
+/// an additive logits bias [B or 1, H or 1, N, M] → [B, H, N, Dv]. On the CPU: blocks of queries against blocks of
+/// keys with an online softmax (`AttentionDims.forward`), spread over the cores by (batch, head, query block).
 public struct ScaledDotProductAttention: Operation {
     public let scale: Float
     public init(scale: Float) { self.scale = scale }
@@ -112,15 +283,11 @@ public struct ScaledDotProductAttention: Operation {
         let d = try! AttentionDims(q: s[0], k: s[1], v: s[2], bias: s.count == 4 ? s[3] : nil)
         let q = args.inputs[0].baseAddress!, k = args.inputs[1].baseAddress!, v = args.inputs[2].baseAddress!
         let bias = s.count == 4 ? args.inputs[3].baseAddress! : nil, out = args.output.baseAddress!, scale = scale
-        let n = d.queries, m = d.keys, dv = d.valueDepth
-        parallelSingleThreadedGemms(d.chunkCount) { chunk in
-            let p = UnsafeMutablePointer<Float>.allocate(capacity: d.scores)
-            defer { p.deallocate() }
-            for item in d.items(ofChunk: chunk) {
-                d.probabilities(item: item, q: q, k: k, bias: bias, scale: scale, into: p)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(dv), Int32(m), 1,
-                            p, Int32(m), v + item * m * dv, Int32(dv), 0, out + item * n * dv, Int32(dv))
-            }
+        let blocks = d.queryBlocks
+        parallelSingleThreadedGemms(d.items * blocks, scratch: { CPUBackend.shared.pool.take(d.forwardScratch) }) {
+            unit, scratch in
+            d.forward(item: unit / blocks, rows: d.queries(ofBlock: unit % blocks), q: q, k: k, v: v, bias: bias,
+                      scale: scale, out: out, scratch: scratch.pointer)
         }
     }
     public func vjp(_ ctx: VJPContext) -> [Tensor?] {
@@ -157,48 +324,20 @@ public struct ScaledDotProductAttentionBackward: Operation {
         let q = args.inputs[0].baseAddress!, k = args.inputs[1].baseAddress!, v = args.inputs[2].baseAddress!
         let o = args.inputs[3].baseAddress!, dO = args.inputs[4].baseAddress!
         let bias = s.count == 6 ? args.inputs[5].baseAddress! : nil, scale = scale
-        let n = d.queries, m = d.keys, depth = d.depth, dv = d.valueDepth
-        let dq = args.output.baseAddress!, dk = dq + d.items * n * depth, dvOut = dk + d.items * m * depth
-        let dbias = dvOut + d.items * m * dv
+        let dq = args.output.baseAddress!, dk = dq + d.items * d.queries * d.depth
+        let dvOut = dk + d.items * d.keys * d.depth, dbias = dvOut + d.items * d.keys * d.valueDepth
         // A shared bias slice collects dS from several items: each chunk sums into its own partial, and the
         // partials are added in chunk order afterwards (deterministic).
         let chunks = d.chunkCount
         let partials: UnsafeMutablePointer<Float>? = d.biasIsShared ? .allocate(capacity: chunks * d.biasCount) : nil
         partials?.initialize(repeating: 0, count: chunks * d.biasCount)
         defer { partials?.deallocate() }
-        parallelSingleThreadedGemms(chunks) { chunk in
-            let p = UnsafeMutablePointer<Float>.allocate(capacity: d.scores)
-            let ds = UnsafeMutablePointer<Float>.allocate(capacity: d.scores)
-            defer { p.deallocate(); ds.deallocate() }
+        parallelSingleThreadedGemms(chunks, scratch: { CPUBackend.shared.pool.take(d.backwardScratch) }) {
+            chunk, scratch in
+            let biasGradient = bias == nil ? nil : partials.map { $0 + chunk * d.biasCount } ?? dbias
             for item in d.items(ofChunk: chunk) {
-                d.probabilities(item: item, q: q, k: k, bias: bias, scale: scale, into: p)
-                let qi = q + item * n * depth, ki = k + item * m * depth, vi = v + item * m * dv
-                let oi = o + item * n * dv, dOi = dO + item * n * dv
-                // dV = Pᵀ·dO
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(m), Int32(dv), Int32(n), 1,
-                            p, Int32(m), dOi, Int32(dv), 0, dvOut + item * m * dv, Int32(dv))
-                // dP = dO·Vᵀ, then dS = P∘(dP − rowsum(dO∘O)) in place.
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(m), Int32(dv), 1,
-                            dOi, Int32(dv), vi, Int32(dv), 0, ds, Int32(m))
-                parallelFor(n, grain: d.rowGrain) { rows in
-                    for row in rows {
-                        var dot: Float = 0
-                        for e in 0..<dv { dot += dOi[row * dv + e] * oi[row * dv + e] }
-                        let pr = p + row * m, dsr = ds + row * m
-                        for j in 0..<m { dsr[j] = pr[j] * (dsr[j] - dot) }
-                    }
-                }
-                // dQ = scale·dS·K, dK = scale·dSᵀ·Q
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(depth), Int32(m), scale,
-                            ds, Int32(m), ki, Int32(depth), 0, dq + item * n * depth, Int32(depth))
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(m), Int32(depth), Int32(n), scale,
-                            ds, Int32(m), qi, Int32(depth), 0, dk + item * m * depth, Int32(depth))
-                if let partials {
-                    let target = partials + chunk * d.biasCount + d.biasOffset(item: item)
-                    for i in 0..<d.scores { target[i] += ds[i] }
-                } else if bias != nil {
-                    (dbias + d.biasOffset(item: item)).update(from: ds, count: d.scores)
-                }
+                d.backward(item: item, q: q, k: k, v: v, o: o, dO: dO, bias: bias, scale: scale, dq: dq, dk: dk,
+                           dv: dvOut, biasGradient: biasGradient, accumulate: partials != nil, scratch: scratch.pointer)
             }
         }
         if let partials {
