@@ -71,49 +71,41 @@ struct PlaneLayout {
         }
     }
 
-    /// Mean and biased variance of set `s`, chunk by chunk of at most 2048 elements (8 KB): the chunk's sum, then
-    /// its squares around its own mean while it is in the L1 cache (a second pass over the whole set would read it
-    /// from L2), and the chunks merged in Float64 with Chan et al.'s pairwise update, which keeps the precision of
-    /// the two-pass form for any mean. With `gradient`, the same pass also sums, for each plane k of the set,
-    /// Σdy and Σdy·(x − Float(mean)) into sums[k] (the backward's sums without an activation): per chunk around the
-    /// chunk's mean while the chunk is cached, shifted to the set's mean in Float64 at the end.
+    /// Statistics chunks: at most 2048 elements (8 KB) of one plane, cached between the passes over them.
+    static let chunk = 2048
+
+    /// Mean and biased variance of set `s`, chunk by chunk in plane order (`RunningMoments`). With `gradient`, the
+    /// same pass also sums, for each plane k of the set, Σdy and Σdy·(x − Float(mean)) into sums[k] (the
+    /// backward's sums without an activation): per chunk around the chunk's mean while the chunk is cached, shifted
+    /// to the set's mean in Float64 at the end.
     func moments(_ x: UnsafePointer<Float>, set s: Int,
                  gradient: (dy: UnsafePointer<Float>, sums: UnsafeMutablePointer<(g: Double, gx: Double)>)? = nil)
-        -> (mean: Double, variance: Double) {
+        -> RunningMoments {
         let n = planeSize
-        var count = 0.0, mean = 0.0, squares = 0.0
+        var moments = RunningMoments()
         for k in 0..<planesPerSet {
-            let offset = plane(k, ofSet: s) * n, p = x + offset
+            let offset = plane(k, ofSet: s) * n
             gradient?.sums[k] = (0, 0)
-            for start in stride(from: 0, to: n, by: 2048) {
-                let length = Swift.min(2048, n - start), size = Double(length)
-                let chunkMean = planeSum(p + start, count: length) / size, m = Float(chunkMean)
-                // Σ(x − m)² less size·(chunkMean − m)²: the squares around the unrounded chunk mean.
-                let chunkSquares = planeSquares(p + start, count: length, mean: m)
-                    - size * (chunkMean - Double(m)) * (chunkMean - Double(m))
-                let total = count + size, delta = chunkMean - mean
-                mean += delta * size / total
-                squares += chunkSquares + delta * delta * count * size / total
-                count = total
+            for start in stride(from: 0, to: n, by: Self.chunk) {
+                let length = Swift.min(Self.chunk, n - start), m = moments.add(x + offset + start, count: length)
                 if let (dy, sums) = gradient {
                     // Σdy·(x − m) + m·Σdy = Σdy·x, less mean·Σdy below.
-                    let (g, gx) = planeGradientSums(dy + offset + start, p + start, count: length, mean: m)
+                    let (g, gx) = planeGradientSums(dy + offset + start, x + offset + start, count: length, mean: m)
                     sums[k].g += g; sums[k].gx += gx + Double(m) * g
                 }
             }
         }
         if let (_, sums) = gradient {
-            for k in 0..<planesPerSet { sums[k].gx -= Double(Float(mean)) * sums[k].g }
+            for k in 0..<planesPerSet { sums[k].gx -= Double(Float(moments.mean)) * sums[k].g }
         }
-        return (mean, squares / count)
+        return moments
     }
 
     /// The mean and 1/sqrt(variance + eps) of set `s`, as the kernels use them.
     func normalizer(_ x: UnsafePointer<Float>, set s: Int, eps: Double,
                     gradient: (dy: UnsafePointer<Float>, sums: UnsafeMutablePointer<(g: Double, gx: Double)>)? = nil)
         -> (mean: Float, rstd: Double) {
-        let (mean, variance) = moments(x, set: s, gradient: gradient)
-        return (Float(mean), 1 / (variance + eps).squareRoot())
+        moments(x, set: s, gradient: gradient).normalizer(eps: eps)
     }
 
     /// The normaliser of set `s` and, for each plane k of it, (Σg, Σg·(x − mean)) in sums[k] with
@@ -137,6 +129,30 @@ struct PlaneLayout {
 
     /// Work items per parallel chunk: about 32k elements.
     var setGrain: Int { Swift.max(1, 32768 / Swift.max(setSize, 1)) }
+}
+
+/// Mean and biased variance over a stream of chunks: each chunk's sum, then its squares around its own mean while
+/// it is in the L1 cache (a second pass over a whole set would read it from L2), merged in Float64 with Chan et
+/// al.'s pairwise update, which keeps the precision of the two-pass form for any mean.
+struct RunningMoments {
+    private(set) var count = 0.0, mean = 0.0, squares = 0.0
+
+    /// Adds x[0..<n]; returns the chunk's mean as a Float (the centre of its squares).
+    @inline(__always) mutating func add(_ x: UnsafePointer<Float>, count n: Int) -> Float {
+        let size = Double(n), chunkMean = planeSum(x, count: n) / size, m = Float(chunkMean)
+        // Σ(x − m)² less size·(chunkMean − m)²: the squares around the unrounded chunk mean.
+        let chunkSquares = planeSquares(x, count: n, mean: m) - size * (chunkMean - Double(m)) * (chunkMean - Double(m))
+        let total = count + size, delta = chunkMean - mean
+        mean += delta * size / total
+        squares += chunkSquares + delta * delta * count * size / total
+        count = total
+        return m
+    }
+
+    var variance: Double { squares / count }
+
+    /// The mean and 1/sqrt(variance + eps), as the kernels use them.
+    func normalizer(eps: Double) -> (mean: Float, rstd: Double) { (Float(mean), 1 / (variance + eps).squareRoot()) }
 }
 
 @inline(__always) func load16(_ p: UnsafePointer<Float>, _ i: Int) -> SIMD16<Float> {
@@ -279,12 +295,23 @@ public struct ChannelNorm: Operation {
         let x = args.inputs[0].baseAddress!, w = args.inputs[1], b = args.inputs[2], y = args.output.baseAddress!
         let eps = Double(eps)
         parallelFor(layout.setCount, grain: layout.setGrain) { sets in
+            // Set s is normalised chunk by chunk while the next set's statistics are taken in the same chunk order
+            // (the values `moments` gives): its reads from memory overlap the writes of set s.
+            guard !sets.isEmpty else { return }
+            var next = layout.moments(x, set: sets.lowerBound)
             for s in sets {
-                let (m, rstd) = layout.normalizer(x, set: s, eps: eps)
+                let (m, rstd) = next.normalizer(eps: eps), following = s + 1 < sets.upperBound ? s + 1 : nil
+                next = RunningMoments()
                 for k in 0..<layout.planesPerSet {
-                    let p = layout.plane(k, ofSet: s), c = p % layout.channels
-                    activation.apply(x: x + p * n, count: n, mean: m, scale: Float(rstd) * w[c], shift: b[c],
-                                     into: y + p * n)
+                    let p = layout.plane(k, ofSet: s), c = p % layout.channels, scale = Float(rstd) * w[c]
+                    for start in stride(from: 0, to: n, by: PlaneLayout.chunk) {
+                        let length = Swift.min(PlaneLayout.chunk, n - start)
+                        if let following {
+                            _ = next.add(x + layout.plane(k, ofSet: following) * n + start, count: length)
+                        }
+                        activation.apply(x: x + p * n + start, count: length, mean: m, scale: scale, shift: b[c],
+                                         into: y + p * n + start)
+                    }
                 }
             }
         }
@@ -424,8 +451,8 @@ public struct BatchStatistics: Operation {
         let correction = Double(layout.setSize) / Double(layout.setSize - 1)
         parallelFor(layout.channels, grain: layout.setGrain) { range in
             for c in range {
-                let (mean, variance) = layout.moments(x, set: c)
-                out[c] = Float(mean); out[layout.channels + c] = Float(variance * correction)
+                let moments = layout.moments(x, set: c)
+                out[c] = Float(moments.mean); out[layout.channels + c] = Float(moments.variance * correction)
             }
         }
     }
