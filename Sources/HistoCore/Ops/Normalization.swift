@@ -74,12 +74,15 @@ struct PlaneLayout {
     /// Statistics chunks: at most 2048 elements (8 KB) of one plane, cached between the passes over them.
     static let chunk = 2048
 
+    /// Σg and Σg·(x − mean) over one plane: the backward's sums.
+    typealias GradientSums = (g: Double, gx: Double)
+
     /// Mean and biased variance of set `s`, chunk by chunk in plane order (`RunningMoments`). With `gradient`, the
     /// same pass also sums, for each plane k of the set, Σdy and Σdy·(x − Float(mean)) into sums[k] (the
     /// backward's sums without an activation): per chunk around the chunk's mean while the chunk is cached, shifted
     /// to the set's mean in Float64 at the end.
     func moments(_ x: UnsafePointer<Float>, set s: Int,
-                 gradient: (dy: UnsafePointer<Float>, sums: UnsafeMutablePointer<(g: Double, gx: Double)>)? = nil)
+                 gradient: (dy: UnsafePointer<Float>, sums: UnsafeMutablePointer<GradientSums>)? = nil)
         -> RunningMoments {
         let n = planeSize
         var moments = RunningMoments()
@@ -103,7 +106,7 @@ struct PlaneLayout {
 
     /// The mean and 1/sqrt(variance + eps) of set `s`, as the kernels use them.
     func normalizer(_ x: UnsafePointer<Float>, set s: Int, eps: Double,
-                    gradient: (dy: UnsafePointer<Float>, sums: UnsafeMutablePointer<(g: Double, gx: Double)>)? = nil)
+                    gradient: (dy: UnsafePointer<Float>, sums: UnsafeMutablePointer<GradientSums>)? = nil)
         -> (mean: Float, rstd: Double) {
         moments(x, set: s, gradient: gradient).normalizer(eps: eps)
     }
@@ -115,7 +118,7 @@ struct PlaneLayout {
                       activation: NormActivation,
                       affine: (w: UnsafeBufferPointer<Float>, b: UnsafeBufferPointer<Float>)?,
                       scratch: UnsafeMutablePointer<Float>, scratchStride: Int,
-                      sums: UnsafeMutablePointer<(g: Double, gx: Double)>) -> (mean: Float, rstd: Double) {
+                      sums: UnsafeMutablePointer<GradientSums>) -> (mean: Float, rstd: Double) {
         guard activation != .identity else { return normalizer(x, set: s, eps: eps, gradient: (dy, sums)) }
         let (m, rstd) = normalizer(x, set: s, eps: eps), n = planeSize
         for k in 0..<planesPerSet {
@@ -201,7 +204,7 @@ struct RunningMoments {
 
 /// Σ g[i] and Σ g[i]·(x[i] − mean) for i in 0..<n: the per-plane sums of both backward ops.
 @inline(__always) func planeGradientSums(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, count n: Int,
-                                         mean: Float) -> (g: Double, gx: Double) {
+                                         mean: Float) -> PlaneLayout.GradientSums {
     var sumG = 0.0, sumGX = 0.0, i = 0
     while n - i >= 16 {
         let blockEnd = i + Swift.min(1024, (n - i) & ~15)
@@ -262,7 +265,7 @@ public enum NormActivation: String, Hashable, Sendable {
     /// sums both backward ops take per plane, in one pass over g and x.
     @inline(__always) func gradientSums(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, count n: Int, mean: Float,
                                         scale: Float, shift: Float,
-                                        scratch: UnsafeMutablePointer<Float>) -> (g: Double, gx: Double) {
+                                        scratch: UnsafeMutablePointer<Float>) -> PlaneLayout.GradientSums {
         let g = gradient(x: x, dy: dy, count: n, mean: mean, scale: scale, shift: shift, scratch: scratch)
         return planeGradientSums(g, x, count: n, mean: mean)
     }
@@ -353,7 +356,7 @@ public struct ChannelNormBackwardInput: Operation {
         parallelFor(layout.setCount, grain: layout.setGrain) { sets in
             // Holds g of one set when there is an activation, and each plane's sums.
             let scratch = UnsafeMutablePointer<Float>.allocate(capacity: activation == .identity ? 0 : layout.setSize)
-            let sums = UnsafeMutablePointer<(g: Double, gx: Double)>.allocate(capacity: layout.planesPerSet)
+            let sums = UnsafeMutablePointer<PlaneLayout.GradientSums>.allocate(capacity: layout.planesPerSet)
             defer { scratch.deallocate(); sums.deallocate() }
             for s in sets {
                 let (m, rstd) = layout.gradientSums(x: x, dy: dy, set: s, eps: eps, activation: activation,
@@ -413,7 +416,7 @@ public struct ChannelNormBackwardParams: Operation {
             parallelFor(layout.setCount, grain: layout.setGrain) { sets in
                 // Holds g of one plane when there is an activation, and the set's planes' sums.
                 let scratch = UnsafeMutablePointer<Float>.allocate(capacity: affine == nil ? 0 : n)
-                let planes = UnsafeMutablePointer<(g: Double, gx: Double)>.allocate(capacity: layout.planesPerSet)
+                let planes = UnsafeMutablePointer<PlaneLayout.GradientSums>.allocate(capacity: layout.planesPerSet)
                 defer { scratch.deallocate(); planes.deallocate() }
                 for s in sets {
                     let (_, rstd) = layout.gradientSums(x: x, dy: dy, set: s, eps: eps, activation: activation,
