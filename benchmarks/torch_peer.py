@@ -276,6 +276,10 @@ def workloads(torch, device):
         "conv2d 3x3 8x64x64x64 fwd+bwd": training(lambda x, w, b: F.conv2d(x, w, b, padding=1), (8, 64, 64, 64), (64, 64, 3, 3), (64,)),
         "group_norm 32g 8x128x64x64 fwd": lambda: F.group_norm(gx, 32, gw, gb),
         "group_norm 32g 8x128x64x64 fwd+bwd": training(lambda x, w, b: F.group_norm(x, 32, w, b), (8, 128, 64, 64), (128,), (128,)),
+        # Our fused group_norm+silu against PyTorch's two ops.
+        "group_norm+silu 32g 8x128x64x64 fwd": lambda: F.silu(F.group_norm(gx, 32, gw, gb)),
+        "group_norm+silu 32g 8x128x64x64 fwd+bwd": training(lambda x, w, b: F.silu(F.group_norm(x, 32, w, b)),
+                                                             (8, 128, 64, 64), (128,), (128,)),
         "attention 8x4x1024x32 fwd": lambda: F.scaled_dot_product_attention(q, k, v),
         "attention 8x4x1024x32 fwd+bwd": training(F.scaled_dot_product_attention, (8, 4, 1024, 32), (8, 4, 1024, 32), (8, 4, 1024, 32)),
         "unet step guided.bench828k 8x3x64x64": unet_step("guided.bench828k", 828_387, 8, 3, 64),

@@ -70,50 +70,156 @@ struct PlaneLayout {
         case .batch: return k * channels + s
         }
     }
-    @inline(__always) func set(ofPlane p: Int) -> Int {
-        switch statistics {
-        case .groups: return p / planesPerSet
-        case .batch: return p % channels
+
+    /// Statistics chunks: at most 2048 elements (8 KB) of one plane, cached between the passes over them.
+    static let chunk = 2048
+
+    /// Σg and Σg·(x − mean) over one plane: the backward's sums.
+    typealias GradientSums = (g: Double, gx: Double)
+
+    /// Mean and biased variance of set `s`, chunk by chunk in plane order (`RunningMoments`). With `gradient`, the
+    /// same pass also sums, for each plane k of the set, Σdy and Σdy·(x − Float(mean)) into sums[k] (the
+    /// backward's sums without an activation): per chunk around the chunk's mean while the chunk is cached, shifted
+    /// to the set's mean in Float64 at the end.
+    func moments(_ x: UnsafePointer<Float>, set s: Int,
+                 gradient: (dy: UnsafePointer<Float>, sums: UnsafeMutablePointer<GradientSums>)? = nil)
+        -> RunningMoments {
+        let n = planeSize
+        var moments = RunningMoments()
+        for k in 0..<planesPerSet {
+            let offset = plane(k, ofSet: s) * n
+            gradient?.sums[k] = (0, 0)
+            for start in stride(from: 0, to: n, by: Self.chunk) {
+                let length = Swift.min(Self.chunk, n - start), m = moments.add(x + offset + start, count: length)
+                if let (dy, sums) = gradient {
+                    // Σdy·(x − m) + m·Σdy = Σdy·x, less mean·Σdy below.
+                    let (g, gx) = planeGradientSums(dy + offset + start, x + offset + start, count: length, mean: m)
+                    sums[k].g += g; sums[k].gx += gx + Double(m) * g
+                }
+            }
         }
+        if let (_, sums) = gradient {
+            for k in 0..<planesPerSet { sums[k].gx -= Double(Float(moments.mean)) * sums[k].g }
+        }
+        return moments
     }
 
-    /// Mean and biased variance of set `s`: the mean first, then the centred squares (Float64 sums).
-    func moments(_ x: UnsafePointer<Float>, set s: Int) -> (mean: Double, variance: Double) {
-        let n = planeSize
-        var sum = 0.0
+    /// The mean and 1/sqrt(variance + eps) of set `s`, as the kernels use them.
+    func normalizer(_ x: UnsafePointer<Float>, set s: Int, eps: Double,
+                    gradient: (dy: UnsafePointer<Float>, sums: UnsafeMutablePointer<GradientSums>)? = nil)
+        -> (mean: Float, rstd: Double) {
+        moments(x, set: s, gradient: gradient).normalizer(eps: eps)
+    }
+
+    /// The normaliser of set `s` and, for each plane k of it, (Σg, Σg·(x − mean)) in sums[k] with
+    /// g = dy·act'((x − mean)·rstd·w + b): what both backward ops need. Without an activation g is dy and the sums
+    /// come in the statistics' pass; after one, g needs the statistics first and is left in scratch + k·scratchStride.
+    func gradientSums(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, set s: Int, eps: Double,
+                      activation: NormActivation,
+                      affine: (w: UnsafeBufferPointer<Float>, b: UnsafeBufferPointer<Float>)?,
+                      scratch: UnsafeMutablePointer<Float>, scratchStride: Int,
+                      sums: UnsafeMutablePointer<GradientSums>) -> (mean: Float, rstd: Double) {
+        guard activation != .identity else { return normalizer(x, set: s, eps: eps, gradient: (dy, sums)) }
+        let (m, rstd) = normalizer(x, set: s, eps: eps), n = planeSize
         for k in 0..<planesPerSet {
-            let p = x + plane(k, ofSet: s) * n
-            sum += wideSum(n, { load16(p, $0) }, { p[$0] })
+            let p = plane(k, ofSet: s), c = p % channels
+            sums[k] = activation.gradientSums(x: x + p * n, dy: dy + p * n, count: n, mean: m,
+                                              scale: Float(rstd) * (affine?.w[c] ?? 1), shift: affine?.b[c] ?? 0,
+                                              scratch: scratch + k * scratchStride)
         }
-        let mean = sum / Double(setSize), m = Float(mean)
-        var squares = 0.0
-        for k in 0..<planesPerSet {
-            let p = x + plane(k, ofSet: s) * n
-            squares += wideSum(n, { let d = load16(p, $0) - m; return d * d }, { let d = p[$0] - m; return d * d })
-        }
-        return (mean, squares / Double(setSize))
+        return (m, rstd)
     }
 
     /// Work items per parallel chunk: about 32k elements.
     var setGrain: Int { Swift.max(1, 32768 / Swift.max(setSize, 1)) }
 }
 
+/// Mean and biased variance over a stream of chunks: each chunk's sum, then its squares around its own mean while
+/// it is in the L1 cache (a second pass over a whole set would read it from L2), merged in Float64 with Chan et
+/// al.'s pairwise update, which keeps the precision of the two-pass form for any mean.
+struct RunningMoments {
+    private(set) var count = 0.0, mean = 0.0, squares = 0.0
+
+    /// Adds x[0..<n]; returns the chunk's mean as a Float (the centre of its squares).
+    @inline(__always) mutating func add(_ x: UnsafePointer<Float>, count n: Int) -> Float {
+        let size = Double(n), chunkMean = planeSum(x, count: n) / size, m = Float(chunkMean)
+        // Σ(x − m)² less size·(chunkMean − m)²: the squares around the unrounded chunk mean.
+        let chunkSquares = planeSquares(x, count: n, mean: m) - size * (chunkMean - Double(m)) * (chunkMean - Double(m))
+        let total = count + size, delta = chunkMean - mean
+        mean += delta * size / total
+        squares += chunkSquares + delta * delta * count * size / total
+        count = total
+        return m
+    }
+
+    var variance: Double { squares / count }
+
+    /// The mean and 1/sqrt(variance + eps), as the kernels use them.
+    func normalizer(eps: Double) -> (mean: Float, rstd: Double) { (Float(mean), 1 / (variance + eps).squareRoot()) }
+}
+
 @inline(__always) func load16(_ p: UnsafePointer<Float>, _ i: Int) -> SIMD16<Float> {
     UnsafeRawPointer(p + i).loadUnaligned(as: SIMD16<Float>.self)
 }
 
-/// Σ term(i) for i in 0..<n, with `lanes(i)` giving terms i..<i+16: float vector partial sums flushed to Float64
-/// every 256 terms, so long sums stay accurate at vector speed.
-@inline(__always) func wideSum(_ n: Int, _ lanes: (Int) -> SIMD16<Float>, _ term: (Int) -> Float) -> Double {
+// The sums the norms take, over one plane: four independent float vector accumulators (one add chain would wait on
+// the add latency), flushed to Float64 every 1024 terms, so long sums stay accurate at vector speed, in an order
+// that depends on the count only (deterministic). Plain loops, one per sum: the per-vector closures of one generic
+// sum were not inlined and cost a call per 16 terms.
+
+/// Σ x[i] for i in 0..<n.
+@inline(__always) func planeSum(_ x: UnsafePointer<Float>, count n: Int) -> Double {
     var total = 0.0, i = 0
     while n - i >= 16 {
-        let blockEnd = Swift.min(n, i + 256)
-        var acc = SIMD16<Float>()
-        while blockEnd - i >= 16 { acc += lanes(i); i += 16 }
-        total += Double(acc.sum())
+        let blockEnd = i + Swift.min(1024, (n - i) & ~15)
+        var a = SIMD16<Float>(), b = a, c = a, d = a
+        while blockEnd - i >= 64 {
+            a += load16(x, i); b += load16(x, i + 16); c += load16(x, i + 32); d += load16(x, i + 48); i += 64
+        }
+        while i < blockEnd { a += load16(x, i); i += 16 }
+        total += Double(((a + b) + (c + d)).sum())
     }
-    while i < n { total += Double(term(i)); i += 1 }
+    while i < n { total += Double(x[i]); i += 1 }
     return total
+}
+
+/// Σ (x[i] − mean)² for i in 0..<n.
+@inline(__always) func planeSquares(_ x: UnsafePointer<Float>, count n: Int, mean: Float) -> Double {
+    var total = 0.0, i = 0
+    @inline(__always) func centred(_ i: Int) -> SIMD16<Float> { load16(x, i) - mean }
+    while n - i >= 16 {
+        let blockEnd = i + Swift.min(1024, (n - i) & ~15)
+        var a = SIMD16<Float>(), b = a, c = a, d = a
+        while blockEnd - i >= 64 {
+            let u = centred(i), v = centred(i + 16), w = centred(i + 32), z = centred(i + 48)
+            a = a.addingProduct(u, u); b = b.addingProduct(v, v); c = c.addingProduct(w, w); d = d.addingProduct(z, z)
+            i += 64
+        }
+        while i < blockEnd { let u = centred(i); a = a.addingProduct(u, u); i += 16 }
+        total += Double(((a + b) + (c + d)).sum())
+    }
+    while i < n { let u = x[i] - mean; total += Double(u * u); i += 1 }
+    return total
+}
+
+/// Σ g[i] and Σ g[i]·(x[i] − mean) for i in 0..<n: the per-plane sums of both backward ops.
+@inline(__always) func planeGradientSums(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, count n: Int,
+                                         mean: Float) -> PlaneLayout.GradientSums {
+    var sumG = 0.0, sumGX = 0.0, i = 0
+    while n - i >= 16 {
+        let blockEnd = i + Swift.min(1024, (n - i) & ~15)
+        var a = SIMD16<Float>(), b = a, c = a, d = a
+        while blockEnd - i >= 32 {
+            let u = load16(g, i), v = load16(g, i + 16)
+            a += u; b += v
+            c = c.addingProduct(u, load16(x, i) - mean); d = d.addingProduct(v, load16(x, i + 16) - mean)
+            i += 32
+        }
+        while i < blockEnd { let u = load16(g, i); a += u; c = c.addingProduct(u, load16(x, i) - mean); i += 16 }
+        sumG += Double((a + b).sum()); sumGX += Double((c + d).sum())
+    }
+    while i < n { sumG += Double(g[i]); sumGX += Double(g[i] * (x[i] - mean)); i += 1 }
+    return (sumG, sumGX)
 }
 
 /// An activation applied to the normalised, affine output inside the norm op.
@@ -122,12 +228,22 @@ public enum NormActivation: String, Hashable, Sendable {
 
     var opSuffix: String { self == .identity ? "" : "_" + rawValue }
 
+    /// The pre-activation (x − mean)·scale + shift on 16 lanes, as one multiply-add (one rounding) as in the identity's
+    /// loop.
+    @inline(__always) static func affine(_ x: SIMD16<Float>, mean: Float, scale: Float, shift: Float) -> SIMD16<Float> {
+        SIMD16(repeating: shift).addingProduct(x - mean, SIMD16(repeating: scale))
+    }
+
     /// The output over one plane of n elements: act((x − mean)·scale + shift).
     @inline(__always) func apply(x: UnsafePointer<Float>, count n: Int, mean: Float, scale: Float, shift: Float,
                                  into y: UnsafeMutablePointer<Float>) {
         switch self {
-        case .identity: for i in 0..<n { y[i] = (x[i] - mean) * scale + shift }
-        case .silu: vectorMap(x, y, count: n) { UnaryKind.silu.apply(($0 - mean) * scale + shift, 0, 0) }
+        // A scalar loop (vectorised by the compiler) is faster here than `vectorMap`'s 16-lane steps.
+        case .identity: for i in 0..<n { y[i] = shift.addingProduct(x[i] - mean, scale) }
+        case .silu:
+            vectorMap(x, y, count: n) {
+                UnaryKind.silu.apply(Self.affine($0, mean: mean, scale: scale, shift: shift), 0, 0)
+            }
         }
     }
 
@@ -138,9 +254,20 @@ public enum NormActivation: String, Hashable, Sendable {
         switch self {
         case .identity: return dy
         case .silu:
-            vectorZip(x, 1, dy, 1, scratch, count: n) { x, dy in dy * UnaryKind.silu.derivative((x - mean) * scale + shift, 0, 0) }
+            vectorZip(x, 1, dy, 1, scratch, count: n) { x, dy in
+                dy * UnaryKind.silu.derivative(Self.affine(x, mean: mean, scale: scale, shift: shift), 0, 0)
+            }
             return UnsafePointer(scratch)
         }
+    }
+
+    /// Σg and Σg·(x − mean) over one plane, with g as `gradient` gives it (in `scratch` after an activation): the
+    /// sums both backward ops take per plane, in one pass over g and x.
+    @inline(__always) func gradientSums(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, count n: Int, mean: Float,
+                                        scale: Float, shift: Float,
+                                        scratch: UnsafeMutablePointer<Float>) -> PlaneLayout.GradientSums {
+        let g = gradient(x: x, dy: dy, count: n, mean: mean, scale: scale, shift: shift, scratch: scratch)
+        return planeGradientSums(g, x, count: n, mean: mean)
     }
 }
 
@@ -171,12 +298,23 @@ public struct ChannelNorm: Operation {
         let x = args.inputs[0].baseAddress!, w = args.inputs[1], b = args.inputs[2], y = args.output.baseAddress!
         let eps = Double(eps)
         parallelFor(layout.setCount, grain: layout.setGrain) { sets in
+            // Set s is normalised chunk by chunk while the next set's statistics are taken in the same chunk order
+            // (the values `moments` gives): its reads from memory overlap the writes of set s.
+            guard !sets.isEmpty else { return }
+            var next = layout.moments(x, set: sets.lowerBound)
             for s in sets {
-                let (mean, variance) = layout.moments(x, set: s)
-                let m = Float(mean), rstd = Float(1 / (variance + eps).squareRoot())
+                let (m, rstd) = next.normalizer(eps: eps), following = s + 1 < sets.upperBound ? s + 1 : nil
+                next = RunningMoments()
                 for k in 0..<layout.planesPerSet {
-                    let p = layout.plane(k, ofSet: s), c = p % layout.channels
-                    activation.apply(x: x + p * n, count: n, mean: m, scale: rstd * w[c], shift: b[c], into: y + p * n)
+                    let p = layout.plane(k, ofSet: s), c = p % layout.channels, scale = Float(rstd) * w[c]
+                    for start in stride(from: 0, to: n, by: PlaneLayout.chunk) {
+                        let length = Swift.min(PlaneLayout.chunk, n - start)
+                        if let following {
+                            _ = next.add(x + layout.plane(k, ofSet: following) * n + start, count: length)
+                        }
+                        activation.apply(x: x + p * n + start, count: length, mean: m, scale: scale, shift: b[c],
+                                         into: y + p * n + start)
+                    }
                 }
             }
         }
@@ -216,32 +354,30 @@ public struct ChannelNormBackwardInput: Operation {
         let b = activation == .identity ? nil : args.inputs[3], dx = args.output.baseAddress!, eps = Double(eps)
         let activation = activation
         parallelFor(layout.setCount, grain: layout.setGrain) { sets in
-            // Holds g of one set when there is an activation.
+            // Holds g of one set when there is an activation, and each plane's sums.
             let scratch = UnsafeMutablePointer<Float>.allocate(capacity: activation == .identity ? 0 : layout.setSize)
-            defer { scratch.deallocate() }
+            let sums = UnsafeMutablePointer<PlaneLayout.GradientSums>.allocate(capacity: layout.planesPerSet)
+            defer { scratch.deallocate(); sums.deallocate() }
             for s in sets {
-                let (mean, variance) = layout.moments(x, set: s)
-                let m = Float(mean), rstd = 1 / (variance + eps).squareRoot()
-                var g = [UnsafePointer<Float>]()
-                for k in 0..<layout.planesPerSet {
-                    let p = layout.plane(k, ofSet: s), c = p % layout.channels
-                    g.append(activation.gradient(x: x + p * n, dy: dy + p * n, count: n, mean: m, scale: Float(rstd) * w[c],
-                                                 shift: b?[c] ?? 0, scratch: scratch + k * n))
-                }
+                let (m, rstd) = layout.gradientSums(x: x, dy: dy, set: s, eps: eps, activation: activation,
+                                                    affine: b.map { (w, $0) }, scratch: scratch, scratchStride: n,
+                                                    sums: sums)
                 // Σ w·g and Σ w·g·(x − mean) over the set.
                 var wdy = 0.0, wdyx = 0.0
                 for k in 0..<layout.planesPerSet {
-                    let p = layout.plane(k, ofSet: s), xp = x + p * n, dyp = g[k]
-                    let wc = Double(w[p % layout.channels])
-                    wdy += wc * wideSum(n, { load16(dyp, $0) }, { dyp[$0] })
-                    wdyx += wc * wideSum(n, { load16(dyp, $0) * (load16(xp, $0) - m) }, { dyp[$0] * (xp[$0] - m) })
+                    let wc = Double(w[layout.plane(k, ofSet: s) % layout.channels])
+                    wdy += wc * sums[k].g; wdyx += wc * sums[k].gx
                 }
                 let size = Double(layout.setSize)
                 let meanTerm = Float(rstd * wdy / size), slope = Float(rstd * rstd * rstd * wdyx / size)
                 for k in 0..<layout.planesPerSet {
-                    let p = layout.plane(k, ofSet: s), xp = x + p * n, dyp = g[k], dxp = dx + p * n
+                    let p = layout.plane(k, ofSet: s), xp = x + p * n, dxp = dx + p * n
+                    let dyp = activation == .identity ? dy + p * n : UnsafePointer(scratch + k * n)
+                    // rstd·w·g − meanTerm − (x − mean)·slope as two multiply-adds.
                     let scale = Float(rstd) * w[p % layout.channels]
-                    for i in 0..<n { dxp[i] = scale * dyp[i] - meanTerm - (xp[i] - m) * slope }
+                    for i in 0..<n {
+                        dxp[i] = (-meanTerm).addingProduct(xp[i] - m, -slope).addingProduct(dyp[i], scale)
+                    }
                 }
             }
         }
@@ -273,32 +409,31 @@ public struct ChannelNormBackwardParams: Operation {
         let layout = PlaneLayout(args.inputShapes[0], statistics), n = layout.planeSize, channels = layout.channels
         let x = args.inputs[0].baseAddress!, dy = args.inputs[1].baseAddress!, out = args.output, eps = Double(eps)
         let activation = activation, affine = activation == .identity ? nil : (w: args.inputs[2], b: args.inputs[3])
-        var means = [Float](repeating: 0, count: layout.setCount), rstds = [Double](repeating: 0, count: layout.setCount)
-        means.withUnsafeMutableBufferPointer { means in
-            rstds.withUnsafeMutableBufferPointer { rstds in
-                parallelFor(layout.setCount, grain: layout.setGrain) { sets in
-                    for s in sets {
-                        let (mean, variance) = layout.moments(x, set: s)
-                        means[s] = Float(mean); rstds[s] = 1 / (variance + eps).squareRoot()
+        // Per set (x and dy read once, the set cached between its passes): each plane's Σg·x̂ and Σg, then per
+        // channel the planes' sums over the batch in order, so the result does not depend on the split over cores.
+        var planeSums = [Double](repeating: 0, count: 2 * layout.batch * channels)
+        planeSums.withUnsafeMutableBufferPointer { sums in
+            parallelFor(layout.setCount, grain: layout.setGrain) { sets in
+                // Holds g of one plane when there is an activation, and the set's planes' sums.
+                let scratch = UnsafeMutablePointer<Float>.allocate(capacity: affine == nil ? 0 : n)
+                let planes = UnsafeMutablePointer<PlaneLayout.GradientSums>.allocate(capacity: layout.planesPerSet)
+                defer { scratch.deallocate(); planes.deallocate() }
+                for s in sets {
+                    let (_, rstd) = layout.gradientSums(x: x, dy: dy, set: s, eps: eps, activation: activation,
+                                                        affine: affine, scratch: scratch, scratchStride: 0,
+                                                        sums: planes)
+                    for k in 0..<layout.planesPerSet {
+                        let p = layout.plane(k, ofSet: s)
+                        sums[2 * p] = rstd * planes[k].gx; sums[2 * p + 1] = planes[k].g
                     }
                 }
-                parallelFor(channels, grain: Swift.max(1, 32768 / Swift.max(layout.batch * n, 1))) { range in
-                    // Holds g of one plane when there is an activation.
-                    let scratch = UnsafeMutablePointer<Float>.allocate(capacity: affine == nil ? 0 : n)
-                    defer { scratch.deallocate() }
-                    for c in range {
-                        var dweight = 0.0, dbias = 0.0
-                        for b in 0..<layout.batch {
-                            let p = b * channels + c, s = layout.set(ofPlane: p), m = means[s], xp = x + p * n
-                            let dyp = activation.gradient(x: xp, dy: dy + p * n, count: n, mean: m,
-                                                          scale: Float(rstds[s]) * (affine?.w[c] ?? 1), shift: affine?.b[c] ?? 0,
-                                                          scratch: scratch)
-                            dbias += wideSum(n, { load16(dyp, $0) }, { dyp[$0] })
-                            dweight += rstds[s] * wideSum(n, { load16(dyp, $0) * (load16(xp, $0) - m) }, { dyp[$0] * (xp[$0] - m) })
-                        }
-                        out[c] = Float(dweight); out[channels + c] = Float(dbias)
-                    }
+            }
+            for c in 0..<channels {
+                var dweight = 0.0, dbias = 0.0
+                for b in 0..<layout.batch {
+                    dweight += sums[2 * (b * channels + c)]; dbias += sums[2 * (b * channels + c) + 1]
                 }
+                out[c] = Float(dweight); out[channels + c] = Float(dbias)
             }
         }
     }
@@ -319,8 +454,8 @@ public struct BatchStatistics: Operation {
         let correction = Double(layout.setSize) / Double(layout.setSize - 1)
         parallelFor(layout.channels, grain: layout.setGrain) { range in
             for c in range {
-                let (mean, variance) = layout.moments(x, set: c)
-                out[c] = Float(mean); out[layout.channels + c] = Float(variance * correction)
+                let moments = layout.moments(x, set: c)
+                out[c] = Float(moments.mean); out[layout.channels + c] = Float(moments.variance * correction)
             }
         }
     }
