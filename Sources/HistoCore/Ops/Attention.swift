@@ -58,7 +58,8 @@ struct AttentionDims {
 extension AttentionDims {
     /// Queries per block of the forward: two 48-column blocks of HistoAVX512's A·B kernel, a whole number of 16 lanes.
     static let queryBlock = 96
-    /// Keys per block of the forward's online softmax: Vᵀ·Pᵀ then reads its 128 × 48 strips of Pᵀ (24 KB) from L1.
+    /// Keys per block of the forward's online softmax: Vᵀ·Pᵀ then reads its 128 × 48 strips of Pᵀ (24 KB) from
+    /// L1.
     static let keyBlock = 128
 
     var queryBlocks: Int { (queries + Self.queryBlock - 1) / Self.queryBlock }
@@ -68,10 +69,10 @@ extension AttentionDims {
     /// Floats of scratch per forward worker: (scale·Q)ᵀ, a score block, Oᵀ and three lane-wise row statistics.
     var forwardScratch: Int { (depth + Self.keyBlock + valueDepth + 3) * Self.queryBlock }
 
-    /// Output rows `rows` of `item` by FlashAttention's forward with an online softmax over key blocks. The blocks
-    /// are transposed, Sᵀ = K·(scale·Q)ᵀ [keys × queries] (plus the bias), so that each lane holds one query: the
-    /// running maximum and sum are lane-wise, without horizontal reductions, and Oᵀ [Dv × queries] += Vᵀ·Pᵀ is an
-    /// A·B product too. Queries are padded to 16 lanes with zero rows of Q, whose outputs are never written.
+    /// Output rows `rows` of `item` by FlashAttention's forward with an online softmax over key blocks. The blocks are
+    /// transposed, Sᵀ = K·(scale·Q)ᵀ [keys × queries] (plus the bias), so that each lane holds one query: the
+    /// running maximum and sum are lane-wise, without horizontal reductions, and Oᵀ [Dv × queries] += Vᵀ·Pᵀ is
+    /// an A·B product too. Queries are padded to 16 lanes with zero rows of Q, whose outputs are never written.
     func forward(item: Int, rows: Range<Int>, q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                  bias: UnsafePointer<Float>?, scale: Float, out: UnsafeMutablePointer<Float>,
                  scratch: UnsafeMutablePointer<Float>) {
@@ -121,18 +122,20 @@ extension AttentionDims {
     var backwardQueryBlock: Int { Swift.max(16, Swift.min(96, 96 * 1024 / keys / 16 * 16)) }
     /// Columns of the backward's dQ product: the depth widened to whole 48-column blocks (see `backward`).
     var paddedDepth: Int { (depth + 47) / 48 * 48 }
-    /// Floats of scratch per backward worker: Kᵀ, Vᵀ, the dKᵀ and dVᵀ sums, a P and a dS block, the widened K and dQ.
+    /// Floats of scratch per backward worker: Kᵀ, Vᵀ, the dKᵀ and dVᵀ sums, a P and a dS block, the widened K
+    /// and dQ.
     var backwardScratch: Int {
         2 * (depth + valueDepth) * keys + 2 * backwardQueryBlock * keys + paddedDepth * (keys + backwardQueryBlock)
     }
 
-    /// The gradients of `item`, a block of queries at a time: P = softmax(scale·Q_b·Kᵀ + bias) by whole rows (exact:
-    /// no statistics carried from the forward), dP = dO_b·Vᵀ, dS = P∘(dP − rowsum(dO_b∘O_b)), dQ_b = dS·(scale·K),
-    /// and the key-side sums dVᵀ += dO_bᵀ·P, dKᵀ += Q_bᵀ·dS over the blocks in order (the same sums however the
-    /// items are spread). With Kᵀ and Vᵀ made once per item, these products have the keys as their wide axis; dQ's
-    /// has the depth, so K is widened with zero columns to whole 48-column blocks: HistoAVX512's kernel then runs it
-    /// too, with the same bits whether the GEMMs are multithreaded (an item alone) or not (OpenBLAS's sgemm differs).
-    /// dS rows go to `biasGradient` (added when `accumulate`, for a bias slice that several items share).
+    /// The gradients of `item`, a block of queries at a time: P = softmax(scale·Q_b·Kᵀ + bias) by whole rows
+    /// (exact: no statistics carried from the forward), dP = dO_b·Vᵀ, dS = P∘(dP − rowsum(dO_b∘O_b)), dQ_b =
+    /// dS·(scale·K), and the key-side sums dVᵀ += dO_bᵀ·P, dKᵀ += Q_bᵀ·dS over the blocks in order (the
+    /// same sums however the items are spread). With Kᵀ and Vᵀ made once per item, these products have the keys as
+    /// their wide axis; dQ's has the depth, so K is widened with zero columns to whole 48-column blocks: HistoAVX512's
+    /// kernel then runs it too, with the same bits whether the GEMMs are multithreaded (an item alone) or not
+    /// (OpenBLAS's sgemm differs). dS rows go to `biasGradient` (added when `accumulate`, for a bias slice that several
+    /// items share).
     func backward(item: Int, q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                   o: UnsafePointer<Float>, dO: UnsafePointer<Float>, bias: UnsafePointer<Float>?, scale: Float,
                   dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>,
@@ -182,8 +185,8 @@ extension AttentionDims {
     }
 }
 
-/// t[c·width + r] = scale·x[r·columns + c] for r < rows, and 0 for rows ≤ r < width: x [rows × columns] transposed
-/// into the first `rows` columns of t [columns × width].
+/// t[c·width + r] = scale·x[r·columns + c] for r < rows, and 0 for rows ≤ r < width: x [rows × columns]
+/// transposed into the first `rows` columns of t [columns × width].
 func transpose(_ x: UnsafePointer<Float>, rows: Int, columns: Int, scale: Float, into t: UnsafeMutablePointer<Float>,
                width: Int) {
     for c in 0..<columns {
@@ -225,8 +228,8 @@ func transpose(_ x: UnsafePointer<Float>, rows: Int, columns: Int, scale: Float,
 
 /// eˣ for x ≤ 0 (a logit minus the maximum, where the softmax spends its time): `exp16`'s arithmetic, hence its
 /// values, from −87 to 0, with a single 2ⁿ scale (the result lies in (0, 1]) and no overflow or NaN handling beyond
-/// the reduction's own (NaN stays NaN); below −87 (eˣ < 1.7·10⁻³⁸, beside a softmax sum ≥ 1) and at −∞ (masked
-/// logits) it is 0. About two thirds of `exp16`'s instructions. (Written with `*` and `+`: the SIMD16 fused
+/// the reduction's own (NaN stays NaN); below −87 (eˣ < 1.7·10⁻³⁸, beside a softmax sum ≥ 1) and at −∞
+/// (masked logits) it is 0. About two thirds of `exp16`'s instructions. (Written with `*` and `+`: the SIMD16 fused
 /// `addingProduct` is split into scalar FMAs in a loop this long on AVX2.)
 @inline(__always) func softmaxExp16(_ x: SIMD16<Float>) -> SIMD16<Float> {
     let magic: Float = 12_582_912  // 1.5·2²³: adding it leaves round(x·log₂e) in the low mantissa bits
@@ -301,8 +304,8 @@ public struct ScaledDotProductAttention: Operation {
     }
 }
 
-/// Gradients of `ScaledDotProductAttention` from q, k, v, its output O, dO and the optional bias, packed flat as
-/// [dq, dk, dv, dbias]. P is recomputed; dV = Pᵀ·dO, dP = dO·Vᵀ, dS = P∘(dP − rowsum(dO∘O)), dQ = scale·dS·K,
+/// Gradients of `ScaledDotProductAttention` from q, k, v, its output O, dO and the optional bias, packed flat as [dq,
+/// dk, dv, dbias]. P is recomputed; dV = Pᵀ·dO, dP = dO·Vᵀ, dS = P∘(dP − rowsum(dO∘O)), dQ = scale·dS·K,
 /// dK = scale·dSᵀ·Q, dbias = dS summed over the axes the bias broadcasts along.
 public struct ScaledDotProductAttentionBackward: Operation {
     public let scale: Float

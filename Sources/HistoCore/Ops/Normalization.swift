@@ -228,8 +228,8 @@ public enum NormActivation: String, Hashable, Sendable {
 
     var opSuffix: String { self == .identity ? "" : "_" + rawValue }
 
-    /// The pre-activation (x − mean)·scale + shift on 16 lanes, as one multiply-add (one rounding) as in the identity's
-    /// loop.
+    /// The pre-activation (x − mean)·scale + shift on 16 lanes, as one multiply-add (one rounding) as in the
+    /// identity's loop.
     @inline(__always) static func affine(_ x: SIMD16<Float>, mean: Float, scale: Float, shift: Float) -> SIMD16<Float> {
         SIMD16(repeating: shift).addingProduct(x - mean, SIMD16(repeating: scale))
     }
@@ -247,8 +247,8 @@ public enum NormActivation: String, Hashable, Sendable {
         }
     }
 
-    /// The cotangent before the activation over one plane: dy·act'(ŷ) with ŷ = (x − mean)·scale + shift, written to
-    /// `scratch`; dy itself for the identity.
+    /// The cotangent before the activation over one plane: dy·act'(ŷ) with ŷ = (x − mean)·scale + shift, written
+    /// to `scratch`; dy itself for the identity.
     @inline(__always) func gradient(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, count n: Int, mean: Float,
                                     scale: Float, shift: Float, scratch: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
         switch self {
@@ -585,8 +585,8 @@ extension Tensor {
         return y
     }
 
-    /// x / max(‖x‖₂, eps) along `axis` (F.normalize). Written as x / sqrt(max(Σx², eps²)): the same values, and
-    /// a zero gradient instead of 0·∞ where the norm is below eps.
+    /// x / max(‖x‖₂, eps) along `axis` (F.normalize). Written as x / sqrt(max(Σx², eps²)): the same values,
+    /// and a zero gradient instead of 0·∞ where the norm is below eps.
     public func l2Normalize(axis: Int, eps: Float = 1e-12) -> Tensor {
         guard axis >= -rank, axis < rank else {
             return .invalid("l2_normalize", "axis \(axis) is out of range for \(describe(shape))")

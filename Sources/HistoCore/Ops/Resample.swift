@@ -130,7 +130,9 @@ public struct Resample: Operation {
                     let out = y + r * outW
                     for ow in 0..<outW {
                         var sum: Float = 0
-                        for b in cols.offsets[ow]..<cols.offsets[ow + 1] { sum += cols.weight[b] * source[cols.index[b]] }
+                        for b in cols.offsets[ow]..<cols.offsets[ow + 1] {
+                            sum += cols.weight[b] * source[cols.index[b]]
+                        }
                         out[ow] = sum
                     }
                 }

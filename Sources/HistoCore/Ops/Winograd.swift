@@ -3,12 +3,12 @@
 // forward, the input gradient and the weight gradient of conv2d) with 16 multiply-adds per 2×2 output tile and
 // channel pair instead of 36.
 
-/// A 3×3 `ShiftedCorrelation` by F(2×2, 3×3): each 2×2 output tile y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A of its 4×4 input
-/// window d, so the channel sum becomes one GEMM per transformed position ξ (16 of them): M_ξ = U_ξ · V_ξ with
-/// U_ξ [outputs × channels] the transformed kernels and V_ξ [channels × tiles] the transformed windows. The forward
-/// takes tiles in blocks of whole tile rows (about `blockTarget` tiles), so that a block's V and M stay in the L2
-/// cache between the transforms and the GEMMs. The transforms run 8 tiles to a vector (a row of 16 input columns, split into its
-/// even and odd columns).
+/// A 3×3 `ShiftedCorrelation` by F(2×2, 3×3): each 2×2 output tile y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A of its 4×4
+/// input window d, so the channel sum becomes one GEMM per transformed position ξ (16 of them): M_ξ = U_ξ · V_ξ
+/// with U_ξ [outputs × channels] the transformed kernels and V_ξ [channels × tiles] the transformed windows. The
+/// forward takes tiles in blocks of whole tile rows (about `blockTarget` tiles), so that a block's V and M stay in the
+/// L2 cache between the transforms and the GEMMs. The transforms run 8 tiles to a vector (a row of 16 input columns,
+/// split into its even and odd columns).
 struct WinogradCorrelation {
     let correlation: ShiftedCorrelation
 
@@ -67,9 +67,9 @@ struct WinogradCorrelation {
     }
 
     /// The kernel gradient of `ShiftedCorrelation.weightGradient`: dw [m, channels, 3, 3] from the source and dy
-    /// [images, m, outH, outW]. Per ξ, dU_ξ = Σ_tiles (A dY Aᵀ)_ξ · V_ξᵀ over a whole image's tiles (the GEMM's K:
-    /// measured faster than the forward's blocks, and than all images at once), then dw = Gᵀ dU G; one partial per
-    /// image, summed in image order (the same result however the images were spread over the cores).
+    /// [images, m, outH, outW]. Per ξ, dU_ξ = Σ_tiles (A dY Aᵀ)_ξ · V_ξᵀ over a whole image's tiles (the
+    /// GEMM's K: measured faster than the forward's blocks, and than all images at once), then dw = Gᵀ dU G; one
+    /// partial per image, summed in image order (the same result however the images were spread over the cores).
     func weightGradient(_ source: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, images: Int, outputChannels m: Int,
                         _ dw: UnsafeMutablePointer<Float>) {
         let size = 16 * m * channels, tiles = tilesH * tilesW, lead = tiles + 8
@@ -143,10 +143,10 @@ struct WinogradCorrelation {
         return u
     }
 
-    /// V_ξ[c][tile] = (Bᵀ d B)_ξ for the tiles of `rows`, tile (ty, tx) at (ty − first row)·tilesW + tx;
-    /// Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]. A vector's lanes past the row's last tile
-    /// land on the next row's first tiles (written after) or in the slack of `lead`. Written for 16 vector
-    /// registers (AVX2): each window row's d·B is used and dropped in turn.
+    /// V_ξ[c][tile] = (Bᵀ d B)_ξ for the tiles of `rows`, tile (ty, tx) at (ty − first row)·tilesW + tx; Bᵀ =
+    /// [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]. A vector's lanes past the row's last tile
+    /// land on the next row's first tiles (written after) or in the slack of `lead`. Written for 16 vector registers
+    /// (AVX2): each window row's d·B is used and dropped in turn.
     func transformInput(_ padded: UnsafePointer<Float>, rows: Range<Int>, into v: UnsafeMutablePointer<Float>,
                         lead: Int) {
         let w = planeW, ld = channels * lead
@@ -178,8 +178,8 @@ struct WinogradCorrelation {
         return (d0 - d2, d1 + d2, d2 - d1, d1 - d3)
     }
 
-    /// out tiles = Aᵀ M A (+ bias) for the tiles of `rows`, Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]; rows and columns
-    /// past outH, outW are not written.
+    /// out tiles = Aᵀ M A (+ bias) for the tiles of `rows`, Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]; rows and
+    /// columns past outH, outW are not written.
     func transformOutput(_ product: UnsafePointer<Float>, outputChannels m: Int, rows: Range<Int>,
                          bias: UnsafePointer<Float>?, into out: UnsafeMutablePointer<Float>) {
         let lead = blockLead, ld = m * lead
@@ -281,7 +281,9 @@ struct WinogradCorrelation {
 /// One value for each of 8 tiles: the transforms' vector, two of which fill 16 image columns.
 typealias Tiles = SIMD8<Float>
 
-@inline(__always) func loadTiles(_ p: UnsafePointer<Float>) -> Tiles { UnsafeRawPointer(p).loadUnaligned(as: Tiles.self) }
+@inline(__always) func loadTiles(_ p: UnsafePointer<Float>) -> Tiles {
+    UnsafeRawPointer(p).loadUnaligned(as: Tiles.self)
+}
 
 @inline(__always) func storeTiles(_ v: Tiles, _ p: UnsafeMutablePointer<Float>) {
     UnsafeMutableRawPointer(p).storeBytes(of: v, as: Tiles.self)
