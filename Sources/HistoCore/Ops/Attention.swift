@@ -232,19 +232,8 @@ func transpose(_ x: UnsafePointer<Float>, rows: Int, columns: Int, scale: Float,
 /// (masked logits) it is 0. About two thirds of `exp16`'s instructions. (Written with `*` and `+`: the SIMD16 fused
 /// `addingProduct` is split into scalar FMAs in a loop this long on AVX2.)
 @inline(__always) func softmaxExp16(_ x: SIMD16<Float>) -> SIMD16<Float> {
-    let magic: Float = 12_582_912  // 1.5·2²³: adding it leaves round(x·log₂e) in the low mantissa bits
     let underflow = x .< -87
-    let clamped = x.replacing(with: -87, where: underflow)
-    let shifted = clamped * 1.442_695_04 + magic
-    let n = shifted - magic
-    let r = clamped - n * 0.693_359_375 + n * 2.121_944_4e-4
-    var p = SIMD16<Float>(repeating: 1.987_569_15e-4)
-    p = p * r + 1.398_199_950_7e-3
-    p = p * r + 8.333_451_907_3e-3
-    p = p * r + 4.166_579_589_4e-2
-    p = p * r + 1.666_666_545_9e-1
-    p = p * r + 5.000_000_120_1e-1
-    p = p * r * r + r + 1
+    let (p, shifted) = expReduced(x.replacing(with: -87, where: underflow))
     // 2ⁿ for n in −126…0: n + 127 in the exponent field, n being the integer in shifted's low mantissa bits.
     let power = unsafeBitCast((unsafeBitCast(shifted, to: SIMD16<Int32>.self) &- (0x4B40_0000 - 127)) &<< 23,
                               to: SIMD16<Float>.self)
