@@ -54,8 +54,9 @@
     return (p * first * second).replacing(with: x, where: x .!= x)
 }
 
-/// The shared part of `exp16` and `softmaxExp16`: for x = n·ln 2 + r, eʳ by the polynomial and x·log₂e + 1.5·2²³,
-/// whose low mantissa bits hold n (adding 1.5·2²³ rounds to an integer without a float→int conversion).
+/// The shared part of `exp16` and `softmaxExp16`: for x = n·ln 2 + r, eʳ by the polynomial and
+/// x·log₂e + 1.5·2²³, whose low mantissa bits hold n (adding 1.5·2²³ rounds to an integer without a
+/// float→int conversion).
 @inline(__always) func expReduced(_ x: SIMD16<Float>) -> (polynomial: SIMD16<Float>, shifted: SIMD16<Float>) {
     let magic: Float = 12_582_912  // 1.5·2²³
     let shifted = x * 1.442_695_04 + magic

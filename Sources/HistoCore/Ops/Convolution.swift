@@ -543,18 +543,21 @@ struct ShiftedCorrelation {
         }
     }
 
-    /// Copies [channels, h, w] into [channels, paddedH, paddedW] with a zero border.
-    func padPlanes(_ source: UnsafePointer<Float>, into padded: UnsafeMutablePointer<Float>) {
+    /// Copies [channels, h, w] into [channels, paddedH, paddedW] with a zero border; into larger planes
+    /// [channels, height, width] (Winograd's, rounded up to whole tiles) with zeros also past the padding.
+    func padPlanes(_ source: UnsafePointer<Float>, into padded: UnsafeMutablePointer<Float>, height: Int? = nil,
+                   width: Int? = nil) {
+        let planeH = height ?? paddedH, planeW = width ?? paddedW
         for c in 0..<channels {
-            let plane = padded + c * paddedPlane
-            plane.update(repeating: 0, count: top * paddedW)
+            let plane = padded + c * planeH * planeW
+            plane.update(repeating: 0, count: top * planeW)
             for y in 0..<h {
-                let row = plane + (top + y) * paddedW
+                let row = plane + (top + y) * planeW
                 row.update(repeating: 0, count: left)
                 (row + left).update(from: source + (c * h + y) * w, count: w)
-                (row + left + w).update(repeating: 0, count: right)
+                (row + left + w).update(repeating: 0, count: planeW - left - w)
             }
-            (plane + (top + h) * paddedW).update(repeating: 0, count: bottom * paddedW)
+            (plane + (top + h) * planeW).update(repeating: 0, count: (planeH - top - h) * planeW)
         }
     }
 }

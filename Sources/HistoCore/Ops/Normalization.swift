@@ -104,13 +104,6 @@ struct PlaneLayout {
         return moments
     }
 
-    /// The mean and 1/sqrt(variance + eps) of set `s`, as the kernels use them.
-    func normalizer(_ x: UnsafePointer<Float>, set s: Int, eps: Double,
-                    gradient: (dy: UnsafePointer<Float>, sums: UnsafeMutablePointer<GradientSums>)? = nil)
-        -> (mean: Float, rstd: Double) {
-        moments(x, set: s, gradient: gradient).normalizer(eps: eps)
-    }
-
     /// The normaliser of set `s` and, for each plane k of it, (Σg, Σg·(x − mean)) in sums[k] with
     /// g = dy·act'((x − mean)·rstd·w + b): what both backward ops need. Without an activation g is dy and the sums
     /// come in the statistics' pass; after one, g needs the statistics first and is left in scratch + k·scratchStride.
@@ -119,8 +112,8 @@ struct PlaneLayout {
                       affine: (w: UnsafeBufferPointer<Float>, b: UnsafeBufferPointer<Float>)?,
                       scratch: UnsafeMutablePointer<Float>, scratchStride: Int,
                       sums: UnsafeMutablePointer<GradientSums>) -> (mean: Float, rstd: Double) {
-        guard activation != .identity else { return normalizer(x, set: s, eps: eps, gradient: (dy, sums)) }
-        let (m, rstd) = normalizer(x, set: s, eps: eps), n = planeSize
+        guard activation != .identity else { return moments(x, set: s, gradient: (dy, sums)).normalizer(eps: eps) }
+        let (m, rstd) = moments(x, set: s).normalizer(eps: eps), n = planeSize
         for k in 0..<planesPerSet {
             let p = plane(k, ofSet: s), c = p % channels
             sums[k] = activation.gradientSums(x: x + p * n, dy: dy + p * n, count: n, mean: m,

@@ -118,7 +118,8 @@ public struct Resample: Operation {
             withUnsafeTemporaryAllocation(of: Float.self, capacity: w) { buffer in
                 let combined = buffer.baseAddress!
                 for r in range {
-                    let plane = x + (r / outH) * planeSize, taps = rows.offsets[r % outH]..<rows.offsets[r % outH + 1]
+                    let plane = x + (r / outH) * planeSize, oh = r % outH
+                    let taps = rows.offsets[oh]..<rows.offsets[oh + 1]
                     let source: UnsafePointer<Float>
                     if taps.count == 1 && rows.weight[taps.lowerBound] == 1 {
                         source = plane + rows.index[taps.lowerBound] * w

@@ -51,7 +51,8 @@ struct WinogradCorrelation {
             let u = UnsafePointer(kernels.pointer)
             parallelSingleThreadedGemms(images, scratch: { workerScratch(outputChannels: m) }) { image, scratch in
                 let (padded, v, product) = scratch
-                pad(source + image * channels * correlation.h * correlation.w, into: padded.pointer)
+                correlation.padPlanes(source + image * channels * correlation.h * correlation.w,
+                                      into: padded.pointer, height: planeH, width: planeW)
                 let target = out + image * m * outH * outW, lead = blockLead
                 for block in 0..<blocks {
                     let rows = rowRange(block), tiles = rows.count * tilesW
@@ -79,7 +80,8 @@ struct WinogradCorrelation {
             let scratch = { (pool.take(channels * plane), pool.take(16 * channels * lead), pool.take(16 * m * lead)) }
             parallelSingleThreadedGemms(images, scratch: scratch) { image, scratch in
                 let (padded, v, product) = scratch
-                pad(source + image * channels * correlation.h * correlation.w, into: padded.pointer)
+                correlation.padPlanes(source + image * channels * correlation.h * correlation.w,
+                                      into: padded.pointer, height: planeH, width: planeW)
                 transformInput(padded.pointer, rows: 0..<tilesH, into: v.pointer, lead: lead)
                 transformOutputGradient(dy + image * m * outH * outW, outputChannels: m, rows: 0..<tilesH,
                                         into: product.pointer, lead: lead)
@@ -100,22 +102,6 @@ struct WinogradCorrelation {
 
     func rowRange(_ block: Int) -> Range<Int> {
         (block * rowsPerBlock)..<Swift.min(tilesH, (block + 1) * rowsPerBlock)
-    }
-
-    /// [channels, h, w] into [channels, planeH, planeW] at (top, left), zeros elsewhere.
-    func pad(_ source: UnsafePointer<Float>, into padded: UnsafeMutablePointer<Float>) {
-        let c = correlation
-        for channel in 0..<channels {
-            let base = padded + channel * plane
-            base.update(repeating: 0, count: c.top * planeW)
-            for y in 0..<c.h {
-                let row = base + (c.top + y) * planeW
-                row.update(repeating: 0, count: c.left)
-                (row + c.left).update(from: source + (channel * c.h + y) * c.w, count: c.w)
-                (row + c.left + c.w).update(repeating: 0, count: planeW - c.left - c.w)
-            }
-            (base + (c.top + c.h) * planeW).update(repeating: 0, count: (planeH - c.top - c.h) * planeW)
-        }
     }
 
     /// U_ξ = (G g Gᵀ)_ξ for every kernel g of `taps` [9][m][channels], as [16][m][channels];
