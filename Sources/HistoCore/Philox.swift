@@ -13,37 +13,49 @@
 /// multiply-add), which are correctly rounded on every IEEE backend: that is what makes normal samples bit-identical.
 /// Kernels must compile them with FP_CONTRACT OFF.
 public enum Philox {
-    public static func block(counter: UInt64, seed: UInt64) -> (UInt32, UInt32, UInt32, UInt32) {
-        var c0 = UInt32(truncatingIfNeeded: counter), c1 = UInt32(truncatingIfNeeded: counter >> 32)
-        var c2: UInt32 = 0, c3: UInt32 = 0
+    /// Four words of each of eight blocks: `.0` holds word 0 of blocks first, first + 1, …, first + 7, and so on.
+    public typealias Words = (SIMD8<UInt32>, SIMD8<UInt32>, SIMD8<UInt32>, SIMD8<UInt32>)
+    /// Eight samples of each of four lanes, laid out as `Words`.
+    public typealias Samples = (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>)
+
+    /// philox4x32_10 of the eight counters first, first + 1, …, first + 7 under key `seed`, one per vector lane:
+    /// AVX2 makes four of the round's 32×32→64-bit products per instruction.
+    @inline(__always) public static func blocks(from first: UInt64, seed: UInt64) -> Words {
+        let counters = SIMD8<UInt64>(repeating: first) &+ SIMD8(0, 1, 2, 3, 4, 5, 6, 7)
+        var c0 = SIMD8<UInt32>(truncatingIfNeeded: counters), c1 = SIMD8<UInt32>(truncatingIfNeeded: counters &>> 32)
+        var c2 = SIMD8<UInt32>(), c3 = SIMD8<UInt32>()
         var k0 = UInt32(truncatingIfNeeded: seed), k1 = UInt32(truncatingIfNeeded: seed >> 32)
         for round in 0..<10 {
             if round > 0 { k0 &+= 0x9E37_79B9; k1 &+= 0xBB67_AE85 }
-            let p0 = UInt64(0xD251_1F53) &* UInt64(c0)
-            let p1 = UInt64(0xCD9E_8D57) &* UInt64(c2)
-            let hi0 = UInt32(truncatingIfNeeded: p0 >> 32), lo0 = UInt32(truncatingIfNeeded: p0)
-            let hi1 = UInt32(truncatingIfNeeded: p1 >> 32), lo1 = UInt32(truncatingIfNeeded: p1)
-            (c0, c1, c2, c3) = (hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0)
+            let p0 = SIMD8<UInt64>(truncatingIfNeeded: c0) &* 0xD251_1F53
+            let p1 = SIMD8<UInt64>(truncatingIfNeeded: c2) &* 0xCD9E_8D57
+            (c0, c1, c2, c3) = (SIMD8(truncatingIfNeeded: p1 &>> 32) ^ c1 ^ k0, SIMD8(truncatingIfNeeded: p1),
+                                SIMD8(truncatingIfNeeded: p0 &>> 32) ^ c3 ^ k1, SIMD8(truncatingIfNeeded: p0))
         }
         return (c0, c1, c2, c3)
     }
 
-    /// The four raw words of the block that holds stream position `position`.
-    @inline(__always) static func words(seed: UInt64, position: UInt64) -> (UInt32, UInt32, UInt32, UInt32) {
-        block(counter: position / 4, seed: seed)
+    /// The block of one counter (lane 0 of `blocks(from:seed:)`), for the host's scalar draws.
+    public static func block(counter: UInt64, seed: UInt64) -> (UInt32, UInt32, UInt32, UInt32) {
+        let w = blocks(from: counter, seed: seed)
+        return (w.0[0], w.1[0], w.2[0], w.3[0])
     }
 
     @inline(__always) public static func uniform(_ x: UInt32) -> Float { Float((x >> 8) + 1) * 0x1p-24 }
+    @inline(__always) static func uniform(_ x: SIMD8<UInt32>) -> SIMD8<Float> {
+        SIMD8<Float>(SIMD8<Int32>(truncatingIfNeeded: (x &>> 8) &+ 1)) * 0x1p-24
+    }
 
     /// ln(u) for u in (0, 1]: u = m·2^e with m in [0.75, 1.5), ln(m) = t·P(t), t = m − 1.
-    @inline(__always) public static func log(_ u: Float) -> Float {
-        var bits = u.bitPattern
-        var e = Int32((bits >> 23) & 0xFF) - 127
-        bits = (bits & 0x007F_FFFF) | 0x3F80_0000 // mantissa in [1, 2)
-        var m = Float(bitPattern: bits)
-        if m >= 1.5 { m = m * 0.5; e += 1 }
+    @inline(__always) static func log(_ u: SIMD8<Float>) -> SIMD8<Float> {
+        let bits = unsafeBitCast(u, to: SIMD8<UInt32>.self)
+        var e = unsafeBitCast((bits &>> 23) & 0xFF, to: SIMD8<Int32>.self) &- 127
+        var m = unsafeBitCast((bits & 0x007F_FFFF) | 0x3F80_0000, to: SIMD8<Float>.self) // mantissa in [1, 2)
+        let high = m .>= 1.5
+        m.replace(with: m * 0.5, where: high)
+        e.replace(with: e &+ 1, where: high)
         let t = m - 1
-        var p: Float = 0.032495010644197464
+        var p = SIMD8<Float>(repeating: 0.032495010644197464)
         p = p * t + -0.0849456861615181
         p = p * t + 0.11547316610813141
         p = p * t + -0.12792731821537018
@@ -54,32 +66,33 @@ public enum Philox {
         p = p * t + 0.3333336114883423
         p = p * t + -0.5
         p = p * t + 1.0
-        return t * p + Float(e) * 0.6931471805599453
+        return t * p + SIMD8<Float>(e) * 0.6931471805599453
     }
 
     /// √r for r ≥ 0 by Newton iterations on 1/√r from a bit-level first guess.
-    @inline(__always) public static func sqrt(_ r: Float) -> Float {
-        if r <= 0 { return 0 }
-        var y = Float(bitPattern: 0x5F37_59DF &- (r.bitPattern >> 1))
+    @inline(__always) static func sqrt(_ r: SIMD8<Float>) -> SIMD8<Float> {
+        let guess = SIMD8<UInt32>(repeating: 0x5F37_59DF) &- (unsafeBitCast(r, to: SIMD8<UInt32>.self) &>> 1)
+        var y = unsafeBitCast(guess, to: SIMD8<Float>.self)
         let half = r * 0.5
         for _ in 0..<4 { y = y * (1.5 - half * y * y) }
-        return r * y
+        return (r * y).replacing(with: 0, where: r .<= 0)
     }
 
     /// (cos 2πv, sin 2πv) for v in (0, 1], by quadrant and polynomials in the quadrant fraction.
-    @inline(__always) public static func cosSin(turns v: Float) -> (Float, Float) {
-        let q4 = v * 4 // exact
-        let quadrant = Int(q4) & 3
-        let f = q4 - Float(Int(q4)) // fraction of the quadrant, exact
+    @inline(__always) static func cosSin(turns v: SIMD8<Float>) -> (SIMD8<Float>, SIMD8<Float>) {
+        let q4 = v * 4 // exact, in (0, 4]
+        var whole = SIMD8<Float>() // ⌊q4⌋: quadrant = whole mod 4
+        for k in 1...4 { whole.replace(with: whole + 1, where: q4 .>= Float(k)) }
+        let f = q4 - whole // fraction of the quadrant, exact
         let z = f * f
-        var s: Float = -3.4328727451793384e-06
+        var s = SIMD8<Float>(repeating: -3.4328727451793384e-06)
         s = s * z + 0.00016025584773160517
         s = s * z + -0.004681657068431377
         s = s * z + 0.07969260215759277
         s = s * z + -0.6459640860557556
         s = s * z + 1.5707963705062866
         s = s * f // sin(πf/2)
-        var c: Float = -6.127340412831472e-09
+        var c = SIMD8<Float>(repeating: -6.127340412831472e-09)
         c = c * z + 4.7066609454304853e-07
         c = c * z + -2.5201685275533237e-05
         c = c * z + 0.0009192600846290588
@@ -87,35 +100,66 @@ public enum Philox {
         c = c * z + 0.25366950035095215
         c = c * z + -1.2337005138397217
         c = c * z + 1.0 // cos(πf/2)
-        switch quadrant {
-        case 0: return (c, s)
-        case 1: return (-s, c)
-        case 2: return (-c, -s)
-        default: return (s, -c)
+        // Quadrants 0…3 give (c, s), (−s, c), (−c, −s), (s, −c): swap in odd ones, then negate.
+        let odd = (whole .== 1) .| (whole .== 3)
+        let cosine = c.replacing(with: s, where: odd), sine = s.replacing(with: c, where: odd)
+        return (cosine.replacing(with: -cosine, where: (whole .== 1) .| (whole .== 2)),
+                sine.replacing(with: -sine, where: (whole .== 2) .| (whole .== 3)))
+    }
+
+    /// Standard normals of eight blocks' words: lanes (0, 1) and (2, 3) are Box–Muller pairs (u, v) giving
+    /// r·cos 2πv and r·sin 2πv with r = √(−2 ln u).
+    @inline(__always) public static func normals(_ w: Words) -> Samples {
+        @inline(__always) func pair(_ xu: SIMD8<UInt32>, _ xv: SIMD8<UInt32>) -> (SIMD8<Float>, SIMD8<Float>) {
+            let r = sqrt(-2 * log(uniform(xu)))
+            let (c, s) = cosSin(turns: uniform(xv))
+            return (r * c, r * s)
+        }
+        let (a, b) = pair(w.0, w.1), (c, d) = pair(w.2, w.3)
+        return (a, b, c, d)
+    }
+
+    /// The samples of `distribution` from eight blocks' words.
+    @inline(__always) static func samples(_ w: Words, _ distribution: RandomDistribution) -> Samples {
+        switch distribution {
+        case let .uniform(lo, hi):
+            @inline(__always) func map(_ x: SIMD8<UInt32>) -> SIMD8<Float> { lo + (hi - lo) * uniform(x) }
+            return (map(w.0), map(w.1), map(w.2), map(w.3))
+        case let .normal(mean, std):
+            let n = normals(w)
+            return (mean + std * n.0, mean + std * n.1, mean + std * n.2, mean + std * n.3)
+        case let .integer(lo, hi):
+            @inline(__always) func map(_ x: SIMD8<UInt32>) -> SIMD8<Float> {
+                SIMD8<Float>(SIMD8<Int64>(repeating: Int64(lo))
+                    &+ SIMD8<Int64>(truncatingIfNeeded: (SIMD8<UInt64>(truncatingIfNeeded: x) &* UInt64(hi - lo)) &>> 32))
+            }
+            return (map(w.0), map(w.1), map(w.2), map(w.3))
+        case let .bernoulli(p):
+            @inline(__always) func map(_ x: SIMD8<UInt32>) -> SIMD8<Float> {
+                SIMD8<Float>().replacing(with: 1, where: uniform(x) .<= p)
+            }
+            return (map(w.0), map(w.1), map(w.2), map(w.3))
         }
     }
 
-    /// Fills `out` with stream positions offset..<offset+count of the given distribution.
+    /// Fills `out` with stream positions offset..<offset+count of the given distribution: eight blocks (32
+    /// positions) at a time, copied out of a small group buffer so any offset and chunk edge take the same path.
     public static func fill(_ out: UnsafeMutableBufferPointer<Float>, distribution: RandomDistribution,
                             seed: UInt64, offset: UInt64) {
         parallelFor(out.count, grain: 16384) { range in
-            for i in range {
-                let position = offset &+ UInt64(i)
-                let w = words(seed: seed, position: position)
-                let lane = Int(position % 4)
-                let x = lane == 0 ? w.0 : lane == 1 ? w.1 : lane == 2 ? w.2 : w.3
-                switch distribution {
-                case .uniform(let lo, let hi):
-                    out[i] = lo + (hi - lo) * uniform(x)
-                case .normal(let mean, let std):
-                    let (xu, xv) = lane < 2 ? (w.0, w.1) : (w.2, w.3)
-                    let r = sqrt(-2 * log(uniform(xu)))
-                    let (c, s) = cosSin(turns: uniform(xv))
-                    out[i] = mean + std * (lane % 2 == 0 ? r * c : r * s)
-                case .integer(let lo, let hi):
-                    out[i] = Float(lo + Int((UInt64(x) &* UInt64(hi - lo)) >> 32))
-                case .bernoulli(let p):
-                    out[i] = uniform(x) <= p ? 1 : 0
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: 32) { group in
+                var i = range.lowerBound
+                while i < range.upperBound {
+                    let position = offset &+ UInt64(i)
+                    let v = samples(blocks(from: position / 4, seed: seed), distribution)
+                    for block in 0..<8 {
+                        group[4 * block] = v.0[block]; group[4 * block + 1] = v.1[block]
+                        group[4 * block + 2] = v.2[block]; group[4 * block + 3] = v.3[block]
+                    }
+                    let first = i - Int(position % 4) // index of the group's position 0
+                    let end = Swift.min(range.upperBound, first + 32)
+                    for j in i..<end { out[j] = group[j - first] }
+                    i = end
                 }
             }
         }
@@ -194,6 +238,7 @@ extension HarnessCatalog {
         [
             HarnessCase("random.uniform", []) { _ in RandomGenerator(seed: 7, offset: 3).uniform([3, 5], -1, 2) },
             HarnessCase("random.normal", []) { _ in RandomGenerator(seed: 0xDEAD_BEEF_1234).normal([2, 3, 7]) },
+            HarnessCase("random.normal_groups", []) { _ in RandomGenerator(seed: 21, offset: 5).normal([3, 37]) },
             HarnessCase("random.integer", []) { _ in RandomGenerator(seed: 11).integers([4, 9], 0, 1000) },
             HarnessCase("random.bernoulli", []) { _ in RandomGenerator(seed: 5).bernoulli([4, 9], p: 0.3) },
             HarnessCase("dropout", [.normal([2, 3, 4, 4])]) { $0[0].dropout(0.25, generator: RandomGenerator(seed: 9)) },

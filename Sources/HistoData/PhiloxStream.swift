@@ -69,14 +69,8 @@ public struct PhiloxStream: Sendable {
     /// The four standard normals of one Philox block, as Philox.swift defines them: lanes (0, 1) and (2, 3) are
     /// Box–Muller pairs (u, v), giving r·cos 2πv and r·sin 2πv with r = √(−2 ln u).
     public static func normals(seed: UInt64, block: UInt64) -> (Float, Float, Float, Float) {
-        let words = Philox.block(counter: block, seed: seed)
-        @inline(__always) func pair(_ xu: UInt32, _ xv: UInt32) -> (Float, Float) {
-            let r = Philox.sqrt(-2 * Philox.log(Philox.uniform(xu)))
-            let (c, s) = Philox.cosSin(turns: Philox.uniform(xv))
-            return (r * c, r * s)
-        }
-        let (a, b) = pair(words.0, words.1), (c, d) = pair(words.2, words.3)
-        return (a, b, c, d)
+        let n = Philox.normals(Philox.blocks(from: block, seed: seed))
+        return (n.0[0], n.1[0], n.2[0], n.3[0])
     }
 
     /// A fresh 64-bit seed made of the next two words.

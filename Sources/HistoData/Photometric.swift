@@ -97,16 +97,10 @@ extension Planes {
     /// of `RandomGenerator(seed: seed).normal([channels, height, width])`.
     public func addingGaussianNoise(std: Float, seed: UInt64, clamped: Bool = true) -> Planes {
         var out = [Float](repeating: 0, count: values.count)
-        values.withUnsafeBufferPointer { v in
-            out.withUnsafeMutableBufferPointer { o in
-                @inline(__always) func put(_ i: Int, _ normal: Float) {
-                    if i < v.count { o[i] = clamped ? clamp01(v[i] + std * normal) : v[i] + std * normal }
-                }
-                // One Philox block gives four normals.
-                for block in 0..<(v.count + 3) / 4 {
-                    let n = PhiloxStream.normals(seed: seed, block: UInt64(block))
-                    put(4 * block, n.0); put(4 * block + 1, n.1); put(4 * block + 2, n.2); put(4 * block + 3, n.3)
-                }
+        out.withUnsafeMutableBufferPointer { o in
+            Philox.fill(o, distribution: .normal(mean: 0, std: 1), seed: seed, offset: 0)
+            for i in o.indices {
+                o[i] = clamped ? clamp01(values[i] + std * o[i]) : values[i] + std * o[i]
             }
         }
         return Planes(unchecked: channels, height: height, width: width, values: out)

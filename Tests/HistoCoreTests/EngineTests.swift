@@ -78,7 +78,7 @@ final class EngineTests: XCTestCase {
         // instead of allocating afresh every step.
         let pool = HostBufferPool()
         pool.retainLimit = 1000
-        do { let stale = (0..<9).map { pool.take(100 + $0) }; _ = stale }
+        for size in 100..<109 { _ = pool.take(size) } // one at a time: 108 live at most, 1108 retained
         var fresh: [Int] = []
         for _ in 0..<4 {
             let step = [pool.take(300), pool.take(200), pool.take(200)]
@@ -91,10 +91,47 @@ final class EngineTests: XCTestCase {
         XCTAssertEqual(pool.take(300).elementCount, 300)
     }
 
+    func testStepLargerThanTheRetainLimitIsServedFromReuse() {
+        // A step's blocks outgrow the limit (1500 elements live against 1000): the pool keeps what was live at once,
+        // so steps after the first allocate nothing.
+        let pool = HostBufferPool()
+        pool.retainLimit = 1000
+        var fresh: [Int] = []
+        for _ in 0..<3 {
+            let step = [pool.take(600), pool.take(500), pool.take(400)]
+            _ = step
+            fresh.append(pool.freshAllocations)
+        }
+        XCTAssertEqual(fresh, [3, 3, 3])
+    }
+
     func testPhiloxKnownAnswer() {
         // Random123 kat_vectors: philox4x32_10, counter 0, key 0.
         let w = Philox.block(counter: 0, seed: 0)
         XCTAssertEqual([w.0, w.1, w.2, w.3], [0x6627_E8D5, 0xE169_C58D, 0xBC57_AC4C, 0x9B00_DBD8])
+    }
+
+    func testBlockLanesAreConsecutiveCounters() {
+        // From 2³² − 3 the low counter word wraps inside the eight blocks and the high word steps.
+        let first: UInt64 = 0xFFFF_FFFD, seed: UInt64 = 0x1234_5678_9ABC
+        let w = Philox.blocks(from: first, seed: seed)
+        for lane in 0..<8 {
+            let b = Philox.block(counter: first + UInt64(lane), seed: seed)
+            XCTAssertEqual([w.0[lane], w.1[lane], w.2[lane], w.3[lane]], [b.0, b.1, b.2, b.3], "lane \(lane)")
+        }
+    }
+
+    func testFillTakesEachPositionFromItsBlockAcrossChunks() {
+        // Over the 16384-element chunk size and from an unaligned offset: every position p is word p % 4 of
+        // block p / 4, whichever chunk and eight-block group wrote it.
+        let count = 40_000, offset: UInt64 = 6, seed: UInt64 = 77
+        var out = [Float](repeating: -1, count: count)
+        out.withUnsafeMutableBufferPointer { Philox.fill($0, distribution: .uniform(0, 1), seed: seed, offset: offset) }
+        let wrong = (0..<count).first { i in
+            let p = offset + UInt64(i), b = Philox.block(counter: p / 4, seed: seed)
+            return out[i] != Philox.uniform([b.0, b.1, b.2, b.3][Int(p % 4)])
+        }
+        XCTAssertNil(wrong, "position \(wrong.map { offset + UInt64($0) } ?? 0)")
     }
 
     func testNormalSamplesHaveUnitMoments() throws {
