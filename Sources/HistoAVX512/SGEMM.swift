@@ -22,16 +22,16 @@ public enum AVX512GEMM {
     }()
 
     /// C[m×n] = op(A)·B[k×n] + beta·C (row-major, leading dimensions lda, ldb, ldc) with op(A) = A[m×k],
-    /// or Aᵀ for A[k×m] when `transposedA`, for m ≥ 4 and n ≥ 48; `parallel` spreads the blocks over the cores
-    /// (each block's arithmetic is the same either way).
+    /// or Aᵀ for A[k×m] when `transposedA`, for m ≥ 4 and n ≥ 48; `forEach(count, body)` runs body(0..<count), the
+    /// blocks, over the cores or in turn (each block's arithmetic is the same either way).
     @inline(never)
     public static func multiply(_ m: Int, _ n: Int, _ k: Int, _ a: UnsafePointer<Float>, _ lda: Int,
                                 _ b: UnsafePointer<Float>, _ ldb: Int, _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
-                                transposedA: Bool = false, parallel: Bool) {
+                                transposedA: Bool = false, forEach: (Int, (Int) -> Void) -> Void) {
         let m4 = m / 4 * 4, n48 = n / 48 * 48
         // Element (i, p) of op(A) lies at a[i·rowStride + p·depthStride].
         let rowStride = transposedA ? 1 : lda
-        forEach(n48 / 48, parallel: parallel) { column in
+        forEach(n48 / 48) { column in
             let j0 = column * 48
             for i0 in stride(from: 0, to: m4, by: 4) {
                 // Two calls, so that each inlined copy has its A strides as constants where they are 1.
@@ -48,15 +48,16 @@ public enum AVX512GEMM {
         }
     }
 
-    /// C[m×n] = A[m×k]·B[n×k]ᵀ + beta·C, for m ≥ 4, n ≥ 4 and k ≥ 16; `parallel` as for `multiply`.
+    /// C[m×n] = A[m×k]·B[n×k]ᵀ + beta·C, for m ≥ 4, n ≥ 4 and k ≥ 16; `forEach` as for `multiply`.
     @inline(never)
     public static func multiplyTransposed(_ m: Int, _ n: Int, _ k: Int, _ a: UnsafePointer<Float>, _ lda: Int,
                                           _ b: UnsafePointer<Float>, _ ldb: Int, _ beta: Float,
-                                          _ c: UnsafeMutablePointer<Float>, _ ldc: Int, parallel: Bool) {
+                                          _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
+                                          forEach: (Int, (Int) -> Void) -> Void) {
         let m4 = m / 4 * 4, n4 = n / 4 * 4, k16 = k / 16 * 16
         // K in chunks, so that the four rows of A stay in L1 while a row of blocks runs.
         let chunk = 1024
-        forEach(m4 / 4, parallel: parallel) { row in
+        forEach(m4 / 4) { row in
             let i0 = row * 4
             for p0 in stride(from: 0, to: k16, by: chunk) {
                 let kc = min(chunk, k16 - p0)
@@ -68,11 +69,6 @@ public enum AVX512GEMM {
         if k16 < k { openBLAS(false, true, m4, n4, k - k16, a + k16, lda, b + k16, ldb, 1, c, ldc) }
         if n4 < n { openBLAS(false, true, m4, n - n4, k, a, lda, b + n4 * ldb, ldb, beta, c + n4, ldc) }
         if m4 < m { openBLAS(false, true, m - m4, n, k, a + m4 * lda, lda, b, ldb, beta, c + m4 * ldc, ldc) }
-    }
-
-    @inline(__always) static func forEach(_ count: Int, parallel: Bool, _ body: (Int) -> Void) {
-        if parallel && count > 1 { DispatchQueue.concurrentPerform(iterations: count, execute: body) }
-        else { for i in 0..<count { body(i) } }
     }
 
     @inline(__always) static func load(_ p: UnsafePointer<Float>) -> SIMD16<Float> {

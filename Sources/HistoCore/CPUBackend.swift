@@ -90,7 +90,7 @@ extension Node {
     let chunks = min(CPUThreads.count * 4, max(1, count / max(grain, 1)))
     if chunks <= 1 { body(0..<count); return }
     let size = (count + chunks - 1) / chunks
-    DispatchQueue.concurrentPerform(iterations: chunks) { c in
+    WorkerPool.shared.perform(iterations: chunks) { c in
         let start = c * size
         let end = min(count, start + size)
         if start < end { body(start..<end) }
@@ -116,7 +116,7 @@ public func parallelSingleThreadedGemms<Scratch>(_ count: Int, scratch makeScrat
     openblas_set_num_threads(1)
     defer { openblas_set_num_threads(Int32(CPUThreads.count)) }
     let nextItem = Atomic<Int>(0)
-    DispatchQueue.concurrentPerform(iterations: workers) { worker in
+    WorkerPool.shared.perform(iterations: workers) { worker in
         while true {
             let item = nextItem.wrappingAdd(1, ordering: .relaxed).oldValue
             guard item < count else { return }

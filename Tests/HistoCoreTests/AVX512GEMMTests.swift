@@ -1,5 +1,6 @@
 import CBLAS
 import HistoAVX512
+@testable import HistoCore
 import XCTest
 
 /// HistoAVX512's kernels against OpenBLAS on shapes with every kind of edge: rows past the blocks of 4, columns
@@ -28,11 +29,12 @@ final class AVX512GEMMTests: XCTestCase {
                     let a = values((transposedA ? k : m) * lda), b = values((transposedB ? n : k) * ldb)
                     let c = values(m * ldc)
                     var ours = c, reference = c
+                    let forEach = blockRunner(parallel: parallel)
                     if transposedB {
-                        AVX512GEMM.multiplyTransposed(m, n, k, a, lda, b, ldb, beta, &ours, ldc, parallel: parallel)
+                        AVX512GEMM.multiplyTransposed(m, n, k, a, lda, b, ldb, beta, &ours, ldc, forEach: forEach)
                     } else {
                         AVX512GEMM.multiply(m, n, k, a, lda, b, ldb, beta, &ours, ldc, transposedA: transposedA,
-                                            parallel: parallel)
+                                            forEach: forEach)
                     }
                     cblas_sgemm(CblasRowMajor, transposedA ? CblasTrans : CblasNoTrans,
                                 transposedB ? CblasTrans : CblasNoTrans, Int32(m), Int32(n), Int32(k), 1, a, Int32(lda),

@@ -577,6 +577,11 @@ struct ShiftedCorrelation {
     }
 }
 
+/// Runs body(0..<count) on the worker pool when `parallel`, else in turn: how HistoAVX512's GEMMs take their blocks.
+func blockRunner(parallel: Bool) -> (Int, (Int) -> Void) -> Void {
+    parallel ? WorkerPool.shared.perform : { count, body in for i in 0..<count { body(i) } }
+}
+
 /// Row-major C = op(A)·op(B) + beta·C through OpenBLAS or, on an AVX-512 CPU, through HistoAVX512's kernels for the
 /// shapes they run faster: A·B and Aᵀ·B with at least 48 columns always, A·Bᵀ over long rows when OpenBLAS's own
 /// kernels are not its AVX-512 ones (`OwnGemm`). The choice depends on the shape only, so an image gives the same
@@ -586,13 +591,13 @@ struct ShiftedCorrelation {
                             _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
     if OwnGemm.enabled, m >= 4 {
         // Spread over the cores unless a per-core loop runs this (OpenBLAS is single-threaded there).
-        let parallel = openblas_get_num_threads() > 1
+        let forEach = blockRunner(parallel: openblas_get_num_threads() > 1)
         if !transposeB, n >= 48 {
             return AVX512GEMM.multiply(m, n, k, a, lda, b, ldb, beta, c, ldc, transposedA: transposeA,
-                                       parallel: parallel)
+                                       forEach: forEach)
         }
         if !transposeA, transposeB, OwnGemm.transposedToo, n >= 4, k >= 256 {
-            return AVX512GEMM.multiplyTransposed(m, n, k, a, lda, b, ldb, beta, c, ldc, parallel: parallel)
+            return AVX512GEMM.multiplyTransposed(m, n, k, a, lda, b, ldb, beta, c, ldc, forEach: forEach)
         }
     }
     cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
