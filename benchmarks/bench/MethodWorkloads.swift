@@ -1,13 +1,16 @@
+import Foundation
 import HistoCore
 import HistoData
+import HistoDiffusion
 import HistoMethods
 
 extension Workloads {
     /// One training step of MT and CPS (issue 13, "Speed") and CDCL (issue 14): batch 8 labelled + 8 unlabelled
     /// 128² crops, the `cpu` preset (SegmentationUNet at width 8, Adam 1e-3; CDCL's DenseUNet, Adam 1e-3 poly),
-    /// through the method's own `step` as `histodiff train` builds it. `benchmarks/torch_peer.py` times the MT and
-    /// CPS steps in PyTorch. CDCL's `paper` preset (DenseNet-161, 320², 8 + 8; issue 14's memory question) is
-    /// also timed, outside --quick.
+    /// through the method's own `step` as `histodiff train` builds it; and DTSeg's decoder step (batch 4 of 128²
+    /// crops on a frozen `cpu` latent-diffusion run with random weights: the work does not depend on them).
+    /// `benchmarks/torch_peer.py` times the MT and CPS steps in PyTorch. CDCL's `paper` preset (DenseNet-161, 320²,
+    /// 8 + 8; issue 14's memory question) is also timed, outside --quick.
     static func methodWorkloads(quick: Bool) -> [Workload] {
         let batch = quick ? 2 : 8, size = quick ? 64 : 128
         // CDCL's unlabelled terms from the first step: its first five epochs are supervised only.
@@ -17,9 +20,33 @@ extension Workloads {
         return [("mt", "unet"), ("cps", "unet"), ("cdcl", "denseunet")].map { name, network in
             .methodStep("\(name) step cpu \(network) \(batch)+\(batch) \(size)", method: name, preset: "cpu",
                         batch: batch, size: size, options: name == "cdcl" ? cdcl : [:])
-        } + paper + [("supervised", "unet"), ("cdcl", "denseunet"), ("genselfdiff", "genselfdiff")].map {
+        } + paper + [.methodStep("dtseg step cpu decoder \(batch / 2) \(size)", method: "dtseg", preset: "cpu",
+                                 batch: batch / 2, size: size, options: ["model": frozenLatentRun])
+        ] + [("supervised", "unet"), ("cdcl", "denseunet"), ("genselfdiff", "genselfdiff")].map {
             .segmentation(method: $0, architecture: $1, side: quick ? 200 : 1000)
         }
+    }
+}
+
+extension Workloads {
+    /// A `histodiff pretrain --autoencoder` run of the `cpu` presets with random weights, written once per process
+    /// into the temporary folder: what `dtseg` and `pathsegdiff` read their frozen features from.
+    static let frozenLatentRun: String = {
+        let directory = frozenLatentRunDirectory()
+        try! FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let spec = DiffusionModelSpec(family: "guided", preset: "cpu", recipe: .vCosine,
+                                      latent: .init(scaleFactor: 1, posterior: .mean, source: "random"))
+        try! spec.write(toDirectory: directory)
+        try! GuidedUNet(.cpu, generator: RandomGenerator(seed: 2))
+            .save(to: directory + "/" + DiffusionRun.weightsFileName)
+        try! AutoencoderKL(.cpu, generator: RandomGenerator(seed: 1))
+            .saveWithPreset(to: directory + "/" + DiffusionRun.autoencoderFileName)
+        atexit { try? FileManager.default.removeItem(atPath: frozenLatentRunDirectory()) }
+        return directory
+    }()
+
+    static func frozenLatentRunDirectory() -> String {
+        FileManager.default.temporaryDirectory.path + "/histodiff-bench-ldm-\(getpid())"
     }
 }
 
@@ -47,10 +74,11 @@ extension Workload {
 
     /// `method`'s step under `preset` on fixed synthetic batches (uniform images, binary labels, a second unlabelled
     /// view for the methods that take weak and strong ones), at step 100 of 1000 in epochs of 100 (the ramps'
-    /// position does not change the work), with the method's `options`. The method is built on first use, so
-    /// workloads that a filter skips cost nothing; every run is one more optimizer step of the same method.
+    /// position does not change the work), with the method's `options`. The method and its options (a frozen run
+    /// written to disk) are made on first use, so workloads that a filter skips cost nothing; every run is one more
+    /// optimizer step of the same method.
     static func methodStep(_ name: String, method: String, preset: String, batch: Int, size: Int,
-                           options: [String: String]) -> Workload {
+                           options: @autoclosure @escaping () -> [String: String]) -> Workload {
         let images = { (seed: UInt64) in
             try! RandomGenerator(seed: seed).uniform([batch, 3, size, size], -1, 1).materialized()
         }
@@ -65,7 +93,7 @@ extension Workload {
                 request.preset = preset
                 let plan = try MethodTraining.plan(for: request)
                 trainer = try MethodRegistry.method(named: method).make(
-                    preset, options, MethodSetup(plan: plan, classes: 2, totalSteps: 1000, stepsPerEpoch: 100))
+                    preset, options(), MethodSetup(plan: plan, classes: 2, totalSteps: 1000, stepsPerEpoch: 100))
             }
             _ = try trainer!.step(batches, context: StepContext(step: 100, totalSteps: 1000, stepsPerEpoch: 100,
                                                                   backend: backend))
