@@ -22,8 +22,8 @@ public enum AVX512GEMM {
     }()
 
     /// C[m×n] = op(A)·B[k×n] + beta·C (row-major, leading dimensions lda, ldb, ldc) with op(A) = A[m×k],
-    /// or Aᵀ for A[k×m] when `transposedA`, for m ≥ 4 and n ≥ 48; `forEach(count, body)` runs body(0..<count), the
-    /// blocks, over the cores or in turn (each block's arithmetic is the same either way).
+    /// or Aᵀ for A[k×m] when `transposedA`, for m ≥ 4 and n ≥ 48; `forEach(count, body)` runs body(0..<count),
+    /// the blocks, over the cores or in turn (each block's arithmetic is the same either way).
     @inline(never)
     public static func multiply(_ m: Int, _ n: Int, _ k: Int, _ a: UnsafePointer<Float>, _ lda: Int,
                                 _ b: UnsafePointer<Float>, _ ldb: Int, _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int,

@@ -130,8 +130,8 @@ public enum Philox {
             return (mean + std * n.0, mean + std * n.1, mean + std * n.2, mean + std * n.3)
         case let .integer(lo, hi):
             @inline(__always) func map(_ x: SIMD8<UInt32>) -> SIMD8<Float> {
-                SIMD8<Float>(SIMD8<Int64>(repeating: Int64(lo))
-                    &+ SIMD8<Int64>(truncatingIfNeeded: (SIMD8<UInt64>(truncatingIfNeeded: x) &* UInt64(hi - lo)) &>> 32))
+                let scaled = (SIMD8<UInt64>(truncatingIfNeeded: x) &* UInt64(hi - lo)) &>> 32
+                return SIMD8<Float>(SIMD8<Int64>(repeating: Int64(lo)) &+ SIMD8<Int64>(truncatingIfNeeded: scaled))
             }
             return (map(w.0), map(w.1), map(w.2), map(w.3))
         case let .bernoulli(p):

@@ -85,12 +85,16 @@ public final class WorkerPool: @unchecked Sendable {
         }
     }
 
-    /// Spins on `done`, yielding the core now and then in case the thread it waits for was preempted.
+    /// Spins on `done`; after a millisecond, yields the core now and then in case the thread it waits for was
+    /// preempted. (Yielding sooner costs a system call every few microseconds of a worker's longer last block.)
     private func waitUntil(_ done: () -> Bool) {
         var spins = 0
+        var start: UInt64 = 0
         while !done() {
             spins += 1
-            if spins & 0xFFFF == 0 { sched_yield() }
+            guard spins & 0xFFF == 0 else { continue }
+            let now = DispatchTime.now().uptimeNanoseconds
+            if start == 0 { start = now } else if now - start > 1_000_000 { sched_yield() }
         }
     }
 
@@ -112,7 +116,7 @@ public final class WorkerPool: @unchecked Sendable {
             let current = generation.load(ordering: .acquiring)
             if current != seen { return current }
             spins += 1
-            guard spins & 0xFF == 0 else { continue }
+            guard spins & 0xFFF == 0 else { continue }
             let now = DispatchTime.now().uptimeNanoseconds
             if deadline == 0 { deadline = now + Self.spinNanoseconds; continue }
             guard now >= deadline else { continue }
