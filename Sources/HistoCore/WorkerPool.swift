@@ -6,7 +6,7 @@ import Synchronization
 ///
 /// A training step runs thousands of parallel ops back to back, separated by a few microseconds of graph
 /// bookkeeping. `DispatchQueue.concurrentPerform` parks its workers in the kernel after each op and wakes them
-/// with a futex for the next, which cost training runs 6–11 % of their user time as system time. These workers
+/// with a futex for the next, which cost training runs 5–14 % of their user time as system time. These workers
 /// instead spin on an atomic for `spinNanoseconds` after a job and park only when none comes, so back-to-back
 /// ops hand over without a system call. The calling thread takes iterations too. A call made while the pool runs
 /// another job (from a worker's body, or from a second thread such as a data loader's) runs inline: the cores are
