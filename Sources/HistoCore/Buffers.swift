@@ -38,7 +38,7 @@ public final class HostBufferPool: @unchecked Sendable {
     /// Free blocks kept: `retainLimit` on top of the most ever live (up to a quarter of the machine's memory). A
     /// step's blocks are all free at its end, plus those of other sizes freed before its peak, so with a fixed 1 GiB
     /// a step that outgrew it (UAMT's eight teacher passes, CCT's decoders: 1.3 GB live) gave 32 MB blocks back every
-    /// step and faulted fresh pages into the next (measured: 100 000 page faults and 14–18 % system time per step).
+    /// step and faulted fresh pages into the next (measured: 100 000 page faults per step, 12–18 % system time).
     private var retained: Int { retainLimit + min(highWater, Self.quarterOfMemory) }
     private static let quarterOfMemory = Int(ProcessInfo.processInfo.physicalMemory / 16)
     public private(set) var freshAllocations = 0
