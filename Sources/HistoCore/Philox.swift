@@ -142,25 +142,33 @@ public enum Philox {
         }
     }
 
-    /// Fills `out` with stream positions offset..<offset+count of the given distribution: eight blocks (32
-    /// positions) at a time, copied out of a small group buffer so any offset and chunk edge take the same path.
+    /// Fills `out` with stream positions offset..<offset+count of the given distribution, `acrossCores` or on the
+    /// calling thread (for callers that already run one per core, such as the data loader's samples).
     public static func fill(_ out: UnsafeMutableBufferPointer<Float>, distribution: RandomDistribution,
-                            seed: UInt64, offset: UInt64) {
-        parallelFor(out.count, grain: 16384) { range in
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: 32) { group in
-                var i = range.lowerBound
-                while i < range.upperBound {
-                    let position = offset &+ UInt64(i)
-                    let v = samples(blocks(from: position / 4, seed: seed), distribution)
-                    for block in 0..<8 {
-                        group[4 * block] = v.0[block]; group[4 * block + 1] = v.1[block]
-                        group[4 * block + 2] = v.2[block]; group[4 * block + 3] = v.3[block]
-                    }
-                    let first = i - Int(position % 4) // index of the group's position 0
-                    let end = Swift.min(range.upperBound, first + 32)
-                    for j in i..<end { out[j] = group[j - first] }
-                    i = end
+                            seed: UInt64, offset: UInt64, acrossCores: Bool = true) {
+        let fillRange = { (range: Range<Int>) in
+            fill(out, range, distribution: distribution, seed: seed, offset: offset)
+        }
+        if acrossCores { parallelFor(out.count, grain: 16384, fillRange) } else { fillRange(0..<out.count) }
+    }
+
+    /// out[range] from positions offset + range: eight blocks (32 positions) at a time, copied out of a small group
+    /// buffer so any offset and range edge take the same path.
+    private static func fill(_ out: UnsafeMutableBufferPointer<Float>, _ range: Range<Int>,
+                             distribution: RandomDistribution, seed: UInt64, offset: UInt64) {
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 32) { group in
+            var i = range.lowerBound
+            while i < range.upperBound {
+                let position = offset &+ UInt64(i)
+                let v = samples(blocks(from: position / 4, seed: seed), distribution)
+                for block in 0..<8 {
+                    group[4 * block] = v.0[block]; group[4 * block + 1] = v.1[block]
+                    group[4 * block + 2] = v.2[block]; group[4 * block + 3] = v.3[block]
                 }
+                let first = i - Int(position % 4) // index of the group's position 0
+                let end = Swift.min(range.upperBound, first + 32)
+                for j in i..<end { out[j] = group[j - first] }
+                i = end
             }
         }
     }

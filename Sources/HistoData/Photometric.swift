@@ -98,7 +98,8 @@ extension Planes {
     public func addingGaussianNoise(std: Float, seed: UInt64, clamped: Bool = true) -> Planes {
         var out = [Float](repeating: 0, count: values.count)
         out.withUnsafeMutableBufferPointer { o in
-            Philox.fill(o, distribution: .normal(mean: 0, std: 1), seed: seed, offset: 0)
+            // On this thread: the loader already runs one sample per core.
+            Philox.fill(o, distribution: .normal(mean: 0, std: 1), seed: seed, offset: 0, acrossCores: false)
             for i in o.indices {
                 o[i] = clamped ? clamp01(values[i] + std * o[i]) : values[i] + std * o[i]
             }

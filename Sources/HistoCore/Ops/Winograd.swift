@@ -37,10 +37,16 @@ struct WinogradCorrelation {
     /// Row length of a block's V and M: its tiles and the 8 lanes its last vector may write past them.
     var blockLead: Int { rowsPerBlock * tilesW + 8 }
 
-    /// One worker's padded image, V block and product block for `m` outputs.
-    func workerScratch(outputChannels m: Int) -> (HostBuffer, HostBuffer, HostBuffer) {
+    /// One worker's padded image, and V and product blocks of row length `lead` for `m` outputs.
+    func workerScratch(outputChannels m: Int, lead: Int) -> (HostBuffer, HostBuffer, HostBuffer) {
         let pool = CPUBackend.shared.pool
-        return (pool.take(channels * plane), pool.take(16 * channels * blockLead), pool.take(16 * m * blockLead))
+        return (pool.take(channels * plane), pool.take(16 * channels * lead), pool.take(16 * m * lead))
+    }
+
+    /// Image `image` of `source` into `padded`, zero-bordered to planeH × planeW.
+    func pad(_ source: UnsafePointer<Float>, image: Int, into padded: UnsafeMutablePointer<Float>) {
+        correlation.padPlanes(source + image * channels * correlation.h * correlation.w, into: padded,
+                              height: planeH, width: planeW)
     }
 
     /// The forward of `ShiftedCorrelation.run`: out [images, m, outH, outW] from `taps` [9][m][channels].
@@ -49,11 +55,12 @@ struct WinogradCorrelation {
         let kernels = transformedKernels(taps, outputChannels: m)
         withExtendedLifetime(kernels) {
             let u = UnsafePointer(kernels.pointer)
-            parallelSingleThreadedGemms(images, scratch: { workerScratch(outputChannels: m) }) { image, scratch in
+            let lead = blockLead
+            parallelSingleThreadedGemms(images, scratch: { workerScratch(outputChannels: m, lead: lead) }) {
+                image, scratch in
                 let (padded, v, product) = scratch
-                correlation.padPlanes(source + image * channels * correlation.h * correlation.w,
-                                      into: padded.pointer, height: planeH, width: planeW)
-                let target = out + image * m * outH * outW, lead = blockLead
+                pad(source, image: image, into: padded.pointer)
+                let target = out + image * m * outH * outW
                 for block in 0..<blocks {
                     let rows = rowRange(block), tiles = rows.count * tilesW
                     transformInput(padded.pointer, rows: rows, into: v.pointer, lead: lead)
@@ -74,14 +81,12 @@ struct WinogradCorrelation {
     func weightGradient(_ source: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, images: Int, outputChannels m: Int,
                         _ dw: UnsafeMutablePointer<Float>) {
         let size = 16 * m * channels, tiles = tilesH * tilesW, lead = tiles + 8
-        let pool = CPUBackend.shared.pool
-        let partial = pool.take(images * size)
+        let partial = CPUBackend.shared.pool.take(images * size)
         withExtendedLifetime(partial) {
-            let scratch = { (pool.take(channels * plane), pool.take(16 * channels * lead), pool.take(16 * m * lead)) }
-            parallelSingleThreadedGemms(images, scratch: scratch) { image, scratch in
+            parallelSingleThreadedGemms(images, scratch: { workerScratch(outputChannels: m, lead: lead) }) {
+                image, scratch in
                 let (padded, v, product) = scratch
-                correlation.padPlanes(source + image * channels * correlation.h * correlation.w,
-                                      into: padded.pointer, height: planeH, width: planeW)
+                pad(source, image: image, into: padded.pointer)
                 transformInput(padded.pointer, rows: 0..<tilesH, into: v.pointer, lead: lead)
                 transformOutputGradient(dy + image * m * outH * outW, outputChannels: m, rows: 0..<tilesH,
                                         into: product.pointer, lead: lead)
