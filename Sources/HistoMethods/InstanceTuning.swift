@@ -115,11 +115,30 @@ public enum InstanceTuning {
                                                        truth: $0.truth) }
                 .reduce(AggregatedJaccard(intersection: 0, union: 0), +).value
         }
+        // Candidates that differ only in their minimum area share one watershed per image.
+        func withoutArea(_ parameters: InstancePostprocessing) -> InstancePostprocessing {
+            var parameters = parameters
+            parameters.minimumArea = 0
+            return parameters
+        }
         let grid = candidates(for: segmenter.model.card)
+        var pooled = [AggregatedJaccard](repeating: AggregatedJaccard(intersection: 0, union: 0), count: grid.count)
+        var start = 0
+        while start < grid.count {
+            let shared = withoutArea(grid[start])
+            let group = grid[start...].prefix { withoutArea($0) == shared }
+            for image in images {
+                let maps = try shared.instances(of: image.probabilities, minimumAreas: group.map(\.minimumArea))
+                for (offset, map) in maps.enumerated() {
+                    pooled[start + offset] = pooled[start + offset]
+                        + (try AggregatedJaccard.aji(prediction: map, truth: image.truth))
+                }
+            }
+            start += group.count
+        }
         var best = (parameters: grid[0], aji: -Double.infinity)
-        for parameters in grid {
-            let score = try aji(parameters)
-            if score > best.aji { best = (parameters, score) }
+        for (parameters, score) in zip(grid, pooled.map(\.value)) where score > best.aji {
+            best = (parameters, score)
         }
         let record = Record(chosen: best.parameters, aji: best.aji,
                             defaultsAJI: try aji(segmenter.model.card.defaultPostprocessing),

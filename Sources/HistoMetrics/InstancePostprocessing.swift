@@ -45,6 +45,12 @@ public struct InstancePostprocessing: Codable, Equatable, Sendable {
     /// The instance map of class probabilities `[K, H, W]` (K = 2: background, nucleus; K = 3: background,
     /// interior, boundary).
     public func instances(of probabilities: Planes) throws -> LabelMap {
+        try instances(of: probabilities, minimumAreas: [minimumArea])[0]
+    }
+
+    /// The instance maps of `probabilities` with each of `minimumAreas` in place of `minimumArea`: one watershed
+    /// for all of them (instance tuning's grid varies the area last).
+    public func instances(of probabilities: Planes, minimumAreas: [Int]) throws -> [LabelMap] {
         let (width, height, classes) = (probabilities.width, probabilities.height, probabilities.channels)
         guard classes == 2 || classes == 3 else {
             throw EngineError.invalidValue(op: "InstancePostprocessing", message:
@@ -83,21 +89,25 @@ public struct InstancePostprocessing: Codable, Equatable, Sendable {
         } else {
             labels = InstanceGrid.connectedComponents(labels, width: width, height: height).labels
         }
-        return try LabelMap(width: width, height: height, labels: Self.removingSmall(labels, below: minimumArea))
+        return try minimumAreas.map {
+            try LabelMap(width: width, height: height, labels: Self.removingSmall(labels, below: $0))
+        }
     }
 
     /// `labels` without the instances of fewer than `area` pixels, renumbered 1, 2, … in raster order of their
     /// first pixel.
     static func removingSmall(_ labels: [Int32], below area: Int) -> [Int32] {
-        var areas: [Int32: Int] = [:]
-        for label in labels where label > 0 { areas[label, default: 0] += 1 }
-        var renumbered: [Int32: Int32] = [:]
+        var areas = [Int](repeating: 0, count: Int(max(labels.max() ?? 0, 0)) + 1)
+        for label in labels where label > 0 { areas[Int(label)] += 1 }
+        var renumbered = [Int32](repeating: 0, count: areas.count)
+        var next: Int32 = 1
         return labels.map { label in
-            guard label > 0, areas[label]! >= area else { return 0 }
-            if let number = renumbered[label] { return number }
-            let number = Int32(renumbered.count + 1)
-            renumbered[label] = number
-            return number
+            guard label > 0, areas[Int(label)] >= area else { return 0 }
+            if renumbered[Int(label)] == 0 {
+                renumbered[Int(label)] = next
+                next += 1
+            }
+            return renumbered[Int(label)]
         }
     }
 }

@@ -19,62 +19,69 @@ public func watershed(elevation: [Float], markers: [Int32], mask: [Bool], width:
     var heap = FloodHeap()
     for i in 0..<count where markers[i] != 0 && mask[i] {
         output[i] = markers[i]
-        heap.push(.init(priority: elevation[i], age: 0, index: i))
+        heap.push(priority: elevation[i], age: 0, index: i)
     }
-    var age = 1
-    while let item = heap.pop() {
-        let (y, x) = (item.index / width, item.index % width)
-        for (inside, j) in [(y > 0, item.index - width), (x > 0, item.index - 1), (x + 1 < width, item.index + 1),
-                            (y + 1 < height, item.index + width)] where inside && mask[j] && output[j] == 0 {
+    var age: UInt32 = 1
+    while let (priority, index) = heap.pop() {
+        let (y, x) = (index / width, index % width)
+        func reach(_ j: Int) {
+            guard mask[j] && output[j] == 0 else { return }
             age += 1
-            output[j] = output[item.index]
-            heap.push(.init(priority: max(elevation[j], item.priority), age: age, index: j))
+            output[j] = output[index]
+            heap.push(priority: max(elevation[j], priority), age: age, index: j)
         }
+        if y > 0 { reach(index - width) }
+        if x > 0 { reach(index - 1) }
+        if x + 1 < width { reach(index + 1) }
+        if y + 1 < height { reach(index + width) }
     }
     return output
 }
 
-/// A binary min-heap on (priority, age), sifting as scikit-image's `heap_general.pxi` does.
+/// A binary min-heap on (priority, age), sifting as scikit-image's `heap_general.pxi` does. Each item's order is one
+/// 64-bit key, the priority's bits made to sort as the float does over the push count (ages stay below 2³²: one
+/// push per pixel).
 private struct FloodHeap {
-    struct Item {
-        let priority: Float
-        let age: Int
-        let index: Int
+    private var keys: [UInt64] = []
+    private var indices: [Int32] = []
 
-        func precedes(_ other: Item) -> Bool {
-            priority != other.priority ? priority < other.priority : age < other.age
-        }
-    }
-
-    private var items: [Item] = []
-
-    mutating func push(_ item: Item) {
-        items.append(item)
-        var child = items.count - 1
+    mutating func push(priority: Float, age: UInt32, index: Int) {
+        let bits = (priority + 0).bitPattern  // + 0: −0 sorts as +0, as `<` compares them
+        let ordered = bits & 0x8000_0000 != 0 ? ~bits : bits | 0x8000_0000
+        keys.append(UInt64(ordered) << 32 | UInt64(age))
+        indices.append(Int32(index))
+        var child = keys.count - 1
         while child > 0 {
             let parent = (child + 1) / 2 - 1
-            guard items[child].precedes(items[parent]) else { break }
-            items.swapAt(child, parent)
+            guard keys[child] < keys[parent] else { break }
+            keys.swapAt(child, parent)
+            indices.swapAt(child, parent)
             child = parent
         }
     }
 
-    mutating func pop() -> Item? {
-        guard let first = items.first else { return nil }
-        let last = items.removeLast()
-        guard !items.isEmpty else { return first }
-        items[0] = last
+    /// The first item's priority and index.
+    mutating func pop() -> (Float, Int)? {
+        guard let first = keys.first else { return nil }
+        let ordered = UInt32(truncatingIfNeeded: first >> 32)
+        let priority = Float(bitPattern: ordered & 0x8000_0000 != 0 ? ordered & 0x7FFF_FFFF : ~ordered)
+        let firstIndex = Int(indices[0])
+        let (lastKey, lastIndex) = (keys.removeLast(), indices.removeLast())
+        guard !keys.isEmpty else { return (priority, firstIndex) }
+        keys[0] = lastKey
+        indices[0] = lastIndex
         var i = 0
         while true {
             let (left, right) = (2 * i + 1, 2 * i + 2)
-            guard left < items.count else { break }
+            guard left < keys.count else { break }
             var smallest = i
-            if items[left].precedes(items[i]) { smallest = left }
-            if right < items.count && items[right].precedes(items[smallest]) { smallest = right }
+            if keys[left] < keys[i] { smallest = left }
+            if right < keys.count && keys[right] < keys[smallest] { smallest = right }
             guard smallest != i else { break }
-            items.swapAt(i, smallest)
+            keys.swapAt(i, smallest)
+            indices.swapAt(i, smallest)
             i = smallest
         }
-        return first
+        return (priority, firstIndex)
     }
 }

@@ -121,4 +121,41 @@ final class InstanceSegmentationTests: XCTestCase {
         let small = try InstancePostprocessing(minimumSeedArea: 1, minimumArea: 13).instances(of: probabilities)
         XCTAssertEqual(Set(small.labels), [0])
     }
+
+    func testOneWatershedServesEveryMinimumArea() throws {
+        // Blobs of several sizes, some touching, as 2- and 3-class probabilities; instance tuning takes the maps of
+        // all its minimum areas from one call.
+        let (width, height) = (48, 40)
+        let centres: [(x: Double, y: Double, radius: Double)] = [(8, 8, 6), (17, 9, 5), (30, 20, 9), (40, 33, 2.5),
+                                                                 (10, 30, 3.5), (22, 34, 2), (44, 6, 1.5)]
+        var foreground = [Float](repeating: 0, count: width * height)
+        for y in 0..<height {
+            for x in 0..<width {
+                let nearest = centres.map { (hypot(Double(x) - $0.x, Double(y) - $0.y)) / $0.radius }.min()!
+                foreground[y * width + x] = Float(1 / (1 + exp(4 * (nearest - 1))))
+            }
+        }
+        let interior = foreground.map { $0 * $0 }
+        let twoClass = try Planes(channels: 2, height: height, width: width,
+                                  values: foreground.map { 1 - $0 } + foreground)
+        let threeClass = try Planes(channels: 3, height: height, width: width,
+                                    values: foreground.map { 1 - $0 } + interior + zip(foreground, interior).map(-))
+        let areas = [0, 10, 30]
+        for (probabilities, seeds) in [(twoClass, [nil, 1, 2]), (threeClass, [0.35, 0.5])] as [(Planes, [Double?])] {
+            for seed in seeds {
+                let parameters = InstancePostprocessing(foregroundThreshold: 0.4, seedThreshold: seed,
+                                                        minimumSeedArea: 2)
+                let shared = try parameters.instances(of: probabilities, minimumAreas: areas)
+                var counts: [Int] = []
+                for (area, map) in zip(areas, shared) {
+                    var alone = parameters
+                    alone.minimumArea = area
+                    XCTAssertEqual(map.labels, try alone.instances(of: probabilities).labels, "seed \(seed as Any)")
+                    counts.append(Set(map.labels).count - 1)
+                }
+                XCTAssertEqual(counts.sorted(by: >), counts)
+                XCTAssertGreaterThan(counts[0], counts[2], "the areas remove instances")
+            }
+        }
+    }
 }
