@@ -145,8 +145,9 @@ public enum Experiment {
 
     /// Segments the images `names` of `dataset` (the run's validation images, or every image of `--test`) with
     /// `segmenter` (the run's kept weights as `segment` segments, `ImageSegmenter.ofRun`), scores them
-    /// (`ModelEvaluation`, outputs in the run's `eval`; pixel accuracy beside Dice and IoU; mIoU and mF1 are
-    /// DTSeg's means over background and foreground) and writes `score.json`.
+    /// (`ModelEvaluation`, outputs in the run's `eval`; pixel accuracy, specificity and sensitivity beside Dice and
+    /// IoU, CDCL's binary DC/JC/ACC/SP/SE; mIoU and mF1 are DTSeg's means over background and foreground) and writes
+    /// `score.json`.
     static func score(_ cell: Cell, with segmenter: ImageSegmenter,
                       on images: (dataset: Dataset, names: [String])) throws -> ExperimentRunScore {
         let folder = segmenter.model.directory
@@ -157,7 +158,7 @@ public enum Experiment {
             "dice": pooled.scores.dice, "iou": pooled.scores.iou, "aji": pooled.aji, "aji_plus": pooled.ajiPlus,
             "detection_f1": pooled.detectionF1, "hd95": pooled.hausdorff95,
             "precision": pooled.scores.precision, "sensitivity": pooled.scores.sensitivity,
-            "accuracy": pooled.scores.accuracy,
+            "accuracy": pooled.scores.accuracy, "specificity": pooled.scores.specificity,
             "miou": (pooled.scores.iou + background.iou) / 2, "mf1": (pooled.scores.dice + background.dice) / 2])
         try MethodTrainer.writeJSON(score, to: folder + "/" + scoreFileName)
         return score

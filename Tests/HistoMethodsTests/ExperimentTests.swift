@@ -50,6 +50,11 @@ final class ExperimentTests: XCTestCase {
             XCTAssertTrue(miou >= iou / 2 && miou <= (iou + 1) / 2 && score.metrics["mf1"] != nil, "\(score)")
             let accuracy = try XCTUnwrap(score.metrics["accuracy"], "pixel accuracy (issue 17's metrics)")
             XCTAssertTrue(accuracy >= 0 && accuracy <= 1, "\(score)")
+            // Pixel accuracy is the share of pixels right: specificity and sensitivity weighted by the classes.
+            let (specificity, sensitivity) = try (XCTUnwrap(score.metrics["specificity"]),
+                                                  XCTUnwrap(score.metrics["sensitivity"]))
+            XCTAssertTrue(accuracy >= min(specificity, sensitivity) - 1e-12
+                          && accuracy <= max(specificity, sensitivity) + 1e-12, "\(score)")
         }
         XCTAssertEqual(log.filter { $0.hasSuffix("done, skipped") }.count, 3, log.joined(separator: "\n"))
         for file in ["results.md", "results.csv", "results.json", "results.png"] {
