@@ -98,9 +98,8 @@ extension Node {
 }
 
 /// Runs body(item) for item < `count` spread over the cores (dynamically: a core slowed by other processes takes
-/// fewer items) with OpenBLAS single-threaded meanwhile: thin GEMMs (a UNet conv's 32–64 output channels) run
-/// faster one per core than each split by OpenBLAS across the cores. With fewer items than cores they run in
-/// turn and OpenBLAS keeps its threads. Not reentrant: the thread count is process-wide.
+/// fewer items): thin GEMMs (a UNet conv's 32–64 output channels) run faster one per core than each split across
+/// the cores. With fewer items than cores they run in turn, and each GEMM splits itself (`openBLASGemm`, `gemm`).
 public func parallelSingleThreadedGemms(_ count: Int, _ body: (Int) -> Void) {
     parallelSingleThreadedGemms(count, scratch: {}) { item, _ in body(item) }
 }
@@ -113,8 +112,6 @@ public func parallelSingleThreadedGemms<Scratch>(_ count: Int, scratch makeScrat
     let workers = count < CPUThreads.count ? 1 : CPUThreads.count
     let scratches = (0..<workers).map { _ in makeScratch() }
     if workers == 1 { for item in 0..<count { body(item, scratches[0]) }; return }
-    openblas_set_num_threads(1)
-    defer { openblas_set_num_threads(Int32(CPUThreads.count)) }
     let nextItem = Atomic<Int>(0)
     WorkerPool.shared.perform(iterations: workers) { worker in
         while true {
@@ -125,6 +122,44 @@ public func parallelSingleThreadedGemms<Scratch>(_ count: Int, scratch makeScrat
     }
 }
 
+/// The cores the CPU backend computes on: OpenBLAS's thread count when first asked (`OPENBLAS_NUM_THREADS`, else
+/// the machine's cores). OpenBLAS itself is then made single-threaded for good, and its large GEMMs are split over
+/// `WorkerPool` (`openBLASGemm`): OpenBLAS's threaded GEMM waits for its threads in a `sched_yield` loop, which
+/// made GenSelfDiff's training spend 6 % of its user time in the kernel on a quiet machine and 23 % beside another
+/// job (issue 20).
 public enum CPUThreads {
-    public static let count: Int = max(1, Int(openblas_get_num_threads()))
+    public static let count: Int = {
+        let threads = max(1, Int(openblas_get_num_threads()))
+        openblas_set_num_threads(1)
+        return threads
+    }()
+}
+
+/// Row-major C = alpha·op(A)·op(B) + beta·C by OpenBLAS, single-threaded (`CPUThreads`), in bands of C's rows or
+/// columns (its longer side) spread over the worker pool, each of at least `bandProducts` multiply-adds. The bands
+/// depend on the shape only, so a product has the same bits wherever it runs; from inside a parallel loop they run
+/// in turn (`WorkerPool`). Below 2²² products per band (a conv's per-image weight gradient, run one image per core)
+/// a second band's repacking costs more than it saves.
+public func openBLASGemm(_ transposeA: Bool, _ transposeB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
+                         _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
+                         _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
+    let bandProducts = 1 << 22
+    func run(_ rows: Range<Int>, _ columns: Range<Int>) {
+        let a = transposeA ? a + rows.lowerBound : a + rows.lowerBound * lda
+        let b = transposeB ? b + columns.lowerBound * ldb : b + columns.lowerBound
+        cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+                    Int32(rows.count), Int32(columns.count), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta,
+                    c + rows.lowerBound * ldc + columns.lowerBound, Int32(ldc))
+    }
+    let threads = CPUThreads.count  // before the first cblas call: OpenBLAS single-threaded from then on
+    // Split the larger side: each band packs all of the other operand again.
+    let splitRows = m >= n, side = splitRows ? m : n
+    let bands = min(2 * threads, side / 32, m * n * k / bandProducts)
+    guard bands > 1 else { return run(0..<m, 0..<n) }
+    // Whole 32-row (or column) blocks per band; the last band takes the remainder.
+    let blocks = side / 32
+    WorkerPool.shared.perform(iterations: bands) { band in
+        let start = band * blocks / bands * 32, end = band == bands - 1 ? side : (band + 1) * blocks / bands * 32
+        if splitRows { run(start..<end, 0..<n) } else { run(0..<m, start..<end) }
+    }
 }

@@ -29,7 +29,8 @@ final class AVX512GEMMTests: XCTestCase {
                     let a = values((transposedA ? k : m) * lda), b = values((transposedB ? n : k) * ldb)
                     let c = values(m * ldc)
                     var ours = c, reference = c
-                    let forEach = blockRunner(parallel: parallel)
+                    let forEach: (Int, (Int) -> Void) -> Void = parallel
+                        ? WorkerPool.shared.perform : { count, body in for i in 0..<count { body(i) } }
                     if transposedB {
                         AVX512GEMM.multiplyTransposed(m, n, k, a, lda, b, ldb, beta, &ours, ldc, forEach: forEach)
                     } else {

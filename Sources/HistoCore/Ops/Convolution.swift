@@ -1,4 +1,3 @@
-import CBLAS
 import Foundation
 import HistoAVX512
 
@@ -577,11 +576,6 @@ struct ShiftedCorrelation {
     }
 }
 
-/// Runs body(0..<count) on the worker pool when `parallel`, else in turn: how HistoAVX512's GEMMs take their blocks.
-func blockRunner(parallel: Bool) -> (Int, (Int) -> Void) -> Void {
-    parallel ? WorkerPool.shared.perform : { count, body in for i in 0..<count { body(i) } }
-}
-
 /// Row-major C = op(A)·op(B) + beta·C through OpenBLAS or, on an AVX-512 CPU, through HistoAVX512's kernels for the
 /// shapes they run faster: A·B and Aᵀ·B with at least 48 columns always, A·Bᵀ over long rows when OpenBLAS's own
 /// kernels are not its AVX-512 ones (`OwnGemm`). The choice depends on the shape only, so an image gives the same
@@ -590,8 +584,8 @@ func blockRunner(parallel: Bool) -> (Int, (Int) -> Void) -> Void {
                             _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
                             _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
     if OwnGemm.enabled, m >= 4 {
-        // Spread over the cores unless a per-core loop runs this (OpenBLAS is single-threaded there).
-        let forEach = blockRunner(parallel: openblas_get_num_threads() > 1)
+        // Spread over the cores (in turn when a per-core loop runs this: the pool is taken then).
+        let forEach = WorkerPool.shared.perform
         if !transposeB, n >= 48 {
             return AVX512GEMM.multiply(m, n, k, a, lda, b, ldb, beta, c, ldc, transposedA: transposeA,
                                        forEach: forEach)
@@ -600,8 +594,7 @@ func blockRunner(parallel: Bool) -> (Int, (Int) -> Void) -> Void {
             return AVX512GEMM.multiplyTransposed(m, n, k, a, lda, b, ldb, beta, c, ldc, forEach: forEach)
         }
     }
-    cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
-                Int32(m), Int32(n), Int32(k), 1, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    openBLASGemm(transposeA, transposeB, m, n, k, 1, a, lda, b, ldb, beta, c, ldc)
 }
 
 /// When `gemm` uses HistoAVX512 (see there). Single-threaded on Zen 5, conv tap shapes: A·B 210–220 GFLOP/s against

@@ -1,5 +1,4 @@
 import Foundation
-import CBLAS
 
 // Losses: cross-entropy / NLL over integer class targets as one fused op with a dedicated backward op, the
 // finite-check marker every public loss ends in, and composite losses (soft Dice variants, focal, GenSelfDiff's
@@ -376,10 +375,9 @@ public struct CrossPatchInfoNCEBackward: Operation {
             for chunk in 0..<sweep.chunks {
                 let keys = sweep.keys(ofChunk: chunk)
                 sweep.weights(rows, keys, weights, scratch)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows.count), Int32(depth),
-                            Int32(keys.count), inverseTemperature, scratch.logits, Int32(keys.count),
-                            sweep.keys + keys.lowerBound * depth, Int32(depth), 1, dq + rows.lowerBound * depth,
-                            Int32(depth))
+                openBLASGemm(false, false, rows.count, depth, keys.count, inverseTemperature, scratch.logits,
+                             keys.count, sweep.keys + keys.lowerBound * depth, depth, 1,
+                             dq + rows.lowerBound * depth, depth)
             }
         }
         parallelSingleThreadedGemms(sweep.chunks, scratch: sweep.makeScratch) { chunk, scratch in
@@ -387,10 +385,9 @@ public struct CrossPatchInfoNCEBackward: Operation {
             for block in 0..<sweep.blocks {
                 let rows = sweep.rows(ofBlock: block)
                 sweep.weights(rows, keys, weights, scratch)
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(keys.count), Int32(depth),
-                            Int32(rows.count), inverseTemperature, scratch.logits, Int32(keys.count),
-                            sweep.q + rows.lowerBound * depth, Int32(depth), block == 0 ? 0 : 1,
-                            dKeys + keys.lowerBound * depth, Int32(depth))
+                openBLASGemm(true, false, keys.count, depth, rows.count, inverseTemperature, scratch.logits,
+                             keys.count, sweep.q + rows.lowerBound * depth, depth, block == 0 ? 0 : 1,
+                             dKeys + keys.lowerBound * depth, depth)
             }
         }
         if sweep.blocks == 0 { dKeys.update(repeating: 0, count: sweep.keyCount * depth) }
@@ -437,9 +434,8 @@ struct ContrastSweep {
 
     /// n = q·kᵀ/τ of anchors `rows` and keys `keys` into `logits` [rows, keys], row-major.
     func logits(_ rows: Range<Int>, _ keys: Range<Int>, into logits: UnsafeMutablePointer<Float>) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows.count), Int32(keys.count), Int32(depth), 1,
-                    q + rows.lowerBound * depth, Int32(depth), self.keys + keys.lowerBound * depth, Int32(depth), 0,
-                    logits, Int32(keys.count))
+        openBLASGemm(false, true, rows.count, keys.count, depth, 1, q + rows.lowerBound * depth, depth,
+                     self.keys + keys.lowerBound * depth, depth, 0, logits, keys.count)
         let temperature = op.temperature
         vectorMap(logits, logits, count: rows.count * keys.count) { $0 / temperature }
     }

@@ -1,5 +1,3 @@
-import CBLAS
-
 /// Batched matrix product C = op(A)·op(B) with op = transpose when flagged. Batch axes are equal on both
 /// sides, or one side is a plain matrix shared by every batch. GEMM goes through CBLAS (OpenBLAS) or, per batch
 /// item, through `gemm`.
@@ -35,11 +33,10 @@ public struct MatMul: Operation {
         let a = args.inputs[0].baseAddress!, b = args.inputs[1].baseAddress!, c = args.output.baseAddress!
         let lda = transposeA ? d.m : d.k, ldb = transposeB ? d.k : d.n
         if d.m * d.n * d.k == 0 { args.output.update(repeating: 0); return }
-        // One product, or a shared B with a batched, untransposed A (one tall GEMM): OpenBLAS's packed GEMM over
-        // all cores (HistoAVX512's unpacked kernel ran sgemm 1024³ at a third of its speed).
+        // One product, or a shared B with a batched, untransposed A (one tall GEMM): OpenBLAS's packed GEMM in bands
+        // over all cores (HistoAVX512's unpacked kernel ran sgemm 1024³ at a third of its speed).
         if batches == 1 || (d.batchA && !d.batchB && !transposeA) {
-            cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
-                        Int32(batches * d.m), Int32(d.n), Int32(d.k), 1, a, Int32(lda), b, Int32(ldb), 0, c, Int32(d.n))
+            openBLASGemm(transposeA, transposeB, batches * d.m, d.n, d.k, 1, a, lda, b, ldb, 0, c, d.n)
             return
         }
         // Batches of small products (the linear attentions' per-head 32×32 contexts over a tile's pixels, issue 21)
