@@ -20,12 +20,12 @@ mkdir -p "$stage/bin" "$stage/libexec" "$stage/lib" "$stage/python/benchmarks" "
 for product in histodiff bench; do
     install -m 755 "$scratch/release/$product" "$stage/libexec/$product"
     strip "$stage/libexec/$product"
-    # The bundled loader runs the program on the bundled libraries. The re-exec that sets OpenBLAS's thread
-    # timeout (OpenBLASTuning) would restart the loader without its arguments, so the wrapper sets it instead.
+    # The bundled loader runs the program on the bundled libraries. The re-exec that sets OpenBLAS's settings
+    # (OpenBLASTuning) would restart the loader without its arguments, so the wrapper turns it off.
     cat > "$stage/bin/$product" <<WRAPPER
 #!/bin/sh
 here=\$(cd "\$(dirname "\$0")/.." && pwd)
-export HISTODIFF_NO_REEXEC=1 OPENBLAS_THREAD_TIMEOUT=\${OPENBLAS_THREAD_TIMEOUT:-10}
+export HISTODIFF_NO_REEXEC=1
 exec "\$here/lib/ld-linux-x86-64.so.2" --library-path "\$here/lib" "\$here/libexec/$product" "\$@"
 WRAPPER
     chmod 755 "$stage/bin/$product"

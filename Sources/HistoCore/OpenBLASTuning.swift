@@ -1,15 +1,14 @@
 import Foundation
 import HistoAVX512
 
-/// Two OpenBLAS settings that are fixed when the library loads, so an executable re-runs itself once, first thing,
-/// with them in its environment:
+/// OpenBLAS settings that are fixed when the library loads, so an executable re-runs itself once, first thing,
+/// with them in its environment (only where one is missing):
 /// - OpenBLAS 0.3.21 (Debian 12) identifies some AVX-512 CPUs (AMD Zen 4/5) as "Haswell" and runs its AVX2 kernels
 ///   there; its SkylakeX kernels are about 1.7× faster on those machines (conv2d fwd+bwd 41 → 28 ms). A virtual
 ///   Xeon that reports no model it knows gets its SSE3 "Prescott" kernels: sgemm 1024³ 12.8 → 77 GFLOP/s on a 2-core
 ///   AVX-512 Xeon. So on any AVX-512 CPU without an AVX-512 kernel set: `OPENBLAS_CORETYPE=SkylakeX`.
-/// - After a multithreaded call OpenBLAS's workers spin for 2^28 cycles (~0.1 s) before sleeping, on the cores our own
-///   parallel loops (`parallelFor`, one GEMM per image) run on next: `OPENBLAS_THREAD_TIMEOUT=10` lets them sleep
-///   after ~2^10 cycles. bench828k 8×3×64² step, 2 cores, median: 422 → 354 ms.
+/// - A data-parallel rank's share of the cores, `OPENBLAS_NUM_THREADS` (read as `CPUThreads.count`; OpenBLAS itself
+///   then runs single-threaded, its GEMMs split over our worker pool, `openBLASGemm`).
 public enum OpenBLASTuning {
     @_silgen_name("openblas_get_corename") static func openblasCoreName() -> UnsafeMutablePointer<CChar>?
 
@@ -31,7 +30,6 @@ public enum OpenBLASTuning {
         if let threads, environment["OPENBLAS_NUM_THREADS"] == nil {
             missing.append(("OPENBLAS_NUM_THREADS", String(threads)))
         }
-        if environment["OPENBLAS_THREAD_TIMEOUT"] == nil { missing.append(("OPENBLAS_THREAD_TIMEOUT", "10")) }
         if environment["OPENBLAS_CORETYPE"] == nil, !runsAVX512Kernels, AVX512GEMM.isSupported {
             missing.append(("OPENBLAS_CORETYPE", "SkylakeX"))
         }
