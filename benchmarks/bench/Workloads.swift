@@ -111,6 +111,9 @@ enum Workloads {
         let pa = try! a.toArray(), pb = try! b.toArray()
         var pc = [Float](repeating: 0, count: n * n)
         let openblas = Peer(name: "OpenBLAS sgemm") {
+            // OpenBLAS on all the cores, with its own threads (HistoCore keeps it single-threaded, `CPUThreads`).
+            openblas_set_num_threads(Int32(CPUThreads.count))
+            defer { openblas_set_num_threads(1) }
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(n), Int32(n), 1,
                         pa, Int32(n), pb, Int32(n), 0, &pc, Int32(n))
         }
