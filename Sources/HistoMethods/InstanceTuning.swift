@@ -140,9 +140,11 @@ public enum InstanceTuning {
         for (parameters, score) in zip(grid, pooled.map(\.value)) where score > best.aji {
             best = (parameters, score)
         }
-        let record = Record(chosen: best.parameters, aji: best.aji,
-                            defaultsAJI: try aji(segmenter.model.card.defaultPostprocessing),
-                            images: names, candidates: grid.count)
+        // The defaults are a candidate of the grid: their AJI is pooled already.
+        let defaults = segmenter.model.card.defaultPostprocessing
+        let defaultsAJI = try grid.firstIndex(of: defaults).map { pooled[$0].value } ?? aji(defaults)
+        let record = Record(chosen: best.parameters, aji: best.aji, defaultsAJI: defaultsAJI, images: names,
+                            candidates: grid.count)
         let path = (segmenter.model.directory as NSString).appendingPathComponent(fileName)
         try MethodTrainer.writeJSON(record, to: path)
         return record

@@ -11,10 +11,14 @@ final class OpenBLASGemmTests: XCTestCase {
         XCTAssertEqual(openblas_get_num_threads(), 1, "OpenBLAS runs single-threaded once CPUThreads is known")
         var state: UInt32 = 7
         func values(_ count: Int) -> [Float] {
-            (0..<count).map { _ in state = state &* 1664525 &+ 1013904223; return Float(state >> 8) / Float(1 << 24) - 0.5 }
+            (0..<count).map { _ in
+                state = state &* 1664525 &+ 1013904223
+                return Float(state >> 8) / Float(1 << 24) - 0.5
+            }
         }
         // Rows split with a remainder, columns split 4 ways, too small to split, rows split 4 ways.
-        let shapes = [(m: 97, n: 40, k: 4400), (m: 40, n: 1000, k: 520), (m: 64, n: 64, k: 64), (m: 200, n: 70, k: 1300)]
+        let shapes = [(m: 97, n: 40, k: 4400), (m: 40, n: 1000, k: 520), (m: 64, n: 64, k: 64),
+                      (m: 200, n: 70, k: 1300)]
         for (m, n, k) in shapes {
             for (transposeA, transposeB) in [(false, false), (true, false), (false, true), (true, true)] {
                 let lda = (transposeA ? m : k) + 3, ldb = (transposeB ? k : n) + 5, ldc = n + 2

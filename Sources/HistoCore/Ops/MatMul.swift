@@ -1,5 +1,5 @@
 /// Batched matrix product C = op(A)·op(B) with op = transpose when flagged. Batch axes are equal on both
-/// sides, or one side is a plain matrix shared by every batch. GEMM goes through CBLAS (OpenBLAS) or, per batch
+/// sides, or one side is a plain matrix shared by every batch. GEMM goes through `openBLASGemm` or, per batch
 /// item, through `gemm`.
 public struct MatMul: Operation {
     public let transposeA: Bool
