@@ -2,12 +2,13 @@ import CBLAS
 import Foundation
 
 // SGEMM kernels for AVX-512 CPUs, for the products of stride-1 convolutions (Sources/HistoCore/Ops/
-// Convolution.swift: one GEMM per kernel tap, M = output channels, N or K = the pixels of an image). This module is
+// Convolution.swift: one GEMM per kernel tap, M = output channels, N or K = the pixels of an image) and of attention's
+// blocks (Ops/Attention.swift), and any other A·B with enough columns (`gemm`). This module is
 // compiled for Skylake-AVX512 (Package.swift) and only called after `AVX512GEMM.isSupported` said yes. The kernels
 // read the operands where they lie (no packing): the tap's operand is a strided view into a padded image.
 // Measured single-threaded on Zen 5 (a standalone timing of the conv tap shapes 64×4176×64 A·B and 64×64×4208
 // A·Bᵀ): A·B 210–220 GFLOP/s against OpenBLAS's 101 (Haswell kernels) and 157 (SkylakeX); A·Bᵀ 128 against 98
-// and 152. Block edges and the K tail go through OpenBLAS.
+// and 152. Rows past the blocks of 4, columns past the strips of 16 and the A·Bᵀ K tail go through OpenBLAS.
 
 public enum AVX512GEMM {
     /// The CPU and the OS support AVX-512 F/BW/VL/DQ/CD (Linux: the kernel lists the flags only when it saves the
@@ -22,27 +23,46 @@ public enum AVX512GEMM {
     }()
 
     /// C[m×n] = op(A)·B[k×n] + beta·C (row-major, leading dimensions lda, ldb, ldc) with op(A) = A[m×k],
-    /// or Aᵀ for A[k×m] when `transposedA`, for m ≥ 4 and n ≥ 48; `forEach(count, body)` runs body(0..<count),
-    /// the blocks, over the cores or in turn (each block's arithmetic is the same either way).
+    /// or Aᵀ for A[k×m] when `transposedA`, for m ≥ 4 and n ≥ 16. C is cut into strips of 48 columns, then
+    /// one of 32 and one of 16 for the rest, each strip into bands of rows when there are fewer strips than
+    /// twice `workers`; `forEach(count, body)` runs body(0..<count), tasks of whole pieces, over the cores or in
+    /// turn. Each element's arithmetic is the same however the pieces are cut or run.
     @inline(never)
     public static func multiply(_ m: Int, _ n: Int, _ k: Int, _ a: UnsafePointer<Float>, _ lda: Int,
-                                _ b: UnsafePointer<Float>, _ ldb: Int, _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
-                                transposedA: Bool = false, forEach: (Int, (Int) -> Void) -> Void) {
-        let m4 = m / 4 * 4, n48 = n / 48 * 48
+                                _ b: UnsafePointer<Float>, _ ldb: Int, _ beta: Float, _ c: UnsafeMutablePointer<Float>,
+                                _ ldc: Int, transposedA: Bool = false, workers: Int,
+                                forEach: (Int, (Int) -> Void) -> Void) {
+        let m4 = m / 4 * 4, wide = n / 48, rest = n - wide * 48
+        let strips = wide + (rest >= 32 ? 1 : 0) + (rest % 32 >= 16 ? 1 : 0)
+        let covered = wide * 48 + rest / 16 * 16
+        // Bands of at least 32 rows, so that each band reuses its strip of B.
+        let bands = strips >= 2 * workers ? 1 : max(1, min(m4 / 32, (2 * workers + strips - 1) / strips))
         // Element (i, p) of op(A) lies at a[i·rowStride + p·depthStride].
-        let rowStride = transposedA ? 1 : lda
-        forEach(n48 / 48) { column in
-            let j0 = column * 48
-            for i0 in stride(from: 0, to: m4, by: 4) {
-                // Two calls, so that each inlined copy has its A strides as constants where they are 1.
-                if transposedA {
-                    blockNN(k, a + i0, 1, lda, b + j0, ldb, beta, c + i0 * ldc + j0, ldc)
-                } else {
-                    blockNN(k, a + i0 * lda, lda, 1, b + j0, ldb, beta, c + i0 * ldc + j0, ldc)
+        let rowStride = transposedA ? 1 : lda, depthStride = transposedA ? lda : 1
+        // Pieces run in tasks of at least 2¹⁸ multiply-adds: a smaller task costs less than waking a core.
+        let pieces = strips * bands, tasks = max(1, min(pieces, m * n * k >> 18))
+        forEach(tasks) { task in
+            for piece in (task * pieces / tasks)..<((task + 1) * pieces / tasks) {
+                let strip = piece / bands, band = piece % bands
+                let j0 = strip < wide ? strip * 48 : wide * 48 + (strip - wide) * 32
+                let width = strip < wide ? 48 : strip == wide && rest >= 32 ? 32 : 16
+                let rows = (band * m4 / bands / 4 * 4)..<((band + 1) * m4 / bands / 4 * 4)
+                for i0 in stride(from: rows.lowerBound, to: rows.upperBound, by: 4) {
+                    let ai = a + i0 * rowStride, bj = b + j0, cij = c + i0 * ldc + j0
+                    // Separate calls, so that each inlined copy has its A strides and width as constants.
+                    switch (width, transposedA) {
+                    case (48, true): blockNN(k, ai, 1, lda, bj, ldb, beta, cij, ldc)
+                    case (48, false): blockNN(k, ai, lda, 1, bj, ldb, beta, cij, ldc)
+                    case (32, true): narrowBlockNN(twoVectors: true, k, ai, 1, lda, bj, ldb, beta, cij, ldc)
+                    case (32, false): narrowBlockNN(twoVectors: true, k, ai, lda, 1, bj, ldb, beta, cij, ldc)
+                    default: narrowBlockNN(twoVectors: false, k, ai, rowStride, depthStride, bj, ldb, beta, cij, ldc)
+                    }
                 }
             }
         }
-        if n48 < n { openBLAS(transposedA, false, m4, n - n48, k, a, lda, b + n48, ldb, beta, c + n48, ldc) }
+        if covered < n {
+            openBLAS(transposedA, false, m4, n - covered, k, a, lda, b + covered, ldb, beta, c + covered, ldc)
+        }
         if m4 < m {
             openBLAS(transposedA, false, m - m4, n, k, a + m4 * rowStride, lda, b, ldb, beta, c + m4 * ldc, ldc)
         }
@@ -111,6 +131,36 @@ public enum AVX512GEMM {
             }
         }
         put(0, c00, c01, c02); put(1, c10, c11, c12); put(2, c20, c21, c22); put(3, c30, c31, c32)
+    }
+
+    /// A 4×32 block of C (a 4×16 one unless `twoVectors`): four or eight vector accumulators, each step one row of
+    /// B times four broadcast A values, as in `blockNN`.
+    @inline(__always) static func narrowBlockNN(twoVectors: Bool, _ k: Int, _ a: UnsafePointer<Float>,
+                                                _ rowStride: Int, _ depthStride: Int, _ b: UnsafePointer<Float>,
+                                                _ ldb: Int, _ beta: Float, _ c: UnsafeMutablePointer<Float>,
+                                                _ ldc: Int) {
+        var c00 = SIMD16<Float>(), c10 = SIMD16<Float>(), c20 = SIMD16<Float>(), c30 = SIMD16<Float>()
+        var c01 = SIMD16<Float>(), c11 = SIMD16<Float>(), c21 = SIMD16<Float>(), c31 = SIMD16<Float>()
+        let a1 = a + rowStride, a2 = a1 + rowStride, a3 = a2 + rowStride
+        var row = b
+        for p in 0..<k {
+            let b0 = load(row), b1 = twoVectors ? load(row + 16) : SIMD16<Float>(), q = p * depthStride
+            var s = SIMD16<Float>(repeating: a[q])
+            c00.addProduct(s, b0); if twoVectors { c01.addProduct(s, b1) }
+            s = SIMD16<Float>(repeating: a1[q])
+            c10.addProduct(s, b0); if twoVectors { c11.addProduct(s, b1) }
+            s = SIMD16<Float>(repeating: a2[q])
+            c20.addProduct(s, b0); if twoVectors { c21.addProduct(s, b1) }
+            s = SIMD16<Float>(repeating: a3[q])
+            c30.addProduct(s, b0); if twoVectors { c31.addProduct(s, b1) }
+            row += ldb
+        }
+        func put(_ r: Int, _ x: SIMD16<Float>, _ y: SIMD16<Float>) {
+            let q = c + r * ldc
+            store(beta == 0 ? x : x + beta * load(q), q)
+            if twoVectors { store(beta == 0 ? y : y + beta * load(q + 16), q + 16) }
+        }
+        put(0, c00, c01); put(1, c10, c11); put(2, c20, c21); put(3, c30, c31)
     }
 
     /// A 4×4 block of C as 16 dot products over k (a multiple of 16) of rows of A and rows of B, lane-wise, summed

@@ -2,6 +2,8 @@
 // that they compile to vector instructions (glibc's expf is a scalar call per element), and the parallel map loops
 // the elementwise ops run through. Selects use `replacing(with:where:)`: `pointwiseMax` does not vectorise.
 
+import HistoAVX512  // expReduced, shared with the AVX-512 softmax
+
 @inline(__always) func load16(_ p: UnsafePointer<Float>) -> SIMD16<Float> {
     UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self)
 }
@@ -52,23 +54,6 @@
     let first = unsafeBitCast((half &+ 127) &<< 23, to: SIMD16<Float>.self)
     let second = unsafeBitCast((whole &- half &+ 127) &<< 23, to: SIMD16<Float>.self)
     return (p * first * second).replacing(with: x, where: x .!= x)
-}
-
-/// The shared part of `exp16` and `softmaxExp16`: for x = n·ln 2 + r, eʳ by the polynomial and
-/// x·log₂e + 1.5·2²³, whose low mantissa bits hold n (adding 1.5·2²³ rounds to an integer without a
-/// float→int conversion).
-@inline(__always) func expReduced(_ x: SIMD16<Float>) -> (polynomial: SIMD16<Float>, shifted: SIMD16<Float>) {
-    let magic: Float = 12_582_912  // 1.5·2²³
-    let shifted = x * 1.442_695_04 + magic
-    let n = shifted - magic
-    let r = x - n * 0.693_359_375 + n * 2.121_944_4e-4
-    var p = SIMD16<Float>(repeating: 1.987_569_15e-4)
-    p = p * r + 1.398_199_950_7e-3
-    p = p * r + 8.333_451_907_3e-3
-    p = p * r + 4.166_579_589_4e-2
-    p = p * r + 1.666_666_545_9e-1
-    p = p * r + 5.000_000_120_1e-1
-    return (p * r * r + r + 1, shifted)
 }
 
 /// 1 / (1 + e⁻ˣ): 0 for x below about −88 (where e⁻ˣ overflows), 1 for large x.

@@ -3,9 +3,10 @@ import HistoAVX512
 @testable import HistoCore
 import XCTest
 
-/// HistoAVX512's kernels against OpenBLAS on shapes with every kind of edge: rows past the blocks of 4, columns
-/// past the blocks of 48 (A·B, Aᵀ·B) or 4 (A·Bᵀ), a K tail past the multiples of 16 and K past one chunk,
-/// strided operands, beta 0 and 1, on one core and spread over the cores.
+/// HistoAVX512's kernels against OpenBLAS on shapes with every kind of edge: rows past the blocks of 4,
+/// columns past the blocks of 48 (A·B, Aᵀ·B: strips of 32 and 16, then OpenBLAS) or 4 (A·Bᵀ), a K tail past
+/// the multiples of 16 and K past one chunk, strided operands, beta 0 and 1, rows cut into bands, on one core
+/// and spread over the cores.
 final class AVX512GEMMTests: XCTestCase {
     func testKernelsMatchOpenBLAS() throws {
         guard AVX512GEMM.isSupported else { throw XCTSkip("this CPU (or OS) has no AVX-512") }
@@ -15,7 +16,9 @@ final class AVX512GEMMTests: XCTestCase {
         }
         let shapes: [(transposedA: Bool, transposedB: Bool, m: Int, n: Int, k: Int)] = [
             (false, false, 4, 48, 1), (false, false, 7, 101, 19), (false, false, 64, 4222, 64),
-            (false, false, 13, 97, 3), (true, false, 4, 48, 1), (true, false, 7, 101, 19),
+            (false, false, 13, 97, 3), (false, false, 70, 32, 40), (false, false, 133, 45, 33),
+            (false, false, 9, 123, 5), (true, false, 70, 32, 40), (true, false, 133, 45, 33), (true, false, 4, 48, 1),
+            (true, false, 7, 101, 19),
             (true, false, 32, 4100, 32), (true, false, 13, 97, 3), (false, true, 4, 4, 16),
             (false, true, 9, 7, 1047), (false, true, 64, 64, 4222), (false, true, 6, 66, 300),
         ]
@@ -34,8 +37,9 @@ final class AVX512GEMMTests: XCTestCase {
                     if transposedB {
                         AVX512GEMM.multiplyTransposed(m, n, k, a, lda, b, ldb, beta, &ours, ldc, forEach: forEach)
                     } else {
+                        // More workers than cores in turn: bands of rows either way.
                         AVX512GEMM.multiply(m, n, k, a, lda, b, ldb, beta, &ours, ldc, transposedA: transposedA,
-                                            forEach: forEach)
+                                            workers: parallel ? CPUThreads.count : 3, forEach: forEach)
                     }
                     cblas_sgemm(CblasRowMajor, transposedA ? CblasTrans : CblasNoTrans,
                                 transposedB ? CblasTrans : CblasNoTrans, Int32(m), Int32(n), Int32(k), 1, a, Int32(lda),
@@ -49,6 +53,6 @@ final class AVX512GEMMTests: XCTestCase {
                 }
             }
         }
-        XCTAssertEqual(cases, 48)
+        XCTAssertEqual(cases, 68)
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import HistoAVX512
 import XCTest
 @testable import HistoCore
 
@@ -182,5 +183,28 @@ final class AttentionTests: XCTestCase {
             XCTAssertEqual(softmaxExp16(SIMD16(repeating: x))[0], 0, "\(x)")
         }
         XCTAssert(softmaxExp16(SIMD16(repeating: .nan))[0].isNaN)
+    }
+
+    /// HistoAVX512's AVX-512 copies of the softmax loops give the bits of the Haswell ones HistoCore inlines, on
+    /// logits that span the exponential's range, −∞ and NaN included.
+    func testAVX512SoftmaxGivesTheSameBits() throws {
+        guard AVX512GEMM.isSupported else { throw XCTSkip("this CPU (or OS) has no AVX-512") }
+        var state: UInt32 = 7
+        let rows = 37, stride = 20
+        var logits: [Float] = (0..<(rows * stride)).map { _ in
+            state = state &* 1664525 &+ 1013904223
+            return Float(state >> 8) / Float(1 << 24) * 100 - 96.5  // at most the reference, 3.5
+        }
+        logits[5] = -.infinity; logits[stride + 3] = .nan; logits[2 * stride] = 0
+        let reference = SIMD16<Float>(repeating: 3.5)
+        var ours = logits, inlined = logits
+        let top = AVX512Softmax.maximum(logits, rows: rows, stride: stride)
+        let inlinedTop = lanewiseMaximum(logits, rows: rows, stride: stride)
+        XCTAssertEqual(top.indices.filter { top[$0].bitPattern != inlinedTop[$0].bitPattern }, [], "maxima differ")
+        let sum = AVX512Softmax.exponentiate(&ours, rows: rows, stride: stride, minus: reference)
+        let inlinedSum = exponentiateLanewise(&inlined, rows: rows, stride: stride, minus: reference)
+        XCTAssertEqual(sum.indices.filter { sum[$0].bitPattern != inlinedSum[$0].bitPattern }, [], "sums differ")
+        XCTAssertEqual(ours.indices.filter { ours[$0].bitPattern != inlined[$0].bitPattern }, [], "values differ")
+        XCTAssertNotEqual(ours, logits)
     }
 }

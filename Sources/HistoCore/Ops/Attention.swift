@@ -1,4 +1,5 @@
 import Foundation
+import HistoAVX512
 
 // Attention: fused scaled-dot-product attention (self or cross, optional additive logits bias) with a fused
 // backward; Swin-style window partition/merge and the relative-position-bias gather; linear attention.
@@ -196,48 +197,17 @@ func transpose(_ x: UnsafePointer<Float>, rows: Int, columns: Int, scale: Float,
     }
 }
 
-/// The lane-wise maximum of the 16-lane vectors p[j·stride] for j < rows (four running maxima: the compare-and-select
-/// chain is latency-bound otherwise).
+/// HistoAVX512's `lanewiseMaximum`, on its AVX-512 copy where the CPU has AVX-512.
 @inline(__always) func columnMax(_ p: UnsafePointer<Float>, rows: Int, stride: Int) -> SIMD16<Float> {
-    var a = SIMD16<Float>(repeating: -.infinity), b = a, c = a, e = a
-    var j = 0
-    while j + 4 <= rows {
-        let x = load16(p + j * stride), y = load16(p + (j + 1) * stride)
-        let z = load16(p + (j + 2) * stride), w = load16(p + (j + 3) * stride)
-        a = a.replacing(with: x, where: x .> a); b = b.replacing(with: y, where: y .> b)
-        c = c.replacing(with: z, where: z .> c); e = e.replacing(with: w, where: w .> e)
-        j += 4
-    }
-    while j < rows { let x = load16(p + j * stride); a = a.replacing(with: x, where: x .> a); j += 1 }
-    a = a.replacing(with: b, where: b .> a); c = c.replacing(with: e, where: e .> c)
-    return a.replacing(with: c, where: c .> a)
+    AVX512GEMM.isSupported ? AVX512Softmax.maximum(p, rows: rows, stride: stride)
+        : lanewiseMaximum(p, rows: rows, stride: stride)
 }
 
-/// p[j·stride] = exp(p[j·stride] − reference) for j < rows, 16 lanes each, with reference ≥ every p (a softmax's
-/// maximum); returns their lane-wise sum.
+/// HistoAVX512's `exponentiateLanewise` (the same bits either way), on its AVX-512 copy where the CPU has AVX-512.
 @inline(__always) func exponentiate(_ p: UnsafeMutablePointer<Float>, rows: Int, stride: Int,
                                     minus reference: SIMD16<Float>) -> SIMD16<Float> {
-    var sum = SIMD16<Float>()
-    for j in 0..<rows {
-        let x = softmaxExp16(load16(p + j * stride) - reference)
-        store16(x, p + j * stride)
-        sum += x
-    }
-    return sum
-}
-
-/// eˣ for x ≤ 0 (a logit minus the maximum, where the softmax spends its time): `exp16`'s arithmetic, hence its
-/// values, from −87 to 0, with a single 2ⁿ scale (the result lies in (0, 1]) and no overflow or NaN handling beyond
-/// the reduction's own (NaN stays NaN); below −87 (eˣ < 1.7·10⁻³⁸, beside a softmax sum ≥ 1) and at −∞
-/// (masked logits) it is 0. About two thirds of `exp16`'s instructions. (Written with `*` and `+`: the SIMD16 fused
-/// `addingProduct` is split into scalar FMAs in a loop this long on AVX2.)
-@inline(__always) func softmaxExp16(_ x: SIMD16<Float>) -> SIMD16<Float> {
-    let underflow = x .< -87
-    let (p, shifted) = expReduced(x.replacing(with: -87, where: underflow))
-    // 2ⁿ for n in −126…0: n + 127 in the exponent field, n being the integer in shifted's low mantissa bits.
-    let power = unsafeBitCast((unsafeBitCast(shifted, to: SIMD16<Int32>.self) &- (0x4B40_0000 - 127)) &<< 23,
-                              to: SIMD16<Float>.self)
-    return (p * power).replacing(with: 0, where: underflow)
+    AVX512GEMM.isSupported ? AVX512Softmax.exponentiate(p, rows: rows, stride: stride, minus: reference)
+        : exponentiateLanewise(p, rows: rows, stride: stride, minus: reference)
 }
 
 /// Softmax of m logits in place, max-subtracted, 16 lanes at a time (the tail padded with −∞).

@@ -577,7 +577,7 @@ struct ShiftedCorrelation {
 }
 
 /// Row-major C = op(A)·op(B) + beta·C through OpenBLAS or, on an AVX-512 CPU, through HistoAVX512's kernels for the
-/// shapes they run faster: A·B and Aᵀ·B with at least 48 columns always, A·Bᵀ over long rows when OpenBLAS's own
+/// shapes they run faster: A·B and Aᵀ·B with at least 32 columns always, A·Bᵀ over long rows when OpenBLAS's own
 /// kernels are not its AVX-512 ones (`OwnGemm`). The choice depends on the shape only, so an image gives the same
 /// result alone or in a batch. `HISTODIFF_GEMM=openblas` keeps OpenBLAS throughout.
 @inline(__always) func gemm(_ transposeA: Bool, _ transposeB: Bool, _ m: Int, _ n: Int, _ k: Int,
@@ -586,9 +586,9 @@ struct ShiftedCorrelation {
     if OwnGemm.enabled, m >= 4 {
         // Spread over the cores (in turn when a per-core loop runs this: the pool is taken then).
         let forEach = WorkerPool.shared.perform
-        if !transposeB, n >= 48 {
+        if !transposeB, n >= 32 {
             return AVX512GEMM.multiply(m, n, k, a, lda, b, ldb, beta, c, ldc, transposedA: transposeA,
-                                       forEach: forEach)
+                                       workers: CPUThreads.count, forEach: forEach)
         }
         if !transposeA, transposeB, OwnGemm.transposedToo, n >= 4, k >= 256 {
             return AVX512GEMM.multiplyTransposed(m, n, k, a, lda, b, ldb, beta, c, ldc, forEach: forEach)
