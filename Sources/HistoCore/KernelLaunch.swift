@@ -33,6 +33,9 @@ public enum KernelArgument {
     case input(Int)
     /// The output buffer (and its element offset).
     case output
+    /// The output buffer from this many elements in (and that element offset), for an op whose output packs several
+    /// results.
+    case outputPart(from: Int)
     /// A temporary buffer of this many floats, shared by the launches of one op (index selects which).
     case scratch(index: Int, count: Int)
     case int(Int32)

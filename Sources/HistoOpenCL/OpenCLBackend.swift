@@ -153,6 +153,7 @@ public final class OpenCLBackend: Backend {
         switch argument {
         case .input(let i): return ((node.inputs[i].buffer as! CLBuffer).mem, node.inputs[i].offset)
         case .output: return ((node.buffer as! CLBuffer).mem, node.offset)
+        case .outputPart(let start): return ((node.buffer as! CLBuffer).mem, node.offset + start)
         case .scratch(let index, let count):
             if scratch[index] == nil { scratch[index] = try allocate(elementCount: count) as? CLBuffer }
             return (scratch[index]!.mem, 0)

@@ -1,7 +1,7 @@
 import Foundation
 
 // Normalisation over [N, C, spatial…] tensors. Group norm and training-mode batch norm are one fused op
-// (`ChannelNorm`) that differ only in which elements share statistics; their backward ops recompute the
+// (`ChannelNorm`) that differ only in which elements share statistics; its backward op recomputes the
 // statistics from x instead of saving them. Eval-mode batch norm, layer norm (group norm of one group per row,
 // then the per-element affine) and L2 normalisation are compositions.
 //
@@ -105,12 +105,13 @@ struct PlaneLayout {
     }
 
     /// The normaliser of set `s` and, for each plane k of it, (Σg, Σg·(x − mean)) in sums[k] with
-    /// g = dy·act'((x − mean)·rstd·w + b): what both backward ops need. Without an activation g is dy and the sums
-    /// come in the statistics' pass; after one, g needs the statistics first and is left in scratch + k·scratchStride.
+    /// g = dy·act'((x − mean)·rstd·w + b): what the backward needs for dx and for the parameters. Without an
+    /// activation g is dy and the sums come in the statistics' pass; after one, g needs the statistics first and is
+    /// left in scratch + k·planeSize.
     func gradientSums(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, set s: Int, eps: Double,
                       activation: NormActivation,
                       affine: (w: UnsafeBufferPointer<Float>, b: UnsafeBufferPointer<Float>)?,
-                      scratch: UnsafeMutablePointer<Float>, scratchStride: Int,
+                      scratch: UnsafeMutablePointer<Float>,
                       sums: UnsafeMutablePointer<GradientSums>) -> (mean: Float, rstd: Double) {
         guard activation != .identity else { return moments(x, set: s, gradient: (dy, sums)).normalizer(eps: eps) }
         let (m, rstd) = moments(x, set: s).normalizer(eps: eps), n = planeSize
@@ -118,7 +119,7 @@ struct PlaneLayout {
             let p = plane(k, ofSet: s), c = p % channels
             sums[k] = activation.gradientSums(x: x + p * n, dy: dy + p * n, count: n, mean: m,
                                               scale: Float(rstd) * (affine?.w[c] ?? 1), shift: affine?.b[c] ?? 0,
-                                              scratch: scratch + k * scratchStride)
+                                              scratch: scratch + k * n)
         }
         return (m, rstd)
     }
@@ -195,7 +196,7 @@ struct RunningMoments {
     return total
 }
 
-/// Σ g[i] and Σ g[i]·(x[i] − mean) for i in 0..<n: the per-plane sums of both backward ops.
+/// Σ g[i] and Σ g[i]·(x[i] − mean) for i in 0..<n: the per-plane sums of the backward.
 @inline(__always) func planeGradientSums(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, count n: Int,
                                          mean: Float) -> PlaneLayout.GradientSums {
     var sumG = 0.0, sumGX = 0.0, i = 0
@@ -255,7 +256,7 @@ public enum NormActivation: String, Hashable, Sendable {
     }
 
     /// Σg and Σg·(x − mean) over one plane, with g as `gradient` gives it (in `scratch` after an activation): the
-    /// sums both backward ops take per plane, in one pass over g and x.
+    /// sums the backward takes per plane, in one pass over g and x.
     @inline(__always) func gradientSums(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, count n: Int, mean: Float,
                                         scale: Float, shift: Float,
                                         scratch: UnsafeMutablePointer<Float>) -> PlaneLayout.GradientSums {
@@ -314,18 +315,23 @@ public struct ChannelNorm: Operation {
     }
     public func vjp(_ ctx: VJPContext) -> [Tensor?] {
         let x = ctx.inputs[0], w = ctx.inputs[1], b = ctx.inputs[2], c = x.shape[1], dy = ctx.cotangent
-        // After an activation the backward ops recompute the pre-activation x̂·w + b, so they take the bias too.
-        let bias = activation == .identity ? [] : [b]
-        let dx = Tensor.record(ChannelNormBackwardInput(statistics, eps: eps, activation: activation), [x, w, dy] + bias)
-        let params = Tensor.record(ChannelNormBackwardParams(statistics, eps: eps, activation: activation),
-                                   [x, dy] + (activation == .identity ? [] : [w, b]))
-        return [dx, params.slice(axis: 0, start: 0, end: 1).reshape([c]), params.slice(axis: 0, start: 1, end: 2).reshape([c])]
+        // After an activation the backward recomputes the pre-activation x̂·w + b, so it takes the bias too.
+        let packed = Tensor.record(ChannelNormBackward(statistics, eps: eps, activation: activation),
+                                   [x, w, dy] + (activation == .identity ? [] : [b]))
+        let count = x.count
+        return [packed.slice(axis: 0, start: 0, end: count).reshape(x.shape),
+                packed.slice(axis: 0, start: count, end: count + c),
+                packed.slice(axis: 0, start: count + c, end: count + 2 * c)]
     }
 }
 
-/// dx of `ChannelNorm` from x, weight, dy (and bias, after an activation), per statistics set of M elements with
-/// x̂ = (x − mean)·rstd and g = dy·act'(x̂·w + b): dx = rstd·(w·g − mean(w·g) − x̂·mean(w·g·x̂)).
-public struct ChannelNormBackwardInput: Operation {
+/// The gradients of `ChannelNorm` from x, weight, dy (and bias, after an activation), packed flat as [dx,
+/// dweight, dbias]. Per statistics set of M elements, with x̂ = (x − mean)·rstd and g = dy·act'(x̂·w + b):
+/// dx = rstd·(w·g − mean(w·g) − x̂·mean(w·g·x̂)); per channel, dweight = Σ g·x̂ and dbias = Σ g over the batch
+/// and positions. Both need each plane's Σg and Σg·(x − mean), which one pass over x and dy gives (the set
+/// stays cached for the pass that writes dx): one op instead of one for dx and one for the parameters saves a
+/// pass over x and dy (issue 20).
+public struct ChannelNormBackward: Operation {
     public let statistics: NormStatistics
     public let eps: Float
     public let activation: NormActivation
@@ -333,100 +339,58 @@ public struct ChannelNormBackwardInput: Operation {
         self.statistics = statistics; self.eps = eps; self.activation = activation
     }
 
-    public var name: String { statistics.opName + activation.opSuffix + "_backward_input" }
+    public var name: String { statistics.opName + activation.opSuffix + "_backward" }
     public func outputShape(_ inputs: [[Int]]) throws(ShapeError) -> [Int] {
         try PlaneLayout.check(inputs[0], statistics)
         try checkChannelVector(inputs[1], "weight", channels: inputs[0][1])
         guard inputs[2] == inputs[0] else { throw ShapeError("dy \(describe(inputs[2])) differs from x \(describe(inputs[0]))") }
         if activation != .identity { try checkChannelVector(inputs[3], "bias", channels: inputs[0][1]) }
-        return inputs[0]
-    }
-    public func cpuForward(_ args: CPUArgs) {
-        let layout = PlaneLayout(args.inputShapes[0], statistics), n = layout.planeSize
-        let x = args.inputs[0].baseAddress!, w = args.inputs[1], dy = args.inputs[2].baseAddress!
-        let b = activation == .identity ? nil : args.inputs[3], dx = args.output.baseAddress!, eps = Double(eps)
-        let activation = activation
-        parallelFor(layout.setCount, grain: layout.setGrain) { sets in
-            // Holds g of one set when there is an activation, and each plane's sums.
-            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: activation == .identity ? 0 : layout.setSize)
-            let sums = UnsafeMutablePointer<PlaneLayout.GradientSums>.allocate(capacity: layout.planesPerSet)
-            defer { scratch.deallocate(); sums.deallocate() }
-            for s in sets {
-                let (m, rstd) = layout.gradientSums(x: x, dy: dy, set: s, eps: eps, activation: activation,
-                                                    affine: b.map { (w, $0) }, scratch: scratch, scratchStride: n,
-                                                    sums: sums)
-                // Σ w·g and Σ w·g·(x − mean) over the set.
-                var wdy = 0.0, wdyx = 0.0
-                for k in 0..<layout.planesPerSet {
-                    let wc = Double(w[layout.plane(k, ofSet: s) % layout.channels])
-                    wdy += wc * sums[k].g; wdyx += wc * sums[k].gx
-                }
-                let size = Double(layout.setSize)
-                let meanTerm = Float(rstd * wdy / size), slope = Float(rstd * rstd * rstd * wdyx / size)
-                for k in 0..<layout.planesPerSet {
-                    let p = layout.plane(k, ofSet: s), xp = x + p * n, dxp = dx + p * n
-                    let dyp = activation == .identity ? dy + p * n : UnsafePointer(scratch + k * n)
-                    // rstd·w·g − meanTerm − (x − mean)·slope as two multiply-adds.
-                    let scale = Float(rstd) * w[p % layout.channels]
-                    for i in 0..<n {
-                        dxp[i] = (-meanTerm).addingProduct(xp[i] - m, -slope).addingProduct(dyp[i], scale)
-                    }
-                }
-            }
-        }
-    }
-    public func vjp(_ ctx: VJPContext) -> [Tensor?] { noGradient(ctx) }
-}
-
-/// dweight and dbias of `ChannelNorm` from x and dy (and weight, bias after an activation), packed as [2, C]:
-/// row 0 Σ g·x̂, row 1 Σ g with g = dy·act'(x̂·w + b), summed over the batch and positions of each channel.
-public struct ChannelNormBackwardParams: Operation {
-    public let statistics: NormStatistics
-    public let eps: Float
-    public let activation: NormActivation
-    public init(_ statistics: NormStatistics, eps: Float, activation: NormActivation = .identity) {
-        self.statistics = statistics; self.eps = eps; self.activation = activation
-    }
-
-    public var name: String { statistics.opName + activation.opSuffix + "_backward_params" }
-    public func outputShape(_ inputs: [[Int]]) throws(ShapeError) -> [Int] {
-        try PlaneLayout.check(inputs[0], statistics)
-        guard inputs[1] == inputs[0] else { throw ShapeError("dy \(describe(inputs[1])) differs from x \(describe(inputs[0]))") }
-        if activation != .identity {
-            try checkChannelVector(inputs[2], "weight", channels: inputs[0][1])
-            try checkChannelVector(inputs[3], "bias", channels: inputs[0][1])
-        }
-        return [2, inputs[0][1]]
+        return [Shape.count(inputs[0]) + 2 * inputs[0][1]]
     }
     public func cpuForward(_ args: CPUArgs) {
         let layout = PlaneLayout(args.inputShapes[0], statistics), n = layout.planeSize, channels = layout.channels
-        let x = args.inputs[0].baseAddress!, dy = args.inputs[1].baseAddress!, out = args.output, eps = Double(eps)
-        let activation = activation, affine = activation == .identity ? nil : (w: args.inputs[2], b: args.inputs[3])
-        // Per set (x and dy read once, the set cached between its passes): each plane's Σg·x̂ and Σg, then per
-        // channel the planes' sums over the batch in order, so the result does not depend on the split over cores.
+        let x = args.inputs[0].baseAddress!, w = args.inputs[1], dy = args.inputs[2].baseAddress!
+        let b = activation == .identity ? nil : args.inputs[3], dx = args.output.baseAddress!, eps = Double(eps)
+        let parameterGradients = dx + layout.batch * channels * n, activation = activation
+        // Each plane's rstd·Σg·(x − mean) and Σg; then per channel the planes' sums over the batch in order, so
+        // the result does not depend on the split over cores.
         var planeSums = [Double](repeating: 0, count: 2 * layout.batch * channels)
-        planeSums.withUnsafeMutableBufferPointer { sums in
+        planeSums.withUnsafeMutableBufferPointer { planeSums in
             parallelFor(layout.setCount, grain: layout.setGrain) { sets in
-                // Holds g of one plane when there is an activation, and the set's planes' sums.
-                let scratch = UnsafeMutablePointer<Float>.allocate(capacity: affine == nil ? 0 : n)
-                let planes = UnsafeMutablePointer<PlaneLayout.GradientSums>.allocate(capacity: layout.planesPerSet)
-                defer { scratch.deallocate(); planes.deallocate() }
+                // Holds g of one set when there is an activation, and each plane's sums.
+                let scratch = UnsafeMutablePointer<Float>.allocate(
+                    capacity: activation == .identity ? 0 : layout.setSize)
+                let sums = UnsafeMutablePointer<PlaneLayout.GradientSums>.allocate(capacity: layout.planesPerSet)
+                defer { scratch.deallocate(); sums.deallocate() }
                 for s in sets {
-                    let (_, rstd) = layout.gradientSums(x: x, dy: dy, set: s, eps: eps, activation: activation,
-                                                        affine: affine, scratch: scratch, scratchStride: 0,
-                                                        sums: planes)
+                    let (m, rstd) = layout.gradientSums(x: x, dy: dy, set: s, eps: eps, activation: activation,
+                                                        affine: b.map { (w, $0) }, scratch: scratch, sums: sums)
+                    // Σ w·g and Σ w·g·(x − mean) over the set.
+                    var wdy = 0.0, wdyx = 0.0
                     for k in 0..<layout.planesPerSet {
-                        let p = layout.plane(k, ofSet: s)
-                        sums[2 * p] = rstd * planes[k].gx; sums[2 * p + 1] = planes[k].g
+                        let p = layout.plane(k, ofSet: s), wc = Double(w[p % channels])
+                        wdy += wc * sums[k].g; wdyx += wc * sums[k].gx
+                        planeSums[2 * p] = rstd * sums[k].gx; planeSums[2 * p + 1] = sums[k].g
+                    }
+                    let size = Double(layout.setSize)
+                    let meanTerm = Float(rstd * wdy / size), slope = Float(rstd * rstd * rstd * wdyx / size)
+                    for k in 0..<layout.planesPerSet {
+                        let p = layout.plane(k, ofSet: s), xp = x + p * n, dxp = dx + p * n
+                        let dyp = activation == .identity ? dy + p * n : UnsafePointer(scratch + k * n)
+                        // rstd·w·g − meanTerm − (x − mean)·slope as two multiply-adds.
+                        let scale = Float(rstd) * w[p % channels]
+                        for i in 0..<n {
+                            dxp[i] = (-meanTerm).addingProduct(xp[i] - m, -slope).addingProduct(dyp[i], scale)
+                        }
                     }
                 }
             }
             for c in 0..<channels {
                 var dweight = 0.0, dbias = 0.0
                 for b in 0..<layout.batch {
-                    dweight += sums[2 * (b * channels + c)]; dbias += sums[2 * (b * channels + c) + 1]
+                    dweight += planeSums[2 * (b * channels + c)]; dbias += planeSums[2 * (b * channels + c) + 1]
                 }
-                out[c] = Float(dweight); out[channels + c] = Float(dbias)
+                parameterGradients[c] = Float(dweight); parameterGradients[channels + c] = Float(dbias)
             }
         }
     }
@@ -483,24 +447,21 @@ extension ChannelNorm: DeviceOperation {
     }
 }
 
-extension ChannelNormBackwardInput: DeviceOperation {
-    public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
-        let layout = PlaneLayout(inputShapes[0], statistics)
-        let inputs: [KernelArgument] = activation == .identity ? [.input(0), .input(1), .input(2)] : [.input(0), .input(1), .input(2), .input(3)]
-        return layout.launch("channel_norm" + activation.opSuffix + "_backward_input",
-                             inputs + [.output, .ints(layout.kernelDescriptor), .float(eps)], groups: layout.setCount)
-    }
-}
-
-extension ChannelNormBackwardParams: DeviceOperation {
-    /// Set statistics (mean, rstd) into a scratch buffer, then one work-group per channel gathers its sums.
+extension ChannelNormBackward: DeviceOperation {
+    /// dx by one work-group per set; then set statistics (mean, rstd) into a scratch buffer, and one work-group per
+    /// channel gathers dweight and dbias into the output past dx.
     public func launches(inputShapes: [[Int]], outputShape: [Int]) -> [KernelLaunch] {
         let layout = PlaneLayout(inputShapes[0], statistics), stats = KernelArgument.scratch(index: 0, count: 2 * layout.setCount)
-        let inputs: [KernelArgument] = activation == .identity ? [.input(0), .input(1)] : [.input(0), .input(1), .input(2), .input(3)]
-        return layout.launch("norm_statistics", [.input(0), stats, .ints(layout.kernelDescriptor), .float(eps), .int(0)],
-                             groups: layout.setCount)
-            + layout.launch("channel_norm" + activation.opSuffix + "_backward_params",
-                            inputs + [stats, .output, .ints(layout.kernelDescriptor), .int(Int32(layout.setCount))],
+        let name = "channel_norm" + activation.opSuffix, silu = activation != .identity
+        let dxInputs: [KernelArgument] = [.input(0), .input(1), .input(2)] + (silu ? [.input(3)] : [])
+        let parameterInputs: [KernelArgument] = [.input(0), .input(2)] + (silu ? [.input(1), .input(3)] : [])
+        return layout.launch(name + "_backward_input",
+                             dxInputs + [.output, .ints(layout.kernelDescriptor), .float(eps)], groups: layout.setCount)
+            + layout.launch("norm_statistics", [.input(0), stats, .ints(layout.kernelDescriptor), .float(eps), .int(0)],
+                            groups: layout.setCount)
+            + layout.launch(name + "_backward_params",
+                            parameterInputs + [stats, .outputPart(from: Shape.count(inputShapes[0])),
+                                               .ints(layout.kernelDescriptor), .int(Int32(layout.setCount))],
                             groups: layout.channels)
     }
 }
