@@ -53,8 +53,8 @@ struct AttentionDims {
 }
 
 // MARK: CPU kernels: blocked ("flash") attention, FlashAttention (Dao et al. 2022) on the CPU. Scores are made one
-// block at a time and never stored whole; every product is an A·B GEMM with a wide axis of at least 48 columns
-// (queries, keys, or a depth widened with zeros), which `gemm` runs on HistoAVX512's kernels.
+// block at a time and never stored whole; every product is an A·B GEMM whose columns are queries, keys or the
+// depth, which `gemm` runs on HistoAVX512's kernels.
 
 extension AttentionDims {
     /// Queries per block of the forward: two 48-column blocks of HistoAVX512's A·B kernel, a whole number of 16 lanes.
@@ -121,78 +121,71 @@ extension AttentionDims {
 
     /// Queries per block of the backward: P and dS blocks [block × keys] of about 384 KB each stay in L2.
     var backwardQueryBlock: Int { Swift.max(16, Swift.min(96, 96 * 1024 / keys / 16 * 16)) }
-    /// Columns of the backward's dQ product: the depth widened to whole 48-column blocks (see `backward`).
-    var paddedDepth: Int { (depth + 47) / 48 * 48 }
-    /// Floats of scratch per backward worker: Kᵀ, Vᵀ, the dKᵀ and dVᵀ sums, a P and a dS block, the widened K
-    /// and dQ.
-    var backwardScratch: Int {
-        2 * (depth + valueDepth) * keys + 2 * backwardQueryBlock * keys + paddedDepth * (keys + backwardQueryBlock)
-    }
+    /// The row stride of the backward's key-wide blocks (Kᵀ, Vᵀ, dKᵀ, dVᵀ, P, dS): the keys and 16 floats more, so
+    /// that the rows a GEMM tile reads together do not fall into the same L1 cache sets when the keys are a
+    /// multiple of 1024 (rows 4 KB apart).
+    var keyStride: Int { keys + 16 }
+    /// Floats of scratch per backward worker: Kᵀ, Vᵀ, the dKᵀ and dVᵀ sums, a P and a dS block, and scale·K.
+    var backwardScratch: Int { (2 * (depth + valueDepth) + 2 * backwardQueryBlock) * keyStride + depth * keys }
 
     /// The gradients of `item`, a block of queries at a time: P = softmax(scale·Q_b·Kᵀ + bias) by whole rows
     /// (exact: no statistics carried from the forward), dP = dO_b·Vᵀ, dS = P∘(dP − rowsum(dO_b∘O_b)), dQ_b =
     /// dS·(scale·K), and the key-side sums dVᵀ += dO_bᵀ·P, dKᵀ += Q_bᵀ·dS over the blocks in order (the
     /// same sums however the items are spread). With Kᵀ and Vᵀ made once per item, these products have the keys as
-    /// their wide axis; dQ's has the depth, so K is widened with zero columns to whole 48-column blocks: HistoAVX512's
-    /// kernel then runs it too, with the same bits whether the GEMMs are multithreaded (an item alone) or not
-    /// (OpenBLAS's sgemm differs). dS rows go to `biasGradient` (added when `accumulate`, for a bias slice that several
-    /// items share).
+    /// their wide axis; dQ's has the depth (HistoAVX512's strips of 32 and 16 columns). dS rows go to
+    /// `biasGradient` (added when `accumulate`, for a bias slice that several items share).
     func backward(item: Int, q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                   o: UnsafePointer<Float>, dO: UnsafePointer<Float>, bias: UnsafePointer<Float>?, scale: Float,
                   dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>,
                   dv dvOut: UnsafeMutablePointer<Float>,
                   biasGradient: UnsafeMutablePointer<Float>?, accumulate: Bool, scratch: UnsafeMutablePointer<Float>) {
-        let n = queries, m = keys, d = depth, dv = valueDepth, block = backwardQueryBlock, wide = paddedDepth
+        let n = queries, m = keys, d = depth, dv = valueDepth, block = backwardQueryBlock, ld = keyStride
         let qi = q + item * n * d, ki = k + item * m * d, oi = o + item * n * dv, dOi = dO + item * n * dv
-        let kT = scratch, vT = kT + d * m, dkT = vT + dv * m, dvT = dkT + d * m, p = dvT + dv * m, ds = p + block * m
-        let kWide = ds + block * m, dqWide = kWide + wide * m
-        transpose(ki, rows: m, columns: d, scale: scale, into: kT, width: m)
-        transpose(v + item * m * dv, rows: m, columns: dv, scale: 1, into: vT, width: m)
-        for j in 0..<m {
-            for e in 0..<d { kWide[j * wide + e] = scale * ki[j * d + e] }
-            (kWide + j * wide + d).update(repeating: 0, count: wide - d)
-        }
+        let kT = scratch, vT = kT + d * ld, dkT = vT + dv * ld, dvT = dkT + d * ld, p = dvT + dv * ld
+        let ds = p + block * ld, kScaled = ds + block * ld
+        transpose(ki, rows: m, columns: d, scale: scale, into: kT, width: ld)
+        transpose(v + item * m * dv, rows: m, columns: dv, scale: 1, into: vT, width: ld)
+        for i in 0..<(m * d) { kScaled[i] = scale * ki[i] }
         for q0 in stride(from: 0, to: n, by: block) {
             let rows = Swift.min(block, n - q0), first: Float = q0 == 0 ? 0 : 1
-            gemm(false, false, rows, m, d, qi + q0 * d, d, kT, m, 0, p, m)
+            gemm(false, false, rows, m, d, qi + q0 * d, d, kT, ld, 0, p, ld)
             let biasRows = bias.map { $0 + biasOffset(item: item) + q0 * m }
             for r in 0..<rows {
-                let pr = p + r * m
+                let pr = p + r * ld
                 if let biasRows { for j in 0..<m { pr[j] += biasRows[r * m + j] } }
                 softmaxRow(pr, m)
             }
-            gemm(false, false, rows, m, dv, dOi + q0 * dv, dv, vT, m, 0, ds, m)
+            gemm(false, false, rows, m, dv, dOi + q0 * dv, dv, vT, ld, 0, ds, ld)
             for r in 0..<rows {
                 var dot: Float = 0
                 for e in 0..<dv { dot += dOi[(q0 + r) * dv + e] * oi[(q0 + r) * dv + e] }
-                let pr = p + r * m, dsr = ds + r * m
+                let pr = p + r * ld, dsr = ds + r * ld
                 for j in 0..<m { dsr[j] = pr[j] * (dsr[j] - dot) }
             }
-            gemm(true, false, dv, m, rows, dOi + q0 * dv, dv, p, m, first, dvT, m)
-            gemm(true, false, d, m, rows, qi + q0 * d, d, ds, m, first, dkT, m)
-            gemm(false, false, rows, wide, m, ds, m, kWide, wide, 0, dqWide, wide)
-            for r in 0..<rows { (dq + (item * n + q0 + r) * d).update(from: dqWide + r * wide, count: d) }
+            gemm(true, false, dv, m, rows, dOi + q0 * dv, dv, p, ld, first, dvT, ld)
+            gemm(true, false, d, m, rows, qi + q0 * d, d, ds, ld, first, dkT, ld)
+            gemm(false, false, rows, d, m, ds, ld, kScaled, d, 0, dq + (item * n + q0) * d, d)
             if let biasGradient {
                 let target = biasGradient + biasOffset(item: item) + q0 * m
-                if accumulate {
-                    for i in 0..<(rows * m) { target[i] += ds[i] }
-                } else {
-                    target.update(from: ds, count: rows * m)
+                for r in 0..<rows {
+                    let row = target + r * m, dsr = ds + r * ld
+                    if accumulate { for j in 0..<m { row[j] += dsr[j] } } else { row.update(from: dsr, count: m) }
                 }
             }
         }
-        transpose(dkT, rows: d, columns: m, scale: scale, into: dk + item * m * d, width: d)
-        transpose(dvT, rows: dv, columns: m, scale: 1, into: dvOut + item * m * dv, width: dv)
+        transpose(dkT, rows: d, columns: m, stride: ld, scale: scale, into: dk + item * m * d, width: d)
+        transpose(dvT, rows: dv, columns: m, stride: ld, scale: 1, into: dvOut + item * m * dv, width: dv)
     }
 }
 
-/// t[c·width + r] = scale·x[r·columns + c] for r < rows, and 0 for rows ≤ r < width: x [rows × columns]
-/// transposed into the first `rows` columns of t [columns × width].
-func transpose(_ x: UnsafePointer<Float>, rows: Int, columns: Int, scale: Float, into t: UnsafeMutablePointer<Float>,
-               width: Int) {
+/// t[c·width + r] = scale·x[r·stride + c] for r < rows, and 0 for rows ≤ r < width: x [rows × columns] (rows
+/// `stride` apart, by default `columns`) transposed into the first `rows` columns of t [columns × width].
+func transpose(_ x: UnsafePointer<Float>, rows: Int, columns: Int, stride: Int? = nil, scale: Float,
+               into t: UnsafeMutablePointer<Float>, width: Int) {
+    let stride = stride ?? columns
     for c in 0..<columns {
         let row = t + c * width
-        for r in 0..<rows { row[r] = scale * x[r * columns + c] }
+        for r in 0..<rows { row[r] = scale * x[r * stride + c] }
         (row + rows).update(repeating: 0, count: width - rows)
     }
 }
