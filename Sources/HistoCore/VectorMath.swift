@@ -2,7 +2,7 @@
 // that they compile to vector instructions (glibc's expf is a scalar call per element), and the parallel map loops
 // the elementwise ops run through. Selects use `replacing(with:where:)`: `pointwiseMax` does not vectorise.
 
-import HistoAVX512  // expReduced, shared with the AVX-512 softmax
+import HistoAVX512  // exp16 and sigmoid16, shared with the AVX-512 loops
 
 @inline(__always) func load16(_ p: UnsafePointer<Float>) -> SIMD16<Float> {
     UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self)
@@ -38,27 +38,6 @@ import HistoAVX512  // expReduced, shared with the AVX-512 softmax
     var z = SIMD16<Float>()
     for lane in 0..<16 { z[lane] = f(x[lane], y[lane]) }
     return z
-}
-
-/// eˣ over the whole float range, within 1 ulp of the correctly rounded value (VectorMathTests sweeps it).
-/// Cody–Waite reduction x = n·ln 2 + r (ln 2 split in two so that n·ln2_hi is exact, |r| ≤ ln 2 / 2), then
-/// Cephes' expf polynomial eʳ ≈ 1 + r + r²·p(r) with p of degree 5, scaled by 2ⁿ as 2^⌊n/2⌋·2^(n−⌊n/2⌋) so that
-/// results near overflow and subnormal results round once, at the last multiply. Inputs are clamped to
-/// [−104, 89], outside of which eˣ rounds to 0 or overflows to +∞ anyway; NaN stays NaN.
-/// Rounding to n uses the 1.5·2²³ trick: adding it leaves n in the low mantissa bits, no float→int conversion.
-@inline(__always) func exp16(_ x: SIMD16<Float>) -> SIMD16<Float> {
-    let clamped = x.replacing(with: -104, where: x .< -104).replacing(with: 89, where: x .> 89)
-    let (p, shifted) = expReduced(clamped)
-    let whole = unsafeBitCast(shifted, to: SIMD16<Int32>.self) &- 0x4B40_0000  // n as an integer, −150…128
-    let half = whole &>> 1
-    let first = unsafeBitCast((half &+ 127) &<< 23, to: SIMD16<Float>.self)
-    let second = unsafeBitCast((whole &- half &+ 127) &<< 23, to: SIMD16<Float>.self)
-    return (p * first * second).replacing(with: x, where: x .!= x)
-}
-
-/// 1 / (1 + e⁻ˣ): 0 for x below about −88 (where e⁻ˣ overflows), 1 for large x.
-@inline(__always) func sigmoid16(_ x: SIMD16<Float>) -> SIMD16<Float> {
-    1 / (1 + exp16(-x))
 }
 
 /// tanh as in Cephes' tanhf: an odd polynomial x + x³·q(x²) for |x| < 0.625 (no cancellation near 0), otherwise

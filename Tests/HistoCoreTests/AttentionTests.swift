@@ -198,10 +198,10 @@ final class AttentionTests: XCTestCase {
         logits[5] = -.infinity; logits[stride + 3] = .nan; logits[2 * stride] = 0
         let reference = SIMD16<Float>(repeating: 3.5)
         var ours = logits, inlined = logits
-        let top = AVX512Softmax.maximum(logits, rows: rows, stride: stride)
+        let top = AVX512Exponentials.maximum(logits, rows: rows, stride: stride)
         let inlinedTop = lanewiseMaximum(logits, rows: rows, stride: stride)
         XCTAssertEqual(top.indices.filter { top[$0].bitPattern != inlinedTop[$0].bitPattern }, [], "maxima differ")
-        let sum = AVX512Softmax.exponentiate(&ours, rows: rows, stride: stride, minus: reference)
+        let sum = AVX512Exponentials.exponentiate(&ours, rows: rows, stride: stride, minus: reference)
         let inlinedSum = exponentiateLanewise(&inlined, rows: rows, stride: stride, minus: reference)
         XCTAssertEqual(sum.indices.filter { sum[$0].bitPattern != inlinedSum[$0].bitPattern }, [], "sums differ")
         XCTAssertEqual(ours.indices.filter { ours[$0].bitPattern != inlined[$0].bitPattern }, [], "values differ")

@@ -1,4 +1,5 @@
 import Foundation
+import HistoAVX512
 import XCTest
 @testable import HistoCore
 
@@ -68,5 +69,22 @@ final class VectorMathTests: XCTestCase {
         XCTAssertEqual(map([-.infinity, .infinity], sigmoid16), [0, 1])
         XCTAssertEqual(map([-.infinity, .infinity], tanh16), [-1, 1])
         XCTAssert(map([.nan], sigmoid16)[0].isNaN && map([.nan], tanh16)[0].isNaN)
+    }
+
+    /// The AVX-512 copies of the norm's SiLU loops give the bits of the Haswell ones HistoCore inlines, over inputs
+    /// from −120 to 120 (both tails of the sigmoid) and a 37-element plane (a partial last vector).
+    func testAVX512NormSiLUGivesTheSameBits() throws {
+        guard AVX512GEMM.isSupported else { throw XCTSkip("this CPU (or OS) has no AVX-512") }
+        let count = 37
+        let x = (0..<count).map { Float($0) * 6.5 - 120 }, dy = (0..<count).map { Float($0 % 7) - 3 }
+        var ours = [Float](repeating: .nan, count: count), inlined = ours
+        AVX512Exponentials.normSiLU(x, count: count, mean: 0.25, scale: 1.5, shift: -0.5, into: &ours)
+        normSiLU(x, count: count, mean: 0.25, scale: 1.5, shift: -0.5, into: &inlined)
+        XCTAssertEqual(ours.indices.filter { ours[$0].bitPattern != inlined[$0].bitPattern }, [], "SiLU differs")
+        XCTAssertEqual(ours[count - 1], silu16(SIMD16(repeating: (x[count - 1] - 0.25) * 1.5 - 0.5))[0])
+        AVX512Exponentials.normSiLUGradient(x, dy, count: count, mean: 0.25, scale: 1.5, shift: -0.5, into: &ours)
+        normSiLUGradient(x, dy, count: count, mean: 0.25, scale: 1.5, shift: -0.5, into: &inlined)
+        XCTAssertEqual(ours.indices.filter { ours[$0].bitPattern != inlined[$0].bitPattern }, [], "gradient differs")
+        XCTAssert(ours.allSatisfy(\.isFinite))
     }
 }

@@ -192,14 +192,14 @@ func transpose(_ x: UnsafePointer<Float>, rows: Int, columns: Int, stride: Int? 
 
 /// HistoAVX512's `lanewiseMaximum`, on its AVX-512 copy where the CPU has AVX-512.
 @inline(__always) func columnMax(_ p: UnsafePointer<Float>, rows: Int, stride: Int) -> SIMD16<Float> {
-    AVX512GEMM.isSupported ? AVX512Softmax.maximum(p, rows: rows, stride: stride)
+    AVX512GEMM.isSupported ? AVX512Exponentials.maximum(p, rows: rows, stride: stride)
         : lanewiseMaximum(p, rows: rows, stride: stride)
 }
 
 /// HistoAVX512's `exponentiateLanewise` (the same bits either way), on its AVX-512 copy where the CPU has AVX-512.
 @inline(__always) func exponentiate(_ p: UnsafeMutablePointer<Float>, rows: Int, stride: Int,
                                     minus reference: SIMD16<Float>) -> SIMD16<Float> {
-    AVX512GEMM.isSupported ? AVX512Softmax.exponentiate(p, rows: rows, stride: stride, minus: reference)
+    AVX512GEMM.isSupported ? AVX512Exponentials.exponentiate(p, rows: rows, stride: stride, minus: reference)
         : exponentiateLanewise(p, rows: rows, stride: stride, minus: reference)
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import HistoAVX512
 
 // Elementwise ops: unary maps (math and activations) with their derivative op, broadcasting binary
 // arithmetic and comparisons, `where`, and `expand` (explicit broadcast).
@@ -42,7 +43,7 @@ extension UnaryKind {
         case .relu6: return x.replacing(with: 0, where: x .< 0).replacing(with: 6, where: x .> 6)
         case .sigmoid: return sigmoid16(x)
         case .tanh: return tanh16(x)
-        case .silu: return x * sigmoid16(x)
+        case .silu: return silu16(x)
         case .gelu: return 0.5 * x * (1 + lanewise(x * 0.7071067811865476) { Foundation.erf($0) })
         case .geluTanh: return 0.5 * x * (1 + tanh16(0.7978845608028654 * (x + 0.044715 * x * x * x)))
         case .erf: return lanewise(x) { Foundation.erf($0) }
@@ -72,7 +73,7 @@ extension UnaryKind {
         case .relu6: return zero.replacing(with: 1, where: x .> 0 .& x .< 6)
         case .sigmoid: let s = sigmoid16(x); return s * (1 - s)
         case .tanh: let t = tanh16(x); return 1 - t * t
-        case .silu: let s = sigmoid16(x); return s * (1 + x * (1 - s))
+        case .silu: return siluDerivative16(x)
         case .gelu:
             let cdf = 0.5 * (1 + lanewise(x * 0.7071067811865476) { Foundation.erf($0) })
             return cdf + x * 0.3989422804014327 * exp16(-0.5 * x * x)

@@ -1,4 +1,5 @@
 import Foundation
+import HistoAVX512
 
 // Losses: cross-entropy / NLL over integer class targets as one fused op with a dedicated backward op, the
 // finite-check marker every public loss ends in, and composite losses (soft Dice variants, focal, GenSelfDiff's

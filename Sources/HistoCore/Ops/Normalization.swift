@@ -1,4 +1,5 @@
 import Foundation
+import HistoAVX512
 
 // Normalisation over [N, C, spatial…] tensors. Group norm and training-mode batch norm are one fused op
 // (`ChannelNorm`) that differ only in which elements share statistics; its backward op recomputes the
@@ -222,12 +223,6 @@ public enum NormActivation: String, Hashable, Sendable {
 
     var opSuffix: String { self == .identity ? "" : "_" + rawValue }
 
-    /// The pre-activation (x − mean)·scale + shift on 16 lanes, as one multiply-add (one rounding) as in the
-    /// identity's loop.
-    @inline(__always) static func affine(_ x: SIMD16<Float>, mean: Float, scale: Float, shift: Float) -> SIMD16<Float> {
-        SIMD16(repeating: shift).addingProduct(x - mean, SIMD16(repeating: scale))
-    }
-
     /// The output over one plane of n elements: act((x − mean)·scale + shift).
     @inline(__always) func apply(x: UnsafePointer<Float>, count n: Int, mean: Float, scale: Float, shift: Float,
                                  into y: UnsafeMutablePointer<Float>) {
@@ -235,8 +230,10 @@ public enum NormActivation: String, Hashable, Sendable {
         // A scalar loop (vectorised by the compiler) is faster here than `vectorMap`'s 16-lane steps.
         case .identity: for i in 0..<n { y[i] = shift.addingProduct(x[i] - mean, scale) }
         case .silu:
-            vectorMap(x, y, count: n) {
-                UnaryKind.silu.apply(Self.affine($0, mean: mean, scale: scale, shift: shift), 0, 0)
+            if AVX512GEMM.isSupported {
+                AVX512Exponentials.normSiLU(x, count: n, mean: mean, scale: scale, shift: shift, into: y)
+            } else {
+                normSiLU(x, count: n, mean: mean, scale: scale, shift: shift, into: y)
             }
         }
     }
@@ -248,8 +245,11 @@ public enum NormActivation: String, Hashable, Sendable {
         switch self {
         case .identity: return dy
         case .silu:
-            vectorZip(x, 1, dy, 1, scratch, count: n) { x, dy in
-                dy * UnaryKind.silu.derivative(Self.affine(x, mean: mean, scale: scale, shift: shift), 0, 0)
+            if AVX512GEMM.isSupported {
+                AVX512Exponentials.normSiLUGradient(x, dy, count: n, mean: mean, scale: scale, shift: shift,
+                                                    into: scratch)
+            } else {
+                normSiLUGradient(x, dy, count: n, mean: mean, scale: scale, shift: shift, into: scratch)
             }
             return UnsafePointer(scratch)
         }

@@ -1,4 +1,5 @@
 import Foundation
+import HistoAVX512
 
 // Reductions over axes, softmax / log-softmax / logsumexp over one axis, argmax.
 
