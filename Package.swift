@@ -38,7 +38,7 @@ let package = Package(
 
         // Tensors, ops (shape rule + CPU reference + VJP + harness cases), graph executor, autodiff, CPU backend.
         .target(name: "HistoCore", dependencies: ["CBLAS", "HistoAVX512"], swiftSettings: numeric),
-        // GEMM and softmax kernels for AVX-512 CPUs, compiled for them and called only after a runtime check.
+        // GEMM and exponential kernels for AVX-512 CPUs, compiled for them and called only after a runtime check.
         .target(name: "HistoAVX512", dependencies: ["CBLAS"],
                 swiftSettings: [.unsafeFlags(["-Ounchecked"] + avx512Flags, .when(configuration: .release))]),
         // The generic op harness: parity against the CPU reference, finite differences, golden fixtures, perf.

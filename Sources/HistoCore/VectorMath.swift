@@ -1,8 +1,9 @@
-// 16-lane float math for the CPU kernels: loads and stores, exp, sigmoid and tanh written with SIMD16<Float> so
-// that they compile to vector instructions (glibc's expf is a scalar call per element), and the parallel map loops
-// the elementwise ops run through. Selects use `replacing(with:where:)`: `pointwiseMax` does not vectorise.
+// 16-lane float math for the CPU kernels: loads and stores, tanh written with SIMD16<Float> so that it compiles to
+// vector instructions (glibc's expf is a scalar call per element; exp16 and sigmoid16 live in HistoAVX512's
+// Exponentials.swift, shared with its AVX-512 loops), and the parallel map loops the elementwise ops run through.
+// Selects use `replacing(with:where:)`: `pointwiseMax` does not vectorise.
 
-import HistoAVX512  // exp16 and sigmoid16, shared with the AVX-512 loops
+import HistoAVX512
 
 @inline(__always) func load16(_ p: UnsafePointer<Float>) -> SIMD16<Float> {
     UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self)
