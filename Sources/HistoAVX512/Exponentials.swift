@@ -2,15 +2,16 @@
 // softmax, Sources/HistoCore/Ops/Attention.swift; the SiLU after a norm, Ops/Normalization.swift), written once as
 // inlinable functions: HistoCore compiles them for its baseline CPU (Haswell) and `AVX512Exponentials` for AVX-512.
 // Both run the same IEEE operations (multiplies and adds unfused where the source has them so), so they give the
-// same bits; the AVX-512 copy needs half the instructions (one 16-lane register instead of two, compare masks in mask
-// registers). Measured on Zen 4: attention 8×4×1024×32 forward 32.0 → 28.8 ms. (A fused multiply-add version of the
-// softmax's exponential was slower there: 34.7 ms.)
+// same bits; the AVX-512 copy needs half the instructions (one 16-lane register instead of two, compare masks in
+// mask registers). Measured on Zen 4: attention 8×4×1024×32 forward 32.0 → 28.8 ms. (A fused multiply-add
+// version of the softmax's exponential was slower there: 34.7 ms.)
 
 /// eˣ over the whole float range, within 1 ulp of the correctly rounded value (VectorMathTests sweeps it).
 /// Cody–Waite reduction x = n·ln 2 + r (ln 2 split in two so that n·ln2_hi is exact, |r| ≤ ln 2 / 2), then
-/// Cephes' expf polynomial eʳ ≈ 1 + r + r²·p(r) with p of degree 5, scaled by 2ⁿ as 2^⌊n/2⌋·2^(n−⌊n/2⌋) so that
-/// results near overflow and subnormal results round once, at the last multiply. Inputs are clamped to
-/// [−104, 89], outside of which eˣ rounds to 0 or overflows to +∞ anyway; NaN stays NaN.
+/// Cephes' expf polynomial eʳ ≈ 1 + r + r²·p(r) with p of degree 5, scaled by 2ⁿ as
+/// 2^⌊n/2⌋·2^(n−⌊n/2⌋) so that results near overflow and subnormal results round once, at the last
+/// multiply. Inputs are clamped to [−104, 89], outside of which eˣ rounds to 0 or overflows to +∞ anyway;
+/// NaN stays NaN.
 /// Rounding to n uses the 1.5·2²³ trick: adding it leaves n in the low mantissa bits, no float→int conversion.
 @inlinable @inline(__always)
 public func exp16(_ x: SIMD16<Float>) -> SIMD16<Float> {

@@ -51,11 +51,11 @@ public enum AVX512GEMM {
                     let ai = a + i0 * rowStride, bj = b + j0, cij = c + i0 * ldc + j0
                     // Separate calls, so that each inlined copy has its A strides and width as constants.
                     switch (width, transposedA) {
-                    case (48, true): blockNN(k, ai, 1, lda, bj, ldb, beta, cij, ldc)
-                    case (48, false): blockNN(k, ai, lda, 1, bj, ldb, beta, cij, ldc)
-                    case (32, true): narrowBlockNN(twoVectors: true, k, ai, 1, lda, bj, ldb, beta, cij, ldc)
-                    case (32, false): narrowBlockNN(twoVectors: true, k, ai, lda, 1, bj, ldb, beta, cij, ldc)
-                    default: narrowBlockNN(twoVectors: false, k, ai, rowStride, depthStride, bj, ldb, beta, cij, ldc)
+                    case (48, true): blockNN(vectors: 3, k, ai, 1, lda, bj, ldb, beta, cij, ldc)
+                    case (48, false): blockNN(vectors: 3, k, ai, lda, 1, bj, ldb, beta, cij, ldc)
+                    case (32, true): blockNN(vectors: 2, k, ai, 1, lda, bj, ldb, beta, cij, ldc)
+                    case (32, false): blockNN(vectors: 2, k, ai, lda, 1, bj, ldb, beta, cij, ldc)
+                    default: blockNN(vectors: 1, k, ai, rowStride, depthStride, bj, ldb, beta, cij, ldc)
                     }
                 }
             }
@@ -98,10 +98,11 @@ public enum AVX512GEMM {
         UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD16<Float>.self)
     }
 
-    /// A 4×48 block of C: 12 vector accumulators, each step one row of B (three vectors) times four broadcast A values
-    /// (A's element (i, p) at a[i·rowStride + p·depthStride]).
-    @inline(__always) static func blockNN(_ k: Int, _ a: UnsafePointer<Float>, _ rowStride: Int, _ depthStride: Int,
-                                          _ b: UnsafePointer<Float>, _ ldb: Int,
+    /// A 4×(16·vectors) block of C, vectors 1, 2 or 3 (a constant where inlined): up to 12 vector accumulators,
+    /// each step one row of B (`vectors` vectors) times four broadcast A values (A's element (i, p) at
+    /// a[i·rowStride + p·depthStride]).
+    @inline(__always) static func blockNN(vectors: Int, _ k: Int, _ a: UnsafePointer<Float>, _ rowStride: Int,
+                                          _ depthStride: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
                                           _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
         var c00 = SIMD16<Float>(), c01 = SIMD16<Float>(), c02 = SIMD16<Float>()
         var c10 = SIMD16<Float>(), c11 = SIMD16<Float>(), c12 = SIMD16<Float>()
@@ -110,57 +111,27 @@ public enum AVX512GEMM {
         let a1 = a + rowStride, a2 = a1 + rowStride, a3 = a2 + rowStride
         var row = b
         for p in 0..<k {
-            let b0 = load(row), b1 = load(row + 16), b2 = load(row + 32)
+            let b0 = load(row), b1 = vectors > 1 ? load(row + 16) : b0, b2 = vectors > 2 ? load(row + 32) : b0
             let q = p * depthStride
-            var s = SIMD16<Float>(repeating: a[q])
-            c00.addProduct(s, b0); c01.addProduct(s, b1); c02.addProduct(s, b2)
-            s = SIMD16<Float>(repeating: a1[q])
-            c10.addProduct(s, b0); c11.addProduct(s, b1); c12.addProduct(s, b2)
-            s = SIMD16<Float>(repeating: a2[q])
-            c20.addProduct(s, b0); c21.addProduct(s, b1); c22.addProduct(s, b2)
-            s = SIMD16<Float>(repeating: a3[q])
-            c30.addProduct(s, b0); c31.addProduct(s, b1); c32.addProduct(s, b2)
+            @inline(__always) func step(_ s: SIMD16<Float>, _ x: inout SIMD16<Float>, _ y: inout SIMD16<Float>,
+                                        _ z: inout SIMD16<Float>) {
+                x.addProduct(s, b0)
+                if vectors > 1 { y.addProduct(s, b1) }
+                if vectors > 2 { z.addProduct(s, b2) }
+            }
+            step(SIMD16(repeating: a[q]), &c00, &c01, &c02)
+            step(SIMD16(repeating: a1[q]), &c10, &c11, &c12)
+            step(SIMD16(repeating: a2[q]), &c20, &c21, &c22)
+            step(SIMD16(repeating: a3[q]), &c30, &c31, &c32)
             row += ldb
         }
         func put(_ r: Int, _ x: SIMD16<Float>, _ y: SIMD16<Float>, _ z: SIMD16<Float>) {
             let q = c + r * ldc
-            if beta == 0 {
-                store(x, q); store(y, q + 16); store(z, q + 32)
-            } else {
-                store(x + beta * load(q), q); store(y + beta * load(q + 16), q + 16); store(z + beta * load(q + 32), q + 32)
-            }
+            store(beta == 0 ? x : x + beta * load(q), q)
+            if vectors > 1 { store(beta == 0 ? y : y + beta * load(q + 16), q + 16) }
+            if vectors > 2 { store(beta == 0 ? z : z + beta * load(q + 32), q + 32) }
         }
         put(0, c00, c01, c02); put(1, c10, c11, c12); put(2, c20, c21, c22); put(3, c30, c31, c32)
-    }
-
-    /// A 4×32 block of C (a 4×16 one unless `twoVectors`): four or eight vector accumulators, each step one row of
-    /// B times four broadcast A values, as in `blockNN`.
-    @inline(__always) static func narrowBlockNN(twoVectors: Bool, _ k: Int, _ a: UnsafePointer<Float>,
-                                                _ rowStride: Int, _ depthStride: Int, _ b: UnsafePointer<Float>,
-                                                _ ldb: Int, _ beta: Float, _ c: UnsafeMutablePointer<Float>,
-                                                _ ldc: Int) {
-        var c00 = SIMD16<Float>(), c10 = SIMD16<Float>(), c20 = SIMD16<Float>(), c30 = SIMD16<Float>()
-        var c01 = SIMD16<Float>(), c11 = SIMD16<Float>(), c21 = SIMD16<Float>(), c31 = SIMD16<Float>()
-        let a1 = a + rowStride, a2 = a1 + rowStride, a3 = a2 + rowStride
-        var row = b
-        for p in 0..<k {
-            let b0 = load(row), b1 = twoVectors ? load(row + 16) : SIMD16<Float>(), q = p * depthStride
-            var s = SIMD16<Float>(repeating: a[q])
-            c00.addProduct(s, b0); if twoVectors { c01.addProduct(s, b1) }
-            s = SIMD16<Float>(repeating: a1[q])
-            c10.addProduct(s, b0); if twoVectors { c11.addProduct(s, b1) }
-            s = SIMD16<Float>(repeating: a2[q])
-            c20.addProduct(s, b0); if twoVectors { c21.addProduct(s, b1) }
-            s = SIMD16<Float>(repeating: a3[q])
-            c30.addProduct(s, b0); if twoVectors { c31.addProduct(s, b1) }
-            row += ldb
-        }
-        func put(_ r: Int, _ x: SIMD16<Float>, _ y: SIMD16<Float>) {
-            let q = c + r * ldc
-            store(beta == 0 ? x : x + beta * load(q), q)
-            if twoVectors { store(beta == 0 ? y : y + beta * load(q + 16), q + 16) }
-        }
-        put(0, c00, c01); put(1, c10, c11); put(2, c20, c21); put(3, c30, c31)
     }
 
     /// A 4×4 block of C as 16 dot products over k (a multiple of 16) of rows of A and rows of B, lane-wise, summed

@@ -65,15 +65,10 @@ import HistoAVX512
     }
 }
 
-/// y[i] = f(x[i]) for `count` elements, 16 lanes at a time (the tail through the same code).
+/// y[i] = f(x[i]) for `count` elements, 16 lanes at a time (HistoAVX512's `mapLanes`: a tail padded with zeros).
 @inline(__always) func vectorMap(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int,
                                  _ f: (SIMD16<Float>) -> SIMD16<Float>) {
-    var i = 0
-    while i < count {
-        let lanes = Swift.min(16, count - i)
-        store16(f(load16(x + i, stride: 1, count: lanes)), y + i, count: lanes)
-        i += 16
-    }
+    mapLanes(x, nil, count: count, into: y) { x, _ in f(x) }
 }
 
 /// z[i] = f(x[i·sx], y[i·sy]) for `count` elements, strides 0 (a broadcast value) or more, 16 lanes at a time.

@@ -121,9 +121,9 @@ extension AttentionDims {
 
     /// Queries per block of the backward: P and dS blocks [block × keys] of about 384 KB each stay in L2.
     var backwardQueryBlock: Int { Swift.max(16, Swift.min(96, 96 * 1024 / keys / 16 * 16)) }
-    /// The row stride of the backward's key-wide blocks (Kᵀ, Vᵀ, dKᵀ, dVᵀ, P, dS): the keys and 16 floats more, so
-    /// that the rows a GEMM tile reads together do not fall into the same L1 cache sets when the keys are a
-    /// multiple of 1024 (rows 4 KB apart).
+    /// The row stride of the backward's key-wide blocks (Kᵀ, Vᵀ, dKᵀ, dVᵀ, P, dS): the keys and 16 floats
+    /// more, so that the rows a GEMM tile reads together do not fall into the same L1 cache sets when the keys
+    /// are a multiple of 1024 (rows 4 KB apart).
     var keyStride: Int { keys + 16 }
     /// Floats of scratch per backward worker: Kᵀ, Vᵀ, the dKᵀ and dVᵀ sums, a P and a dS block, and scale·K.
     var backwardScratch: Int { (2 * (depth + valueDepth) + 2 * backwardQueryBlock) * keyStride + depth * keys }

@@ -327,10 +327,10 @@ public struct ChannelNorm: Operation {
 
 /// The gradients of `ChannelNorm` from x, weight, dy (and bias, after an activation), packed flat as [dx,
 /// dweight, dbias]. Per statistics set of M elements, with x̂ = (x − mean)·rstd and g = dy·act'(x̂·w + b):
-/// dx = rstd·(w·g − mean(w·g) − x̂·mean(w·g·x̂)); per channel, dweight = Σ g·x̂ and dbias = Σ g over the batch
-/// and positions. Both need each plane's Σg and Σg·(x − mean), which one pass over x and dy gives (the set
-/// stays cached for the pass that writes dx): one op instead of one for dx and one for the parameters saves a
-/// pass over x and dy (issue 20).
+/// dx = rstd·(w·g − mean(w·g) − x̂·mean(w·g·x̂)); per channel, dweight = Σ g·x̂ and dbias = Σ g
+/// over the batch and positions. Both need each plane's Σg and Σg·(x − mean), which one pass over x and dy
+/// gives (the set stays cached for the pass that writes dx): one op instead of one for dx and one for the
+/// parameters saves a pass over x and dy (issue 20).
 public struct ChannelNormBackward: Operation {
     public let statistics: NormStatistics
     public let eps: Float
